@@ -1,0 +1,62 @@
+package protocol
+
+import (
+	"fmt"
+
+	"github.com/p2pkex/p2pkex/protocol/pb"
+)
+
+// chunkData returns how many bytes of an item fit in one notice.
+func chunkData(noticeSize int) int { return noticeSize - chunkOverhead }
+
+// split cuts item into chunks that each fit a notice of noticeSize.
+func split(item []byte, noticeSize int) []*pb.Chunk {
+	per := chunkData(noticeSize)
+	count := (len(item) + per - 1) / per
+	chunks := make([]*pb.Chunk, 0, count)
+	for i := 0; i < count; i++ {
+		end := min((i+1)*per, len(item))
+		chunks = append(chunks, &pb.Chunk{Index: uint32(i), Count: uint32(count), Data: item[i*per : end]})
+	}
+	return chunks
+}
+
+// reassembly collects the chunks of one item, in order, within bounds.
+type reassembly struct {
+	max   int    // largest item accepted
+	count uint32 // 0 until the first chunk
+	next  uint32
+	data  []byte
+}
+
+// check validates c as the next chunk without changing r. It returns the
+// whole item when c is the last chunk, else nil.
+func (r *reassembly) check(c *pb.Chunk) ([]byte, error) {
+	switch {
+	case c.Count == 0 || c.Count > MaxChunks:
+		return nil, fmt.Errorf("%w: %d chunks, limit %d", ErrChunk, c.Count, MaxChunks)
+	case r.count != 0 && c.Count != r.count:
+		return nil, fmt.Errorf("%w: chunk count changed from %d to %d", ErrChunk, r.count, c.Count)
+	case c.Index != r.next:
+		return nil, fmt.Errorf("%w: chunk %d, expected %d", ErrChunk, c.Index, r.next)
+	case len(c.Data) == 0:
+		return nil, fmt.Errorf("%w: empty chunk", ErrChunk)
+	case len(r.data)+len(c.Data) > r.max:
+		return nil, fmt.Errorf("%w: item larger than %d bytes", ErrChunk, r.max)
+	}
+	if c.Index+1 < c.Count {
+		return nil, nil
+	}
+	item := make([]byte, 0, len(r.data)+len(c.Data))
+	return append(append(item, r.data...), c.Data...), nil
+}
+
+// add appends a chunk that check accepted.
+func (r *reassembly) add(c *pb.Chunk) {
+	r.count = c.Count
+	r.next++
+	r.data = append(r.data, c.Data...)
+}
+
+// done reports whether the last chunk was added.
+func (r *reassembly) done() bool { return r.count != 0 && r.next == r.count }

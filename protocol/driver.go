@@ -1,0 +1,130 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+)
+
+// Stream is what Run needs of a stream. network.Stream has it, and so has
+// net.Conn, which tests use.
+type Stream interface {
+	io.Reader
+	io.Writer
+	SetDeadline(time.Time) error
+}
+
+// abortWriteTimeout bounds the best-effort write of ABORT after a failure.
+const abortWriteTimeout = time.Second
+
+// Run drives m over s until the exchange finishes or fails: it sends START
+// (initiator), then reads one frame at a time, feeds it to the machine and
+// writes what the machine answers. Every phase gets phaseTimeout (default
+// DefaultPhaseTimeout); cancelling ctx ends the exchange at once. On failure
+// Run writes ABORT (best effort) and returns the error; the caller resets
+// the stream and installs nothing. On success the caller stores the result
+// and then closes the stream.
+func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) (*Result, error) {
+	if phaseTimeout <= 0 {
+		phaseTimeout = DefaultPhaseTimeout
+	}
+	if err := ctx.Err(); err != nil {
+		m.Fail(err)
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	fail := func(err error) (*Result, error) {
+		if cerr := ctx.Err(); cerr != nil {
+			err = fmt.Errorf("%v: %w", m.Phase(), cerr)
+		} else if isTimeout(err) {
+			err = fmt.Errorf("%w: %v", ErrTimeout, m.Phase())
+		}
+		if f := m.Fail(err); f != nil && ctx.Err() == nil {
+			_ = s.SetDeadline(time.Now().Add(abortWriteTimeout))
+			_ = WriteFrames(s, [][]byte{f.Bytes})
+		}
+		return nil, err
+	}
+
+	var out []Frame
+	var err error
+	if m.Role() == Initiator {
+		if out, err = m.Start(); err != nil {
+			return fail(err)
+		}
+	}
+	phase := PhaseNone
+	fr := NewFrameReader(s)
+	for {
+		if p := m.Phase(); p != phase {
+			phase = p
+			_ = s.SetDeadline(time.Now().Add(phaseTimeout))
+		}
+		if len(out) > 0 {
+			bufs := make([][]byte, len(out))
+			for i, f := range out {
+				bufs[i] = f.Bytes
+			}
+			if err := WriteFrames(s, bufs); err != nil {
+				return fail(err)
+			}
+		}
+		if m.Done() {
+			return m.Result(), nil
+		}
+		frame, err := fr.ReadFrame(m.MaxFrame())
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w: stream closed in %v", io.ErrUnexpectedEOF, m.Phase())
+			}
+			return fail(err)
+		}
+		if out, err = m.Consume(frame); err != nil {
+			return fail(err)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// InboundReservation is the memory an inbound exchange reserves with the
+// resource manager: both items at their bounds and two notices.
+func InboundReservation(noticeSize int) int {
+	return MaxRecordSize + MaxSealedPartSize + 2*noticeSize
+}
+
+// PrepareInbound opens an inbound stream the way every handler of the
+// protocol must: it attaches the stream to ServiceName, reserves memory for
+// the exchange and sets a first deadline. On error the caller resets the
+// stream. release returns the reservation.
+func PrepareInbound(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		return nil, fmt.Errorf("attach to service %s: %w", ServiceName, err)
+	}
+	size := InboundReservation(noticeSize)
+	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
+		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
+	}
+	if phaseTimeout <= 0 {
+		phaseTimeout = DefaultPhaseTimeout
+	}
+	if err := s.SetDeadline(time.Now().Add(phaseTimeout)); err != nil {
+		s.Scope().ReleaseMemory(size)
+		return nil, err
+	}
+	return func() { s.Scope().ReleaseMemory(size) }, nil
+}

@@ -1,0 +1,90 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/multiformats/go-varint"
+)
+
+// A frame is an unsigned-varint length (minimal encoding, at most 63 bits)
+// followed by that many bytes: one serialized pb.Notice.
+//
+// FrameReader does not buffer beyond the frame it returns, so the stream may
+// carry other data after the exchange, and its size limit can change between
+// frames as the notice size is negotiated. (go-msgio's readers fix the limit
+// at construction and buffer ahead; the transcript also needs each frame's
+// exact bytes, which a pbio reader would not return.)
+type FrameReader struct {
+	r   io.Reader
+	one [1]byte
+}
+
+// NewFrameReader reads frames from r.
+func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r} }
+
+// ReadByte reads one byte, for the varint decoder.
+func (f *FrameReader) ReadByte() (byte, error) {
+	if _, err := io.ReadFull(f.r, f.one[:]); err != nil {
+		return 0, err
+	}
+	return f.one[0], nil
+}
+
+// ReadFrame reads one frame of at most max bytes. The length is checked
+// before anything is allocated; a longer frame fails with ErrFrameTooLarge. A
+// stream that ends inside a frame fails with io.ErrUnexpectedEOF; one that
+// ends between frames with io.EOF.
+func (f *FrameReader) ReadFrame(max int) ([]byte, error) {
+	n, err := varint.ReadUvarint(f)
+	if err != nil {
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil, io.EOF
+		case errors.Is(err, varint.ErrOverflow), errors.Is(err, varint.ErrNotMinimal):
+			return nil, fmt.Errorf("%w: frame length: %v", ErrMalformed, err)
+		}
+		return nil, err
+	}
+	if n > uint64(max) {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: empty frame", ErrMalformed)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(f.r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return buf, nil
+}
+
+// AppendFrame appends the framing of msg to dst.
+func AppendFrame(dst, msg []byte) []byte {
+	var pre [varint.MaxLenUvarint63]byte
+	n := varint.PutUvarint(pre[:], uint64(len(msg)))
+	dst = append(dst, pre[:n]...)
+	return append(dst, msg...)
+}
+
+// WriteFrames writes msgs as frames in one Write, so that notices produced
+// together leave together.
+func WriteFrames(w io.Writer, msgs [][]byte) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	size := 0
+	for _, m := range msgs {
+		size += len(m) + varint.MaxLenUvarint63
+	}
+	buf := make([]byte, 0, size)
+	for _, m := range msgs {
+		buf = AppendFrame(buf, m)
+	}
+	_, err := w.Write(buf)
+	return err
+}

@@ -1,0 +1,900 @@
+package protocol
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2pkex/p2pkex/protocol/pb"
+)
+
+// MaxEpoch bounds the epoch a peer may propose, so that a hostile peer
+// cannot push a node's epochs to the end of their range.
+const MaxEpoch = 1 << 48
+
+// Config is what a Machine needs to know before the exchange starts.
+type Config struct {
+	// Role of this side.
+	Role Role
+	// Identity is this node's libp2p identity key; it signs the key part.
+	Identity crypto.PrivKey
+	// Remote is the peer, as authenticated by the secure channel.
+	Remote peer.ID
+	// RemoteKey is the remote identity key as authenticated by the secure
+	// channel. When nil it is extracted from Remote (which works for
+	// Ed25519, secp256k1 and ECDSA peer IDs, not RSA).
+	RemoteKey crypto.PubKey
+	// Own is this node's current exchange key.
+	Own *ExchangeKey
+	// Known is the remote peer's record this node holds, or nil.
+	Known *PeerRecord
+	// Suites this side accepts, most preferred first. Default DefaultSuites.
+	Suites []Suite
+	// NoticeSize is the largest notice this side accepts and asks for.
+	// Default DefaultNoticeSize.
+	NoticeSize int
+	// Epoch is the epoch this side would install next (its active epoch
+	// plus one); the exchange installs the larger of both sides' values.
+	Epoch uint64
+	// Accept is the trust policy for a record received in phase 2; known is
+	// nil on first contact. An error refuses the record. Nil accepts.
+	Accept func(remote peer.ID, known, received *PeerRecord) error
+	// Trace, when set, is called synchronously with every event.
+	Trace func(Event)
+	// Rand is the source of nonces and key parts. Default crypto/rand.
+	Rand io.Reader
+	// Now is the clock for record validity. Default time.Now.
+	Now func() time.Time
+}
+
+// Phase of an exchange.
+type Phase uint8
+
+const (
+	PhaseNone Phase = iota
+	Phase1
+	Phase2
+	Phase3
+	PhaseDone
+)
+
+func (p Phase) String() string {
+	switch p {
+	case Phase1:
+		return "phase 1"
+	case Phase2:
+		return "phase 2"
+	case Phase3:
+		return "phase 3"
+	case PhaseDone:
+		return "done"
+	}
+	return "not started"
+}
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+const (
+	EventPhaseEntered EventKind = iota + 1
+	EventPhaseLeft
+	EventNoticeSent
+	EventNoticeReceived
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventPhaseEntered:
+		return "phase-entered"
+	case EventPhaseLeft:
+		return "phase-left"
+	case EventNoticeSent:
+		return "notice-sent"
+	case EventNoticeReceived:
+		return "notice-received"
+	}
+	return "event"
+}
+
+// Event is one step of an exchange, for progress display and metrics.
+type Event struct {
+	Kind   EventKind
+	Role   Role
+	Phase  Phase
+	Notice pb.Notice_Type // for notice events
+	Size   int            // frame size, for notice events
+	// For EventPhaseEntered of Phase2: which records will travel.
+	SendOwn, ReceivePeer bool
+}
+
+// Frame is one notice to send.
+type Frame struct {
+	Type  pb.Notice_Type
+	Bytes []byte
+}
+
+// Result is a finished exchange.
+type Result struct {
+	Remote peer.ID
+	Role   Role
+	Suite  Suite
+	Epoch  uint64
+	Key    [KeySize]byte
+	KeyID  [KeyIDSize]byte
+	// InitiatorKeySent and ResponderKeySent tell which records phase 2
+	// carried.
+	InitiatorKeySent, ResponderKeySent bool
+	// NoticeSize is the negotiated notice size.
+	NoticeSize int
+	// PeerRecord is the remote record the part was sealed to; Received says
+	// whether it arrived in this exchange (and must be stored).
+	PeerRecord *PeerRecord
+	Received   bool
+}
+
+// Wipe zeroes the session key held in r.
+func (r *Result) Wipe() { clear(r.Key[:]) }
+
+type state uint8
+
+const (
+	stNew           state = iota // initiator before Start, responder before START
+	stAwaitContinue              // initiator
+	stAwaitNext                  // responder
+	stPhase2
+	stPhase3
+	stDone
+	stFailed
+)
+
+// Machine is the exchange of one side, without I/O. Start (initiator) and
+// Consume turn frames into frames; a frame Consume rejects leaves the
+// machine exactly as it was. A Machine is not safe for concurrent use.
+type Machine struct {
+	cfg    Config
+	local  peer.ID
+	role   Role
+	state  state
+	tr     transcript
+	suite  Suite
+	notice int // negotiated notice size; 0 before
+	epoch  uint64
+
+	nonce      [NonceSize]byte
+	part       [PartSize]byte
+	commit     [CommitmentSize]byte
+	peerCommit [CommitmentSize]byte
+	sentFP     bool // we sent a fingerprint of the peer's record in phase 1
+
+	sendKey, recvKey   bool // phase 2 plan
+	keyAcked, keyGot   bool // phase 2 progress
+	peerRecord         *PeerRecord
+	received           bool
+	keyAsm, partAsm    reassembly
+	t2, t3             [32]byte
+	secrets            *sessionSecrets
+	initSent, respSent bool
+	err                error
+}
+
+// NewMachine checks cfg and returns a machine in its initial state.
+func NewMachine(cfg Config) (*Machine, error) {
+	if cfg.Role != Initiator && cfg.Role != Responder {
+		return nil, errors.New("protocol: invalid role")
+	}
+	if cfg.Identity == nil || cfg.Own == nil {
+		return nil, errors.New("protocol: identity and exchange key are required")
+	}
+	local, err := peer.IDFromPrivateKey(cfg.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: identity: %w", err)
+	}
+	if cfg.Own.Peer != local {
+		return nil, errors.New("protocol: exchange key belongs to another identity")
+	}
+	if cfg.Remote == "" || cfg.Remote == local {
+		return nil, errors.New("protocol: invalid remote peer")
+	}
+	if cfg.RemoteKey == nil {
+		if cfg.RemoteKey, err = cfg.Remote.ExtractPublicKey(); err != nil {
+			return nil, fmt.Errorf("protocol: remote identity key: %w", err)
+		}
+	}
+	if cfg.Known != nil && cfg.Known.Peer != cfg.Remote {
+		return nil, errors.New("protocol: known record belongs to another peer")
+	}
+	if len(cfg.Suites) == 0 {
+		cfg.Suites = DefaultSuites()
+	}
+	// Offer only suites we hold a key for.
+	var suites []Suite
+	for _, s := range cfg.Suites {
+		if _, ok := cfg.Own.private[s]; ok && s.Known() && !slices.Contains(suites, s) {
+			suites = append(suites, s)
+		}
+	}
+	if len(suites) == 0 {
+		return nil, fmt.Errorf("protocol: %w: the exchange key covers none of %v", ErrMissingKey, cfg.Suites)
+	}
+	cfg.Suites = suites
+	if cfg.NoticeSize == 0 {
+		cfg.NoticeSize = DefaultNoticeSize
+	}
+	if cfg.NoticeSize < MinNoticeSize || cfg.NoticeSize > MaxNoticeSize {
+		return nil, fmt.Errorf("protocol: notice size %d outside [%d, %d]", cfg.NoticeSize, MinNoticeSize, MaxNoticeSize)
+	}
+	if cfg.Epoch == 0 || cfg.Epoch > MaxEpoch {
+		return nil, fmt.Errorf("protocol: epoch %d outside [1, %d]", cfg.Epoch, uint64(MaxEpoch))
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m := &Machine{cfg: cfg, local: local, role: cfg.Role}
+	m.keyAsm.max = MaxRecordSize
+	m.partAsm.max = MaxSealedPartSize
+	if cfg.Role == Initiator {
+		m.tr = newTranscript(local, cfg.Remote)
+	} else {
+		m.tr = newTranscript(cfg.Remote, local)
+	}
+	return m, nil
+}
+
+// Role returns the machine's role.
+func (m *Machine) Role() Role { return m.role }
+
+// Phase returns the phase the machine is in.
+func (m *Machine) Phase() Phase {
+	switch m.state {
+	case stNew:
+		if m.role == Responder {
+			return Phase1
+		}
+		return PhaseNone
+	case stAwaitContinue, stAwaitNext:
+		return Phase1
+	case stPhase2:
+		return Phase2
+	case stPhase3:
+		return Phase3
+	case stDone:
+		return PhaseDone
+	}
+	return PhaseNone
+}
+
+// Done reports whether the exchange finished successfully.
+func (m *Machine) Done() bool { return m.state == stDone }
+
+// Err returns the error that ended the machine, if any.
+func (m *Machine) Err() error { return m.err }
+
+// MaxFrame is the largest frame the machine accepts next: the negotiated
+// notice size, or before negotiation this side's own.
+func (m *Machine) MaxFrame() int {
+	if m.notice != 0 {
+		return m.notice
+	}
+	return m.cfg.NoticeSize
+}
+
+// Result returns the finished exchange, or nil before it is done. The
+// result holds the session key: call Wipe on the machine once the key is
+// stored.
+func (m *Machine) Result() *Result {
+	if m.state != stDone {
+		return nil
+	}
+	r := &Result{
+		Remote:           m.cfg.Remote,
+		Role:             m.role,
+		Suite:            m.suite,
+		Epoch:            m.epoch,
+		KeyID:            m.secrets.id,
+		NoticeSize:       m.notice,
+		PeerRecord:       m.peerRecord,
+		Received:         m.received,
+		InitiatorKeySent: m.initSent,
+		ResponderKeySent: m.respSent,
+	}
+	r.Key = m.secrets.key
+	return r
+}
+
+// Fail ends the machine with err (a local failure, a timeout, a reset) and
+// returns the ABORT frame to send, if one should be sent.
+func (m *Machine) Fail(err error) *Frame {
+	if m.state == stDone || m.state == stFailed {
+		return nil
+	}
+	m.fail(err)
+	var ae *AbortError
+	if errors.As(err, &ae) {
+		return nil // the peer already gave up
+	}
+	b, mErr := proto.Marshal(&pb.Notice{Type: pb.Notice_ABORT, Abort: &pb.Abort{Status: StatusOf(err)}})
+	if mErr != nil {
+		return nil
+	}
+	m.emit(Event{Kind: EventNoticeSent, Notice: pb.Notice_ABORT, Size: len(b)})
+	return &Frame{Type: pb.Notice_ABORT, Bytes: b}
+}
+
+func (m *Machine) fail(err error) {
+	m.state = stFailed
+	m.err = err
+	m.wipe()
+}
+
+// Wipe zeroes the secrets the machine holds (key part, session key,
+// confirmation keys). Result returns nil afterwards.
+func (m *Machine) Wipe() {
+	m.wipe()
+	if m.state == stDone {
+		m.state = stFailed
+		m.err = ErrDone
+	}
+}
+
+func (m *Machine) wipe() {
+	clear(m.part[:])
+	if m.secrets != nil {
+		m.secrets.wipe()
+	}
+}
+
+func (m *Machine) emit(e Event) {
+	if m.cfg.Trace == nil {
+		return
+	}
+	e.Role = m.role
+	if e.Phase == PhaseNone {
+		e.Phase = m.Phase()
+	}
+	m.cfg.Trace(e)
+}
+
+// Start begins the exchange as initiator: phase 1, step 1 (START).
+func (m *Machine) Start() ([]Frame, error) {
+	if m.role != Initiator || m.state != stNew {
+		return nil, fmt.Errorf("%w: Start on a %v machine in state %d", ErrUnexpected, m.role, m.state)
+	}
+	if err := m.newSecrets(); err != nil {
+		m.fail(err)
+		return nil, err
+	}
+	start := &pb.Start{
+		Version:    Version,
+		Nonce:      m.nonce[:],
+		Commitment: m.commit[:],
+		NoticeSize: uint32(m.cfg.NoticeSize),
+		Epoch:      m.cfg.Epoch,
+	}
+	for _, s := range m.cfg.Suites {
+		start.Suites = append(start.Suites, uint32(s))
+	}
+	if k := m.cfg.Known; k != nil {
+		start.KeyFingerprint = k.Fingerprint[:]
+		m.sentFP = true
+	}
+	m.state = stAwaitContinue
+	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase1})
+	f, err := m.send(&pb.Notice{Type: pb.Notice_START, Start: start})
+	if err != nil {
+		m.fail(err)
+		return nil, err
+	}
+	return []Frame{f}, nil
+}
+
+// newSecrets draws the nonce and key part and commits to the part.
+func (m *Machine) newSecrets() error {
+	if _, err := io.ReadFull(m.cfg.Rand, m.nonce[:]); err != nil {
+		return fmt.Errorf("random nonce: %w", err)
+	}
+	if _, err := io.ReadFull(m.cfg.Rand, m.part[:]); err != nil {
+		return fmt.Errorf("random part: %w", err)
+	}
+	m.commit = commitment(m.role, &m.part)
+	return nil
+}
+
+// send marshals n, absorbs it into the transcript as ours and reports it.
+func (m *Machine) send(n *pb.Notice) (Frame, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(n)
+	if err != nil {
+		return Frame{}, err
+	}
+	if limit := m.MaxFrame(); len(b) > limit {
+		return Frame{}, fmt.Errorf("own %v notice is %d bytes, notice size %d", n.Type, len(b), limit)
+	}
+	m.tr.absorb(m.role, b)
+	m.emit(Event{Kind: EventNoticeSent, Notice: n.Type, Size: len(b)})
+	return Frame{Type: n.Type, Bytes: b}, nil
+}
+
+// decode parses a frame and checks that exactly the body of its type is set.
+func (m *Machine) decode(frame []byte) (*pb.Notice, error) {
+	if len(frame) > m.MaxFrame() {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(frame), m.MaxFrame())
+	}
+	var n pb.Notice
+	if err := proto.Unmarshal(frame, &n); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	bodies := 0
+	for _, set := range []bool{n.Start != nil, n.Continue != nil, n.Next != nil, n.Chunk != nil,
+		n.KeyReceived != nil, n.PartReceived != nil, n.Abort != nil} {
+		if set {
+			bodies++
+		}
+	}
+	var ok bool
+	switch n.Type {
+	case pb.Notice_START:
+		ok = n.Start != nil
+	case pb.Notice_CONTINUE:
+		ok = n.Continue != nil
+	case pb.Notice_NEXT:
+		ok = n.Next != nil
+	case pb.Notice_KEY, pb.Notice_PART:
+		ok = n.Chunk != nil
+	case pb.Notice_KEY_RECEIVED:
+		ok = n.KeyReceived != nil
+	case pb.Notice_PART_RECEIVED:
+		ok = n.PartReceived != nil
+	case pb.Notice_ABORT:
+		ok = n.Abort != nil
+	}
+	if !ok || bodies != 1 {
+		return nil, fmt.Errorf("%w: %v notice with the wrong body", ErrMalformed, n.Type)
+	}
+	return &n, nil
+}
+
+// Consume takes one frame from the peer and returns the frames to send in
+// answer. On error the machine is unchanged (the caller aborts with Fail),
+// except for ABORT from the peer, which ends it.
+func (m *Machine) Consume(frame []byte) ([]Frame, error) {
+	if m.state == stDone || m.state == stFailed {
+		return nil, ErrDone
+	}
+	n, err := m.decode(frame)
+	if err != nil {
+		return nil, err
+	}
+	if n.Type == pb.Notice_ABORT {
+		err := &AbortError{Status: n.Abort.Status}
+		m.emit(Event{Kind: EventNoticeReceived, Notice: n.Type, Size: len(frame)})
+		m.fail(err)
+		return nil, err
+	}
+	var out []Frame
+	switch {
+	case m.state == stNew && m.role == Responder && n.Type == pb.Notice_START:
+		out, err = m.consumeStart(frame, n.Start)
+	case m.state == stAwaitContinue && n.Type == pb.Notice_CONTINUE:
+		out, err = m.consumeContinue(frame, n.Continue)
+	case m.state == stAwaitNext && n.Type == pb.Notice_NEXT:
+		out, err = m.consumeNext(frame, n.Next)
+	case m.state == stPhase2 && n.Type == pb.Notice_KEY && m.recvKey && !m.keyGot:
+		out, err = m.consumeKey(frame, n.Chunk)
+	case m.state == stPhase2 && n.Type == pb.Notice_KEY_RECEIVED && m.sendKey && !m.keyAcked:
+		out, err = m.consumeKeyReceived(frame, n.KeyReceived)
+	case m.state == stPhase3 && n.Type == pb.Notice_PART && m.secrets == nil:
+		out, err = m.consumePart(frame, n.Chunk)
+	case m.state == stPhase3 && n.Type == pb.Notice_PART_RECEIVED && m.secrets != nil:
+		out, err = m.consumePartReceived(frame, n.PartReceived)
+	default:
+		return nil, fmt.Errorf("%w: %v in %v", ErrUnexpected, n.Type, m.Phase())
+	}
+	if err != nil {
+		if out != nil {
+			// Failed after the notice was accepted: a local error.
+			m.fail(err)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// received reports an accepted notice (the transcript already has it).
+func (m *Machine) receivedEvent(t pb.Notice_Type, size int) {
+	m.emit(Event{Kind: EventNoticeReceived, Notice: t, Size: size})
+}
+
+func checkLen(what string, b []byte, n int) error {
+	if len(b) != n {
+		return fmt.Errorf("%w: %s is %d bytes, want %d", ErrMalformed, what, len(b), n)
+	}
+	return nil
+}
+
+func optionalFingerprint(b []byte) (*Fingerprint, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	f, err := ParseFingerprint(b)
+	if err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+func checkEpoch(e uint64) error {
+	if e == 0 || e > MaxEpoch {
+		return fmt.Errorf("%w: epoch %d", ErrMalformed, e)
+	}
+	return nil
+}
+
+// consumeStart is phase 1, step 2 (responder): check the fingerprint of our
+// record, choose suite and notice size, answer CONTINUE.
+func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
+	if s.Version != Version {
+		return nil, fmt.Errorf("%w: %d", ErrVersion, s.Version)
+	}
+	if err := checkLen("nonce", s.Nonce, NonceSize); err != nil {
+		return nil, err
+	}
+	if err := checkLen("commitment", s.Commitment, CommitmentSize); err != nil {
+		return nil, err
+	}
+	if err := checkEpoch(s.Epoch); err != nil {
+		return nil, err
+	}
+	if s.NoticeSize < MinNoticeSize || s.NoticeSize > MaxNoticeSize {
+		return nil, fmt.Errorf("%w: %d", ErrNoticeSize, s.NoticeSize)
+	}
+	if len(s.Suites) == 0 || len(s.Suites) > 16 {
+		return nil, fmt.Errorf("%w: %d suites offered", ErrMalformed, len(s.Suites))
+	}
+	fp, err := optionalFingerprint(s.KeyFingerprint)
+	if err != nil {
+		return nil, err
+	}
+	var suite Suite
+	for _, offered := range s.Suites {
+		if offered <= 0xffff && slices.Contains(m.cfg.Suites, Suite(offered)) {
+			suite = Suite(offered)
+			break
+		}
+	}
+	if suite == 0 {
+		return nil, fmt.Errorf("%w: offered %v", ErrNoCommonSuite, s.Suites)
+	}
+	// Accepted: from here on nothing the peer sent can fail.
+	if err := m.newSecrets(); err != nil {
+		m.fail(err)
+		return nil, err
+	}
+	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase1})
+	m.tr.absorb(Initiator, frame)
+	m.receivedEvent(pb.Notice_START, len(frame))
+	m.suite = suite
+	m.notice = min(int(s.NoticeSize), m.cfg.NoticeSize)
+	m.epoch = max(s.Epoch, m.cfg.Epoch)
+	copy(m.peerCommit[:], s.Commitment)
+	matched := fp != nil && fp.Equal(m.cfg.Own.Fingerprint)
+	m.sendKey = !matched
+	c := &pb.Continue{
+		Nonce:      m.nonce[:],
+		Suite:      uint32(suite),
+		KeyMatched: matched,
+		Commitment: m.commit[:],
+		NoticeSize: uint32(m.notice),
+		Epoch:      m.cfg.Epoch,
+	}
+	if k := m.cfg.Known; k != nil && k.Keys[suite] != nil {
+		c.KeyFingerprint = k.Fingerprint[:]
+		m.sentFP = true
+	}
+	m.state = stAwaitNext
+	f, err := m.send(&pb.Notice{Type: pb.Notice_CONTINUE, Continue: c})
+	if err != nil {
+		return []Frame{}, err
+	}
+	return []Frame{f}, nil
+}
+
+// consumeContinue is phase 1, step 3 (initiator): check the fingerprint of
+// our record, answer NEXT and enter phase 2 or 3.
+func (m *Machine) consumeContinue(frame []byte, c *pb.Continue) ([]Frame, error) {
+	if err := checkLen("nonce", c.Nonce, NonceSize); err != nil {
+		return nil, err
+	}
+	if err := checkLen("commitment", c.Commitment, CommitmentSize); err != nil {
+		return nil, err
+	}
+	if err := checkEpoch(c.Epoch); err != nil {
+		return nil, err
+	}
+	if c.NoticeSize < MinNoticeSize || int(c.NoticeSize) > m.cfg.NoticeSize {
+		return nil, fmt.Errorf("%w: %d, offered %d", ErrNoticeSize, c.NoticeSize, m.cfg.NoticeSize)
+	}
+	if c.Suite > 0xffff || !slices.Contains(m.cfg.Suites, Suite(c.Suite)) {
+		return nil, fmt.Errorf("%w: responder chose %d, not offered", ErrNoCommonSuite, c.Suite)
+	}
+	suite := Suite(c.Suite)
+	if c.KeyMatched && (!m.sentFP || m.cfg.Known.Keys[suite] == nil) {
+		return nil, fmt.Errorf("%w: responder claims a fingerprint match for a record we do not hold", ErrFingerprint)
+	}
+	if subtle.ConstantTimeCompare(c.Commitment, m.commit[:]) == 1 {
+		return nil, fmt.Errorf("%w: responder echoed our commitment", ErrCommitment)
+	}
+	fp, err := optionalFingerprint(c.KeyFingerprint)
+	if err != nil {
+		return nil, err
+	}
+	// Accepted.
+	m.tr.absorb(Responder, frame)
+	m.receivedEvent(pb.Notice_CONTINUE, len(frame))
+	m.suite = suite
+	m.notice = int(c.NoticeSize)
+	m.epoch = max(c.Epoch, m.cfg.Epoch)
+	copy(m.peerCommit[:], c.Commitment)
+	matched := fp != nil && fp.Equal(m.cfg.Own.Fingerprint)
+	m.sendKey = !matched
+	m.recvKey = !c.KeyMatched
+	if !m.recvKey {
+		m.peerRecord = m.cfg.Known
+	}
+	f, err := m.send(&pb.Notice{Type: pb.Notice_NEXT, Next: &pb.Next{KeyMatched: matched}})
+	if err != nil {
+		return []Frame{}, err
+	}
+	out, err := m.enterPhase2()
+	return append([]Frame{f}, out...), err
+}
+
+// consumeNext is phase 1, step 4 (responder): learn whether our record must
+// travel and enter phase 2 or 3.
+func (m *Machine) consumeNext(frame []byte, n *pb.Next) ([]Frame, error) {
+	if n.KeyMatched && !m.sentFP {
+		return nil, fmt.Errorf("%w: initiator claims a fingerprint match for a record we do not hold", ErrFingerprint)
+	}
+	m.tr.absorb(Initiator, frame)
+	m.receivedEvent(pb.Notice_NEXT, len(frame))
+	m.recvKey = !n.KeyMatched
+	if !m.recvKey {
+		m.peerRecord = m.cfg.Known
+	}
+	out, err := m.enterPhase2()
+	if err != nil && out == nil {
+		out = []Frame{}
+	}
+	return out, err
+}
+
+// enterPhase2 closes phase 1 and runs phase 2, step 1: send our record if it
+// is missing or stale at the peer.
+func (m *Machine) enterPhase2() ([]Frame, error) {
+	m.emit(Event{Kind: EventPhaseLeft, Phase: Phase1})
+	m.tr.checkpoint(stagePhase1)
+	if m.role == Initiator {
+		m.initSent, m.respSent = m.sendKey, m.recvKey
+	} else {
+		m.initSent, m.respSent = m.recvKey, m.sendKey
+	}
+	m.state = stPhase2
+	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase2, SendOwn: m.sendKey, ReceivePeer: m.recvKey})
+	out := []Frame{}
+	if m.sendKey {
+		for _, c := range split(m.cfg.Own.Envelope, m.notice) {
+			f, err := m.send(&pb.Notice{Type: pb.Notice_KEY, Chunk: c})
+			if err != nil {
+				return out, err
+			}
+			out = append(out, f)
+		}
+	}
+	more, err := m.maybePhase3()
+	return append(out, more...), err
+}
+
+// consumeKey is phase 2, step 2: collect the peer's record; when complete,
+// validate and import it and confirm receipt with KEY_RECEIVED.
+func (m *Machine) consumeKey(frame []byte, c *pb.Chunk) ([]Frame, error) {
+	item, err := m.keyAsm.check(c)
+	if err != nil {
+		return nil, err
+	}
+	if item == nil {
+		m.keyAsm.add(c)
+		m.tr.absorb(m.role.other(), frame)
+		m.receivedEvent(pb.Notice_KEY, len(frame))
+		return []Frame{}, nil
+	}
+	rec, err := m.validateRecord(item)
+	if err != nil {
+		return nil, err
+	}
+	m.keyAsm.add(c)
+	m.tr.absorb(m.role.other(), frame)
+	m.receivedEvent(pb.Notice_KEY, len(frame))
+	m.keyGot = true
+	m.peerRecord = rec
+	m.received = true
+	f, err := m.send(&pb.Notice{Type: pb.Notice_KEY_RECEIVED, KeyReceived: &pb.KeyReceived{Fingerprint: rec.Fingerprint[:]}})
+	if err != nil {
+		return []Frame{}, err
+	}
+	more, err := m.maybePhase3()
+	return append([]Frame{f}, more...), err
+}
+
+// validateRecord checks a received record: size, signature, signer, validity
+// (ParsePeerRecord), the negotiated suite, no rollback, and the trust policy.
+func (m *Machine) validateRecord(envelope []byte) (*PeerRecord, error) {
+	rec, err := ParsePeerRecord(envelope, m.cfg.Remote, m.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	if rec.Keys[m.suite] == nil {
+		return nil, fmt.Errorf("%w: record has no %v key", ErrBadRecord, m.suite)
+	}
+	if k := m.cfg.Known; k != nil {
+		if rec.Seq < k.Seq || (rec.Seq == k.Seq && !rec.Fingerprint.Equal(k.Fingerprint)) {
+			return nil, fmt.Errorf("%w: sequence %d after %d", ErrRollback, rec.Seq, k.Seq)
+		}
+	}
+	if m.cfg.Accept != nil {
+		if err := m.cfg.Accept(m.cfg.Remote, m.cfg.Known, rec); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrKeyRejected, err)
+		}
+	}
+	return rec, nil
+}
+
+// consumeKeyReceived is phase 2, step 3: the peer has our record.
+func (m *Machine) consumeKeyReceived(frame []byte, k *pb.KeyReceived) ([]Frame, error) {
+	if subtle.ConstantTimeCompare(k.Fingerprint, m.cfg.Own.Fingerprint[:]) != 1 {
+		return nil, fmt.Errorf("%w: receipt names another record", ErrFingerprint)
+	}
+	m.tr.absorb(m.role.other(), frame)
+	m.receivedEvent(pb.Notice_KEY_RECEIVED, len(frame))
+	m.keyAcked = true
+	out, err := m.maybePhase3()
+	if err != nil && out == nil {
+		out = []Frame{}
+	}
+	return out, err
+}
+
+// maybePhase3 is phase 2, step 4: once both sides hold each other's record,
+// close phase 2 and run phase 3, step 1: send our sealed, signed part.
+func (m *Machine) maybePhase3() ([]Frame, error) {
+	if (m.sendKey && !m.keyAcked) || (m.recvKey && !m.keyGot) {
+		return nil, nil
+	}
+	m.emit(Event{Kind: EventPhaseLeft, Phase: Phase2})
+	m.t2 = m.tr.checkpoint(stagePhase2)
+	m.state = stPhase3
+	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase3})
+	pk := m.peerRecord.Keys[m.suite]
+	if pk == nil {
+		return nil, fmt.Errorf("%w: peer record has no %v key", ErrMissingKey, m.suite)
+	}
+	ct, err := m.suite.seal(pk, partInfo(m.role, &m.t2), m.part[:])
+	if err != nil {
+		return nil, fmt.Errorf("seal key part: %w", err)
+	}
+	sig, err := m.cfg.Identity.Sign(partSigInput(m.role, &m.t2, ct))
+	if err != nil {
+		return nil, fmt.Errorf("sign key part: %w", err)
+	}
+	item, err := proto.Marshal(&pb.SealedPart{Ciphertext: ct, Signature: sig})
+	if err != nil {
+		return nil, err
+	}
+	if len(item) > MaxSealedPartSize {
+		return nil, fmt.Errorf("sealed part is %d bytes, limit %d", len(item), MaxSealedPartSize)
+	}
+	var out []Frame
+	for _, c := range split(item, m.notice) {
+		f, err := m.send(&pb.Notice{Type: pb.Notice_PART, Chunk: c})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// consumePart is phase 3, step 2 and 3: collect the peer's part; when
+// complete, verify, open and check it, derive the session key and confirm
+// it with PART_RECEIVED.
+func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
+	item, err := m.partAsm.check(c)
+	if err != nil {
+		return nil, err
+	}
+	if item == nil {
+		m.partAsm.add(c)
+		m.tr.absorb(m.role.other(), frame)
+		m.receivedEvent(pb.Notice_PART, len(frame))
+		return []Frame{}, nil
+	}
+	var sp pb.SealedPart
+	if err := proto.Unmarshal(item, &sp); err != nil {
+		return nil, fmt.Errorf("%w: sealed part: %v", ErrMalformed, err)
+	}
+	peerRole := m.role.other()
+	ok, err := m.cfg.RemoteKey.Verify(partSigInput(peerRole, &m.t2, sp.Ciphertext), sp.Signature)
+	if err != nil || !ok {
+		return nil, ErrBadSignature
+	}
+	own := m.cfg.Own.private[m.suite]
+	pt, err := m.suite.open(own, partInfo(peerRole, &m.t2), sp.Ciphertext)
+	if err != nil || len(pt) != PartSize {
+		return nil, ErrDecrypt
+	}
+	var peerPart [PartSize]byte
+	copy(peerPart[:], pt)
+	clear(pt)
+	defer clear(peerPart[:])
+	if c := commitment(peerRole, &peerPart); subtle.ConstantTimeCompare(c[:], m.peerCommit[:]) != 1 {
+		return nil, ErrCommitment
+	}
+	t3 := m.tr.peek(stagePhase3, peerRole, frame)
+	var secrets *sessionSecrets
+	if m.role == Initiator {
+		secrets, err = deriveSession(&m.part, &peerPart, &t3)
+	} else {
+		secrets, err = deriveSession(&peerPart, &m.part, &t3)
+	}
+	if err != nil {
+		m.fail(err)
+		return nil, err
+	}
+	// Accepted.
+	m.partAsm.add(c)
+	m.tr.absorb(peerRole, frame)
+	m.receivedEvent(pb.Notice_PART, len(frame))
+	m.t3 = m.tr.checkpoint(stagePhase3)
+	m.secrets = secrets
+	clear(m.part[:])
+	mac := confirmationMAC(secrets, m.role, &m.t3)
+	f, err := m.sendUnhashed(&pb.Notice{Type: pb.Notice_PART_RECEIVED, PartReceived: &pb.PartReceived{Mac: mac[:]}})
+	if err != nil {
+		return []Frame{}, err
+	}
+	return []Frame{f}, nil
+}
+
+// sendUnhashed is send for PART_RECEIVED, which is not in the transcript
+// (it authenticates the transcript).
+func (m *Machine) sendUnhashed(n *pb.Notice) (Frame, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(n)
+	if err != nil {
+		return Frame{}, err
+	}
+	m.emit(Event{Kind: EventNoticeSent, Notice: n.Type, Size: len(b)})
+	return Frame{Type: n.Type, Bytes: b}, nil
+}
+
+// consumePartReceived is phase 3, steps 4 and 5: the peer proves it holds the
+// same key; the exchange is done and the key may be installed.
+func (m *Machine) consumePartReceived(frame []byte, p *pb.PartReceived) ([]Frame, error) {
+	want := confirmationMAC(m.secrets, m.role.other(), &m.t3)
+	if !hmac.Equal(p.Mac, want[:]) {
+		return nil, ErrConfirmation
+	}
+	m.receivedEvent(pb.Notice_PART_RECEIVED, len(frame))
+	m.emit(Event{Kind: EventPhaseLeft, Phase: Phase3})
+	m.state = stDone
+	m.emit(Event{Kind: EventPhaseEntered, Phase: PhaseDone})
+	return []Frame{}, nil
+}
