@@ -101,21 +101,21 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// InboundReservation is the memory an inbound exchange reserves with the
+// Reservation is the memory an exchange reserves with the
 // resource manager: both items at their bounds and two notices.
-func InboundReservation(noticeSize int) int {
+func Reservation(noticeSize int) int {
 	return MaxRecordSize + MaxSealedPartSize + 2*noticeSize
 }
 
-// PrepareInbound opens an inbound stream the way every handler of the
-// protocol must: it attaches the stream to ServiceName, reserves memory for
+// PrepareStream opens a stream of the exchange the way every handler of the
+// protocol must, in both roles: it attaches the stream to ServiceName, reserves memory for
 // the exchange and sets a first deadline. On error the caller resets the
 // stream. release returns the reservation.
-func PrepareInbound(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
+func PrepareStream(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
 	if err := s.Scope().SetService(ServiceName); err != nil {
 		return nil, fmt.Errorf("attach to service %s: %w", ServiceName, err)
 	}
-	size := InboundReservation(noticeSize)
+	size := Reservation(noticeSize)
 	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
 		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
 	}

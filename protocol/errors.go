@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
@@ -149,4 +151,10 @@ func StatusOf(err error) pb.Status {
 		return pb.Status_PROTOCOL_ERROR
 	}
 	return pb.Status_INTERNAL_ERROR
+}
+
+// AbortNotice returns the serialized ABORT notice for err, for a node that
+// refuses an exchange before running a machine (busy, conflict).
+func AbortNotice(err error) ([]byte, error) {
+	return proto.Marshal(&pb.Notice{Type: pb.Notice_ABORT, Abort: &pb.Abort{Status: StatusOf(err)}})
 }

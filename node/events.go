@@ -1,0 +1,115 @@
+package node
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+const (
+	// EventStep: a step of an exchange (Step says which).
+	EventStep EventKind = iota + 1
+	// EventDone: an exchange finished and its key is installed (Info).
+	EventDone
+	// EventFailed: an exchange failed; nothing was installed (Err).
+	EventFailed
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventStep:
+		return "step"
+	case EventDone:
+		return "done"
+	case EventFailed:
+		return "failed"
+	}
+	return "event"
+}
+
+// Event is a progress report of an exchange.
+type Event struct {
+	Time time.Time
+	Peer peer.ID
+	Kind EventKind
+	Step protocol.Event // EventStep: phase entered or left, notice sent or received
+	Info *KeyInfo       // EventDone
+	Err  error          // EventFailed
+}
+
+// events fans events out to subscribers. A subscriber that does not keep up
+// loses events (counted in Dropped) rather than slowing exchanges down.
+type events struct {
+	mu      sync.Mutex
+	subs    map[chan Event]struct{}
+	closed  bool
+	dropped atomic.Uint64
+}
+
+// DefaultSubscriptionBuffer is the buffer of a subscription when Subscribe
+// is given 0.
+const DefaultSubscriptionBuffer = 1024
+
+// Subscribe returns a channel of the node's events and a function that ends
+// the subscription. The channel is closed when the subscription ends or the
+// node closes. Events are dropped, not queued, when the buffer is full.
+func (n *Node) Subscribe(buffer int) (<-chan Event, func()) {
+	if buffer <= 0 {
+		buffer = DefaultSubscriptionBuffer
+	}
+	ch := make(chan Event, buffer)
+	e := &n.events
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		close(ch)
+		return ch, func() {}
+	}
+	if e.subs == nil {
+		e.subs = map[chan Event]struct{}{}
+	}
+	e.subs[ch] = struct{}{}
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if _, ok := e.subs[ch]; ok {
+				delete(e.subs, ch)
+				close(ch)
+			}
+		})
+	}
+}
+
+// DroppedEvents returns how many events subscribers lost to full buffers.
+func (n *Node) DroppedEvents() uint64 { return n.events.dropped.Load() }
+
+func (e *events) publish(ev Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ch := range e.subs {
+		select {
+		case ch <- ev:
+		default:
+			e.dropped.Add(1)
+		}
+	}
+}
+
+func (e *events) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	for ch := range e.subs {
+		close(ch)
+	}
+	e.subs = nil
+}

@@ -1,0 +1,408 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+// KeyInfo describes a key an exchange installed. It never holds the key.
+type KeyInfo struct {
+	Peer  peer.ID
+	Role  protocol.Role // this node's role in the exchange
+	Epoch uint64
+	KeyID peerstore.KeyID
+	Suite protocol.Suite
+	// SentOwnKey and ReceivedPeerKey say which exchange-key records phase 2
+	// carried, from this node's point of view; InitiatorKeySent and
+	// ResponderKeySent say the same by role.
+	SentOwnKey, ReceivedPeerKey        bool
+	InitiatorKeySent, ResponderKeySent bool
+	// PeerFingerprint names the peer's exchange-key record the part was
+	// sealed to.
+	PeerFingerprint protocol.Fingerprint
+	NoticeSize      int
+}
+
+// slot is the one exchange with a peer that may run at a time.
+type slot struct {
+	outbound bool
+	done     chan struct{}
+	cancel   context.CancelFunc
+	waiters  int
+	// follow is set when this outbound exchange gave way to the peer's
+	// simultaneous one: its waiters take that one's result.
+	follow *slot
+	info   *KeyInfo
+	err    error
+}
+
+// Exchange runs the key exchange with p (connecting through the host's
+// peerstore addresses if needed) and returns the installed key's metadata.
+// If an exchange with p is already running, in either direction, Exchange
+// waits for it and returns its result. Cancelling ctx stops waiting; the
+// exchange itself is cancelled when no caller waits for it any more.
+func (n *Node) Exchange(ctx context.Context, p peer.ID) (*KeyInfo, error) {
+	if p == n.host.ID() {
+		return nil, errors.New("cannot exchange keys with self")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid peer ID: %w", err)
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s := n.slots[p]
+	if s == nil {
+		s = n.startOutbound(p)
+	}
+	s.waiters++
+	n.mu.Unlock()
+	return n.wait(ctx, s)
+}
+
+func (n *Node) wait(ctx context.Context, s *slot) (*KeyInfo, error) {
+	for {
+		select {
+		case <-s.done:
+			n.mu.Lock()
+			if s.follow != nil {
+				s = s.follow // our count moved there with the yield
+				n.mu.Unlock()
+				continue
+			}
+			s.waiters--
+			n.mu.Unlock()
+			return s.info, s.err
+		case <-ctx.Done():
+			n.mu.Lock()
+			for s.follow != nil {
+				s = s.follow
+			}
+			s.waiters--
+			if s.waiters == 0 && s.outbound {
+				s.cancel()
+			}
+			n.mu.Unlock()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// startOutbound registers and starts an outbound exchange. n.mu is held.
+func (n *Node) startOutbound(p peer.ID) *slot {
+	ctx, cancel := context.WithCancel(n.ctx)
+	s := &slot{outbound: true, done: make(chan struct{}), cancel: cancel}
+	n.slots[p] = s
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer cancel()
+		info, err := n.initiate(ctx, p)
+		if errors.Is(err, protocol.ErrConflict) {
+			// The peer started an exchange with us at the same moment and
+			// won the tie-break; its START is on the way. Wait for the
+			// handler to hand our waiters over to it.
+			select {
+			case <-ctx.Done():
+			case <-time.After(n.cfg.phaseTimeout):
+			}
+		}
+		n.finish(p, s, info, err)
+	}()
+	return s
+}
+
+// finish records a slot's result and frees the peer for the next exchange.
+func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
+	n.mu.Lock()
+	if n.slots[p] == s {
+		delete(n.slots, p)
+	}
+	followed := s.follow != nil
+	if !followed {
+		s.info, s.err = info, err
+	}
+	n.mu.Unlock()
+	close(s.done)
+	switch {
+	case followed:
+	case err != nil:
+		n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventFailed, Err: err})
+	default:
+		n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventDone, Info: info})
+	}
+}
+
+// initiate runs one exchange as initiator.
+func (n *Node) initiate(ctx context.Context, p peer.ID) (*KeyInfo, error) {
+	s, err := n.host.NewStream(ctx, p, protocol.ID)
+	if err != nil {
+		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
+	}
+	release, err := protocol.PrepareStream(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
+	if err != nil {
+		s.Reset()
+		return nil, err
+	}
+	defer release()
+	return n.run(ctx, s, protocol.Initiator)
+}
+
+// handleStream serves an inbound exchange.
+func (n *Node) handleStream(s network.Stream) {
+	p := s.Conn().RemotePeer()
+	release, err := protocol.PrepareStream(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
+	if err != nil {
+		log.Debugw("refusing exchange", "peer", p, "err", err)
+		s.Reset()
+		return
+	}
+	defer release()
+
+	n.mu.Lock()
+	if n.closed || n.inbound >= n.cfg.maxInbound || n.perPeer[p] >= n.cfg.maxPerPeer {
+		closed := n.closed
+		n.mu.Unlock()
+		log.Debugw("refusing exchange: over the inbound limit", "peer", p)
+		if closed {
+			refuse(s, ErrClosed)
+		} else {
+			refuse(s, protocol.ErrBusy)
+		}
+		return
+	}
+	n.inbound++
+	n.perPeer[p]++
+	n.wg.Add(1)
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.inbound--
+		if n.perPeer[p]--; n.perPeer[p] == 0 {
+			delete(n.perPeer, p)
+		}
+		n.mu.Unlock()
+		n.wg.Done()
+	}()
+	si, refusal := n.claimInbound(p)
+	if refusal != nil {
+		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
+		refuse(s, refusal)
+		return
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	defer cancel()
+	info, err := n.run(ctx, s, protocol.Responder)
+	n.finish(p, si, info, err)
+}
+
+// claimInbound takes the peer's slot for an inbound exchange. An exchange
+// with the peer still finishing (its last notice may trail the peer's next
+// START) is waited for, up to one phase timeout. On a simultaneous start the
+// tie-break decides: the smaller peer ID keeps its outbound exchange and
+// refuses the inbound one with CONFLICT; the other side's outbound gives
+// way, and its callers take the inbound exchange's result.
+func (n *Node) claimInbound(p peer.ID) (*slot, error) {
+	timer := time.NewTimer(n.cfg.phaseTimeout)
+	defer timer.Stop()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for {
+		cur := n.slots[p]
+		switch {
+		case n.closed:
+			return nil, ErrClosed
+		case cur == nil:
+			si := &slot{done: make(chan struct{})}
+			n.slots[p] = si
+			return si, nil
+		case cur.outbound && n.host.ID() < p:
+			return nil, protocol.ErrConflict
+		case cur.outbound:
+			si := &slot{done: make(chan struct{})}
+			n.slots[p] = si
+			cur.follow = si
+			si.waiters += cur.waiters
+			cur.waiters = 0
+			cur.cancel()
+			return si, nil
+		}
+		n.mu.Unlock()
+		select {
+		case <-cur.done:
+		case <-timer.C:
+			n.mu.Lock()
+			return nil, protocol.ErrBusy
+		case <-n.ctx.Done():
+			n.mu.Lock()
+			return nil, ErrClosed
+		}
+		n.mu.Lock()
+	}
+}
+
+// refuse answers an exchange the node will not run with ABORT and closes
+// the stream gracefully, so that the peer reads the status.
+func refuse(s network.Stream, reason error) {
+	b, err := protocol.AbortNotice(reason)
+	if err == nil {
+		_ = s.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = protocol.WriteFrames(s, [][]byte{b})
+	}
+	_ = s.Close()
+}
+
+// run drives one exchange over a prepared stream and installs its key.
+func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role) (*KeyInfo, error) {
+	p := s.Conn().RemotePeer()
+	m, err := n.machine(role, p, s.Conn().RemotePublicKey())
+	if err != nil {
+		s.Reset()
+		return nil, err
+	}
+	defer m.Wipe()
+	res, err := protocol.Run(ctx, s, m, n.cfg.phaseTimeout)
+	if err != nil {
+		log.Debugw("exchange failed", "peer", p, "role", role, "err", err)
+		s.Reset()
+		return nil, err
+	}
+	defer res.Wipe()
+	info, err := n.install(res)
+	if err != nil {
+		s.Reset()
+		return nil, err
+	}
+	_ = s.Close()
+	return info, nil
+}
+
+// machine builds the state machine for an exchange with p from the store.
+func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey) (*protocol.Machine, error) {
+	n.mu.Lock()
+	xk := n.xkey
+	n.mu.Unlock()
+	known, trust, err := n.knownRecord(p)
+	if err != nil {
+		return nil, err
+	}
+	epoch := uint64(1)
+	switch act, err := n.store.ActiveSession(p); {
+	case err == nil:
+		epoch = act.Epoch + 1
+		clear(act.Key[:])
+	case !errors.Is(err, peerstore.ErrNotFound):
+		return nil, fmt.Errorf("read session of %s: %w", p, err)
+	}
+	return protocol.NewMachine(protocol.Config{
+		Role:       role,
+		Identity:   n.identity,
+		Remote:     p,
+		RemoteKey:  remoteKey,
+		Own:        xk,
+		Known:      known,
+		Suites:     n.cfg.suites,
+		NoticeSize: n.cfg.noticeSize,
+		Epoch:      epoch,
+		Accept:     n.accept(trust),
+		Trace: func(e protocol.Event) {
+			n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
+		},
+		Now: n.cfg.now,
+	})
+}
+
+// knownRecord returns p's stored record if it is still valid. A record that
+// no longer validates (expired, say) counts as missing: phase 2 fetches a
+// fresh one.
+func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustState, error) {
+	pk, err := n.store.Peer(p)
+	if errors.Is(err, peerstore.ErrNotFound) {
+		return nil, peerstore.TrustUnknown, nil
+	}
+	if err != nil {
+		return nil, peerstore.TrustUnknown, fmt.Errorf("read record of %s: %w", p, err)
+	}
+	rec, err := protocol.ParsePeerRecord(pk.Record, p, n.cfg.now())
+	if err != nil {
+		log.Debugw("stored record unusable; will fetch a new one", "peer", p, "err", err)
+		return nil, pk.Trust, nil
+	}
+	return rec, pk.Trust, nil
+}
+
+// accept applies the trust policy to a received record.
+func (n *Node) accept(trust peerstore.TrustState) func(peer.ID, *protocol.PeerRecord, *protocol.PeerRecord) error {
+	if n.cfg.trust == nil {
+		return nil
+	}
+	return func(_ peer.ID, known, received *protocol.PeerRecord) error {
+		return n.cfg.trust(PeerKeyChange{Known: known, Received: received, Trust: trust})
+	}
+}
+
+// install commits a finished exchange: the new epoch and, if phase 2
+// brought one, the peer's record, in one transaction.
+func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
+	now := n.cfg.now()
+	c := peerstore.Commit{
+		Session: peerstore.SessionKey{
+			Peer:    res.Remote,
+			Epoch:   res.Epoch,
+			Key:     peerstore.Key(res.Key),
+			ID:      peerstore.KeyID(res.KeyID),
+			Suite:   uint16(res.Suite),
+			Created: now,
+		},
+		Seen: now,
+	}
+	defer clear(c.Session.Key[:])
+	if res.Received {
+		trust := peerstore.TrustFirstUse
+		if old, err := n.store.Peer(res.Remote); err == nil {
+			trust = old.Trust
+		}
+		rec := res.PeerRecord
+		c.PeerKey = &peerstore.PeerKey{
+			Peer:        res.Remote,
+			Seq:         rec.Seq,
+			Record:      rec.Envelope,
+			Fingerprint: rec.Fingerprint[:],
+			Trust:       trust,
+			FirstSeen:   now,
+			LastSeen:    now,
+		}
+	}
+	if err := n.store.CommitExchange(c); err != nil {
+		return nil, fmt.Errorf("install key: %w", err)
+	}
+	info := &KeyInfo{
+		Peer:             res.Remote,
+		Role:             res.Role,
+		Epoch:            res.Epoch,
+		KeyID:            peerstore.KeyID(res.KeyID),
+		Suite:            res.Suite,
+		InitiatorKeySent: res.InitiatorKeySent,
+		ResponderKeySent: res.ResponderKeySent,
+		PeerFingerprint:  res.PeerRecord.Fingerprint,
+		NoticeSize:       res.NoticeSize,
+	}
+	if res.Role == protocol.Initiator {
+		info.SentOwnKey, info.ReceivedPeerKey = res.InitiatorKeySent, res.ResponderKeySent
+	} else {
+		info.SentOwnKey, info.ReceivedPeerKey = res.ResponderKeySent, res.InitiatorKeySent
+	}
+	log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID.String())
+	return info, nil
+}

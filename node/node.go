@@ -1,0 +1,328 @@
+// Package node runs the p2pkex key exchange on a libp2p host.
+//
+// # Use
+//
+//	n, err := node.New(ctx, node.WithStore(store))
+//	...
+//	defer n.Close()
+//	info, err := n.Exchange(ctx, peerID)  // runs /p2pkex/1.0.0
+//	key, err := n.ActiveKey(peerID)       // the key for talking to peerID
+//
+// A node either builds its own libp2p host (identity from the store) or
+// attaches to a host the application already runs ([WithHost]). It serves
+// the protocol to every peer, keeps its own exchange key and rotates it by
+// age or on request ([Node.RotateExchangeKey]), and stores each agreed key as
+// a new epoch only after both sides confirmed it.
+//
+// # Concurrency
+//
+// Exchanges with different peers run concurrently. Two exchanges with the
+// same peer never interleave: a second Exchange call joins the one running.
+// When two peers start an exchange with each other at the same moment, the
+// one with the smaller peer ID keeps its exchange and the other joins it,
+// so both callers get the one resulting key.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+var log = logging.Logger("p2pkex/node")
+
+// ErrClosed is returned by a closed node.
+var ErrClosed = errors.New("node is closed")
+
+// Node is a p2pkex node.
+type Node struct {
+	cfg       *config
+	host      host.Host
+	ownsHost  bool
+	store     peerstore.Store
+	ownsStore bool
+	identity  crypto.PrivKey
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	xkey    *protocol.ExchangeKey
+	slots   map[peer.ID]*slot
+	inbound int
+	perPeer map[peer.ID]int
+	closed  bool
+
+	events events
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds a node: it opens (or creates) the identity and exchange key in
+// the store, builds or attaches to the libp2p host and serves the protocol.
+func New(ctx context.Context, opts ...Option) (*Node, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		if err := o(cfg); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}}
+	n.store = cfg.store
+	if n.store == nil {
+		n.store, n.ownsStore = peerstore.NewMemory(), true
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			n.release()
+		}
+	}()
+
+	var err error
+	if n.identity, err = loadIdentity(n.store, cfg.host); err != nil {
+		return nil, err
+	}
+	if err := n.loadExchangeKey(); err != nil {
+		return nil, err
+	}
+	if cfg.host != nil {
+		n.host = cfg.host
+	} else {
+		listen := cfg.listen
+		if len(listen) == 0 {
+			for _, a := range DefaultListenAddrs {
+				listen = append(listen, ma.StringCast(a))
+			}
+		}
+		lopts := append([]libp2p.Option{libp2p.Identity(n.identity), libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
+		if n.host, err = libp2p.New(lopts...); err != nil {
+			return nil, fmt.Errorf("start libp2p host: %w", err)
+		}
+		n.ownsHost = true
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.host.SetStreamHandler(protocol.ID, n.handleStream)
+	n.wg.Add(1)
+	go n.maintain()
+	ok = true
+	return n, nil
+}
+
+// loadIdentity returns the store's identity key, creating it (from the
+// host's key when attaching to a host) on first use.
+func loadIdentity(store peerstore.Store, h host.Host) (crypto.PrivKey, error) {
+	sk, err := store.Identity()
+	switch {
+	case err == nil:
+		if h != nil && !sk.GetPublic().Equals(h.Peerstore().PubKey(h.ID())) {
+			return nil, fmt.Errorf("store identity differs from the host's (%s)", h.ID())
+		}
+		return sk, nil
+	case !errors.Is(err, peerstore.ErrNotFound):
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	if h != nil {
+		if sk = h.Peerstore().PrivKey(h.ID()); sk == nil {
+			return nil, errors.New("host does not expose its private key")
+		}
+	} else if sk, _, err = crypto.GenerateEd25519Key(nil); err != nil {
+		return nil, err
+	}
+	if err := store.SetIdentity(sk); err != nil {
+		return nil, fmt.Errorf("store identity: %w", err)
+	}
+	return sk, nil
+}
+
+// loadExchangeKey reads the current exchange key from the store, or makes
+// the first one, and rotates it if it is too old or lacks a suite.
+func (n *Node) loadExchangeKey() error {
+	cur, _, err := n.store.ExchangeKeys()
+	if errors.Is(err, peerstore.ErrNotFound) {
+		return n.rotate(0)
+	}
+	if err != nil {
+		return fmt.Errorf("read exchange key: %w", err)
+	}
+	priv := map[protocol.Suite][]byte{}
+	for _, k := range cur.Keys {
+		priv[protocol.Suite(k.Suite)] = k.Private
+	}
+	xk, err := protocol.LoadExchangeKey(n.identity, cur.Record, priv)
+	if err != nil {
+		return fmt.Errorf("load exchange key: %w", err)
+	}
+	n.xkey = xk
+	if n.needsRotation(xk) {
+		return n.rotate(xk.Seq)
+	}
+	return nil
+}
+
+func (n *Node) needsRotation(xk *protocol.ExchangeKey) bool {
+	if n.cfg.now().Sub(xk.Created) >= n.cfg.rotateAfter {
+		return true
+	}
+	for _, s := range n.cfg.suites {
+		if xk.Keys[s] == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// rotate makes and stores a new exchange key with sequence prev+1.
+func (n *Node) rotate(prev uint64) error {
+	now := n.cfg.now()
+	xk, err := protocol.NewExchangeKey(n.identity, n.cfg.suites, prev+1, now, n.cfg.keyLifetime)
+	if err != nil {
+		return err
+	}
+	priv, err := xk.PrivateKeys()
+	if err != nil {
+		return err
+	}
+	rec := peerstore.ExchangeKey{Seq: xk.Seq, Record: xk.Envelope, Created: now}
+	for _, s := range xk.Suites() {
+		rec.Keys = append(rec.Keys, peerstore.SuiteKey{Suite: uint16(s), Private: priv[s]})
+	}
+	if err := n.store.RotateExchangeKey(rec, now, n.cfg.rotationGrace); err != nil {
+		return fmt.Errorf("store exchange key: %w", err)
+	}
+	for _, b := range priv {
+		clear(b)
+	}
+	n.mu.Lock()
+	n.xkey = xk
+	n.mu.Unlock()
+	log.Infow("exchange key rotated", "seq", xk.Seq, "fingerprint", xk.Fingerprint.String())
+	return nil
+}
+
+// RotateExchangeKey replaces the node's exchange key with a new one. Peers
+// holding the old fingerprint get the new record in their next exchange's
+// phase 2; the old private key is destroyed after the grace period.
+func (n *Node) RotateExchangeKey() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	seq := n.xkey.Seq
+	n.mu.Unlock()
+	return n.rotate(seq)
+}
+
+// maintain rotates the exchange key by age and destroys retired keys.
+func (n *Node) maintain() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := n.store.PruneExchangeKeys(n.cfg.now()); err != nil {
+			log.Warnw("prune exchange keys", "err", err)
+		}
+		n.mu.Lock()
+		xk := n.xkey
+		n.mu.Unlock()
+		if n.needsRotation(xk) {
+			if err := n.rotate(xk.Seq); err != nil {
+				log.Errorw("rotate exchange key", "err", err)
+			}
+		}
+	}
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host returns the libp2p host the node runs on.
+func (n *Node) Host() host.Host { return n.host }
+
+// Store returns the node's store.
+func (n *Node) Store() peerstore.Store { return n.store }
+
+// Addrs returns the node's full addresses (ending in /p2p/<peer ID>).
+func (n *Node) Addrs() []ma.Multiaddr {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	if err != nil {
+		return nil
+	}
+	return addrs
+}
+
+// ExchangeKey returns the node's current exchange key (its public record).
+func (n *Node) ExchangeKey() *protocol.PeerRecord {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.xkey.PeerRecord
+	return &r
+}
+
+// Fingerprint returns the fingerprint of the node's current exchange-key
+// record.
+func (n *Node) Fingerprint() protocol.Fingerprint {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.xkey.Fingerprint
+}
+
+// Connect connects to a peer by address.
+func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
+	return n.host.Connect(ctx, pi)
+}
+
+// ActiveKey returns the session key currently in use with p: the one with
+// the highest epoch. peerstore.ErrNotFound if there is none.
+func (n *Node) ActiveKey(p peer.ID) (*peerstore.SessionKey, error) {
+	return n.store.ActiveSession(p)
+}
+
+// Close stops serving the protocol, cancels the exchanges in flight and
+// waits for them, then closes the host and store the node built. It is
+// idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
+		n.host.RemoveStreamHandler(protocol.ID)
+		n.cancel()
+		n.wg.Wait()
+		n.events.close()
+		n.closeErr = n.release()
+	})
+	return n.closeErr
+}
+
+// release closes what the node owns.
+func (n *Node) release() error {
+	var errs []error
+	if n.ownsHost && n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.ownsStore && n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}

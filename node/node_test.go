@@ -1,0 +1,302 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/stretchr/testify/require"
+
+	ps "github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+// newNode starts a node on loopback TCP only.
+func newNode(t testing.TB, opts ...Option) *Node {
+	t.Helper()
+	opts = append([]Option{WithListenAddrs("/ip4/127.0.0.1/tcp/0")}, opts...)
+	n, err := New(context.Background(), opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	return n
+}
+
+// introduce tells a where b listens.
+func introduce(a, b *Node) {
+	a.Host().Peerstore().AddAddrs(b.ID(), b.Host().Addrs(), peerstore.PermanentAddrTTL)
+}
+
+func exchange(t testing.TB, a, b *Node) *KeyInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := a.Exchange(ctx, b.ID())
+	require.NoError(t, err)
+	requireSameKey(t, a, b, info.Epoch)
+	return info
+}
+
+// requireSameKey checks that both nodes installed the same key at epoch.
+func requireSameKey(t testing.TB, a, b *Node, epoch uint64) {
+	t.Helper()
+	ka, err := a.ActiveKey(b.ID())
+	require.NoError(t, err)
+	// The responder installs after the initiator returns; give it a moment.
+	var kb *ps.SessionKey
+	require.Eventually(t, func() bool {
+		kb, err = b.ActiveKey(a.ID())
+		return err == nil && kb.Epoch == epoch
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, epoch, ka.Epoch)
+	require.True(t, ka.Key.Equal(&kb.Key), "keys differ")
+	require.Equal(t, ka.ID, kb.ID)
+}
+
+func TestExchangeFirstRepeatRotate(t *testing.T) {
+	for _, suite := range protocol.DefaultSuites() {
+		t.Run(suite.String(), func(t *testing.T) {
+			a, b := newNode(t, WithSuites(suite)), newNode(t, WithSuites(suite))
+			introduce(a, b)
+
+			first := exchange(t, a, b)
+			require.EqualValues(t, 1, first.Epoch)
+			require.Equal(t, suite, first.Suite)
+			require.True(t, first.SentOwnKey)
+			require.True(t, first.ReceivedPeerKey)
+			require.Equal(t, b.Fingerprint(), first.PeerFingerprint)
+
+			second := exchange(t, a, b)
+			require.EqualValues(t, 2, second.Epoch)
+			require.False(t, second.SentOwnKey, "phase 2 must be skipped")
+			require.False(t, second.ReceivedPeerKey, "phase 2 must be skipped")
+			require.NotEqual(t, first.KeyID, second.KeyID)
+
+			require.NoError(t, b.RotateExchangeKey())
+			third := exchange(t, a, b)
+			require.EqualValues(t, 3, third.Epoch)
+			require.False(t, third.SentOwnKey)
+			require.True(t, third.ReceivedPeerKey, "only Bob's rotated key travels")
+			require.Equal(t, b.Fingerprint(), third.PeerFingerprint)
+
+			// Bob now initiates: keys known both ways.
+			introduce(b, a)
+			fourth := exchange(t, b, a)
+			require.EqualValues(t, 4, fourth.Epoch)
+			require.False(t, fourth.SentOwnKey || fourth.ReceivedPeerKey)
+
+			sessions, err := a.Store().Sessions(b.ID())
+			require.NoError(t, err)
+			require.Len(t, sessions, ps.KeepEpochs)
+		})
+	}
+}
+
+func TestSmallNoticeSize(t *testing.T) {
+	a := newNode(t, WithNoticeSize(protocol.MinNoticeSize))
+	b := newNode(t)
+	introduce(a, b)
+	info := exchange(t, a, b)
+	require.Equal(t, protocol.MinNoticeSize, info.NoticeSize)
+}
+
+func TestSimultaneousStart(t *testing.T) {
+	rounds := 30
+	if testing.Short() {
+		rounds = 5
+	}
+	a, b := newNode(t), newNode(t)
+	introduce(a, b)
+	introduce(b, a)
+	require.NoError(t, a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}))
+	for i := 0; i < rounds; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var wg sync.WaitGroup
+		var ia, ib *KeyInfo
+		var ea, eb error
+		wg.Add(2)
+		go func() { defer wg.Done(); ia, ea = a.Exchange(ctx, b.ID()) }()
+		go func() { defer wg.Done(); ib, eb = b.Exchange(ctx, a.ID()) }()
+		wg.Wait()
+		cancel()
+		require.NoError(t, ea, "round %d", i)
+		require.NoError(t, eb, "round %d", i)
+		require.Equal(t, ia.Epoch, ib.Epoch, "round %d: one exchange, one epoch", i)
+		require.Equal(t, ia.KeyID, ib.KeyID, "round %d: both callers get the same key", i)
+		require.EqualValues(t, i+1, ia.Epoch, "round %d: exactly one exchange ran", i)
+		requireSameKey(t, a, b, ia.Epoch)
+	}
+}
+
+func TestConcurrentCallsJoin(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	introduce(a, b)
+	var wg sync.WaitGroup
+	infos := make([]*KeyInfo, 8)
+	for i := range infos {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := a.Exchange(context.Background(), b.ID())
+			require.NoError(t, err)
+			infos[i] = info
+		}()
+	}
+	wg.Wait()
+	// Calls that overlapped joined one exchange; none interleaved, so
+	// epochs are consecutive and each epoch has one key.
+	byEpoch := map[uint64]ps.KeyID{}
+	for _, in := range infos {
+		if id, ok := byEpoch[in.Epoch]; ok {
+			require.Equal(t, id, in.KeyID)
+		}
+		byEpoch[in.Epoch] = in.KeyID
+	}
+	act, err := a.ActiveKey(b.ID())
+	require.NoError(t, err)
+	require.EqualValues(t, len(byEpoch), act.Epoch)
+}
+
+func TestConcurrentPeers(t *testing.T) {
+	hub := newNode(t)
+	const peers = 6
+	var wg sync.WaitGroup
+	nodes := make([]*Node, peers)
+	for i := range nodes {
+		nodes[i] = newNode(t)
+		introduce(nodes[i], hub)
+	}
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 3 {
+				_, err := n.Exchange(context.Background(), hub.ID())
+				require.NoError(t, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		requireSameKey(t, n, hub, 3)
+	}
+}
+
+func TestEventsReportPhases(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	introduce(a, b)
+	events, stop := a.Subscribe(0)
+	defer stop()
+	exchange(t, a, b)
+	var entered []protocol.Phase
+	var sent, received int
+	var done bool
+	for !done {
+		select {
+		case e := <-events:
+			switch e.Kind {
+			case EventStep:
+				switch e.Step.Kind {
+				case protocol.EventPhaseEntered:
+					entered = append(entered, e.Step.Phase)
+				case protocol.EventNoticeSent:
+					sent++
+				case protocol.EventNoticeReceived:
+					received++
+				}
+			case EventDone:
+				require.Equal(t, b.ID(), e.Info.Peer)
+				done = true
+			case EventFailed:
+				t.Fatal(e.Err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no EventDone")
+		}
+	}
+	require.Equal(t, []protocol.Phase{protocol.Phase1, protocol.Phase2, protocol.Phase3, protocol.PhaseDone}, entered)
+	require.Greater(t, sent, 3)
+	require.Greater(t, received, 3)
+}
+
+func TestWithHostAttaches(t *testing.T) {
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	require.NoError(t, err)
+	defer h.Close()
+	a, err := New(context.Background(), WithHost(h))
+	require.NoError(t, err)
+	require.Equal(t, h.ID(), a.ID())
+	b := newNode(t)
+	introduce(a, b)
+	exchange(t, a, b)
+	require.NoError(t, a.Close())
+	require.NoError(t, a.Close(), "Close is idempotent")
+	// The host is the app's: still running, but no longer serving the protocol.
+	require.NotEmpty(t, h.Addrs())
+	require.NotContains(t, h.Mux().Protocols(), protocol.ID)
+	_, err = a.Exchange(context.Background(), b.ID())
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestWithHostIdentityMismatch(t *testing.T) {
+	store := ps.NewMemory()
+	defer store.Close()
+	first := newNode(t, WithStore(store))
+	_ = first
+	h, err := libp2p.New(libp2p.NoListenAddrs)
+	require.NoError(t, err)
+	defer h.Close()
+	_, err = New(context.Background(), WithHost(h), WithStore(store))
+	require.ErrorContains(t, err, "identity differs")
+}
+
+func TestExchangeUnreachablePeer(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	id := b.ID()
+	require.NoError(t, b.Close())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := a.Exchange(ctx, id)
+	require.Error(t, err)
+	_, err = a.ActiveKey(id)
+	require.ErrorIs(t, err, ps.ErrNotFound)
+}
+
+func TestPeerWithoutProtocol(t *testing.T) {
+	a := newNode(t)
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	require.NoError(t, err)
+	defer h.Close()
+	a.Host().Peerstore().AddAddrs(h.ID(), h.Addrs(), peerstore.PermanentAddrTTL)
+	_, err = a.Exchange(context.Background(), h.ID())
+	require.Error(t, err)
+	require.Contains(t, fmt.Sprint(err), "protocol")
+}
+
+func TestInboundLimitRefusesAtOnce(t *testing.T) {
+	hub := newNode(t, WithInboundLimits(1, 1))
+	a, b := newNode(t), newNode(t)
+	introduce(a, hub)
+	introduce(b, hub)
+	// Hold the hub's only inbound slot with a stream that never speaks.
+	require.NoError(t, b.Connect(context.Background(), peer.AddrInfo{ID: hub.ID(), Addrs: hub.Host().Addrs()}))
+	s, err := b.Host().NewStream(context.Background(), hub.ID(), protocol.ID)
+	require.NoError(t, err)
+	defer s.Reset()
+	_, err = s.Write([]byte{}) // force negotiation
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		hub.mu.Lock()
+		defer hub.mu.Unlock()
+		return hub.inbound == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	_, err = a.Exchange(context.Background(), hub.ID())
+	require.ErrorIs(t, err, protocol.ErrBusy)
+	var ae *protocol.AbortError
+	require.True(t, errors.As(err, &ae))
+}

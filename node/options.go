@@ -1,0 +1,226 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+// Option configures a Node.
+type Option func(*config) error
+
+// TrustPolicy decides whether a peer's newly received exchange-key record is
+// accepted. known is the record the node held (nil on first contact) and
+// trust its trust state (TrustUnknown on first contact). An error refuses
+// the record and aborts the exchange.
+type TrustPolicy func(p PeerKeyChange) error
+
+// PeerKeyChange is what a TrustPolicy decides on.
+type PeerKeyChange struct {
+	Known    *protocol.PeerRecord
+	Received *protocol.PeerRecord
+	Trust    peerstore.TrustState
+}
+
+type config struct {
+	host          host.Host
+	store         peerstore.Store
+	listen        []ma.Multiaddr
+	libp2pOpts    []libp2p.Option
+	suites        []protocol.Suite
+	noticeSize    int
+	phaseTimeout  time.Duration
+	keyLifetime   time.Duration
+	rotateAfter   time.Duration
+	rotationGrace time.Duration
+	maxInbound    int
+	maxPerPeer    int
+	trust         TrustPolicy
+	now           func() time.Time
+}
+
+// Defaults. Every option's default is one of these.
+const (
+	// DefaultRotateAfter is the age after which the node rotates its
+	// exchange key on its own.
+	DefaultRotateAfter = 7 * 24 * time.Hour
+	// DefaultRotationGrace is how long the previous exchange key is kept
+	// after a rotation before it is destroyed.
+	DefaultRotationGrace = time.Hour
+	// DefaultMaxInbound bounds the inbound exchanges running at once.
+	DefaultMaxInbound = 256
+	// DefaultMaxInboundPerPeer bounds the inbound exchanges of one peer,
+	// running or waiting. Exchanges with one peer never interleave: one
+	// runs, and one may wait for it (a peer's next START can overtake the
+	// last notice of its previous exchange).
+	DefaultMaxInboundPerPeer = 2
+)
+
+// DefaultListenAddrs are the addresses a node listens on when it builds its
+// own host and no WithListenAddrs is given: TCP and QUIC on every interface,
+// ports chosen by the system.
+var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+
+func defaults() *config {
+	return &config{
+		suites:        protocol.DefaultSuites(),
+		noticeSize:    protocol.DefaultNoticeSize,
+		phaseTimeout:  protocol.DefaultPhaseTimeout,
+		keyLifetime:   protocol.DefaultRecordLifetime,
+		rotateAfter:   DefaultRotateAfter,
+		rotationGrace: DefaultRotationGrace,
+		maxInbound:    DefaultMaxInbound,
+		maxPerPeer:    DefaultMaxInboundPerPeer,
+		now:           time.Now,
+	}
+}
+
+// WithHost attaches the exchange to a host the application already runs,
+// the way go-libp2p's ping and holepunch services attach to a host. The node
+// then neither builds nor closes a host; Close only removes its handler. The
+// store's identity must be the host's (an empty store takes the host's key).
+func WithHost(h host.Host) Option {
+	return func(c *config) error {
+		if h == nil {
+			return errors.New("WithHost: nil host")
+		}
+		c.host = h
+		return nil
+	}
+}
+
+// WithStore sets the store. The caller keeps ownership: Close does not
+// close it. Default: a new in-memory store, closed with the node.
+func WithStore(s peerstore.Store) Option {
+	return func(c *config) error {
+		if s == nil {
+			return errors.New("WithStore: nil store")
+		}
+		c.store = s
+		return nil
+	}
+}
+
+// WithListenAddrs sets the addresses the node's own host listens on.
+// Default DefaultListenAddrs. Ignored with WithHost.
+func WithListenAddrs(addrs ...string) Option {
+	return func(c *config) error {
+		c.listen = c.listen[:0]
+		for _, a := range addrs {
+			m, err := ma.NewMultiaddr(a)
+			if err != nil {
+				return fmt.Errorf("listen address %q: %w", a, err)
+			}
+			c.listen = append(c.listen, m)
+		}
+		return nil
+	}
+}
+
+// WithLibp2pOptions passes extra options to libp2p.New when the node builds
+// its own host.
+func WithLibp2pOptions(opts ...libp2p.Option) Option {
+	return func(c *config) error {
+		c.libp2pOpts = append(c.libp2pOpts, opts...)
+		return nil
+	}
+}
+
+// WithSuites sets the suites the node offers and accepts, most preferred
+// first. Default protocol.DefaultSuites (MLKEM768X25519, then X25519).
+func WithSuites(suites ...protocol.Suite) Option {
+	return func(c *config) error {
+		if len(suites) == 0 {
+			return errors.New("WithSuites: no suites")
+		}
+		for _, s := range suites {
+			if !s.Known() {
+				return fmt.Errorf("WithSuites: unknown suite %v", s)
+			}
+		}
+		c.suites = suites
+		return nil
+	}
+}
+
+// WithNoticeSize sets the largest notice the node accepts and asks for.
+// Default protocol.DefaultNoticeSize (1024 bytes); range
+// [protocol.MinNoticeSize, protocol.MaxNoticeSize].
+func WithNoticeSize(n int) Option {
+	return func(c *config) error {
+		if n < protocol.MinNoticeSize || n > protocol.MaxNoticeSize {
+			return fmt.Errorf("notice size %d outside [%d, %d]", n, protocol.MinNoticeSize, protocol.MaxNoticeSize)
+		}
+		c.noticeSize = n
+		return nil
+	}
+}
+
+// WithPhaseTimeout bounds each phase of an exchange. Default
+// protocol.DefaultPhaseTimeout (10 s).
+func WithPhaseTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("phase timeout must be positive")
+		}
+		c.phaseTimeout = d
+		return nil
+	}
+}
+
+// WithKeyRotation sets how long a new exchange-key record is valid
+// (default protocol.DefaultRecordLifetime, 30 days), after what age the node
+// rotates it on its own (default DefaultRotateAfter, 7 days) and how long
+// the previous key is kept after a rotation (default DefaultRotationGrace,
+// 1 hour).
+func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
+	return func(c *config) error {
+		if lifetime <= 0 || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
+			return errors.New("key rotation: need 0 < rotateAfter < lifetime and grace >= 0")
+		}
+		c.keyLifetime, c.rotateAfter, c.rotationGrace = lifetime, rotateAfter, grace
+		return nil
+	}
+}
+
+// WithInboundLimits bounds the inbound exchanges running at once, in total
+// (default DefaultMaxInbound) and per peer (default
+// DefaultMaxInboundPerPeer). Exchanges over a limit are refused at once with
+// ABORT BUSY.
+func WithInboundLimits(total, perPeer int) Option {
+	return func(c *config) error {
+		if total < 1 || perPeer < 1 {
+			return errors.New("inbound limits must be at least 1")
+		}
+		c.maxInbound, c.maxPerPeer = total, perPeer
+		return nil
+	}
+}
+
+// WithTrustPolicy sets the policy for received exchange-key records.
+// Default: accept (trust on first use; a rotation is authenticated by the
+// peer's identity key, which the record's signature proves).
+func WithTrustPolicy(p TrustPolicy) Option {
+	return func(c *config) error {
+		c.trust = p
+		return nil
+	}
+}
+
+// WithClock sets the node's clock, for tests. Default time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return errors.New("WithClock: nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
