@@ -1,0 +1,162 @@
+package peerstore
+
+import (
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/test"
+	bolt "go.etcd.io/bbolt"
+)
+
+// benchPeers is the size of the stores the benchmarks run on.
+const benchPeers = 100_000
+
+// benchRecordSize is about the size of a signed exchange-key record of the
+// default suite (an X-Wing public key is 1216 bytes).
+const benchRecordSize = 1400
+
+type benchStore struct {
+	st     Store
+	dir    string
+	peers  []peer.ID
+	epochs []uint64 // active epoch per peer
+}
+
+// newBenchStore fills a bbolt store in b.TempDir with benchPeers peers, each
+// with a record and one session, in large transactions.
+func newBenchStore(b *testing.B) *benchStore {
+	b.Helper()
+	start := time.Now()
+	dir := b.TempDir()
+	st, err := OpenBolt(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	bs := &benchStore{st: st, dir: dir, peers: make([]peer.ID, benchPeers), epochs: make([]uint64, benchPeers)}
+	for i := range bs.peers {
+		bs.peers[i] = test.RandPeerIDFatal(b)
+		bs.epochs[i] = 1
+	}
+	// Loading in key order writes each page once; random order would rewrite
+	// most of the file in every batch.
+	slices.Sort(bs.peers)
+	record := make([]byte, benchRecordSize)
+	rand.Read(record)
+	now := time.Now()
+	const batch = 10_000
+	commits := make([]Commit, 0, batch)
+	for i, p := range bs.peers {
+		commits = append(commits, Commit{
+			Session: benchSession(p, 1, now),
+			PeerKey: &PeerKey{Peer: p, Seq: 1, Record: record, Fingerprint: record[:34], Trust: TrustFirstUse},
+			Seen:    now,
+		})
+		if len(commits) == batch || i == len(bs.peers)-1 {
+			if err := bulkCommit(st, commits); err != nil {
+				b.Fatal(err)
+			}
+			commits = commits[:0]
+		}
+	}
+	fi, err := os.Stat(filepath.Join(dir, BoltFileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("setup: %d peers, %.0f MB file, %v", benchPeers, float64(fi.Size())/1e6, time.Since(start).Round(time.Millisecond))
+	return bs
+}
+
+// bulkCommit runs many commits in one transaction; only the benchmarks'
+// setup uses it.
+func bulkCommit(st Store, cs []Commit) error {
+	s := st.(*boltStore)
+	var secrets [][]byte
+	defer func() { wipe(secrets...) }()
+	return s.update(func(tx *bolt.Tx) error {
+		for i := range cs {
+			if err := checkCommit(&cs[i]); err != nil {
+				return err
+			}
+			if err := commitTx(tx, &cs[i], &secrets); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func benchSession(p peer.ID, epoch uint64, now time.Time) SessionKey {
+	s := SessionKey{Peer: p, Epoch: epoch, Suite: 0x0a, Created: now}
+	rand.Read(s.Key[:])
+	rand.Read(s.ID[:])
+	return s
+}
+
+// pick spreads the iterations over the peers in an order unrelated to the
+// key order.
+func pick(i int) int { return (i * 7919) % benchPeers }
+
+// BenchmarkBoltLookup is what sending a message costs the store: the peer's
+// record and active session.
+func BenchmarkBoltLookup(b *testing.B) {
+	bs := newBenchStore(b)
+	i := 0
+	for b.Loop() {
+		p := bs.peers[pick(i)]
+		i++
+		if _, err := bs.st.Peer(p); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := bs.st.ActiveSession(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBoltCommit is the end of an exchange: one new epoch, synced to
+// disk, without (Session) and with (Record) a new peer record.
+func BenchmarkBoltCommit(b *testing.B) {
+	bs := newBenchStore(b)
+	record := make([]byte, benchRecordSize)
+	rand.Read(record)
+	i := 0
+	run := func(b *testing.B, withRecord bool) {
+		for b.Loop() {
+			j := pick(i)
+			i++
+			p := bs.peers[j]
+			bs.epochs[j]++
+			c := Commit{Session: benchSession(p, bs.epochs[j], time.Now()), Seen: time.Now()}
+			if withRecord {
+				c.PeerKey = &PeerKey{Peer: p, Seq: bs.epochs[j], Record: record, Fingerprint: record[:34], Trust: TrustFirstUse}
+			}
+			if err := bs.st.CommitExchange(c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("Session", func(b *testing.B) { run(b, false) })
+	b.Run("Record", func(b *testing.B) { run(b, true) })
+}
+
+// BenchmarkBoltOpen is a restart: close the store and open it again.
+func BenchmarkBoltOpen(b *testing.B) {
+	bs := newBenchStore(b)
+	st := bs.st
+	for b.Loop() {
+		if err := st.Close(); err != nil {
+			b.Fatal(err)
+		}
+		var err error
+		if st, err = OpenBolt(bs.dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() { st.Close() })
+}

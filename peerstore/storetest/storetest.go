@@ -1,0 +1,969 @@
+// Package storetest is the conformance suite every peerstore.Store
+// implementation must pass, in the manner of go-libp2p's
+// p2p/host/peerstore/test.
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.TestStore(t, func(t *testing.T) peerstore.Store { return peerstore.NewMemory() }, nil)
+//	}
+package storetest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/require"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+)
+
+type suite struct {
+	open   func(t *testing.T) peerstore.Store
+	reopen func(t *testing.T, old peerstore.Store) peerstore.Store
+}
+
+// TestStore runs the conformance suite, one subtest each.
+//
+// open returns a new, empty store; the suite closes it when the subtest ends
+// (Close may already have been called). reopen closes old and returns a
+// store over the same data, as a restarted process would see it; it may be
+// nil for a store that cannot be reopened, and the persistence subtests are
+// then skipped.
+func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen func(t *testing.T, old peerstore.Store) peerstore.Store) {
+	s := &suite{open: open, reopen: reopen}
+	tests := []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"Identity", s.testIdentity},
+		{"IdentityKeyTypes", s.testIdentityKeyTypes},
+		{"NotFound", s.testNotFound},
+		{"ExchangeKeyRotate", s.testExchangeKeyRotate},
+		{"ExchangeKeySeqMustGrow", s.testExchangeKeySeqMustGrow},
+		{"ExchangeKeyPrune", s.testExchangeKeyPrune},
+		{"PeersSorted", s.testPeersSorted},
+		{"SetTrust", s.testSetTrust},
+		{"CommitEpochOrder", s.testCommitEpochOrder},
+		{"CommitStaleIsAtomic", s.testCommitStaleIsAtomic},
+		{"CommitInvalid", s.testCommitInvalid},
+		{"CommitFirstSeen", s.testCommitFirstSeen},
+		{"CommitWithoutPeerKey", s.testCommitWithoutPeerKey},
+		{"KeepEpochs", s.testKeepEpochs},
+		{"Sessions", s.testSessions},
+		{"ReturnsCopies", s.testReturnsCopies},
+		{"StoresCopies", s.testStoresCopies},
+		{"ConcurrentCommits", s.testConcurrentCommits},
+		{"ConcurrentSameEpoch", s.testConcurrentSameEpoch},
+		{"Close", s.testClose},
+		{"Reopen", s.testReopen},
+		{"ReopenKeepsEpochOrder", s.testReopenKeepsEpochOrder},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, tc.fn)
+	}
+}
+
+// store opens a new store and closes it when the test ends.
+func (s *suite) store(t *testing.T) peerstore.Store {
+	t.Helper()
+	st := s.open(t)
+	require.NotNil(t, st)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func (s *suite) reopenStore(t *testing.T, old peerstore.Store) peerstore.Store {
+	t.Helper()
+	st := s.reopen(t, old)
+	require.NotNil(t, st)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// t0 has nanoseconds, so that a store that drops them fails.
+var t0 = time.Date(2026, 3, 4, 5, 6, 7, 891011121, time.UTC)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+// RandPeerID returns the peer ID of a new Ed25519 key.
+func RandPeerID(t testing.TB) peer.ID {
+	t.Helper()
+	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	id, err := peer.IDFromPublicKey(pub)
+	require.NoError(t, err)
+	return id
+}
+
+// randBytes may be called from any goroutine: crypto/rand.Read does not fail.
+func randBytes(_ testing.TB, n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func newSession(t testing.TB, p peer.ID, epoch uint64) peerstore.SessionKey {
+	s := peerstore.SessionKey{Peer: p, Epoch: epoch, Suite: 0x0a, Created: at(time.Duration(epoch) * time.Minute)}
+	copy(s.Key[:], randBytes(t, peerstore.KeySize))
+	copy(s.ID[:], randBytes(t, peerstore.KeyIDSize))
+	return s
+}
+
+func newPeerKey(t testing.TB, p peer.ID, seq uint64) *peerstore.PeerKey {
+	return &peerstore.PeerKey{
+		Peer:        p,
+		Seq:         seq,
+		Record:      randBytes(t, 100),
+		Fingerprint: randBytes(t, 34),
+		Trust:       peerstore.TrustFirstUse,
+		FirstSeen:   at(time.Duration(seq) * time.Hour),
+		LastSeen:    at(time.Duration(seq) * time.Hour),
+	}
+}
+
+func newExchangeKey(t testing.TB, seq uint64) peerstore.ExchangeKey {
+	return peerstore.ExchangeKey{
+		Seq:    seq,
+		Record: randBytes(t, 200),
+		Keys: []peerstore.SuiteKey{
+			{Suite: 0x0a, Private: randBytes(t, 32)},
+			{Suite: 0x20, Private: randBytes(t, 32)},
+		},
+		Created: at(time.Duration(seq) * 24 * time.Hour),
+	}
+}
+
+// commit stores a session of epoch for p with a new record of sequence seq.
+func commit(t testing.TB, st peerstore.Store, p peer.ID, epoch uint64) (peerstore.SessionKey, *peerstore.PeerKey) {
+	t.Helper()
+	sk := newSession(t, p, epoch)
+	pk := newPeerKey(t, p, epoch)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: sk, PeerKey: pk, Seen: pk.LastSeen}))
+	return sk, pk
+}
+
+// Comparisons: times by instant (a store need not keep the location), byte
+// slices by content (nil and empty are the same).
+
+func requireTimeEqual(t testing.TB, want, got time.Time, what string) {
+	t.Helper()
+	require.Truef(t, want.Equal(got), "%s: want %v, got %v", what, want, got)
+}
+
+// RequireSessionEqual fails unless want and got are the same session key.
+func RequireSessionEqual(t testing.TB, want, got *peerstore.SessionKey) {
+	t.Helper()
+	require.NotNil(t, got)
+	require.Equal(t, want.Peer, got.Peer, "peer")
+	require.Equal(t, want.Epoch, got.Epoch, "epoch")
+	require.True(t, want.Key.Equal(&got.Key), "key of epoch %d differs", want.Epoch)
+	require.Equal(t, want.ID, got.ID, "key ID")
+	require.Equal(t, want.Suite, got.Suite, "suite")
+	requireTimeEqual(t, want.Created, got.Created, "created")
+}
+
+// RequirePeerKeyEqual fails unless want and got are the same peer record.
+func RequirePeerKeyEqual(t testing.TB, want, got *peerstore.PeerKey) {
+	t.Helper()
+	require.NotNil(t, got)
+	require.Equal(t, want.Peer, got.Peer, "peer")
+	require.Equal(t, want.Seq, got.Seq, "seq")
+	require.True(t, bytes.Equal(want.Record, got.Record), "record")
+	require.True(t, bytes.Equal(want.Fingerprint, got.Fingerprint), "fingerprint")
+	require.Equal(t, want.Trust, got.Trust, "trust")
+	requireTimeEqual(t, want.FirstSeen, got.FirstSeen, "first seen")
+	requireTimeEqual(t, want.LastSeen, got.LastSeen, "last seen")
+}
+
+// RequireExchangeKeyEqual fails unless want and got are the same exchange key.
+func RequireExchangeKeyEqual(t testing.TB, want, got *peerstore.ExchangeKey) {
+	t.Helper()
+	require.NotNil(t, got)
+	require.Equal(t, want.Seq, got.Seq, "seq")
+	require.True(t, bytes.Equal(want.Record, got.Record), "record")
+	require.Len(t, got.Keys, len(want.Keys), "keys")
+	for i := range want.Keys {
+		require.Equal(t, want.Keys[i].Suite, got.Keys[i].Suite, "suite of key %d", i)
+		require.True(t, bytes.Equal(want.Keys[i].Private, got.Keys[i].Private), "private key %d", i)
+	}
+	requireTimeEqual(t, want.Created, got.Created, "created")
+	requireTimeEqual(t, want.Retire, got.Retire, "retire")
+}
+
+func (s *suite) testIdentity(t *testing.T) {
+	st := s.store(t)
+	_, err := st.Identity()
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+
+	require.Error(t, st.SetIdentity(nil))
+
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	require.NoError(t, st.SetIdentity(k))
+	got, err := st.Identity()
+	require.NoError(t, err)
+	require.True(t, k.Equals(got), "identity read back differs")
+
+	other, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	require.ErrorIs(t, st.SetIdentity(other), peerstore.ErrExists)
+	require.ErrorIs(t, st.SetIdentity(k), peerstore.ErrExists)
+	got, err = st.Identity()
+	require.NoError(t, err)
+	require.True(t, k.Equals(got), "SetIdentity replaced the identity")
+}
+
+func (s *suite) testIdentityKeyTypes(t *testing.T) {
+	for _, typ := range []int{crypto.Ed25519, crypto.Secp256k1, crypto.ECDSA} {
+		t.Run(fmt.Sprint(typ), func(t *testing.T) {
+			st := s.store(t)
+			k, _, err := crypto.GenerateKeyPairWithReader(typ, 0, rand.Reader)
+			require.NoError(t, err)
+			require.NoError(t, st.SetIdentity(k))
+			got, err := st.Identity()
+			require.NoError(t, err)
+			require.True(t, k.Equals(got))
+		})
+	}
+}
+
+func (s *suite) testNotFound(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+
+	cur, prev, err := st.ExchangeKeys()
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	require.Nil(t, cur)
+	require.Nil(t, prev)
+	_, err = st.Peer(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	_, err = st.ActiveSession(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	_, err = st.Session(p, 1)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	_, err = st.Sessions(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	require.ErrorIs(t, st.SetTrust(p, peerstore.TrustVerified), peerstore.ErrNotFound)
+	peers, err := st.Peers()
+	require.NoError(t, err)
+	require.Empty(t, peers)
+	pruned, err := st.PruneExchangeKeys(at(0))
+	require.NoError(t, err)
+	require.False(t, pruned)
+
+	// A known peer, but an epoch it never had.
+	commit(t, st, p, 1)
+	_, err = st.Session(p, 2)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	_, err = st.Session(p, 0)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	// Another peer is still unknown.
+	_, err = st.Peer(RandPeerID(t))
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+}
+
+func (s *suite) testExchangeKeyRotate(t *testing.T) {
+	st := s.store(t)
+	const grace = time.Hour
+
+	k1 := newExchangeKey(t, 1)
+	k1.Retire = at(time.Second) // ignored: the current key has no retire time
+	require.NoError(t, st.RotateExchangeKey(k1, at(0), grace))
+	cur, prev, err := st.ExchangeKeys()
+	require.NoError(t, err)
+	k1.Retire = time.Time{}
+	RequireExchangeKeyEqual(t, &k1, cur)
+	require.Nil(t, prev)
+
+	k2 := newExchangeKey(t, 2)
+	require.NoError(t, st.RotateExchangeKey(k2, at(time.Minute), grace))
+	cur, prev, err = st.ExchangeKeys()
+	require.NoError(t, err)
+	RequireExchangeKeyEqual(t, &k2, cur)
+	k1.Retire = at(time.Minute + grace)
+	RequireExchangeKeyEqual(t, &k1, prev)
+
+	// A third key destroys the first: it is neither current nor previous.
+	k3 := newExchangeKey(t, 7) // sequence numbers may jump
+	require.NoError(t, st.RotateExchangeKey(k3, at(2*time.Minute), grace))
+	cur, prev, err = st.ExchangeKeys()
+	require.NoError(t, err)
+	RequireExchangeKeyEqual(t, &k3, cur)
+	k2.Retire = at(2*time.Minute + grace)
+	RequireExchangeKeyEqual(t, &k2, prev)
+
+	// A zero grace period retires the old key at once.
+	k4 := newExchangeKey(t, 8)
+	require.NoError(t, st.RotateExchangeKey(k4, at(3*time.Minute), 0))
+	_, prev, err = st.ExchangeKeys()
+	require.NoError(t, err)
+	k3.Retire = at(3 * time.Minute)
+	RequireExchangeKeyEqual(t, &k3, prev)
+
+	require.Error(t, st.RotateExchangeKey(newExchangeKey(t, 9), at(4*time.Minute), -time.Second),
+		"negative grace period")
+}
+
+func (s *suite) testExchangeKeySeqMustGrow(t *testing.T) {
+	st := s.store(t)
+	k5 := newExchangeKey(t, 5)
+	require.NoError(t, st.RotateExchangeKey(k5, at(0), time.Hour))
+	k6 := newExchangeKey(t, 6)
+	require.NoError(t, st.RotateExchangeKey(k6, at(time.Minute), time.Hour))
+
+	for _, seq := range []uint64{0, 4, 5, 6} {
+		require.Error(t, st.RotateExchangeKey(newExchangeKey(t, seq), at(time.Hour), time.Hour), "seq %d", seq)
+	}
+	// Nothing changed.
+	cur, prev, err := st.ExchangeKeys()
+	require.NoError(t, err)
+	RequireExchangeKeyEqual(t, &k6, cur)
+	k5.Retire = at(time.Minute + time.Hour)
+	RequireExchangeKeyEqual(t, &k5, prev)
+}
+
+func (s *suite) testExchangeKeyPrune(t *testing.T) {
+	st := s.store(t)
+	const grace = 10 * time.Minute
+	k1, k2 := newExchangeKey(t, 1), newExchangeKey(t, 2)
+	require.NoError(t, st.RotateExchangeKey(k1, at(0), grace))
+
+	// Only a current key: nothing to prune, at any time.
+	pruned, err := st.PruneExchangeKeys(at(100 * grace))
+	require.NoError(t, err)
+	require.False(t, pruned)
+
+	require.NoError(t, st.RotateExchangeKey(k2, at(time.Minute), grace))
+	retire := at(time.Minute + grace)
+
+	for _, now := range []time.Time{at(0), retire.Add(-time.Nanosecond)} {
+		pruned, err := st.PruneExchangeKeys(now)
+		require.NoError(t, err)
+		require.False(t, pruned, "pruned at %v, before the grace period ended at %v", now, retire)
+		_, prev, err := st.ExchangeKeys()
+		require.NoError(t, err)
+		require.NotNil(t, prev)
+	}
+
+	// The grace period ends at retire exactly.
+	pruned, err = st.PruneExchangeKeys(retire)
+	require.NoError(t, err)
+	require.True(t, pruned)
+	cur, prev, err := st.ExchangeKeys()
+	require.NoError(t, err)
+	require.Nil(t, prev)
+	RequireExchangeKeyEqual(t, &k2, cur)
+
+	pruned, err = st.PruneExchangeKeys(retire.Add(time.Hour))
+	require.NoError(t, err)
+	require.False(t, pruned, "pruned twice")
+}
+
+func (s *suite) testPeersSorted(t *testing.T) {
+	st := s.store(t)
+	want := map[peer.ID]*peerstore.PeerKey{}
+	for range 20 {
+		p := RandPeerID(t)
+		_, pk := commit(t, st, p, 1)
+		want[p] = pk
+	}
+	// A peer with a session but no record is not listed.
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, RandPeerID(t), 1), Seen: at(0)}))
+
+	got, err := st.Peers()
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	require.True(t, slices.IsSortedFunc(got, func(a, b peerstore.PeerKey) int {
+		return strings.Compare(string(a.Peer), string(b.Peer))
+	}), "Peers not sorted by peer ID")
+	for i := range got {
+		w, ok := want[got[i].Peer]
+		require.True(t, ok, "unexpected peer %s", got[i].Peer)
+		RequirePeerKeyEqual(t, w, &got[i])
+	}
+}
+
+func (s *suite) testSetTrust(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	require.ErrorIs(t, st.SetTrust(p, peerstore.TrustVerified), peerstore.ErrNotFound)
+
+	// A session alone does not make a peer record.
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1), Seen: at(0)}))
+	require.ErrorIs(t, st.SetTrust(p, peerstore.TrustVerified), peerstore.ErrNotFound)
+	_, err := st.Peer(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+
+	_, pk := commit(t, st, p, 2)
+	for _, ts := range []peerstore.TrustState{peerstore.TrustVerified, peerstore.TrustChanged, peerstore.TrustFirstUse} {
+		require.NoError(t, st.SetTrust(p, ts))
+		got, err := st.Peer(p)
+		require.NoError(t, err)
+		pk.Trust = ts
+		RequirePeerKeyEqual(t, pk, got)
+	}
+	for _, bad := range []peerstore.TrustState{peerstore.TrustUnknown, peerstore.TrustChanged + 1, 255} {
+		require.Error(t, st.SetTrust(p, bad), "trust %d", bad)
+		got, err := st.Peer(p)
+		require.NoError(t, err)
+		require.Equal(t, peerstore.TrustFirstUse, got.Trust)
+	}
+}
+
+func (s *suite) testCommitEpochOrder(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+
+	require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 0)}), peerstore.ErrStaleEpoch,
+		"epoch 0 is never active")
+	sk1, _ := commit(t, st, p, 1)
+	require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1)}), peerstore.ErrStaleEpoch)
+	sk2, _ := commit(t, st, p, 2)
+	for _, e := range []uint64{0, 1, 2} {
+		require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, e)}), peerstore.ErrStaleEpoch,
+			"epoch %d", e)
+	}
+	// Epochs may jump.
+	sk5, _ := commit(t, st, p, 5)
+	require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 4)}), peerstore.ErrStaleEpoch)
+
+	act, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk5, act)
+	for _, sk := range []peerstore.SessionKey{sk1, sk2, sk5} {
+		got, err := st.Session(p, sk.Epoch)
+		require.NoError(t, err)
+		RequireSessionEqual(t, &sk, got)
+	}
+
+	// Epochs are per peer.
+	q := RandPeerID(t)
+	skq, _ := commit(t, st, q, 1)
+	act, err = st.ActiveSession(q)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &skq, act)
+}
+
+func (s *suite) testCommitStaleIsAtomic(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	sk, pk := commit(t, st, p, 3)
+
+	// A stale commit writes nothing: not its record, not its Seen.
+	err := st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 3), PeerKey: newPeerKey(t, p, 9), Seen: at(99 * time.Hour)})
+	require.ErrorIs(t, err, peerstore.ErrStaleEpoch)
+	err = st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 2), Seen: at(99 * time.Hour)})
+	require.ErrorIs(t, err, peerstore.ErrStaleEpoch)
+
+	got, err := st.Peer(p)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, pk, got)
+	all, err := st.Sessions(p)
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	RequireSessionEqual(t, &sk, &all[0])
+}
+
+func (s *suite) testCommitInvalid(t *testing.T) {
+	st := s.store(t)
+	p, q := RandPeerID(t), RandPeerID(t)
+	tests := []struct {
+		name string
+		c    peerstore.Commit
+	}{
+		{"EmptyPeer", peerstore.Commit{Session: newSession(t, "", 1)}},
+		{"BadPeerID", peerstore.Commit{Session: newSession(t, peer.ID("not a peer ID"), 1)}},
+		{"PeerKeyOfOtherPeer", peerstore.Commit{Session: newSession(t, p, 1), PeerKey: newPeerKey(t, q, 1)}},
+		{"PeerKeyWithoutPeer", peerstore.Commit{Session: newSession(t, p, 1), PeerKey: newPeerKey(t, "", 1)}},
+		{"TrustUnknown", peerstore.Commit{Session: newSession(t, p, 1), PeerKey: func() *peerstore.PeerKey {
+			pk := newPeerKey(t, p, 1)
+			pk.Trust = peerstore.TrustUnknown
+			return pk
+		}()}},
+		{"TrustOutOfRange", peerstore.Commit{Session: newSession(t, p, 1), PeerKey: func() *peerstore.PeerKey {
+			pk := newPeerKey(t, p, 1)
+			pk.Trust = peerstore.TrustChanged + 1
+			return pk
+		}()}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := st.CommitExchange(tc.c)
+			require.Error(t, err)
+			require.False(t, errors.Is(err, peerstore.ErrStaleEpoch), "an invalid commit is not a stale one: %v", err)
+		})
+	}
+	for _, id := range []peer.ID{p, q} {
+		_, err := st.Peer(id)
+		require.ErrorIs(t, err, peerstore.ErrNotFound)
+		_, err = st.ActiveSession(id)
+		require.ErrorIs(t, err, peerstore.ErrNotFound)
+	}
+	peers, err := st.Peers()
+	require.NoError(t, err)
+	require.Empty(t, peers)
+}
+
+func (s *suite) testCommitFirstSeen(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+
+	pk1 := newPeerKey(t, p, 1)
+	pk1.FirstSeen = at(time.Hour)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1), PeerKey: pk1, Seen: at(2 * time.Hour)}))
+	got, err := st.Peer(p)
+	require.NoError(t, err)
+	want := *pk1
+	want.LastSeen = at(2 * time.Hour) // Seen is written as LastSeen
+	RequirePeerKeyEqual(t, &want, got)
+
+	// A new record replaces the old one but keeps its FirstSeen.
+	pk2 := newPeerKey(t, p, 2)
+	pk2.Trust = peerstore.TrustChanged
+	pk2.FirstSeen = at(3 * time.Hour)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 2), PeerKey: pk2, Seen: at(4 * time.Hour)}))
+	got, err = st.Peer(p)
+	require.NoError(t, err)
+	want = *pk2
+	want.FirstSeen = at(time.Hour)
+	want.LastSeen = at(4 * time.Hour)
+	RequirePeerKeyEqual(t, &want, got)
+
+	// No record: only LastSeen changes.
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 3), Seen: at(5 * time.Hour)}))
+	got, err = st.Peer(p)
+	require.NoError(t, err)
+	want.LastSeen = at(5 * time.Hour)
+	RequirePeerKeyEqual(t, &want, got)
+
+	// A new peer whose record has no FirstSeen was first seen now.
+	q := RandPeerID(t)
+	pkq := newPeerKey(t, q, 1)
+	pkq.FirstSeen, pkq.LastSeen = time.Time{}, time.Time{}
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, q, 1), PeerKey: pkq, Seen: at(6 * time.Hour)}))
+	got, err = st.Peer(q)
+	require.NoError(t, err)
+	want = *pkq
+	want.FirstSeen, want.LastSeen = at(6*time.Hour), at(6*time.Hour)
+	RequirePeerKeyEqual(t, &want, got)
+}
+
+func (s *suite) testCommitWithoutPeerKey(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	sk := newSession(t, p, 1)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: sk, Seen: at(0)}))
+	_, err := st.Peer(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound)
+	got, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk, got)
+
+	// A record may come later.
+	_, pk := commit(t, st, p, 2)
+	gotPK, err := st.Peer(p)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, pk, gotPK)
+}
+
+func (s *suite) testKeepEpochs(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	var all []peerstore.SessionKey
+	for e := uint64(1); e <= peerstore.KeepEpochs+3; e++ {
+		sk, _ := commit(t, st, p, e*2) // with gaps
+		all = append(all, sk)
+		got, err := st.Sessions(p)
+		require.NoError(t, err)
+		want := all[max(0, len(all)-peerstore.KeepEpochs):]
+		require.Len(t, got, len(want))
+		for i := range want {
+			RequireSessionEqual(t, &want[i], &got[i])
+		}
+	}
+	for i, sk := range all {
+		got, err := st.Session(p, sk.Epoch)
+		if i < len(all)-peerstore.KeepEpochs {
+			require.ErrorIs(t, err, peerstore.ErrNotFound, "epoch %d should be pruned", sk.Epoch)
+			continue
+		}
+		require.NoError(t, err)
+		RequireSessionEqual(t, &sk, got)
+	}
+	// Pruned epochs stay stale.
+	require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, all[0].Epoch)}), peerstore.ErrStaleEpoch)
+}
+
+func (s *suite) testSessions(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	sk1, _ := commit(t, st, p, 1)
+	sk2 := newSession(t, p, 2)
+	sk2.Suite = 0xffff
+	sk2.Created = time.Time{}
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: sk2}))
+
+	act, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk2, act)
+	require.True(t, act.Created.IsZero())
+	got, err := st.Session(p, 1)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk1, got)
+	all, err := st.Sessions(p)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	RequireSessionEqual(t, &sk1, &all[0])
+	RequireSessionEqual(t, &sk2, &all[1])
+}
+
+// testReturnsCopies changes everything a store returns and checks that the
+// store did not change.
+func (s *suite) testReturnsCopies(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	sk, pk := commit(t, st, p, 1)
+	k1, k2 := newExchangeKey(t, 1), newExchangeKey(t, 2)
+	require.NoError(t, st.RotateExchangeKey(k1, at(0), time.Hour))
+	require.NoError(t, st.RotateExchangeKey(k2, at(0), time.Hour))
+	k1.Retire = at(time.Hour)
+
+	gotPK, err := st.Peer(p)
+	require.NoError(t, err)
+	gotPK.Record[0] ^= 0xff
+	gotPK.Fingerprint[0] ^= 0xff
+	gotPK.Trust = peerstore.TrustVerified
+	gotPK.FirstSeen = time.Time{}
+
+	peers, err := st.Peers()
+	require.NoError(t, err)
+	peers[0].Record[1] ^= 0xff
+	peers[0].Fingerprint[1] ^= 0xff
+	peers[0].Seq = 77
+
+	act, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	act.Key[0] ^= 0xff
+	act.ID[0] ^= 0xff
+	one, err := st.Session(p, 1)
+	require.NoError(t, err)
+	one.Key[1] ^= 0xff
+	all, err := st.Sessions(p)
+	require.NoError(t, err)
+	all[0].Key[2] ^= 0xff
+	all[0].Epoch = 99
+
+	cur, prev, err := st.ExchangeKeys()
+	require.NoError(t, err)
+	cur.Record[0] ^= 0xff
+	cur.Keys[0].Private[0] ^= 0xff
+	cur.Keys = cur.Keys[:1]
+	prev.Keys[1].Private[0] ^= 0xff
+	prev.Retire = time.Time{}
+
+	gotPK, err = st.Peer(p)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, pk, gotPK)
+	act, err = st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk, act)
+	cur, prev, err = st.ExchangeKeys()
+	require.NoError(t, err)
+	RequireExchangeKeyEqual(t, &k2, cur)
+	RequireExchangeKeyEqual(t, &k1, prev)
+}
+
+// testStoresCopies changes what was given to a store after the call and
+// checks that the store did not change.
+func (s *suite) testStoresCopies(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+
+	sk := newSession(t, p, 1)
+	pk := newPeerKey(t, p, 1)
+	wantSK, wantPK := sk, *pk
+	wantPK.Record, wantPK.Fingerprint = bytes.Clone(pk.Record), bytes.Clone(pk.Fingerprint)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: sk, PeerKey: pk, Seen: pk.LastSeen}))
+	pk.Record[0] ^= 0xff
+	pk.Fingerprint[0] ^= 0xff
+	pk.Trust = peerstore.TrustChanged
+
+	k := newExchangeKey(t, 1)
+	want := k
+	want.Record = bytes.Clone(k.Record)
+	want.Keys = []peerstore.SuiteKey{
+		{Suite: k.Keys[0].Suite, Private: bytes.Clone(k.Keys[0].Private)},
+		{Suite: k.Keys[1].Suite, Private: bytes.Clone(k.Keys[1].Private)},
+	}
+	require.NoError(t, st.RotateExchangeKey(k, at(0), time.Hour))
+	k.Record[0] ^= 0xff
+	k.Keys[0].Private[0] ^= 0xff
+	k.Keys[1] = peerstore.SuiteKey{}
+
+	gotPK, err := st.Peer(p)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, &wantPK, gotPK)
+	act, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &wantSK, act)
+	cur, _, err := st.ExchangeKeys()
+	require.NoError(t, err)
+	RequireExchangeKeyEqual(t, &want, cur)
+}
+
+func (s *suite) testConcurrentCommits(t *testing.T) {
+	st := s.store(t)
+	const (
+		writers = 16
+		epochs  = 8
+	)
+	peers := make([]peer.ID, writers)
+	for i := range peers {
+		peers[i] = RandPeerID(t)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		last   = map[peer.ID]peerstore.SessionKey{}
+		errs   = make(chan error, writers*epochs*4)
+		done   = make(chan struct{})
+		record = func(err error) {
+			if err != nil {
+				errs <- err
+			}
+		}
+	)
+	for _, p := range peers {
+		wg.Go(func() {
+			for e := uint64(1); e <= epochs; e++ {
+				sk := newSession(t, p, e)
+				record(st.CommitExchange(peerstore.Commit{Session: sk, PeerKey: newPeerKey(t, p, e), Seen: at(0)}))
+				mu.Lock()
+				last[p] = sk
+				mu.Unlock()
+				if _, err := st.ActiveSession(p); err != nil {
+					record(fmt.Errorf("ActiveSession right after commit: %w", err))
+				}
+			}
+		})
+	}
+	// Readers run alongside.
+	var rg sync.WaitGroup
+	for range 4 {
+		rg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := st.Peers(); err != nil {
+					record(err)
+				}
+				for _, p := range peers {
+					if _, err := st.Sessions(p); err != nil && !errors.Is(err, peerstore.ErrNotFound) {
+						record(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	rg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	got, err := st.Peers()
+	require.NoError(t, err)
+	require.Len(t, got, writers)
+	for _, p := range peers {
+		act, err := st.ActiveSession(p)
+		require.NoError(t, err)
+		want := last[p]
+		RequireSessionEqual(t, &want, act)
+		all, err := st.Sessions(p)
+		require.NoError(t, err)
+		require.Len(t, all, peerstore.KeepEpochs)
+	}
+}
+
+// testConcurrentSameEpoch races commits of one epoch for one peer: the check
+// of the active epoch and the write must be one step, so exactly one wins.
+func (s *suite) testConcurrentSameEpoch(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	const racers = 16
+	sessions := make([]peerstore.SessionKey, racers)
+	results := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		sessions[i] = newSession(t, p, 1)
+		wg.Go(func() { results[i] = st.CommitExchange(peerstore.Commit{Session: sessions[i]}) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range results {
+		if err == nil {
+			require.Equal(t, -1, winner, "two commits of epoch 1 succeeded")
+			winner = i
+			continue
+		}
+		require.ErrorIs(t, err, peerstore.ErrStaleEpoch)
+	}
+	require.NotEqual(t, -1, winner, "no commit succeeded")
+	act, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sessions[winner], act)
+}
+
+func (s *suite) testClose(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	commit(t, st, p, 1)
+	require.NoError(t, st.Close())
+	require.NoError(t, st.Close(), "second Close")
+
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	calls := map[string]func() error{
+		"Identity":    func() error { _, err := st.Identity(); return err },
+		"SetIdentity": func() error { return st.SetIdentity(k) },
+		"ExchangeKeys": func() error {
+			_, _, err := st.ExchangeKeys()
+			return err
+		},
+		"RotateExchangeKey": func() error { return st.RotateExchangeKey(newExchangeKey(t, 1), at(0), time.Hour) },
+		"PruneExchangeKeys": func() error { _, err := st.PruneExchangeKeys(at(0)); return err },
+		"Peer":              func() error { _, err := st.Peer(p); return err },
+		"Peers":             func() error { _, err := st.Peers(); return err },
+		"SetTrust":          func() error { return st.SetTrust(p, peerstore.TrustVerified) },
+		"CommitExchange": func() error {
+			return st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 2)})
+		},
+		"ActiveSession": func() error { _, err := st.ActiveSession(p); return err },
+		"Session":       func() error { _, err := st.Session(p, 1); return err },
+		"Sessions":      func() error { _, err := st.Sessions(p); return err },
+	}
+	for name, call := range calls {
+		require.ErrorIs(t, call(), peerstore.ErrClosed, name)
+	}
+}
+
+func (s *suite) skipWithoutReopen(t *testing.T) {
+	if s.reopen == nil {
+		t.Skip("this store cannot be reopened")
+	}
+}
+
+func (s *suite) testReopen(t *testing.T) {
+	s.skipWithoutReopen(t)
+	st := s.store(t)
+
+	id, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	require.NoError(t, st.SetIdentity(id))
+	k1, k2 := newExchangeKey(t, 1), newExchangeKey(t, 2)
+	require.NoError(t, st.RotateExchangeKey(k1, at(0), time.Hour))
+	require.NoError(t, st.RotateExchangeKey(k2, at(time.Minute), time.Hour))
+	k1.Retire = at(time.Minute + time.Hour)
+
+	type peerState struct {
+		pk       *peerstore.PeerKey // nil: no record
+		sessions []peerstore.SessionKey
+	}
+	want := map[peer.ID]*peerState{}
+	for i := range 10 {
+		p := RandPeerID(t)
+		ps := &peerState{}
+		for e := uint64(1); e <= uint64(i%5+1); e++ {
+			var sk peerstore.SessionKey
+			if i == 0 {
+				sk = newSession(t, p, e)
+				require.NoError(t, st.CommitExchange(peerstore.Commit{Session: sk, Seen: at(0)}))
+			} else {
+				var pk *peerstore.PeerKey
+				sk, pk = commit(t, st, p, e)
+				if ps.pk != nil {
+					pk.FirstSeen = ps.pk.FirstSeen // kept from the first record
+				}
+				ps.pk = pk
+			}
+			ps.sessions = append(ps.sessions, sk)
+		}
+		ps.sessions = ps.sessions[max(0, len(ps.sessions)-peerstore.KeepEpochs):]
+		if i == 1 {
+			require.NoError(t, st.SetTrust(p, peerstore.TrustVerified))
+			ps.pk.Trust = peerstore.TrustVerified
+		}
+		want[p] = ps
+	}
+
+	st = s.reopenStore(t, st)
+
+	gotID, err := st.Identity()
+	require.NoError(t, err)
+	require.True(t, id.Equals(gotID))
+	cur, prev, err := st.ExchangeKeys()
+	require.NoError(t, err)
+	RequireExchangeKeyEqual(t, &k2, cur)
+	RequireExchangeKeyEqual(t, &k1, prev)
+
+	peers, err := st.Peers()
+	require.NoError(t, err)
+	require.Len(t, peers, len(want)-1)
+	for p, ps := range want {
+		got, err := st.Peer(p)
+		if ps.pk == nil {
+			require.ErrorIs(t, err, peerstore.ErrNotFound)
+		} else {
+			require.NoError(t, err)
+			RequirePeerKeyEqual(t, ps.pk, got)
+		}
+		all, err := st.Sessions(p)
+		require.NoError(t, err)
+		require.Len(t, all, len(ps.sessions))
+		for i := range all {
+			RequireSessionEqual(t, &ps.sessions[i], &all[i])
+		}
+		act, err := st.ActiveSession(p)
+		require.NoError(t, err)
+		RequireSessionEqual(t, &ps.sessions[len(ps.sessions)-1], act)
+	}
+
+	// Pruning works on what was read back, and is itself durable.
+	pruned, err := st.PruneExchangeKeys(at(2 * time.Hour))
+	require.NoError(t, err)
+	require.True(t, pruned)
+	st = s.reopenStore(t, st)
+	_, prev, err = st.ExchangeKeys()
+	require.NoError(t, err)
+	require.Nil(t, prev)
+	_, err = st.Identity()
+	require.NoError(t, err)
+}
+
+func (s *suite) testReopenKeepsEpochOrder(t *testing.T) {
+	s.skipWithoutReopen(t)
+	st := s.store(t)
+	p := RandPeerID(t)
+	commit(t, st, p, 1)
+	sk2, _ := commit(t, st, p, 2)
+	st = s.reopenStore(t, st)
+	require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 2)}), peerstore.ErrStaleEpoch)
+	require.ErrorIs(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1)}), peerstore.ErrStaleEpoch)
+	act, err := st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk2, act)
+	commit(t, st, p, 3)
+}
