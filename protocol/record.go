@@ -148,6 +148,10 @@ func ParsePeerRecord(envelope []byte, remote peer.ID, now time.Time) (*PeerRecor
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRecord, err)
 	}
+	// ConsumeTypedEnvelope checks the domain but not the payload type.
+	if !bytes.Equal(env.PayloadType, RecordCodec) {
+		return nil, fmt.Errorf("%w: payload type %q", ErrBadRecord, env.PayloadType)
+	}
 	signer, err := peer.IDFromPublicKey(env.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: signer: %v", ErrBadRecord, err)
@@ -227,6 +231,9 @@ func LoadExchangeKey(identity crypto.PrivKey, envelope []byte, private map[Suite
 	env, err := record.ConsumeTypedEnvelope(envelope, &rec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	}
+	if !bytes.Equal(env.PayloadType, RecordCodec) {
+		return nil, fmt.Errorf("%w: payload type %q", ErrBadRecord, env.PayloadType)
 	}
 	if !env.PublicKey.Equals(identity.GetPublic()) || rec.Peer != id {
 		return nil, fmt.Errorf("%w: exchange key belongs to another identity", ErrBadRecord)

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	golog "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/gologshim"
+	"github.com/urfave/cli/v3"
+)
+
+// usageError marks a mistake in the command line, reported with exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func init() {
+	// One log format: go-libp2p's slog output goes through go-log.
+	gologshim.SetDefaultHandler(golog.SlogHandler())
+}
+
+// run is main without the process: it returns the exit code. Every error is
+// one line on stderr, prefixed "p2pkex: ".
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(ctx, args)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return 130
+	}
+	fmt.Fprintf(stderr, "p2pkex: %s\n", oneLine(err))
+	var ue usageError
+	if errors.As(err, &ue) || isFlagError(err) {
+		return 2
+	}
+	return 1
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+// isFlagError recognises urfave/cli's own parse errors.
+func isFlagError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "flag provided but not defined") ||
+		strings.Contains(s, "flag needs an argument") ||
+		strings.Contains(s, "invalid value") ||
+		strings.Contains(s, "Required flag")
+}
+
+const appDescription = `p2pkex exchanges symmetric keys between libp2p peers in three phases:
+fingerprints first, public keys only when missing or stale, then both
+halves of the key, sealed and signed, confirmed by both sides.
+
+Start with:
+  p2pkex demo
+
+Two nodes on one machine:
+  p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001
+  p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/<Bob's peer ID>
+  p2pkex id --repo /tmp/bob
+
+Logging: GOLOG_LOG_LEVEL (for example "p2pkex/node=debug").`
+
+func newApp(stdout, stderr io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:        "p2pkex",
+		Usage:       "peer-to-peer key exchange on libp2p",
+		Description: appDescription,
+		Writer:      stdout,
+		ErrWriter:   stderr,
+		Suggest:     true,
+		// Errors are printed once, by run.
+		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if c.Args().Len() > 0 {
+				return usagef("unknown command %q (see \"p2pkex help\")", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+		Commands: []*cli.Command{
+			demoCommand(),
+			daemonCommand(),
+			exchangeCommand(),
+			idCommand(),
+			rotateCommand(),
+		},
+	}
+}
+
+func repoFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:     "repo",
+		Usage:    "repository `DIR` (identity, store); created on first use",
+		Sources:  cli.EnvVars("P2PKEX_PATH"),
+		Required: true,
+	}
+}
+
+// noArgs rejects stray arguments.
+func noArgs(c *cli.Command) error {
+	if c.Args().Len() > 0 {
+		return usagef("%s: unexpected argument %q", c.Name, c.Args().First())
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/node"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+func exchangeCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "exchange",
+		Usage:     "exchange keys with a running daemon and store the new key",
+		ArgsUsage: "MULTIADDR",
+		Description: `MULTIADDR is the peer's full address, ending in /p2p/<peer ID>, as
+"p2pkex daemon" and "p2pkex id" print it. The repo is created on first use.
+
+Example:
+  p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
+		Flags: append(nodeFlags(), repoFlag(),
+			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print only the result"},
+		),
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if c.Args().Len() != 1 {
+				return usagef("exchange: want one MULTIADDR, got %d arguments", c.Args().Len())
+			}
+			pi, err := parsePeerAddr(c.Args().First())
+			if err != nil {
+				return err
+			}
+			opts, err := nodeOptions(c)
+			if err != nil {
+				return err
+			}
+			r, err := openRepo(c.String("repo"), true)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if pi.ID == peerIDOf(r) {
+				return usagef("exchange: %s is this repo's own peer ID", pi.ID)
+			}
+			n, err := node.New(ctx, append(opts, node.WithStore(r.store),
+				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+
+			out := &progress{w: c.Root().Writer}
+			var wg sync.WaitGroup
+			if !c.Bool("quiet") {
+				events, stop := n.Subscribe(0)
+				defer wg.Wait()
+				defer stop()
+				wg.Add(1)
+				go out.follow("", events, nil, &wg)
+			}
+			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			defer cancel()
+			if err := n.Connect(ctx, *pi); err != nil {
+				return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
+			}
+			info, err := n.Exchange(ctx, pi.ID)
+			if err != nil {
+				return explainExchangeError(pi.ID, err)
+			}
+			out.printf("epoch %d, key ID %s with %s (%s)\n", info.Epoch, info.KeyID, info.Peer, describe(info))
+			return nil
+		},
+	}
+}
+
+func peerIDOf(r *repo) peer.ID {
+	id, _ := peer.IDFromPrivateKey(r.identity)
+	return id
+}
+
+// parsePeerAddr parses a full multiaddr ending in /p2p/<peer ID>.
+func parsePeerAddr(s string) (*peer.AddrInfo, error) {
+	m, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return nil, usagef("malformed multiaddr %q: %v", s, err)
+	}
+	pi, err := peer.AddrInfoFromP2pAddr(m)
+	if err != nil {
+		return nil, usagef("multiaddr %q must end in /p2p/<peer ID>", s)
+	}
+	return pi, nil
+}
+
+// shortDialError keeps the first line of libp2p's dial error.
+func shortDialError(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func explainExchangeError(p peer.ID, err error) error {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "protocols not supported") || strings.Contains(s, "protocol not supported"):
+		return fmt.Errorf("%s does not speak %s (not a p2pkex node?)", p, protocol.ID)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("exchange with %s timed out", p)
+	}
+	return fmt.Errorf("exchange with %s failed: %s", p, shortDialError(err))
+}
+
+// nodeFlags are the protocol options every node-running command takes.
+func nodeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "suite", Usage: "offer only these suites (MLKEM768X25519, X25519), most preferred first"},
+		&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
+	}
+}
+
+func nodeOptions(c *cli.Command) ([]node.Option, error) {
+	var opts []node.Option
+	if names := c.StringSlice("suite"); len(names) > 0 {
+		var suites []protocol.Suite
+		for _, n := range names {
+			s, err := protocol.ParseSuite(n)
+			if err != nil {
+				return nil, usageError{err.Error()}
+			}
+			suites = append(suites, s)
+		}
+		opts = append(opts, node.WithSuites(suites...))
+	}
+	size := int(c.Int("notice-size"))
+	if size < protocol.MinNoticeSize || size > protocol.MaxNoticeSize {
+		return nil, usagef("--notice-size %d outside [%d, %d]", size, protocol.MinNoticeSize, protocol.MaxNoticeSize)
+	}
+	return append(opts, node.WithNoticeSize(size)), nil
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+func idCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "id",
+		Usage: "print the repo's peer ID, exchange-key fingerprint and addresses",
+		Description: `Works while the repo's daemon runs (addresses come from it) and while
+it does not (then there are no addresses).`,
+		Flags: []cli.Flag{repoFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			dir := c.String("repo")
+			out := struct {
+				PeerID      string   `json:"peer_id"`
+				Fingerprint string   `json:"fingerprint"`
+				Addrs       []string `json:"addrs"`
+				Running     bool     `json:"running"`
+			}{Addrs: []string{}}
+			if d := readDaemonInfo(dir); d != nil {
+				out.PeerID, out.Fingerprint, out.Addrs, out.Running = d.PeerID, d.Fingerprint, d.Addrs, true
+			} else {
+				r, err := openRepo(dir, false)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				id, err := peer.IDFromPrivateKey(r.identity)
+				if err != nil {
+					return err
+				}
+				out.PeerID = id.String()
+				cur, _, err := r.store.ExchangeKeys()
+				switch {
+				case errors.Is(err, peerstore.ErrNotFound):
+					out.Fingerprint = "(none yet: created when the node first starts)"
+				case err != nil:
+					return err
+				default:
+					out.Fingerprint = protocol.FingerprintOf(cur.Record).String()
+				}
+			}
+			w := c.Root().Writer
+			if c.Bool("json") {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			fmt.Fprintf(w, "peer ID      %s\n", out.PeerID)
+			fmt.Fprintf(w, "exchange key %s\n", out.Fingerprint)
+			if !out.Running {
+				fmt.Fprintf(w, "addresses    (daemon not running)\n")
+			}
+			for _, a := range out.Addrs {
+				fmt.Fprintf(w, "address      %s\n", a)
+			}
+			return nil
+		},
+	}
+}
+
+func parseMultiaddr(s string) (ma.Multiaddr, error) {
+	m, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return nil, usagef("malformed multiaddr %q: %v", s, err)
+	}
+	return m, nil
+}
+
+func rotateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rotate",
+		Usage: "replace the repo's exchange key (the daemon must be stopped)",
+		Description: `Peers holding the old fingerprint receive the new key in phase 2 of
+their next exchange; the old private key is destroyed after the grace period.`,
+		Flags: append(nodeFlags()[:1], repoFlag()),
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			r, err := openRepo(c.String("repo"), false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			n, err := newOfflineNode(ctx, c, r)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			before := n.Fingerprint()
+			if err := n.RotateExchangeKey(); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.Root().Writer, "exchange key %s (was %s)\n", n.Fingerprint(), before)
+			return nil
+		},
+	}
+}

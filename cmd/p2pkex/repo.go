@@ -1,0 +1,173 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+)
+
+// A repo is a directory holding one node's state:
+//
+//	identity.key   the libp2p identity key (protobuf, mode 0400)
+//	store/         the peerstore (bbolt, mode 0700/0600)
+//	daemon.json    written by a running daemon: its peer ID, addresses and
+//	               exchange-key fingerprint (removed when it stops)
+const (
+	identityFile = "identity.key"
+	storeDir     = "store"
+	daemonFile   = "daemon.json"
+)
+
+type repo struct {
+	dir      string
+	identity crypto.PrivKey
+	store    peerstore.Store
+}
+
+// openRepo opens dir, creating it when create is set. It takes the store's
+// lock: one process per repo.
+func openRepo(dir string, create bool) (*repo, error) {
+	if dir == "" {
+		return nil, usagef("--repo is empty")
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && create:
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create repo: %w", err)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("no repo at %s (\"p2pkex daemon --repo %s\" creates one)", dir, dir)
+	case err != nil:
+		return nil, fmt.Errorf("repo %s: %w", dir, err)
+	case !st.IsDir():
+		return nil, fmt.Errorf("repo %s is not a directory", dir)
+	}
+	id, err := loadOrCreateIdentity(filepath.Join(dir, identityFile), create)
+	if err != nil {
+		return nil, err
+	}
+	store, err := peerstore.OpenBolt(filepath.Join(dir, storeDir))
+	if errors.Is(err, peerstore.ErrLocked) {
+		return nil, fmt.Errorf("repo %s is in use by another p2pkex process (a running daemon?)", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store of repo %s: %w", dir, err)
+	}
+	r := &repo{dir: dir, identity: id, store: store}
+	if err := r.syncIdentity(); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// syncIdentity makes the store's identity the repo's identity.key.
+func (r *repo) syncIdentity() error {
+	have, err := r.store.Identity()
+	if errors.Is(err, peerstore.ErrNotFound) {
+		return r.store.SetIdentity(r.identity)
+	}
+	if err != nil {
+		return fmt.Errorf("read identity from store: %w", err)
+	}
+	if !have.Equals(r.identity) {
+		return fmt.Errorf("repo %s: %s does not match the identity in the store", r.dir, identityFile)
+	}
+	return nil
+}
+
+func (r *repo) Close() error { return r.store.Close() }
+
+// loadOrCreateIdentity reads the identity key, or creates it (O_EXCL, 0400).
+func loadOrCreateIdentity(path string, create bool) (crypto.PrivKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		sk, err := crypto.UnmarshalPrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not a libp2p private key: %w", path, err)
+		}
+		return sk, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	if !create {
+		return nil, fmt.Errorf("no identity at %s", path)
+	}
+	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	b, err = crypto.MarshalPrivateKey(sk)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return nil, fmt.Errorf("create identity: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("write identity: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return sk, f.Close()
+}
+
+// daemonInfo is what a running daemon publishes in its repo.
+type daemonInfo struct {
+	PeerID      string   `json:"peer_id"`
+	Addrs       []string `json:"addrs"`
+	Fingerprint string   `json:"fingerprint"`
+	PID         int      `json:"pid"`
+}
+
+func writeDaemonInfo(dir string, info daemonInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, daemonFile+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, daemonFile))
+}
+
+// readDaemonInfo returns the running daemon's info, or nil if none runs.
+func readDaemonInfo(dir string) *daemonInfo {
+	b, err := os.ReadFile(filepath.Join(dir, daemonFile))
+	if err != nil {
+		return nil
+	}
+	var info daemonInfo
+	if json.Unmarshal(b, &info) != nil {
+		return nil
+	}
+	if _, err := peer.Decode(info.PeerID); err != nil {
+		return nil
+	}
+	return &info
+}
