@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/urfave/cli/v3"
@@ -53,17 +50,16 @@ Example:
 			defer n.Close()
 
 			out := &progress{w: c.Root().Writer}
-			info := daemonInfo{PeerID: n.ID().String(), Fingerprint: n.Fingerprint().String(), PID: os.Getpid()}
+			stopAPI, err := serveAPI(n, r.dir)
+			if err != nil {
+				return err
+			}
+			defer stopAPI()
 			out.printf("p2pkex daemon %s\n", n.ID())
 			out.printf("exchange key %s\n", n.Fingerprint())
 			for _, a := range n.Addrs() {
-				info.Addrs = append(info.Addrs, a.String())
 				out.printf("listening on %s\n", a)
 			}
-			if err := writeDaemonInfo(r.dir, info); err != nil {
-				return fmt.Errorf("write %s: %w", daemonFile, err)
-			}
-			defer os.Remove(filepath.Join(r.dir, daemonFile))
 
 			events, stop := n.Subscribe(0)
 			var wg sync.WaitGroup

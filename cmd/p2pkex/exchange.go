@@ -43,7 +43,26 @@ Example:
 			if err != nil {
 				return err
 			}
-			r, err := openRepo(c.String("repo"), true)
+			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			defer cancel()
+			out := &progress{w: c.Root().Writer}
+			quiet := c.Bool("quiet")
+			dir := c.String("repo")
+			if api := dialAPI(dir); api != nil {
+				// The repo's daemon runs the exchange.
+				res, err := api.exchange(ctx, c.Args().First(), func(line string) {
+					if !quiet {
+						out.printf("  %s\n", line)
+					}
+				})
+				if err != nil {
+					return err
+				}
+				out.printf("epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
+					describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
+				return nil
+			}
+			r, err := openRepo(dir, true)
 			if err != nil {
 				return err
 			}
@@ -57,29 +76,38 @@ Example:
 				return err
 			}
 			defer n.Close()
-
-			out := &progress{w: c.Root().Writer}
 			var wg sync.WaitGroup
-			if !c.Bool("quiet") {
+			if !quiet {
 				events, stop := n.Subscribe(0)
 				defer wg.Wait()
 				defer stop()
 				wg.Add(1)
 				go out.follow("", events, nil, &wg)
 			}
-			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
-			defer cancel()
-			if err := n.Connect(ctx, *pi); err != nil {
-				return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
-			}
-			info, err := n.Exchange(ctx, pi.ID)
+			info, err := connectAndExchange(ctx, n, pi)
 			if err != nil {
-				return explainExchangeError(pi.ID, err)
+				return err
 			}
 			out.printf("epoch %d, key ID %s with %s (%s)\n", info.Epoch, info.KeyID, info.Peer, describe(info))
 			return nil
 		},
 	}
+}
+
+// connectAndExchange dials pi and runs one exchange, with errors a user
+// can act on.
+func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo) (*node.KeyInfo, error) {
+	if err := n.Connect(ctx, *pi); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("cannot reach %s: timed out", pi.ID)
+		}
+		return nil, fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
+	}
+	info, err := n.Exchange(ctx, pi.ID)
+	if err != nil {
+		return nil, explainExchangeError(pi.ID, err)
+	}
+	return info, nil
 }
 
 func peerIDOf(r *repo) peer.ID {
@@ -100,11 +128,18 @@ func parsePeerAddr(s string) (*peer.AddrInfo, error) {
 	return pi, nil
 }
 
-// shortDialError keeps the first line of libp2p's dial error.
+// shortDialError keeps libp2p's dial error to one line: its summary and
+// the first address's reason.
 func shortDialError(err error) string {
-	s := err.Error()
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
+	lines := strings.Split(err.Error(), "\n")
+	s := lines[0]
+	for _, l := range lines[1:] {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "* ") {
+			if i := strings.LastIndex(l, ": "); i >= 0 {
+				l = l[i+2:]
+			}
+			return s + " (" + l + ")"
+		}
 	}
 	return s
 }

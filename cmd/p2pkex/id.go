@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v3"
 
@@ -18,33 +17,26 @@ func idCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "id",
 		Usage: "print the repo's peer ID, exchange-key fingerprint and addresses",
-		Description: `Works while the repo's daemon runs (addresses come from it) and while
-it does not (then there are no addresses).`,
+		Description: `Asks the repo's daemon if it runs; otherwise reads the repo (then there
+are no addresses to print).`,
 		Flags: []cli.Flag{repoFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
 			dir := c.String("repo")
-			out := struct {
-				PeerID      string   `json:"peer_id"`
-				Fingerprint string   `json:"fingerprint"`
-				Addrs       []string `json:"addrs"`
-				Running     bool     `json:"running"`
-			}{Addrs: []string{}}
-			if d := readDaemonInfo(dir); d != nil {
-				out.PeerID, out.Fingerprint, out.Addrs, out.Running = d.PeerID, d.Fingerprint, d.Addrs, true
+			out := idReply{Addrs: []string{}}
+			if api := dialAPI(dir); api != nil {
+				if err := api.getJSON(ctx, "GET", "/v0/id", &out); err != nil {
+					return err
+				}
 			} else {
 				r, err := openRepo(dir, false)
 				if err != nil {
 					return err
 				}
 				defer r.Close()
-				id, err := peer.IDFromPrivateKey(r.identity)
-				if err != nil {
-					return err
-				}
-				out.PeerID = id.String()
+				out.PeerID = peerIDOf(r).String()
 				cur, _, err := r.store.ExchangeKeys()
 				switch {
 				case errors.Is(err, peerstore.ErrNotFound):
@@ -85,13 +77,22 @@ func parseMultiaddr(s string) (ma.Multiaddr, error) {
 func rotateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rotate",
-		Usage: "replace the repo's exchange key (the daemon must be stopped)",
+		Usage: "replace the repo's exchange key (through the daemon if it runs)",
 		Description: `Peers holding the old fingerprint receive the new key in phase 2 of
 their next exchange; the old private key is destroyed after the grace period.`,
 		Flags: append(nodeFlags()[:1], repoFlag()),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
 				return err
+			}
+			w := c.Root().Writer
+			if api := dialAPI(c.String("repo")); api != nil {
+				var rep rotateReply
+				if err := api.getJSON(ctx, "POST", "/v0/rotate", &rep); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "exchange key %s (was %s)\n", rep.Fingerprint, rep.Previous)
+				return nil
 			}
 			r, err := openRepo(c.String("repo"), false)
 			if err != nil {
@@ -107,7 +108,7 @@ their next exchange; the old private key is destroyed after the grace period.`,
 			if err := n.RotateExchangeKey(); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.Root().Writer, "exchange key %s (was %s)\n", n.Fingerprint(), before)
+			fmt.Fprintf(w, "exchange key %s (was %s)\n", n.Fingerprint(), before)
 			return nil
 		},
 	}

@@ -78,13 +78,15 @@ func (p *progress) line(e node.Event) string {
 }
 
 // describe says which public keys phase 2 carried.
-func describe(info *node.KeyInfo) string {
+func describe(info *node.KeyInfo) string { return describeFlags(info.SentOwnKey, info.ReceivedPeerKey) }
+
+func describeFlags(sent, received bool) string {
 	switch {
-	case info.SentOwnKey && info.ReceivedPeerKey:
+	case sent && received:
 		return "both public keys sent"
-	case info.SentOwnKey:
+	case sent:
 		return "own public key sent"
-	case info.ReceivedPeerKey:
+	case received:
 		return "peer's public key received"
 	}
 	return "phase 2 skipped"

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pkex/p2pkex/peerstore"
 )
@@ -19,12 +17,10 @@ import (
 //
 //	identity.key   the libp2p identity key (protobuf, mode 0400)
 //	store/         the peerstore (bbolt, mode 0700/0600)
-//	daemon.json    written by a running daemon: its peer ID, addresses and
-//	               exchange-key fingerprint (removed when it stops)
+//	api.sock       the running daemon's control API (see api.go)
 const (
 	identityFile = "identity.key"
 	storeDir     = "store"
-	daemonFile   = "daemon.json"
 )
 
 type repo struct {
@@ -58,7 +54,7 @@ func openRepo(dir string, create bool) (*repo, error) {
 	}
 	store, err := peerstore.OpenBolt(filepath.Join(dir, storeDir))
 	if errors.Is(err, peerstore.ErrLocked) {
-		return nil, fmt.Errorf("repo %s is in use by another p2pkex process (a running daemon?)", dir)
+		return nil, fmt.Errorf("repo %s is locked by another p2pkex process", dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store of repo %s: %w", dir, err)
@@ -126,48 +122,4 @@ func loadOrCreateIdentity(path string, create bool) (crypto.PrivKey, error) {
 		return nil, err
 	}
 	return sk, f.Close()
-}
-
-// daemonInfo is what a running daemon publishes in its repo.
-type daemonInfo struct {
-	PeerID      string   `json:"peer_id"`
-	Addrs       []string `json:"addrs"`
-	Fingerprint string   `json:"fingerprint"`
-	PID         int      `json:"pid"`
-}
-
-func writeDaemonInfo(dir string, info daemonInfo) error {
-	b, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, daemonFile+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, daemonFile))
-}
-
-// readDaemonInfo returns the running daemon's info, or nil if none runs.
-func readDaemonInfo(dir string) *daemonInfo {
-	b, err := os.ReadFile(filepath.Join(dir, daemonFile))
-	if err != nil {
-		return nil
-	}
-	var info daemonInfo
-	if json.Unmarshal(b, &info) != nil {
-		return nil
-	}
-	if _, err := peer.Decode(info.PeerID); err != nil {
-		return nil
-	}
-	return &info
 }

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/p2pkex/p2pkex/node"
+)
+
+// The daemon's control API: HTTP with JSON bodies over the unix socket
+// DIR/api.sock (mode 0600), so that the one-shot commands can work through a
+// running daemon, which holds the repo's lock.
+//
+//	GET  /v0/id        -> idReply
+//	POST /v0/exchange  {"addr": MULTIADDR} -> NDJSON stream of apiLine
+//	POST /v0/rotate    -> rotateReply
+const apiSocket = "api.sock"
+
+type idReply struct {
+	PeerID      string   `json:"peer_id"`
+	Fingerprint string   `json:"fingerprint"`
+	Addrs       []string `json:"addrs"`
+	Running     bool     `json:"running"`
+}
+
+type exchangeRequest struct {
+	Addr string `json:"addr"`
+}
+
+// apiLine is one line of an exchange's progress stream: a progress line, or
+// at the end a result or an error.
+type apiLine struct {
+	Progress string        `json:"progress,omitempty"`
+	Result   *exchangeJSON `json:"result,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+type exchangeJSON struct {
+	Peer            string `json:"peer"`
+	Epoch           uint64 `json:"epoch"`
+	KeyID           string `json:"key_id"`
+	SentOwnKey      bool   `json:"sent_own_key"`
+	ReceivedPeerKey bool   `json:"received_peer_key"`
+}
+
+type rotateReply struct {
+	Fingerprint string `json:"fingerprint"`
+	Previous    string `json:"previous"`
+}
+
+func idOf(n *node.Node) idReply {
+	r := idReply{PeerID: n.ID().String(), Fingerprint: n.Fingerprint().String(), Addrs: []string{}, Running: true}
+	for _, a := range n.Addrs() {
+		r.Addrs = append(r.Addrs, a.String())
+	}
+	return r
+}
+
+// serveAPI serves the control API of n until the returned stop is called.
+func serveAPI(n *node.Node, dir string) (stop func(), err error) {
+	path := filepath.Join(dir, apiSocket)
+	// The caller holds the repo's lock, so a socket file left here is stale.
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v0/id", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, idOf(n))
+	})
+	mux.HandleFunc("POST /v0/rotate", func(w http.ResponseWriter, r *http.Request) {
+		before := n.Fingerprint()
+		if err := n.RotateExchangeKey(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, rotateReply{Fingerprint: n.Fingerprint().String(), Previous: before.String()})
+	})
+	mux.HandleFunc("POST /v0/exchange", func(w http.ResponseWriter, r *http.Request) {
+		var req exchangeRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		apiExchange(r.Context(), n, req.Addr, w)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+		_ = os.Remove(path)
+	}, nil
+}
+
+// apiExchange runs an exchange for a client and streams its progress.
+func apiExchange(ctx context.Context, n *node.Node, addr string, w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	var mu sync.Mutex
+	send := func(l apiLine) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(l)
+		flush()
+	}
+	pi, err := parsePeerAddr(addr)
+	if err != nil {
+		send(apiLine{Error: err.Error()})
+		return
+	}
+	if pi.ID == n.ID() {
+		send(apiLine{Error: fmt.Sprintf("%s is this node's own peer ID", pi.ID)})
+		return
+	}
+	events, stop := n.Subscribe(0)
+	defer stop()
+	lines := &progress{}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for e := range events {
+			if e.Peer != pi.ID {
+				continue
+			}
+			if l := lines.line(e); l != "" {
+				send(apiLine{Progress: l})
+			}
+		}
+	}()
+	info, err := connectAndExchange(ctx, n, pi)
+	stop()
+	wg.Wait() // no progress line after the result, none after we return
+	if err != nil {
+		send(apiLine{Error: err.Error()})
+		return
+	}
+	send(apiLine{Result: toJSON(info)})
+}
+
+func toJSON(info *node.KeyInfo) *exchangeJSON {
+	return &exchangeJSON{Peer: info.Peer.String(), Epoch: info.Epoch, KeyID: info.KeyID.String(),
+		SentOwnKey: info.SentOwnKey, ReceivedPeerKey: info.ReceivedPeerKey}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiClient talks to the daemon of a repo.
+type apiClient struct{ http *http.Client }
+
+// dialAPI returns a client for the repo's running daemon, or nil if none
+// runs there.
+func dialAPI(dir string) *apiClient {
+	path := filepath.Join(dir, apiSocket)
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return nil
+	}
+	c.Close()
+	return &apiClient{http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+func (c *apiClient) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytesReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://p2pkex"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("daemon control API: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("daemon: %s", trimNL(string(msg)))
+	}
+	return resp, nil
+}
+
+func (c *apiClient) getJSON(ctx context.Context, method, path string, out any) error {
+	resp, err := c.do(ctx, method, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// exchange asks the daemon to exchange with addr, passing progress lines to
+// onProgress.
+func (c *apiClient) exchange(ctx context.Context, addr string, onProgress func(string)) (*exchangeJSON, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v0/exchange", exchangeRequest{Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var l apiLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, fmt.Errorf("daemon sent %q: %w", sc.Text(), err)
+		}
+		switch {
+		case l.Error != "":
+			return nil, errors.New(l.Error)
+		case l.Result != nil:
+			return l.Result, nil
+		case onProgress != nil:
+			onProgress(l.Progress)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("daemon closed the connection without a result")
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func trimNL(s string) string { return strings.TrimSpace(s) }
