@@ -37,6 +37,8 @@ func (r *reassembly) check(c *pb.Chunk) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d chunks, limit %d", ErrChunk, c.Count, MaxChunks)
 	case r.count != 0 && c.Count != r.count:
 		return nil, fmt.Errorf("%w: chunk count changed from %d to %d", ErrChunk, r.count, c.Count)
+	case c.Index >= c.Count:
+		return nil, fmt.Errorf("%w: chunk %d of %d", ErrChunk, c.Index, c.Count)
 	case c.Index != r.next:
 		return nil, fmt.Errorf("%w: chunk %d, expected %d", ErrChunk, c.Index, r.next)
 	case len(c.Data) == 0:

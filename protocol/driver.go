@@ -80,6 +80,11 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 		if m.Done() {
 			return m.Result(), nil
 		}
+		// A cancellation while the machine ran may have set its deadline
+		// before the phase deadline above replaced it.
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
 		frame, err := fr.ReadFrame(m.MaxFrame())
 		if err != nil {
 			if errors.Is(err, io.EOF) {

@@ -457,9 +457,11 @@ func (m *Machine) decode(frame []byte) (*pb.Notice, error) {
 		ok = n.PartReceived != nil
 	case pb.Notice_ABORT:
 		ok = n.Abort != nil
+	default:
+		return nil, fmt.Errorf("%w: unknown notice type %d", ErrMalformed, int32(n.Type))
 	}
 	if !ok || bodies != 1 {
-		return nil, fmt.Errorf("%w: %v notice with the wrong body", ErrMalformed, n.Type)
+		return nil, fmt.Errorf("%w: %v notice with the wrong body", ErrUnexpected, n.Type)
 	}
 	return &n, nil
 }
