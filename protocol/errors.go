@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"google.golang.org/protobuf/proto"
 
@@ -145,7 +146,7 @@ func StatusOf(err error) pb.Status {
 		return pb.Status_BUSY
 	case errors.Is(err, ErrConflict):
 		return pb.Status_CONFLICT
-	case errors.Is(err, ErrUnexpected), errors.Is(err, ErrMalformed),
+	case errors.Is(err, ErrUnexpected), errors.Is(err, ErrMalformed), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrChunk),
 		errors.Is(err, ErrFingerprint):
 		return pb.Status_PROTOCOL_ERROR

@@ -241,6 +241,13 @@ func NewMachine(cfg Config) (*Machine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	now := cfg.Now()
+	if !now.Before(cfg.Own.Expires) {
+		return nil, fmt.Errorf("protocol: own exchange-key record expired at %s: rotate first", cfg.Own.Expires.UTC().Format(time.RFC3339))
+	}
+	if cfg.Known != nil && !now.Before(cfg.Known.Expires) {
+		cfg.Known = nil // an expired record counts as missing: phase 2 fetches the current one
+	}
 	m := &Machine{cfg: cfg, local: local, role: cfg.Role}
 	m.keyAsm.max = MaxRecordSize
 	m.partAsm.max = MaxSealedPartSize

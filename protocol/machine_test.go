@@ -3,6 +3,7 @@ package protocol
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -124,4 +125,26 @@ func TestRotationSendsOnlyRotatedKey(t *testing.T) {
 	require.True(t, r.ResponderKeySent)
 	require.True(t, r.Received)
 	require.EqualValues(t, 2, r.PeerRecord.Seq)
+}
+
+func TestExpiredRecords(t *testing.T) {
+	a, b := newParty(t), newParty(t)
+	// A held record of the peer that has expired counts as missing: the
+	// fingerprint is not sent and phase 2 fetches the current record.
+	later := func() time.Time { return time.Now().Add(DefaultRecordLifetime / 2) }
+	stale, err := NewExchangeKey(b.sk, DefaultSuites(), 1, time.Now().Add(-DefaultRecordLifetime), DefaultRecordLifetime/4)
+	require.NoError(t, err)
+	b.key = stale
+	old := b.record()
+	b.rotate(t) // current record, seq 2, valid now
+	ma, mb := pair(t, a, b, old, a.record(), func(c *Config) { c.Now = nil })
+	require.Nil(t, ma.cfg.Known, "expired held record must be dropped")
+	_, errA, errB := pump(t, ma, mb, nil)
+	require.NoError(t, errA)
+	require.NoError(t, errB)
+	require.True(t, ma.Result().ResponderKeySent)
+
+	// An expired own record is refused: the node must rotate first.
+	_, err = NewMachine(Config{Role: Initiator, Identity: a.sk, Remote: b.id, Own: a.key, Epoch: 1, Now: func() time.Time { return later().Add(DefaultRecordLifetime) }})
+	require.ErrorContains(t, err, "expired")
 }
