@@ -16,6 +16,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/p2pkex/p2pkex/internal/failpoint"
 )
 
 // The bbolt store's layout, schema version 1. Values are protobuf messages
@@ -334,6 +336,7 @@ func (s *boltStore) ExchangeKeys() (cur *ExchangeKey, prev *ExchangeKey, err err
 // on write, so the destroyed key's bytes can stay in a free page of the file
 // until bbolt reuses it: the file's permissions are what protects them.
 func (s *boltStore) RotateExchangeKey(next ExchangeKey, now time.Time, grace time.Duration) error {
+	failpoint.Inject(failpoint.RotateBeforeWrite)
 	next.Retire = time.Time{}
 	nb, err := encodeExchangeKey(&next)
 	if err != nil {
@@ -341,7 +344,7 @@ func (s *boltStore) RotateExchangeKey(next ExchangeKey, now time.Time, grace tim
 	}
 	var prevBuf []byte
 	defer func() { wipe(nb, prevBuf) }()
-	return s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b, err := bucket(tx, bucketExchange)
 		if err != nil {
 			return err
@@ -370,8 +373,16 @@ func (s *boltStore) RotateExchangeKey(next ExchangeKey, now time.Time, grace tim
 				return err
 			}
 		}
-		return b.Put(keyCurrent, nb)
+		if err := b.Put(keyCurrent, nb); err != nil {
+			return err
+		}
+		failpoint.Inject(failpoint.RotateAfterWrite)
+		return nil
 	})
+	if err == nil {
+		failpoint.Inject(failpoint.RotateAfterCommit)
+	}
+	return err
 }
 
 func (s *boltStore) PruneExchangeKeys(now time.Time) (bool, error) {
@@ -490,13 +501,24 @@ func (s *boltStore) SetTrust(p peer.ID, t TrustState) error {
 }
 
 func (s *boltStore) CommitExchange(c Commit) error {
+	failpoint.Inject(failpoint.CommitBeforeWrite)
 	defer clear(c.Session.Key[:]) // c is our copy; the store holds its own
 	if err := checkCommit(&c); err != nil {
 		return err
 	}
 	var secrets [][]byte
 	defer func() { wipe(secrets...) }()
-	return s.update(func(tx *bolt.Tx) error { return commitTx(tx, &c, &secrets) })
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := commitTx(tx, &c, &secrets); err != nil {
+			return err
+		}
+		failpoint.Inject(failpoint.CommitAfterWrite)
+		return nil
+	})
+	if err == nil {
+		failpoint.Inject(failpoint.CommitAfterCommit)
+	}
+	return err
 }
 
 // commitTx is CommitExchange inside transaction tx. The encoded session keys
