@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -186,15 +187,19 @@ func (n *Node) handleStream(s network.Stream) {
 	n.perPeer[p]++
 	n.wg.Add(1)
 	n.mu.Unlock()
-	defer func() {
+	defer n.wg.Done()
+	// The counts are given back before finish hands the peer's slot on:
+	// otherwise the exchange waiting for the slot can run to its end, and
+	// the peer's next START arrive, while this goroutine has yet to leave.
+	leave := sync.OnceFunc(func() {
 		n.mu.Lock()
 		n.inbound--
 		if n.perPeer[p]--; n.perPeer[p] == 0 {
 			delete(n.perPeer, p)
 		}
 		n.mu.Unlock()
-		n.wg.Done()
-	}()
+	})
+	defer leave()
 	si, refusal := n.claimInbound(p)
 	if refusal != nil {
 		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
@@ -204,6 +209,7 @@ func (n *Node) handleStream(s network.Stream) {
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
 	info, err := n.run(ctx, s, protocol.Responder)
+	leave()
 	n.finish(p, si, info, err)
 }
 
@@ -275,7 +281,13 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role) (*
 	res, err := protocol.Run(ctx, s, m, n.cfg.phaseTimeout)
 	if err != nil {
 		log.Debugw("exchange failed", "peer", p, "role", role, "err", err)
-		s.Reset()
+		var ae *protocol.AbortError
+		if errors.As(err, &ae) {
+			s.Reset()
+		} else {
+			// The status travels in the reset too: it may overtake ABORT.
+			s.ResetWithError(protocol.ResetCode(err))
+		}
 		return nil, err
 	}
 	defer res.Wipe()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // Stream is what Run needs of a stream. network.Stream has it, and so has
@@ -42,6 +44,9 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 	defer stop()
 
 	fail := func(err error) (*Result, error) {
+		if ae := abortFromReset(err); ae != nil {
+			err = ae
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			err = fmt.Errorf("%v: %w", m.Phase(), cerr)
 		} else if isTimeout(err) {
@@ -96,6 +101,27 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 			return fail(err)
 		}
 	}
+}
+
+// AbortCodeBase is the base of the stream reset error codes of the
+// protocol. A side that gives up writes ABORT and then resets the stream
+// with AbortCodeBase + status, because the reset may overtake the ABORT
+// frame at the peer (yamux drops unread data on reset).
+const AbortCodeBase network.StreamErrorCode = 0x7e0000
+
+// ResetCode is the reset error code that carries err's status.
+func ResetCode(err error) network.StreamErrorCode {
+	return AbortCodeBase + network.StreamErrorCode(StatusOf(err))
+}
+
+// abortFromReset turns a reset by the peer that carries a status into the
+// AbortError the ABORT frame would have produced.
+func abortFromReset(err error) *AbortError {
+	var se *network.StreamError
+	if errors.As(err, &se) && se.Remote && se.ErrorCode > AbortCodeBase && se.ErrorCode <= AbortCodeBase+0xff {
+		return &AbortError{Status: pb.Status(se.ErrorCode - AbortCodeBase)}
+	}
+	return nil
 }
 
 func isTimeout(err error) bool {

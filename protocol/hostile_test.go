@@ -1274,9 +1274,6 @@ func TestHostileHarnessHonest(t *testing.T) {
 // and a yamux stream that receives a reset drops the data it has not read
 // yet, so the peer reads a bare "stream reset" instead.
 func TestHostileAbortStatusReachesThePeer(t *testing.T) {
-	t.Skip("known bug: node.run (node/exchange.go) resets the stream immediately after protocol.Run " +
-		"writes ABORT; the reset overtakes the ABORT at the peer (yamux drops unread data on reset), " +
-		"so the peer sees \"stream reset\" instead of *protocol.AbortError (about 9 in 10 times)")
 	errRefused := errors.New("test policy refuses every record")
 	a := hostileNode(t, node.WithTrustPolicy(func(node.PeerKeyChange) error { return errRefused }))
 	b := hostileNode(t)
@@ -1317,9 +1314,6 @@ func TestHostileAbortStatusReachesThePeer(t *testing.T) {
 // meant to stop exactly this ("so that a hostile peer cannot push a node's
 // epochs to the end of their range", machine.go).
 func TestHostileEpochAtTheEndOfItsRange(t *testing.T) {
-	t.Skip("known bug: a peer that proposes epoch protocol.MaxEpoch makes the honest node install it; " +
-		"node.machine (node/exchange.go) then proposes MaxEpoch+1, which protocol.NewMachine refuses, " +
-		"so no exchange with that peer ever succeeds again")
 	for _, dir := range hostileBoth {
 		t.Run(dir.String(), func(t *testing.T) {
 			honest := hostileNode(t)

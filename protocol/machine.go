@@ -17,9 +17,13 @@ import (
 	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
-// MaxEpoch bounds the epoch a peer may propose, so that a hostile peer
-// cannot push a node's epochs to the end of their range.
+// MaxEpoch bounds every epoch.
 const MaxEpoch = 1 << 48
+
+// MaxEpochAhead bounds how far a peer's epoch proposal may run ahead of
+// ours, so that a hostile peer cannot push a node's epochs to the end of
+// their range: that would take MaxEpoch/MaxEpochAhead (2^28) exchanges.
+const MaxEpochAhead = 1 << 20
 
 // Config is what a Machine needs to know before the exchange starts.
 type Config struct {
@@ -484,31 +488,12 @@ func (m *Machine) Consume(frame []byte) ([]Frame, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.Type == pb.Notice_ABORT {
-		err := &AbortError{Status: n.Abort.Status}
-		m.emit(Event{Kind: EventNoticeReceived, Notice: n.Type, Size: len(frame)})
-		m.fail(err)
-		return nil, err
-	}
-	var out []Frame
-	switch {
-	case m.state == stNew && m.role == Responder && n.Type == pb.Notice_START:
-		out, err = m.consumeStart(frame, n.Start)
-	case m.state == stAwaitContinue && n.Type == pb.Notice_CONTINUE:
-		out, err = m.consumeContinue(frame, n.Continue)
-	case m.state == stAwaitNext && n.Type == pb.Notice_NEXT:
-		out, err = m.consumeNext(frame, n.Next)
-	case m.state == stPhase2 && n.Type == pb.Notice_KEY && m.recvKey && !m.keyGot:
-		out, err = m.consumeKey(frame, n.Chunk)
-	case m.state == stPhase2 && n.Type == pb.Notice_KEY_RECEIVED && m.sendKey && !m.keyAcked:
-		out, err = m.consumeKeyReceived(frame, n.KeyReceived)
-	case m.state == stPhase3 && n.Type == pb.Notice_PART && m.secrets == nil:
-		out, err = m.consumePart(frame, n.Chunk)
-	case m.state == stPhase3 && n.Type == pb.Notice_PART_RECEIVED && m.secrets != nil:
-		out, err = m.consumePartReceived(frame, n.PartReceived)
-	default:
+	// The table (table.go) decides whether the notice is acceptable here.
+	row := m.lookup(n.Type)
+	if row == nil {
 		return nil, fmt.Errorf("%w: %v in %v", ErrUnexpected, n.Type, m.Phase())
 	}
+	out, err := row.handle(m, frame, n)
 	if err != nil {
 		if out != nil {
 			// Failed after the notice was accepted: a local error.
@@ -516,7 +501,20 @@ func (m *Machine) Consume(frame []byte) ([]Frame, error) {
 		}
 		return nil, err
 	}
+	if !row.leads(m.state) {
+		err := fmt.Errorf("protocol: internal error: %v in %v led to %v", n.Type, row.from, m.state)
+		m.fail(err)
+		return nil, err
+	}
 	return out, nil
+}
+
+// consumeAbort ends the machine: the peer gave up.
+func (m *Machine) consumeAbort(frame []byte, n *pb.Notice) ([]Frame, error) {
+	err := &AbortError{Status: n.Abort.Status}
+	m.emit(Event{Kind: EventNoticeReceived, Notice: n.Type, Size: len(frame)})
+	m.fail(err)
+	return nil, err
 }
 
 // received reports an accepted notice (the transcript already has it).
@@ -542,9 +540,16 @@ func optionalFingerprint(b []byte) (*Fingerprint, error) {
 	return &f, nil
 }
 
-func checkEpoch(e uint64) error {
+// checkEpoch validates a peer's epoch proposal against our own. A proposal
+// may run ahead of ours (the peer may have installed keys we missed), but
+// not by more than MaxEpochAhead: otherwise one hostile exchange could push
+// our epochs for that peer to the end of their range.
+func checkEpoch(e, own uint64) error {
 	if e == 0 || e > MaxEpoch {
 		return fmt.Errorf("%w: epoch %d", ErrMalformed, e)
+	}
+	if e > own && e-own > MaxEpochAhead {
+		return fmt.Errorf("%w: epoch %d is more than %d ahead of %d", ErrMalformed, e, MaxEpochAhead, own)
 	}
 	return nil
 }
@@ -561,7 +566,7 @@ func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
 	if err := checkLen("commitment", s.Commitment, CommitmentSize); err != nil {
 		return nil, err
 	}
-	if err := checkEpoch(s.Epoch); err != nil {
+	if err := checkEpoch(s.Epoch, m.cfg.Epoch); err != nil {
 		return nil, err
 	}
 	if s.NoticeSize < MinNoticeSize || s.NoticeSize > MaxNoticeSize {
@@ -627,7 +632,7 @@ func (m *Machine) consumeContinue(frame []byte, c *pb.Continue) ([]Frame, error)
 	if err := checkLen("commitment", c.Commitment, CommitmentSize); err != nil {
 		return nil, err
 	}
-	if err := checkEpoch(c.Epoch); err != nil {
+	if err := checkEpoch(c.Epoch, m.cfg.Epoch); err != nil {
 		return nil, err
 	}
 	if c.NoticeSize < MinNoticeSize || int(c.NoticeSize) > m.cfg.NoticeSize {
