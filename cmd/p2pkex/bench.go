@@ -1,0 +1,837 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/node"
+	ps "github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+// How many samples the side measurements of "p2pkex bench" take. They are
+// fixed, not flags, so that runs compare.
+const (
+	benchFloorRounds  = 200 // crypto floor of an exchange, timed in-process
+	benchNoiseRounds  = 200 // Noise XX handshakes over loopback TCP
+	benchIdleRounds   = 50  // exchanges one at a time on an existing connection
+	benchPingRounds   = 50  // libp2p ping round trips on loopback
+	benchExchangeWait = time.Minute
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure exchanges under load against the crypto floor and a Noise handshake",
+		Description: `One responder node and --peers initiator nodes run in this process on
+127.0.0.1, with --concurrency exchanges in flight, for --count exchanges or
+for --duration. Before the load the same run times, in this process:
+  - the crypto floor of one exchange (seal, sign, verify and open, both sides);
+  - libp2p Noise XX handshakes over loopback TCP (CPU and median wall time);
+  - exchanges one at a time on an existing connection, and libp2p pings.
+After it, two nodes on a go-libp2p mocknet with --latency per direction
+count the round trips of an exchange with both records known and with both
+sent. A progress line goes to stderr every second; a JSON summary goes to
+stdout. docs/PERFORMANCE.md explains every field.
+
+Stores are in memory; every node listens on 127.0.0.1 only. The responder
+runs with the resource manager's limits lifted and its inbound-exchange limit
+raised to the concurrency, so that the load measures the exchange, not the
+limits.
+
+Examples:
+  p2pkex bench
+  p2pkex bench --concurrency 64 --count 10000
+  p2pkex bench --peers 1000 --concurrency 1000 --count 10000
+  p2pkex bench --duration 30s --suite X25519 --cpuprofile cpu.out`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "peers", Usage: "initiator nodes (default: the concurrency; at least the concurrency)"},
+			&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 16, Usage: "exchanges in flight"},
+			&cli.IntFlag{Name: "count", Value: 2000, Usage: "exchanges to run (not with --duration)"},
+			&cli.DurationFlag{Name: "duration", Usage: "run for this long instead of --count"},
+			&cli.StringFlag{Name: "suite", Value: protocol.SuiteMLKEM768X25519.String(), Usage: "suite: MLKEM768X25519 or X25519"},
+			&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
+			&cli.StringFlag{Name: "keys", Value: "known", Usage: "under load, records are `known` (phase 2 empty) or sent by `both` sides"},
+			&cli.DurationFlag{Name: "latency", Value: 20 * time.Millisecond, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
+			&cli.IntFlag{Name: "rtt-samples", Value: 5, Usage: "exchanges timed on mocknet, per case"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
+			&cli.BoolFlag{Name: "quiet", Usage: "no progress line"},
+		},
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			cfg, err := benchConfigFrom(c)
+			if err != nil {
+				return err
+			}
+			var progress io.Writer = c.Root().ErrWriter
+			if c.Bool("quiet") {
+				progress = io.Discard
+			}
+			sum, err := runBench(ctx, cfg, progress)
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(c.Root().Writer)
+			enc.SetIndent("", "  ")
+			return enc.Encode(sum)
+		},
+	}
+}
+
+type benchConfig struct {
+	peers, concurrency, count int
+	duration                  time.Duration
+	suite                     protocol.Suite
+	noticeSize                int
+	bothKeys                  bool
+	latency                   time.Duration
+	rttSamples                int
+	cpuProfile                string
+}
+
+func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
+	cfg := &benchConfig{
+		concurrency: int(c.Int("concurrency")),
+		count:       int(c.Int("count")),
+		duration:    c.Duration("duration"),
+		noticeSize:  int(c.Int("notice-size")),
+		latency:     c.Duration("latency"),
+		rttSamples:  int(c.Int("rtt-samples")),
+		cpuProfile:  c.String("cpuprofile"),
+	}
+	var err error
+	if cfg.suite, err = protocol.ParseSuite(c.String("suite")); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	switch c.String("keys") {
+	case "known":
+	case "both":
+		cfg.bothKeys = true
+	default:
+		return nil, usagef("--keys %q: want known or both", c.String("keys"))
+	}
+	if cfg.concurrency < 1 {
+		return nil, usagef("--concurrency must be at least 1")
+	}
+	cfg.peers = int(c.Int("peers"))
+	if cfg.peers == 0 {
+		cfg.peers = cfg.concurrency
+	}
+	if cfg.peers < cfg.concurrency {
+		return nil, usagef("--peers %d is below --concurrency %d: exchanges with one peer never overlap, so each one in flight needs its own initiator", cfg.peers, cfg.concurrency)
+	}
+	if c.IsSet("duration") && c.IsSet("count") {
+		return nil, usagef("give --count or --duration, not both")
+	}
+	if c.IsSet("duration") && cfg.duration <= 0 {
+		return nil, usagef("--duration must be positive")
+	}
+	if !c.IsSet("duration") && cfg.count < 1 {
+		return nil, usagef("--count must be at least 1")
+	}
+	if cfg.noticeSize < protocol.MinNoticeSize || cfg.noticeSize > protocol.MaxNoticeSize {
+		return nil, usagef("--notice-size %d outside [%d, %d]", cfg.noticeSize, protocol.MinNoticeSize, protocol.MaxNoticeSize)
+	}
+	if cfg.latency < 0 || cfg.rttSamples < 1 {
+		return nil, usagef("--latency must not be negative and --rtt-samples must be at least 1")
+	}
+	return cfg, nil
+}
+
+// benchSummary is the JSON summary. Times are in the unit their name says;
+// ratios are plain numbers. docs/PERFORMANCE.md describes every field.
+type benchSummary struct {
+	Suite       string `json:"suite"`
+	Keys        string `json:"keys"`
+	NoticeSize  int    `json:"notice_size"`
+	Peers       int    `json:"peers"`
+	Concurrency int    `json:"concurrency"`
+	GOMAXPROCS  int    `json:"gomaxprocs"`
+	CPUs        int    `json:"cpus"`
+	GoVersion   string `json:"go_version"`
+	LoadAvg     string `json:"loadavg_before,omitempty"`
+
+	// The load.
+	Exchanges     int      `json:"exchanges"`
+	Failures      int      `json:"failures"`
+	FailureSample []string `json:"failure_sample,omitempty"`
+	WallS         float64  `json:"wall_s"`
+	ExchangesPerS float64  `json:"exchanges_per_s"`
+	P50Ms         float64  `json:"p50_ms"`
+	P90Ms         float64  `json:"p90_ms"`
+	P99Ms         float64  `json:"p99_ms"`
+	MaxMs         float64  `json:"max_ms"`
+	CPUSPerExch   float64  `json:"cpu_s_per_exchange"`
+	HeapPerFlight float64  `json:"heap_bytes_per_inflight"`
+	HeapInFlight  int      `json:"heap_sample_inflight"`
+
+	// The crypto floor, measured in this run.
+	FloorCPUS        float64 `json:"floor_cpu_s_per_exchange"`
+	RatioCPUVsFloor  float64 `json:"ratio_cpu_vs_floor"`
+	FloorRatePerS    float64 `json:"floor_rate_per_s"`
+	RatioRateVsFloor float64 `json:"ratio_rate_vs_floor"`
+
+	// The anchors, measured in this run.
+	NoiseCPUS         float64 `json:"noise_handshake_s"`
+	RatioVsNoise      float64 `json:"ratio_vs_noise"`
+	NoiseP50Ms        float64 `json:"noise_handshake_p50_ms"`
+	IdleExchangeP50Ms float64 `json:"exchange_p50_idle_ms"`
+	RatioP50VsNoise   float64 `json:"ratio_p50_idle_vs_noise"`
+	PingRTTMs         float64 `json:"ping_rtt_ms"`
+
+	// Round trips on mocknet.
+	LatencyMs              float64 `json:"mocknet_latency_ms,omitempty"`
+	MocknetRTTMs           float64 `json:"mocknet_rtt_ms,omitempty"`
+	RTTsKnownKeys          float64 `json:"rtts_known_keys,omitempty"`
+	RTTsBothKeys           float64 `json:"rtts_both_keys,omitempty"`
+	RTTsKnownKeysInitiator float64 `json:"rtts_known_keys_initiator,omitempty"`
+	RTTsBothKeysInitiator  float64 `json:"rtts_both_keys_initiator,omitempty"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// percentile returns the p-th percentile (0 < p <= 1) of sorted durations,
+// nearest rank.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return percentile(s, 0.5)
+}
+
+func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*benchSummary, error) {
+	sum := &benchSummary{
+		Suite:       cfg.suite.String(),
+		Keys:        map[bool]string{false: "known", true: "both"}[cfg.bothKeys],
+		NoticeSize:  cfg.noticeSize,
+		Peers:       cfg.peers,
+		Concurrency: cfg.concurrency,
+		GOMAXPROCS:  runtime.GOMAXPROCS(0),
+		CPUs:        runtime.NumCPU(),
+		GoVersion:   runtime.Version(),
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		sum.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", args...) }
+
+	say("crypto floor, %d exchanges of %v", benchFloorRounds, cfg.suite)
+	floor, err := protocol.MeasureFloor(cfg.suite, benchFloorRounds)
+	if err != nil {
+		return nil, fmt.Errorf("crypto floor: %w", err)
+	}
+	sum.FloorCPUS = floor.Seconds()
+	sum.FloorRatePerS = float64(sum.GOMAXPROCS) / floor.Seconds()
+
+	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
+	noiseCPU, noiseP50, err := measureNoise(benchNoiseRounds)
+	if err != nil {
+		return nil, fmt.Errorf("noise handshakes: %w", err)
+	}
+	sum.NoiseCPUS = noiseCPU.Seconds()
+	sum.NoiseP50Ms = ms(noiseP50)
+
+	if err := runLoad(ctx, cfg, sum, say, progress); err != nil {
+		return nil, err
+	}
+	sum.RatioCPUVsFloor = sum.CPUSPerExch / sum.FloorCPUS
+	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
+	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS
+	sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
+
+	if cfg.latency > 0 {
+		say("round trips on mocknet, latency %v per direction", cfg.latency)
+		if err := measureRTTs(ctx, cfg, sum); err != nil {
+			return nil, fmt.Errorf("mocknet round trips: %w", err)
+		}
+	}
+	return sum, nil
+}
+
+// measureNoise runs rounds libp2p Noise XX handshakes (Ed25519 identities)
+// over loopback TCP connections dialled beforehand, in batches, and returns
+// the process CPU time per handshake (both sides) and the median wall time.
+func measureNoise(rounds int) (cpu, p50 time.Duration, err error) {
+	var tpt [2]*noise.Transport
+	var ids [2]peer.ID
+	for i := range tpt {
+		sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return 0, 0, err
+		}
+		if tpt[i], err = noise.New(noise.ID, sk, nil); err != nil {
+			return 0, 0, err
+		}
+		if ids[i], err = peer.IDFromPrivateKey(sk); err != nil {
+			return 0, 0, err
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l.Close()
+	ctx := context.Background()
+	handshake := func(client, server net.Conn) error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := tpt[1].SecureInbound(ctx, server, ids[0])
+			done <- err
+		}()
+		_, err := tpt[0].SecureOutbound(ctx, client, ids[1])
+		return errors.Join(err, <-done)
+	}
+	pair := func() ([2]net.Conn, error) {
+		c, s, err := loopbackPair(l)
+		return [2]net.Conn{c, s}, err
+	}
+	// One untimed handshake warms up.
+	cs, err := pair()
+	if err != nil {
+		return 0, 0, err
+	}
+	err = handshake(cs[0], cs[1])
+	cs[0].Close()
+	cs[1].Close()
+	if err != nil {
+		return 0, 0, err
+	}
+	// The connections of a batch are dialled before its CPU time is taken.
+	walls := make([]time.Duration, 0, rounds)
+	const batch = 50
+	for len(walls) < rounds {
+		conns := make([][2]net.Conn, 0, batch)
+		for range min(batch, rounds-len(walls)) {
+			cs, err := pair()
+			if err != nil {
+				return 0, 0, err
+			}
+			conns = append(conns, cs)
+		}
+		start := processCPU()
+		for _, cs := range conns {
+			t := time.Now()
+			if err = handshake(cs[0], cs[1]); err != nil {
+				break
+			}
+			walls = append(walls, time.Since(t))
+		}
+		cpu += processCPU() - start
+		for _, cs := range conns {
+			cs[0].Close()
+			cs[1].Close()
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	return cpu / time.Duration(rounds), median(walls), nil
+}
+
+// loopbackPair returns both ends of a new TCP connection to l.
+func loopbackPair(l net.Listener) (client, server net.Conn, err error) {
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			c = nil
+		}
+		accepted <- c
+	}()
+	if client, err = net.Dial("tcp", l.Addr().String()); err != nil {
+		return nil, nil, err
+	}
+	if server = <-accepted; server == nil {
+		client.Close()
+		return nil, nil, errors.New("accept failed")
+	}
+	return client, server, nil
+}
+
+// forgetfulStore hides every peer record, so that each exchange is a first
+// contact in which phase 2 carries both records.
+type forgetfulStore struct{ ps.Store }
+
+func (forgetfulStore) Peer(peer.ID) (*ps.PeerKey, error) { return nil, ps.ErrNotFound }
+
+func newBenchStore(bothKeys bool) ps.Store {
+	if bothKeys {
+		return forgetfulStore{ps.NewMemory()}
+	}
+	return ps.NewMemory()
+}
+
+// benchNodes are the nodes of the load.
+type benchNodes struct {
+	responder  *node.Node
+	initiators []*node.Node
+	stores     []ps.Store
+}
+
+func (b *benchNodes) close() {
+	var wg sync.WaitGroup
+	for _, n := range append([]*node.Node{b.responder}, b.initiators...) {
+		if n != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.Close()
+			}()
+		}
+	}
+	wg.Wait()
+	for _, s := range b.stores {
+		s.Close()
+	}
+}
+
+func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error) {
+	b := &benchNodes{}
+	ok := false
+	defer func() {
+		if !ok {
+			b.close()
+		}
+	}()
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
+	if err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(cfg.peers+16, 2*cfg.peers+32)
+	if err != nil {
+		return nil, err
+	}
+	common := []node.Option{node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)}
+	st := newBenchStore(cfg.bothKeys)
+	b.stores = append(b.stores, st)
+	b.responder, err = node.New(ctx, append(common, node.WithStore(st),
+		node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"),
+		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer),
+		node.WithLibp2pOptions(libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)))...)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("responder: %w", err)
+	}
+	target := peer.AddrInfo{ID: b.responder.ID(), Addrs: b.responder.Host().Addrs()}
+	b.initiators = make([]*node.Node, cfg.peers)
+	b.stores = append(b.stores, make([]ps.Store, cfg.peers)...)
+	errs := make([]error, cfg.peers)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 2*runtime.GOMAXPROCS(0))
+	for i := range b.initiators {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			st := newBenchStore(cfg.bothKeys)
+			b.stores[1+i] = st
+			n, err := node.New(ctx, append(common, node.WithStore(st),
+				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			b.initiators[i] = n
+			errs[i] = n.Connect(ctx, target)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("initiators: %w", err)
+	}
+	ok = true
+	return b, nil
+}
+
+// waitInstalled waits until the responder installed, for every initiator,
+// the epoch the initiator holds: the responder finishes half a round trip
+// after the initiator returns.
+func (b *benchNodes) waitInstalled(ctx context.Context) error {
+	deadline := time.Now().Add(benchExchangeWait)
+	for _, a := range b.initiators {
+		ka, err := a.ActiveKey(b.responder.ID())
+		if err != nil {
+			continue // all its exchanges failed
+		}
+		for {
+			kb, err := b.responder.ActiveKey(a.ID())
+			if err == nil && kb.Epoch >= ka.Epoch {
+				if kb.Epoch != ka.Epoch || kb.ID != ka.ID {
+					return fmt.Errorf("responder and initiator %s disagree on the key", a.ID())
+				}
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("responder did not install the key of %s", a.ID())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// runLoad starts the nodes, warms them up, measures exchanges one at a time
+// and pings, then runs the load and fills in its figures.
+func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(string, ...any), progress io.Writer) error {
+	say("starting 1 responder and %d initiators on 127.0.0.1", cfg.peers)
+	nodes, err := startBenchNodes(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer nodes.close()
+	resp := nodes.responder.ID()
+	exchange := func(n *node.Node) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
+		defer cancel()
+		t := time.Now()
+		_, err := n.Exchange(ctx, resp)
+		return time.Since(t), err
+	}
+
+	// Warm-up: one exchange per initiator, so that identify has run on
+	// every connection and (with --keys known) both sides hold each
+	// other's record.
+	say("warm-up: one exchange per initiator")
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, cfg.concurrency)
+	errs := make([]error, len(nodes.initiators))
+	for i, n := range nodes.initiators {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, errs[i] = exchange(n)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if err := nodes.waitInstalled(ctx); err != nil {
+		return err
+	}
+
+	say("%d exchanges one at a time, %d pings", benchIdleRounds, benchPingRounds)
+	idle := make([]time.Duration, 0, benchIdleRounds)
+	for range benchIdleRounds {
+		d, err := exchange(nodes.initiators[0])
+		if err != nil {
+			return fmt.Errorf("exchange one at a time: %w", err)
+		}
+		idle = append(idle, d)
+	}
+	sum.IdleExchangeP50Ms = ms(median(idle))
+	rtt, err := pingRTT(ctx, nodes.initiators[0], resp, benchPingRounds)
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	sum.PingRTTMs = ms(rtt)
+	if err := nodes.waitInstalled(ctx); err != nil {
+		return err
+	}
+
+	// The load.
+	free := make(chan *node.Node, len(nodes.initiators))
+	for _, n := range nodes.initiators {
+		free <- n
+	}
+	var (
+		next, done, failed, inFlight atomic.Int64
+		mu                           sync.Mutex
+		latencies                    = make([]time.Duration, 0, max(cfg.count, 1024))
+		failures                     []string
+	)
+	more := func() bool { return next.Add(1) <= int64(cfg.count) }
+	if cfg.duration > 0 {
+		end := time.Now().Add(cfg.duration)
+		more = func() bool { return time.Now().Before(end) }
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	// One heap sample half-way through: a forced collection, then the
+	// heap in use, against the baseline above.
+	var heapTaken atomic.Bool
+	heapDone := make(chan struct{})
+	takeHeap := func() {
+		if heapTaken.CompareAndSwap(false, true) {
+			defer close(heapDone)
+			f0 := inFlight.Load()
+			runtime.GC()
+			var now runtime.MemStats
+			runtime.ReadMemStats(&now)
+			f1 := inFlight.Load()
+			flight := (f0 + f1) / 2
+			sum.HeapInFlight = int(flight)
+			if flight > 0 {
+				sum.HeapPerFlight = (float64(now.HeapInuse) - float64(before.HeapInuse)) / float64(flight)
+			}
+		}
+	}
+	halfway := func(d int64, elapsed time.Duration) bool {
+		if cfg.duration > 0 {
+			return elapsed >= cfg.duration/2
+		}
+		return d >= int64(cfg.count)/2
+	}
+
+	say("load: %d exchanges in flight, %s", cfg.concurrency, map[bool]string{
+		true: fmt.Sprintf("for %v", cfg.duration), false: fmt.Sprintf("%d exchanges", cfg.count)}[cfg.duration > 0])
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	start := time.Now()
+	cpu0 := processCPU()
+	go func() {
+		defer close(progressDone)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		last, lastT := int64(0), start
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case t := <-tick.C:
+				d := done.Load()
+				fmt.Fprintf(progress, "bench: %6.1fs  %d done, %d failed, %.0f/s, %d in flight\n",
+					t.Sub(start).Seconds(), d, failed.Load(), float64(d-last)/t.Sub(lastT).Seconds(), inFlight.Load())
+				last, lastT = d, t
+			}
+		}
+	}()
+	for range cfg.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			defer func() {
+				mu.Lock()
+				latencies = append(latencies, mine...)
+				mu.Unlock()
+			}()
+			for more() && ctx.Err() == nil {
+				n := <-free
+				inFlight.Add(1)
+				d, err := exchange(n)
+				inFlight.Add(-1)
+				free <- n
+				if err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if len(failures) < 5 {
+						failures = append(failures, err.Error())
+					}
+					mu.Unlock()
+				} else {
+					mine = append(mine, d)
+				}
+				if halfway(done.Add(1), time.Since(start)) && !heapTaken.Load() {
+					go takeHeap()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	close(stopProgress)
+	<-progressDone
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	installErr := nodes.waitInstalled(ctx)
+	cpu := processCPU() - cpu0
+	takeHeap() // if the load ended before the sample was taken
+	<-heapDone
+
+	slices.Sort(latencies)
+	sum.Exchanges = len(latencies)
+	sum.Failures = int(failed.Load())
+	sum.FailureSample = failures
+	if installErr != nil {
+		sum.Failures++
+		sum.FailureSample = append(sum.FailureSample, installErr.Error())
+	}
+	sum.WallS = wall.Seconds()
+	sum.ExchangesPerS = float64(len(latencies)) / wall.Seconds()
+	sum.P50Ms = ms(percentile(latencies, 0.50))
+	sum.P90Ms = ms(percentile(latencies, 0.90))
+	sum.P99Ms = ms(percentile(latencies, 0.99))
+	if len(latencies) > 0 {
+		sum.MaxMs = ms(latencies[len(latencies)-1])
+		sum.CPUSPerExch = cpu.Seconds() / float64(len(latencies))
+	}
+	say("load done: %d exchanges, %d failed, %.0f/s, p50 %.2f ms, p99 %.2f ms", sum.Exchanges, sum.Failures,
+		sum.ExchangesPerS, sum.P50Ms, sum.P99Ms)
+	return nil
+}
+
+// pingRTT returns the median of rounds libp2p ping round trips from n to p.
+func pingRTT(ctx context.Context, n *node.Node, p peer.ID, rounds int) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
+	defer cancel()
+	results := ping.Ping(ctx, n.Host(), p)
+	rtts := make([]time.Duration, 0, rounds)
+	for range rounds + 1 { // the first one negotiates the stream
+		r, ok := <-results
+		if !ok {
+			return 0, ctx.Err()
+		}
+		if r.Error != nil {
+			return 0, r.Error
+		}
+		rtts = append(rtts, r.RTT)
+	}
+	return median(rtts[1:]), nil
+}
+
+// measureRTTs runs exchanges between two nodes on a mocknet whose links
+// delay every write by cfg.latency, and expresses their duration in round
+// trips: until the responder installed the key (the whole exchange), and
+// until the initiator's Exchange returned.
+func measureRTTs(ctx context.Context, cfg *benchConfig, sum *benchSummary) error {
+	sum.LatencyMs = ms(cfg.latency)
+	var err error
+	for _, both := range []bool{false, true} {
+		var whole, initiator time.Duration
+		var rtt time.Duration
+		whole, initiator, rtt, err = mocknetExchanges(ctx, cfg, both)
+		if err != nil {
+			return err
+		}
+		sum.MocknetRTTMs = ms(rtt)
+		r := func(d time.Duration) float64 { return float64(d) / float64(rtt) }
+		if both {
+			sum.RTTsBothKeys, sum.RTTsBothKeysInitiator = r(whole), r(initiator)
+		} else {
+			sum.RTTsKnownKeys, sum.RTTsKnownKeysInitiator = r(whole), r(initiator)
+		}
+	}
+	return nil
+}
+
+// mocknetExchanges runs cfg.rttSamples exchanges between two nodes on a
+// mocknet, after one untimed exchange on the same connection. It returns
+// the median time until the responder installed the key and until the
+// initiator returned, and the median ping round trip of the link.
+func mocknetExchanges(ctx context.Context, cfg *benchConfig, bothKeys bool) (whole, initiator, rtt time.Duration, err error) {
+	mn := mocknet.New()
+	defer mn.Close()
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: cfg.latency})
+	var nodes [2]*node.Node
+	for i := range nodes {
+		sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		h, err := mn.AddPeer(sk, ma.StringCast(fmt.Sprintf("/ip4/127.0.0.%d/tcp/4001", i+1)))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		ping.NewPingService(h)
+		st := newBenchStore(bothKeys)
+		defer st.Close()
+		if nodes[i], err = node.New(ctx, node.WithHost(h), node.WithStore(st),
+			node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)); err != nil {
+			return 0, 0, 0, err
+		}
+		defer nodes[i].Close()
+	}
+	if err := mn.LinkAll(); err != nil {
+		return 0, 0, 0, err
+	}
+	a, b := nodes[0], nodes[1]
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err != nil {
+		return 0, 0, 0, err
+	}
+	events, stop := b.Subscribe(0)
+	defer stop()
+	one := func(check bool) (time.Duration, time.Duration, error) {
+		ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
+		defer cancel()
+		t := time.Now()
+		info, err := a.Exchange(ctx, b.ID())
+		if err != nil {
+			return 0, 0, err
+		}
+		init := time.Since(t)
+		if check && (info.SentOwnKey != bothKeys || info.ReceivedPeerKey != bothKeys) {
+			return 0, 0, fmt.Errorf("phase 2 sent records %v/%v, want %v", info.SentOwnKey, info.ReceivedPeerKey, bothKeys)
+		}
+		for {
+			select {
+			case e := <-events:
+				switch {
+				case e.Kind == node.EventDone && e.Info.Epoch == info.Epoch:
+					return e.Time.Sub(t), init, nil
+				case e.Kind == node.EventFailed:
+					return 0, 0, fmt.Errorf("responder: %w", e.Err)
+				}
+			case <-ctx.Done():
+				return 0, 0, ctx.Err()
+			}
+		}
+	}
+	// The untimed first exchange waits for identify, after which the
+	// stream's protocol is negotiated lazily.
+	if _, _, err := one(false); err != nil {
+		return 0, 0, 0, err
+	}
+	var wholes, inits []time.Duration
+	for range cfg.rttSamples {
+		w, i, err := one(true)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		wholes, inits = append(wholes, w), append(inits, i)
+	}
+	if rtt, err = pingRTT(ctx, a, b.ID(), cfg.rttSamples); err != nil {
+		return 0, 0, 0, err
+	}
+	return median(wholes), median(inits), rtt, nil
+}
