@@ -67,6 +67,7 @@ type Node struct {
 	closed  bool
 
 	events events
+	msg    messaging // messaging.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -117,6 +118,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.host.SetStreamHandler(protocol.ID, n.handleStream)
+	n.host.SetStreamHandler(MessageProtocolID, n.handleMessageStream)
 	n.wg.Add(1)
 	go n.maintain()
 	ok = true
@@ -307,9 +309,11 @@ func (n *Node) Close() error {
 		n.closed = true
 		n.mu.Unlock()
 		n.host.RemoveStreamHandler(protocol.ID)
+		n.host.RemoveStreamHandler(MessageProtocolID)
 		n.cancel()
 		n.wg.Wait()
 		n.events.close()
+		n.msg.close()
 		n.closeErr = n.release()
 	})
 	return n.closeErr

@@ -44,6 +44,7 @@ type config struct {
 	maxPerPeer    int
 	trust         TrustPolicy
 	now           func() time.Time
+	msg           msgConfig // messaging.go
 }
 
 // Defaults. Every option's default is one of these.
