@@ -128,6 +128,21 @@ func (r *KeyRecord) UnmarshalRecord(b []byte) error {
 	return nil
 }
 
+// openEnvelope checks an envelope's signature, domain and payload type and
+// decodes its record.
+func openEnvelope(envelope []byte) (*record.Envelope, KeyRecord, error) {
+	var rec KeyRecord
+	env, err := record.ConsumeTypedEnvelope(envelope, &rec)
+	if err != nil {
+		return nil, rec, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	}
+	// ConsumeTypedEnvelope checks the domain but not the payload type.
+	if !bytes.Equal(env.PayloadType, RecordCodec) {
+		return nil, rec, fmt.Errorf("%w: payload type %q", ErrBadRecord, env.PayloadType)
+	}
+	return env, rec, nil
+}
+
 // PeerRecord is a validated exchange-key record of a peer.
 type PeerRecord struct {
 	KeyRecord
@@ -143,14 +158,9 @@ func ParsePeerRecord(envelope []byte, remote peer.ID, now time.Time) (*PeerRecor
 	if len(envelope) > MaxRecordSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadRecord, len(envelope), MaxRecordSize)
 	}
-	var rec KeyRecord
-	env, err := record.ConsumeTypedEnvelope(envelope, &rec)
+	env, rec, err := openEnvelope(envelope)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadRecord, err)
-	}
-	// ConsumeTypedEnvelope checks the domain but not the payload type.
-	if !bytes.Equal(env.PayloadType, RecordCodec) {
-		return nil, fmt.Errorf("%w: payload type %q", ErrBadRecord, env.PayloadType)
+		return nil, err
 	}
 	signer, err := peer.IDFromPublicKey(env.PublicKey)
 	if err != nil {
@@ -227,13 +237,9 @@ func LoadExchangeKey(identity crypto.PrivKey, envelope []byte, private map[Suite
 	if err != nil {
 		return nil, err
 	}
-	var rec KeyRecord
-	env, err := record.ConsumeTypedEnvelope(envelope, &rec)
+	env, rec, err := openEnvelope(envelope)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadRecord, err)
-	}
-	if !bytes.Equal(env.PayloadType, RecordCodec) {
-		return nil, fmt.Errorf("%w: payload type %q", ErrBadRecord, env.PayloadType)
+		return nil, err
 	}
 	if !env.PublicKey.Equals(identity.GetPublic()) || rec.Peer != id {
 		return nil, fmt.Errorf("%w: exchange key belongs to another identity", ErrBadRecord)
