@@ -101,6 +101,7 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 		}
 		apiExchange(r.Context(), n, req.Addr, w)
 	})
+	handleSendAPI(mux, n) // send.go
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -95,6 +95,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			exchangeCommand(),
 			idCommand(),
 			rotateCommand(),
+			sendCommand(),
 			benchCommand(),
 		},
 	}

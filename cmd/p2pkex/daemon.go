@@ -50,6 +50,7 @@ Example:
 			defer n.Close()
 
 			out := &progress{w: c.Root().Writer}
+			defer printMessages(n, out)() // send.go
 			stopAPI, err := serveAPI(n, r.dir)
 			if err != nil {
 				return err

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/node"
+)
+
+// Messaging from the command line: "p2pkex send", the daemon's
+// POST /v0/send {"addr": MULTIADDR, "message": TEXT} -> sendReply, and the
+// daemon printing the messages it receives.
+
+type sendRequest struct {
+	Addr    string `json:"addr"`
+	Message string `json:"message"`
+}
+
+type sendReply struct {
+	Peer string `json:"peer"`
+}
+
+func sendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "send an encrypted message to a peer you exchanged keys with",
+		ArgsUsage: "MULTIADDR MESSAGE",
+		Description: `MULTIADDR is the peer's full address, ending in /p2p/<peer ID>; the
+peer's daemon prints the message. It is sealed under the session key of the
+last exchange with the peer ("p2pkex exchange" first). Through the repo's
+daemon if it runs, else with a node of its own on the repo.
+
+Example:
+  p2pkex send --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... 'hello bob'`,
+		Flags: append(nodeFlags(), repoFlag(),
+			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
+		),
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if c.Args().Len() != 2 {
+				return usagef("send: want MULTIADDR and MESSAGE, got %d arguments", c.Args().Len())
+			}
+			addr, msg := c.Args().Get(0), c.Args().Get(1)
+			pi, err := parsePeerAddr(addr)
+			if err != nil {
+				return err
+			}
+			if len(msg) > node.DefaultMaxMessageSize {
+				return usagef("send: message of %d bytes, limit %d", len(msg), node.DefaultMaxMessageSize)
+			}
+			opts, err := nodeOptions(c)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			defer cancel()
+			w := c.Root().Writer
+			dir := c.String("repo")
+			if api := dialAPI(dir); api != nil {
+				var rep sendReply
+				resp, err := api.do(ctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: msg})
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+					return fmt.Errorf("daemon reply: %w", err)
+				}
+				fmt.Fprintf(w, "delivered to %s\n", rep.Peer)
+				return nil
+			}
+			r, err := openRepo(dir, false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if pi.ID == peerIDOf(r) {
+				return usagef("send: %s is this repo's own peer ID", pi.ID)
+			}
+			n, err := node.New(ctx, append(opts, node.WithStore(r.store),
+				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			if err := connectAndSend(ctx, n, pi, []byte(msg)); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "delivered to %s\n", pi.ID)
+			return nil
+		},
+	}
+}
+
+// connectAndSend dials pi and sends one message, with errors a user can
+// act on.
+func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []byte) error {
+	k, err := n.ActiveKey(pi.ID)
+	if err != nil {
+		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
+	}
+	clear(k.Key[:])
+	if err := n.Connect(ctx, *pi); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("cannot reach %s: timed out", pi.ID)
+		}
+		return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
+	}
+	err = n.Send(ctx, pi.ID, msg)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, node.ErrNoKey):
+		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
+	case errors.Is(err, node.ErrNotDelivered):
+		return fmt.Errorf("%s received the message but nothing there reads messages", pi.ID)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("send to %s timed out", pi.ID)
+	}
+	return fmt.Errorf("send to %s failed: %s", pi.ID, shortDialError(err))
+}
+
+// handleSendAPI serves POST /v0/send on the daemon's control API.
+func handleSendAPI(mux *http.ServeMux, n *node.Node) {
+	mux.HandleFunc("POST /v0/send", func(w http.ResponseWriter, r *http.Request) {
+		var req sendRequest
+		// JSON escaping can grow a message up to six times.
+		if err := json.NewDecoder(io.LimitReader(r.Body, 6*node.DefaultMaxMessageSize+4096)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		pi, err := parsePeerAddr(req.Addr)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if pi.ID == n.ID() {
+			http.Error(w, fmt.Sprintf("%s is this node's own peer ID", pi.ID), http.StatusBadRequest)
+			return
+		}
+		if err := connectAndSend(r.Context(), n, pi, []byte(req.Message)); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, sendReply{Peer: pi.ID.String()})
+	})
+}
+
+// printMessages prints the messages n receives, and the ones it refuses,
+// until the returned function is called.
+func printMessages(n *node.Node, out *progress) (stop func()) {
+	msgs, stopMsgs := n.Messages(0)
+	events, stopEvents := n.Subscribe(0)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for m := range msgs {
+			// Quoted: a peer's bytes never reach the terminal raw.
+			out.printf("message from %s (epoch %d): %q\n", m.From, m.Epoch, m.Data)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for e := range events {
+			if e.Kind == node.EventMessageRefused {
+				out.printf("message from %s refused: %s\n", e.Peer, oneLine(e.Err))
+			}
+		}
+	}()
+	return func() {
+		stopMsgs()
+		stopEvents()
+		wg.Wait()
+	}
+}
