@@ -20,6 +20,10 @@ const (
 	EventDone
 	// EventFailed: an exchange failed; nothing was installed (Err).
 	EventFailed
+	// EventDiscovered: discovery found a peer (Source, Discovered); see
+	// discovery.go. Reported once per peer and source; peers found before
+	// a subscription began are listed by Node.DiscoveredPeers.
+	EventDiscovered
 )
 
 func (k EventKind) String() string {
@@ -30,6 +34,8 @@ func (k EventKind) String() string {
 		return "done"
 	case EventFailed:
 		return "failed"
+	case EventDiscovered:
+		return "discovered"
 	}
 	return "event"
 }
@@ -42,6 +48,9 @@ type Event struct {
 	Step protocol.Event // EventStep: phase entered or left, notice sent or received
 	Info *KeyInfo       // EventDone
 	Err  error          // EventFailed
+
+	Source     DiscoverySource // EventDiscovered: how the peer was found
+	Discovered *DiscoveredPeer // EventDiscovered: the peer and its addresses
 }
 
 // events fans events out to subscribers. A subscriber that does not keep up

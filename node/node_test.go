@@ -56,6 +56,13 @@ func requireSameKey(t testing.TB, a, b *Node, epoch uint64) {
 	require.Equal(t, epoch, ka.Epoch)
 	require.True(t, ka.Key.Equal(&kb.Key), "keys differ")
 	require.Equal(t, ka.ID, kb.ID)
+	// b installs before it releases the peer's slot; until then a new
+	// Exchange call on b joins the finishing exchange (by design).
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.slots[a.ID()] == nil
+	}, 10*time.Second, time.Millisecond)
 }
 
 func TestExchangeFirstRepeatRotate(t *testing.T) {

@@ -144,7 +144,9 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{"demo", "--suite", "RSA"},
 		{"exchange", "--repo", t.TempDir(), "not-a-multiaddr"},
 		{"exchange", "--repo", t.TempDir()},
-		{"daemon", "--repo", t.TempDir(), "--listen", "/ip4/300.1.1.1/tcp/1"},
+		{"daemon", "--repo", t.TempDir(), "--no-mdns", "--listen", "/ip4/300.1.1.1/tcp/1"},
+		{"daemon", "--repo", t.TempDir(), "--no-mdns", "--bootstrap", "not-a-multiaddr"},
+		{"daemon", "--repo", t.TempDir(), "--no-mdns", "--no-dht", "--dht-server"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var out, errOut strings.Builder
@@ -157,5 +159,26 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 				t.Fatalf("want one line starting with \"p2pkex: \", got %q", msg)
 			}
 		})
+	}
+}
+
+// TestScriptsNeverRunMDNS: mDNS announces to the whole local network, so
+// every daemon a script starts must pass --no-mdns.
+func TestScriptsNeverRunMDNS(t *testing.T) {
+	files, err := filepath.Glob("testdata/script/*.txtar")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scripts: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "p2pkex daemon") && !strings.HasPrefix(strings.TrimSpace(line), "#") &&
+				!strings.Contains(line, "--no-mdns") {
+				t.Errorf("%s:%d: daemon without --no-mdns: %s", f, i+1, line)
+			}
+		}
 	}
 }
