@@ -67,7 +67,8 @@ type Node struct {
 	closed  bool
 
 	events events
-	msg    messaging // messaging.go
+	msg    messaging  // messaging.go
+	disc   *discovery // nil without WithMDNS and WithDHT
 
 	closeOnce sync.Once
 	closeErr  error
@@ -115,6 +116,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 			return nil, fmt.Errorf("start libp2p host: %w", err)
 		}
 		n.ownsHost = true
+	}
+	if err := n.startDiscovery(); err != nil {
+		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.host.SetStreamHandler(protocol.ID, n.handleStream)
@@ -321,6 +325,7 @@ func (n *Node) Close() error {
 
 // release closes what the node owns.
 func (n *Node) release() error {
+	n.disc.stop()
 	var errs []error
 	if n.ownsHost && n.host != nil {
 		errs = append(errs, n.host.Close())

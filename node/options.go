@@ -44,7 +44,9 @@ type config struct {
 	maxPerPeer    int
 	trust         TrustPolicy
 	now           func() time.Time
-	msg           msgConfig // messaging.go
+	mdns          *mdnsConfig // WithMDNS; nil: off (discovery.go)
+	dht           *dhtConfig  // WithDHT; nil: off (discovery.go)
+	msg           msgConfig   // messaging.go
 }
 
 // Defaults. Every option's default is one of these.

@@ -1,0 +1,424 @@
+package node
+
+// Discovery: how p2pkex nodes find each other.
+//
+// Two mechanisms, both off in the library unless asked for:
+//
+//   - mDNS on the local network ([WithMDNS]): go-libp2p's mdns service
+//     under the DNS-SD service type "_<name>._udp" (the daemon uses the name
+//     "p2pkex").
+//   - A Kademlia DHT of p2pkex nodes ([WithDHT]): go-libp2p-kad-dht under its
+//     own protocol prefix (DefaultDHTPrefix, so the node never joins the
+//     public IPFS DHT), reached through the bootstrap peers it is given and
+//     no others, with a rendezvous: every node advertises itself as a
+//     provider of the namespace DefaultRendezvous and looks up the other
+//     providers of it (go-libp2p's p2p/discovery/routing).
+//
+// A discovered peer's addresses go into the host's peerstore, so that
+// Exchange can dial it by peer ID, and the peer is reported once per
+// mechanism as an EventDiscovered event and listed by DiscoveredPeers.
+// Discovery never starts an exchange, nor even a connection, on its own:
+// what to do with a discovered peer is the application's decision.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/peer"
+	lprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+)
+
+// Discovery defaults.
+const (
+	// DefaultMDNSService is the mDNS service name the daemon uses; as a
+	// DNS-SD service type it is "_p2pkex._udp".
+	DefaultMDNSService = "p2pkex"
+	// DefaultDHTPrefix is the protocol prefix of the p2pkex DHT: its
+	// protocol is "/p2pkex/kad/1.0.0", not the public IPFS DHT's
+	// "/ipfs/kad/1.0.0".
+	DefaultDHTPrefix = "/p2pkex"
+	// DefaultRendezvous is the namespace p2pkex nodes advertise and look up
+	// in the DHT.
+	DefaultRendezvous = "p2pkex/1.0.0"
+	// DefaultDiscoveryInterval is the longest wait between two DHT
+	// lookups of the rendezvous. The first lookups come sooner: 1 s after
+	// start, then doubling up to the interval.
+	DefaultDiscoveryInterval = time.Minute
+	// DiscoveredAddrTTL is how long a discovered peer's addresses stay in
+	// the host's peerstore unless found again or connected.
+	DiscoveredAddrTTL = 30 * time.Minute
+)
+
+// The bounds of one DHT round, so that an unreachable network never stalls
+// the loop.
+const (
+	advertiseTimeout = 30 * time.Second
+	findTimeout      = 30 * time.Second
+	firstRoundDelay  = time.Second
+)
+
+// DiscoverySource says how a peer was discovered.
+type DiscoverySource uint8
+
+const (
+	// SourceMDNS: found by mDNS on the local network.
+	SourceMDNS DiscoverySource = iota + 1
+	// SourceDHT: found at the DHT rendezvous.
+	SourceDHT
+)
+
+func (s DiscoverySource) String() string {
+	switch s {
+	case SourceMDNS:
+		return "mdns"
+	case SourceDHT:
+		return "dht"
+	}
+	return "unknown"
+}
+
+// DiscoveredPeer is a peer found by discovery.
+type DiscoveredPeer struct {
+	peer.AddrInfo
+	// Sources lists every mechanism that found the peer, first one first.
+	Sources []DiscoverySource
+	// First and Last are when the peer was first and last found.
+	First, Last time.Time
+}
+
+// DHTMode says whether the node's DHT answers queries.
+type DHTMode uint8
+
+const (
+	// DHTModeAuto: a client until AutoNAT finds the node publicly
+	// reachable, then a server (go-libp2p-kad-dht's ModeAuto). The default.
+	DHTModeAuto DHTMode = iota
+	// DHTModeServer: always a server, answering queries and storing
+	// rendezvous records. Bootstrap nodes and nodes on a LAN or loopback,
+	// where AutoNAT cannot decide, need it.
+	DHTModeServer
+	// DHTModeClient: only queries, never answers.
+	DHTModeClient
+)
+
+func (m DHTMode) String() string {
+	switch m {
+	case DHTModeAuto:
+		return "auto"
+	case DHTModeServer:
+		return "server"
+	case DHTModeClient:
+		return "client"
+	}
+	return "unknown"
+}
+
+// DHTOption configures the DHT of WithDHT.
+type DHTOption func(*dhtConfig) error
+
+type dhtConfig struct {
+	bootstrap  []peer.AddrInfo
+	mode       DHTMode
+	prefix     string
+	rendezvous string
+	interval   time.Duration
+}
+
+type mdnsConfig struct {
+	service string
+}
+
+// WithMDNS turns on mDNS discovery under the service name (DefaultMDNSService
+// for the daemon's; a name without a leading "_" becomes the DNS-SD service
+// type "_<name>._udp"). Default: off. mDNS announces the node's addresses to
+// the whole local network and listens for others' announcements; the node
+// must not use it where that is unwanted (tests run it only inside network
+// namespaces they create). It works with WithHost too.
+func WithMDNS(service string) Option {
+	return func(c *config) error {
+		if service == "" {
+			return errors.New("WithMDNS: empty service name")
+		}
+		if strings.ContainsAny(service, " \t\r\n") {
+			return fmt.Errorf("WithMDNS: service name %q contains white space", service)
+		}
+		c.mdns = &mdnsConfig{service: service}
+		return nil
+	}
+}
+
+// WithDHT turns on the Kademlia DHT with the p2pkex rendezvous. Default: off.
+//
+// bootstrap lists the peers the node joins the DHT through; they are the
+// only peers it contacts on its own. With an empty list the node contacts
+// no one: it still serves the DHT (in server mode) to peers that connect to
+// it and joins through them. The DHT uses the protocol prefix
+// DefaultDHTPrefix, the mode DHTModeAuto, the namespace DefaultRendezvous
+// and the interval DefaultDiscoveryInterval unless DHT options say
+// otherwise.
+func WithDHT(bootstrap []peer.AddrInfo, opts ...DHTOption) Option {
+	return func(c *config) error {
+		d := &dhtConfig{
+			mode:       DHTModeAuto,
+			prefix:     DefaultDHTPrefix,
+			rendezvous: DefaultRendezvous,
+			interval:   DefaultDiscoveryInterval,
+		}
+		for _, ai := range bootstrap {
+			if ai.ID == "" || len(ai.Addrs) == 0 {
+				return fmt.Errorf("WithDHT: bootstrap peer %q needs an ID and an address", ai.ID)
+			}
+			d.bootstrap = append(d.bootstrap, ai)
+		}
+		for _, o := range opts {
+			if err := o(d); err != nil {
+				return err
+			}
+		}
+		c.dht = d
+		return nil
+	}
+}
+
+// WithDHTMode sets the DHT mode. Default DHTModeAuto.
+func WithDHTMode(m DHTMode) DHTOption {
+	return func(d *dhtConfig) error {
+		if m > DHTModeClient {
+			return fmt.Errorf("WithDHTMode: unknown mode %d", m)
+		}
+		d.mode = m
+		return nil
+	}
+}
+
+// WithDHTPrefix sets the DHT's protocol prefix. Default DefaultDHTPrefix.
+// "/ipfs" (the public IPFS DHT) is refused.
+func WithDHTPrefix(prefix string) DHTOption {
+	return func(d *dhtConfig) error {
+		if !strings.HasPrefix(prefix, "/") || len(prefix) < 2 {
+			return fmt.Errorf("WithDHTPrefix: %q must start with \"/\"", prefix)
+		}
+		if prefix == "/ipfs" {
+			return errors.New("WithDHTPrefix: p2pkex does not join the public IPFS DHT")
+		}
+		d.prefix = prefix
+		return nil
+	}
+}
+
+// WithRendezvous sets the namespace advertised and looked up in the DHT.
+// Default DefaultRendezvous.
+func WithRendezvous(ns string) DHTOption {
+	return func(d *dhtConfig) error {
+		if ns == "" {
+			return errors.New("WithRendezvous: empty namespace")
+		}
+		d.rendezvous = ns
+		return nil
+	}
+}
+
+// WithDiscoveryInterval sets the longest wait between two DHT lookups of the
+// rendezvous. Default DefaultDiscoveryInterval.
+func WithDiscoveryInterval(d time.Duration) DHTOption {
+	return func(c *dhtConfig) error {
+		if d <= 0 {
+			return errors.New("WithDiscoveryInterval: interval must be positive")
+		}
+		c.interval = d
+		return nil
+	}
+}
+
+// discovery runs the node's discovery mechanisms.
+type discovery struct {
+	n      *Node
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mdns mdns.Service
+	kad  *dht.IpfsDHT
+
+	mu    sync.Mutex
+	peers map[peer.ID]*DiscoveredPeer
+}
+
+// startDiscovery starts what the options turned on. On error it leaves
+// nothing running.
+func (n *Node) startDiscovery() (err error) {
+	cfg := n.cfg
+	if cfg.mdns == nil && cfg.dht == nil {
+		return nil
+	}
+	d := &discovery{n: n, peers: map[peer.ID]*DiscoveredPeer{}}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			d.stop()
+		}
+	}()
+	if c := cfg.dht; c != nil {
+		mode := map[DHTMode]dht.ModeOpt{DHTModeAuto: dht.ModeAuto, DHTModeServer: dht.ModeServer, DHTModeClient: dht.ModeClient}[c.mode]
+		opts := []dht.Option{
+			dht.Mode(mode),
+			dht.ProtocolPrefix(lprotocol.ID(c.prefix)),
+		}
+		if len(c.bootstrap) > 0 {
+			opts = append(opts, dht.BootstrapPeers(c.bootstrap...))
+		}
+		if d.kad, err = dht.New(n.host, opts...); err != nil {
+			return fmt.Errorf("start DHT: %w", err)
+		}
+		d.wg.Add(1)
+		go d.rendezvous(c)
+	}
+	if c := cfg.mdns; c != nil {
+		service := c.service
+		if !strings.HasPrefix(service, "_") {
+			service = "_" + service + "._udp"
+		}
+		d.mdns = mdns.NewMdnsService(n.host, service, mdnsNotifee{d})
+		if err := d.mdns.Start(); err != nil {
+			d.mdns = nil
+			return fmt.Errorf("start mDNS: %w", err)
+		}
+	}
+	n.disc = d
+	return nil
+}
+
+// stop ends discovery and waits for it. Safe on a nil discovery.
+func (d *discovery) stop() {
+	if d == nil {
+		return
+	}
+	d.cancel()
+	if d.mdns != nil {
+		if err := d.mdns.Close(); err != nil {
+			log.Debugw("close mDNS", "err", err)
+		}
+	}
+	d.wg.Wait()
+	if d.kad != nil {
+		if err := d.kad.Close(); err != nil {
+			log.Debugw("close DHT", "err", err)
+		}
+	}
+}
+
+type mdnsNotifee struct{ d *discovery }
+
+func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) { m.d.found(ai, SourceMDNS) }
+
+// rendezvous bootstraps the DHT, then advertises the node under the
+// namespace and looks up the others, the first rounds quickly and then once
+// per interval.
+func (d *discovery) rendezvous(c *dhtConfig) {
+	defer d.wg.Done()
+	if err := d.kad.Bootstrap(d.ctx); err != nil {
+		log.Debugw("DHT bootstrap", "err", err)
+	}
+	rd := drouting.NewRoutingDiscovery(d.kad)
+	wait := min(firstRoundDelay, c.interval)
+	var readvertise time.Time
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, c.interval)
+
+		if time.Now().After(readvertise) {
+			ctx, cancel := context.WithTimeout(d.ctx, advertiseTimeout)
+			ttl, err := rd.Advertise(ctx, c.rendezvous)
+			cancel()
+			if err != nil {
+				// Usually: no DHT peer yet. Try again next round.
+				log.Debugw("DHT advertise", "ns", c.rendezvous, "err", err)
+			} else {
+				readvertise = time.Now().Add(ttl / 2)
+			}
+		}
+
+		ctx, cancel := context.WithTimeout(d.ctx, findTimeout)
+		ch, err := rd.FindPeers(ctx, c.rendezvous)
+		if err != nil {
+			log.Debugw("DHT find peers", "ns", c.rendezvous, "err", err)
+		} else {
+			for ai := range ch {
+				d.found(ai, SourceDHT)
+			}
+		}
+		cancel()
+	}
+}
+
+// found records a discovered peer, adds its addresses to the peerstore and
+// reports it the first time a source finds it.
+func (d *discovery) found(ai peer.AddrInfo, src DiscoverySource) {
+	h := d.n.host
+	if ai.ID == "" || ai.ID == h.ID() || len(ai.Addrs) == 0 || d.ctx.Err() != nil {
+		return
+	}
+	h.Peerstore().AddAddrs(ai.ID, ai.Addrs, DiscoveredAddrTTL)
+	now := d.n.cfg.now()
+	d.mu.Lock()
+	p, ok := d.peers[ai.ID]
+	if !ok {
+		p = &DiscoveredPeer{AddrInfo: peer.AddrInfo{ID: ai.ID}, First: now}
+		d.peers[ai.ID] = p
+	}
+	p.Addrs = slices.Clone(ai.Addrs)
+	p.Last = now
+	isNew := !slices.Contains(p.Sources, src)
+	if isNew {
+		p.Sources = append(p.Sources, src)
+	}
+	snap := p.clone()
+	d.mu.Unlock()
+	if isNew {
+		log.Infow("discovered peer", "peer", ai.ID, "via", src, "addrs", ai.Addrs)
+		d.n.events.publish(Event{Time: now, Peer: ai.ID, Kind: EventDiscovered, Source: src, Discovered: snap})
+	}
+}
+
+func (p *DiscoveredPeer) clone() *DiscoveredPeer {
+	c := *p
+	c.Addrs = slices.Clone(p.Addrs)
+	c.Sources = slices.Clone(p.Sources)
+	return &c
+}
+
+// DiscoveredPeers lists the peers discovery found, in no particular order.
+// Empty when discovery is off.
+func (n *Node) DiscoveredPeers() []DiscoveredPeer {
+	d := n.disc
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]DiscoveredPeer, 0, len(d.peers))
+	for _, p := range d.peers {
+		out = append(out, *p.clone())
+	}
+	return out
+}
+
+// DHTPeers returns the peers in the DHT's routing table; nil without WithDHT.
+func (n *Node) DHTPeers() []peer.ID {
+	if n.disc == nil || n.disc.kad == nil {
+		return nil
+	}
+	return n.disc.kad.RoutingTable().ListPeers()
+}

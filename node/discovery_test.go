@@ -1,0 +1,115 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/require"
+)
+
+// discoveredVia reports whether n has found p through src.
+func discoveredVia(n *Node, p peer.ID, src DiscoverySource) bool {
+	for _, d := range n.DiscoveredPeers() {
+		if d.ID == p {
+			for _, s := range d.Sources {
+				if s == src {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// TestDHTRendezvous runs five nodes on loopback: one bootstrap node, three
+// servers and one client that know only the bootstrap node. Every node finds
+// every other at the rendezvous, and two nodes the test never introduced
+// exchange keys by peer ID alone.
+func TestDHTRendezvous(t *testing.T) {
+	fast := WithDiscoveryInterval(500 * time.Millisecond)
+	boot := newNode(t, WithDHT(nil, WithDHTMode(DHTModeServer), fast))
+	bootInfo := []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host().Addrs()}}
+
+	events, stop := boot.Subscribe(0)
+	defer stop()
+
+	nodes := []*Node{boot}
+	for _, mode := range []DHTMode{DHTModeServer, DHTModeServer, DHTModeServer, DHTModeClient} {
+		nodes = append(nodes, newNode(t, WithDHT(bootInfo, WithDHTMode(mode), fast)))
+	}
+
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a == b {
+				continue
+			}
+			require.Eventually(t, func() bool { return discoveredVia(a, b.ID(), SourceDHT) },
+				25*time.Second, 50*time.Millisecond, "%s never found %s", a.ID(), b.ID())
+		}
+	}
+	require.Len(t, boot.DiscoveredPeers(), len(nodes)-1)
+
+	// The bootstrap node reported each peer once, as found at the DHT.
+	seen := map[peer.ID]int{}
+	for len(seen) < len(nodes)-1 {
+		select {
+		case e := <-events:
+			if e.Kind != EventDiscovered {
+				continue
+			}
+			require.Equal(t, SourceDHT, e.Source)
+			require.Equal(t, e.Peer, e.Discovered.ID)
+			require.NotEmpty(t, e.Discovered.Addrs)
+			seen[e.Peer]++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events for %d of %d peers", len(seen), len(nodes)-1)
+		}
+	}
+	for p, n := range seen {
+		require.Equal(t, 1, n, "peer %s reported %d times", p, n)
+	}
+
+	// A server and the client were never introduced: the rendezvous gave
+	// them each other's addresses.
+	a, b := nodes[1], nodes[4]
+	info := exchange(t, a, b)
+	require.EqualValues(t, 1, info.Epoch)
+	require.Contains(t, a.DHTPeers(), boot.ID())
+}
+
+// TestDHTWithoutBootstrapContactsNoOne: with an empty bootstrap list the
+// node dials nobody; it still answers peers that connect to it.
+func TestDHTWithoutBootstrapContactsNoOne(t *testing.T) {
+	n := newNode(t, WithDHT(nil, WithDHTMode(DHTModeServer), WithDiscoveryInterval(100*time.Millisecond)))
+	time.Sleep(time.Second) // several rendezvous rounds
+	require.Empty(t, n.Host().Network().Peers())
+	require.Empty(t, n.DHTPeers())
+	require.Empty(t, n.DiscoveredPeers())
+}
+
+func TestDiscoveryOffByDefault(t *testing.T) {
+	n := newNode(t)
+	require.Nil(t, n.disc)
+	require.Nil(t, n.DiscoveredPeers())
+	require.Nil(t, n.DHTPeers())
+}
+
+func TestDiscoveryOptions(t *testing.T) {
+	for name, opt := range map[string]Option{
+		"empty mDNS service":   WithMDNS(""),
+		"mDNS service, spaces": WithMDNS("p2p kex"),
+		"IPFS prefix":          WithDHT(nil, WithDHTPrefix("/ipfs")),
+		"prefix without slash": WithDHT(nil, WithDHTPrefix("p2pkex")),
+		"empty rendezvous":     WithDHT(nil, WithRendezvous("")),
+		"zero interval":        WithDHT(nil, WithDiscoveryInterval(0)),
+		"unknown mode":         WithDHT(nil, WithDHTMode(DHTMode(9))),
+		"bootstrap without ID": WithDHT([]peer.AddrInfo{{}}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := New(context.Background(), WithListenAddrs("/ip4/127.0.0.1/tcp/0"), opt)
+			require.Error(t, err)
+		})
+	}
+}

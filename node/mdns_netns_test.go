@@ -1,0 +1,118 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/require"
+
+	"github.com/p2pkex/p2pkex/internal/netnstest"
+)
+
+// TestMDNSAcrossNetns runs two nodes with mDNS, each in a network namespace
+// of its own that the test creates (netnstest.Pair: a veth pair with
+// 10.77.0.1/24 and 10.77.0.2/24, which exist only inside the namespaces).
+// Each node must discover the other by mDNS; the first then exchanges keys
+// with the peer it found, by peer ID alone. mDNS never runs outside these
+// namespaces, which the test always removes. Skips without root and ip.
+//
+// The nodes run in children: this test binary, re-executed with "ip netns
+// exec" to run TestMDNSChild. cmd/p2pkex's TestDaemonMDNSAcrossNetns does
+// the same with two daemons.
+func TestMDNSAcrossNetns(t *testing.T) {
+	nsA, nsB := netnstest.Pair(t)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	start := func(ns, addr string, exchange bool) *netnstest.Proc {
+		cmd := netnstest.Command(t, ns, self, "-test.run=^TestMDNSChild$", "-test.v")
+		cmd.Env = append(os.Environ(),
+			"P2PKEX_MDNS_CHILD=1",
+			"P2PKEX_MDNS_LISTEN=/ip4/"+addr+"/tcp/0",
+			fmt.Sprintf("P2PKEX_MDNS_EXCHANGE=%t", exchange))
+		return netnstest.Start(t, ns, cmd)
+	}
+	a := start(nsA, netnstest.AddrA, true)
+	b := start(nsB, netnstest.AddrB, false)
+	const wait = 40 * time.Second
+	idA, idB := a.Await(t, wait, "ready ", ""), b.Await(t, wait, "ready ", "")
+
+	require.Equal(t, idB, a.Await(t, wait, "discovered ", " via mdns"), "A found someone else")
+	require.Equal(t, idA, b.Await(t, wait, "discovered ", " via mdns"), "B found someone else")
+
+	// A exchanged with the peer it discovered; both hold the same key.
+	keyA := a.Await(t, wait, "exchange with "+idB+": ", "")
+	keyB := b.Await(t, wait, "exchange with "+idA+": ", "")
+	require.Equal(t, keyA, keyB)
+}
+
+// TestMDNSChild is the node of one namespace in TestMDNSAcrossNetns; it
+// does nothing unless started by it. It prints "ready <peer ID>", then
+// "discovered <peer ID> via mdns" for each peer found and "exchange with
+// <peer ID>: <key ID>" for each exchange, and stops when stdin closes.
+func TestMDNSChild(t *testing.T) {
+	if os.Getenv("P2PKEX_MDNS_CHILD") != "1" {
+		t.Skip("runs only inside TestMDNSAcrossNetns")
+	}
+	n, err := New(context.Background(),
+		WithListenAddrs(os.Getenv("P2PKEX_MDNS_LISTEN")),
+		WithMDNS(DefaultMDNSService))
+	require.NoError(t, err)
+	defer n.Close()
+	events, stop := n.Subscribe(0)
+	defer stop()
+
+	var out sync.Mutex
+	say := func(format string, args ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+	say("ready %s", n.ID())
+	// Peers found before the subscription began.
+	for _, d := range n.DiscoveredPeers() {
+		say("discovered %s via %s", d.ID, d.Sources[0])
+	}
+
+	stdinClosed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stdinClosed)
+	}()
+	exchange := os.Getenv("P2PKEX_MDNS_EXCHANGE") == "true"
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for {
+		select {
+		case <-stdinClosed:
+			return
+		case <-time.After(2 * time.Minute):
+			t.Fatal("not stopped by the parent")
+		case e := <-events:
+			switch e.Kind {
+			case EventDiscovered:
+				say("discovered %s via %s", e.Peer, e.Source)
+				if exchange {
+					wg.Add(1)
+					go func(p peer.ID) {
+						defer wg.Done()
+						ectx, ecancel := context.WithTimeout(ctx, 30*time.Second)
+						defer ecancel()
+						if _, err := n.Exchange(ectx, p); err != nil {
+							say("exchange with %s failed: %v", p, err)
+						}
+					}(e.Peer)
+				}
+			case EventDone:
+				say("exchange with %s: %s", e.Peer, e.Info.KeyID)
+			}
+		}
+	}
+}
