@@ -346,11 +346,16 @@ func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustStat
 	if err != nil {
 		return nil, peerstore.TrustUnknown, fmt.Errorf("read record of %s: %w", p, err)
 	}
-	rec, err := protocol.ParsePeerRecord(pk.Record, p, n.cfg.now())
+	now := n.cfg.now()
+	if rec := n.records.get(p, pk.Record, now); rec != nil {
+		return rec, pk.Trust, nil
+	}
+	rec, err := protocol.ParsePeerRecord(pk.Record, p, now)
 	if err != nil {
 		log.Debugw("stored record unusable; will fetch a new one", "peer", p, "err", err)
 		return nil, pk.Trust, nil
 	}
+	n.records.put(rec)
 	return rec, pk.Trust, nil
 }
 

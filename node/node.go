@@ -66,9 +66,10 @@ type Node struct {
 	perPeer map[peer.ID]int
 	closed  bool
 
-	events events
-	msg    messaging  // messaging.go
-	disc   *discovery // nil without WithMDNS and WithDHT
+	events  events
+	msg     messaging   // messaging.go
+	disc    *discovery  // nil without WithMDNS and WithDHT
+	records recordCache // peers' records, parsed (recordcache.go)
 
 	closeOnce sync.Once
 	closeErr  error

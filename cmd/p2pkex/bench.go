@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -19,7 +20,10 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
@@ -79,6 +83,7 @@ Examples:
 			&cli.DurationFlag{Name: "latency", Value: 20 * time.Millisecond, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
 			&cli.IntFlag{Name: "rtt-samples", Value: 5, Usage: "exchanges timed on mocknet, per case"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
+			&cli.StringFlag{Name: "memprofile", Usage: "write heap profiles to `FILE` at the heap sample and to FILE.base at the baseline"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line"},
 		},
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -112,7 +117,7 @@ type benchConfig struct {
 	bothKeys                  bool
 	latency                   time.Duration
 	rttSamples                int
-	cpuProfile                string
+	cpuProfile, memProfile    string
 }
 
 func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
@@ -124,6 +129,7 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 		latency:     c.Duration("latency"),
 		rttSamples:  int(c.Int("rtt-samples")),
 		cpuProfile:  c.String("cpuprofile"),
+		memProfile:  c.String("memprofile"),
 	}
 	var err error
 	if cfg.suite, err = protocol.ParseSuite(c.String("suite")); err != nil {
@@ -178,21 +184,23 @@ type benchSummary struct {
 	LoadAvg     string `json:"loadavg_before,omitempty"`
 
 	// The load.
-	Exchanges     int      `json:"exchanges"`
-	Failures      int      `json:"failures"`
-	FailureSample []string `json:"failure_sample,omitempty"`
-	WallS         float64  `json:"wall_s"`
-	ExchangesPerS float64  `json:"exchanges_per_s"`
-	P50Ms         float64  `json:"p50_ms"`
-	P90Ms         float64  `json:"p90_ms"`
-	P99Ms         float64  `json:"p99_ms"`
-	MaxMs         float64  `json:"max_ms"`
-	CPUSPerExch   float64  `json:"cpu_s_per_exchange"`
-	HeapPerFlight float64  `json:"heap_bytes_per_inflight"`
-	HeapInFlight  int      `json:"heap_sample_inflight"`
+	Exchanges       int      `json:"exchanges"`
+	Failures        int      `json:"failures"`
+	FailureSample   []string `json:"failure_sample,omitempty"`
+	WallS           float64  `json:"wall_s"`
+	ExchangesPerS   float64  `json:"exchanges_per_s"`
+	P50Ms           float64  `json:"p50_ms"`
+	P90Ms           float64  `json:"p90_ms"`
+	P99Ms           float64  `json:"p99_ms"`
+	MaxMs           float64  `json:"max_ms"`
+	CPUSPerExch     float64  `json:"cpu_s_per_exchange"`
+	HeapPerFlight   float64  `json:"heap_bytes_per_inflight"`
+	HeapInuseFlight float64  `json:"heap_inuse_bytes_per_inflight"`
+	HeapInFlight    int      `json:"heap_sample_inflight"`
 
 	// The crypto floor, measured in this run.
 	FloorCPUS        float64 `json:"floor_cpu_s_per_exchange"`
+	FloorWallS       float64 `json:"floor_wall_s_per_exchange"`
 	RatioCPUVsFloor  float64 `json:"ratio_cpu_vs_floor"`
 	FloorRatePerS    float64 `json:"floor_rate_per_s"`
 	RatioRateVsFloor float64 `json:"ratio_rate_vs_floor"`
@@ -247,13 +255,27 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 		sum.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", args...) }
+	if cfg.memProfile != "" {
+		// Finer heap samples than the default one per 512 KiB, so that
+		// the profile resolves what one exchange holds.
+		runtime.MemProfileRate = 4096
+	}
 
 	say("crypto floor, %d exchanges of %v", benchFloorRounds, cfg.suite)
-	floor, err := protocol.MeasureFloor(cfg.suite, benchFloorRounds)
+	cpu0 := processCPU()
+	floorWall, err := protocol.MeasureFloor(cfg.suite, benchFloorRounds)
 	if err != nil {
 		return nil, fmt.Errorf("crypto floor: %w", err)
 	}
+	// Process CPU time, like the exchanges' (the untimed first round of
+	// MeasureFloor is spread over the others): it does not grow when
+	// other processes take the CPU, as wall time does.
+	floor := (processCPU() - cpu0) / (benchFloorRounds + 1)
+	if floor <= 0 {
+		floor = floorWall
+	}
 	sum.FloorCPUS = floor.Seconds()
+	sum.FloorWallS = floorWall.Seconds()
 	sum.FloorRatePerS = float64(sum.GOMAXPROCS) / floor.Seconds()
 
 	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
@@ -522,28 +544,30 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		return time.Since(t), err
 	}
 
-	// Warm-up: one exchange per initiator, so that identify has run on
-	// every connection and (with --keys known) both sides hold each
-	// other's record.
-	say("warm-up: one exchange per initiator")
+	// Warm-up: two exchanges per initiator, so that identify has run on
+	// every connection, (with --keys known) both sides hold each other's
+	// record, and every cache has seen every peer before the heap baseline.
+	say("warm-up: two exchanges per initiator")
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, cfg.concurrency)
-	errs := make([]error, len(nodes.initiators))
-	for i, n := range nodes.initiators {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_, errs[i] = exchange(n)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
-	}
-	if err := nodes.waitInstalled(ctx); err != nil {
-		return err
+	for round := range 2 {
+		sem := make(chan struct{}, cfg.concurrency)
+		errs := make([]error, len(nodes.initiators))
+		for i, n := range nodes.initiators {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				_, errs[i] = exchange(n)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("warm-up round %d: %w", round+1, err)
+		}
+		if err := nodes.waitInstalled(ctx); err != nil {
+			return err
+		}
 	}
 
 	say("%d exchanges one at a time, %d pings", benchIdleRounds, benchPingRounds)
@@ -595,48 +619,80 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
+	liveBefore, _ := heapLive()
 
-	// One heap sample half-way through: a forced collection, then the
-	// heap in use, against the baseline above.
-	var heapTaken atomic.Bool
-	heapDone := make(chan struct{})
-	takeHeap := func() {
-		if heapTaken.CompareAndSwap(false, true) {
-			defer close(heapDone)
-			f0 := inFlight.Load()
-			runtime.GC()
-			var now runtime.MemStats
-			runtime.ReadMemStats(&now)
-			f1 := inFlight.Load()
-			flight := (f0 + f1) / 2
-			sum.HeapInFlight = int(flight)
-			if flight > 0 {
-				sum.HeapPerFlight = (float64(now.HeapInuse) - float64(before.HeapInuse)) / float64(flight)
+	// One heap sample half-way through: the live heap as marked by a
+	// collection started then, with the load in flight.
+	var start time.Time // of the load
+	var (
+		heapTaken  bool
+		heapCycles uint64 // collections before half-way
+	)
+	sampleHeap := func(final bool) {
+		if heapTaken {
+			return
+		}
+		half := done.Load() >= int64(cfg.count)/2
+		if cfg.duration > 0 {
+			half = time.Since(start) >= cfg.duration/2
+		}
+		if !half && !final {
+			return
+		}
+		live, cycles := heapLive()
+		if heapCycles == 0 {
+			// The caller of runtime.GC sweeps the whole heap before it
+			// returns, yielding after every span: with a thousand
+			// exchanges runnable that takes until the load ends. The
+			// collection's marking, which sets the live heap, is done
+			// long before; wait for that.
+			heapCycles = cycles
+			go runtime.GC()
+		}
+		if cycles == heapCycles && !final {
+			return
+		}
+		heapTaken = true
+		flight := inFlight.Load()
+		var now runtime.MemStats
+		runtime.ReadMemStats(&now)
+		sum.HeapInFlight = int(flight)
+		if flight > 0 {
+			sum.HeapPerFlight = (float64(live) - float64(liveBefore)) / float64(flight)
+			sum.HeapInuseFlight = (float64(now.HeapInuse) - float64(before.HeapInuse)) / float64(flight)
+		}
+		if cfg.memProfile != "" {
+			if err := writeHeapProfile(cfg.memProfile); err != nil {
+				say("heap profile: %v", err)
 			}
 		}
 	}
-	halfway := func(d int64, elapsed time.Duration) bool {
-		if cfg.duration > 0 {
-			return elapsed >= cfg.duration/2
+	if cfg.memProfile != "" {
+		if err := writeHeapProfile(cfg.memProfile + ".base"); err != nil {
+			return err
 		}
-		return d >= int64(cfg.count)/2
 	}
 
 	say("load: %d exchanges in flight, %s", cfg.concurrency, map[bool]string{
 		true: fmt.Sprintf("for %v", cfg.duration), false: fmt.Sprintf("%d exchanges", cfg.count)}[cfg.duration > 0])
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
-	start := time.Now()
+	start = time.Now()
 	cpu0 := processCPU()
 	go func() {
 		defer close(progressDone)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
+		sample := time.NewTicker(10 * time.Millisecond)
+		defer sample.Stop()
 		last, lastT := int64(0), start
 		for {
 			select {
 			case <-stopProgress:
 				return
+			case <-sample.C:
+				sampleHeap(false)
+				continue
 			case t := <-tick.C:
 				d := done.Load()
 				fmt.Fprintf(progress, "bench: %6.1fs  %d done, %d failed, %.0f/s, %d in flight\n",
@@ -671,9 +727,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 				} else {
 					mine = append(mine, d)
 				}
-				if halfway(done.Add(1), time.Since(start)) && !heapTaken.Load() {
-					go takeHeap()
-				}
+				done.Add(1)
 			}
 		}()
 	}
@@ -686,8 +740,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	}
 	installErr := nodes.waitInstalled(ctx)
 	cpu := processCPU() - cpu0
-	takeHeap() // if the load ended before the sample was taken
-	<-heapDone
+	sampleHeap(true) // if the load ended before a collection ran
 
 	slices.Sort(latencies)
 	sum.Exchanges = len(latencies)
@@ -776,7 +829,7 @@ func mocknetExchanges(ctx context.Context, cfg *benchConfig, bothKeys bool) (who
 		ping.NewPingService(h)
 		st := newBenchStore(bothKeys)
 		defer st.Close()
-		if nodes[i], err = node.New(ctx, node.WithHost(h), node.WithStore(st),
+		if nodes[i], err = node.New(ctx, node.WithHost(lagHost{h, cfg.latency}), node.WithStore(st),
 			node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)); err != nil {
 			return 0, 0, 0, err
 		}
@@ -834,4 +887,61 @@ func mocknetExchanges(ctx context.Context, cfg *benchConfig, bothKeys bool) (who
 		return 0, 0, 0, err
 	}
 	return median(wholes), median(inits), rtt, nil
+}
+
+// lagHost corrects one way in which mocknet departs from a network: closing
+// a mocknet stream delivers what was written to it at once, without the
+// link latency, so the last notice of an exchange (the initiator's
+// PART_RECEIVED, written just before the initiator closes the stream) would
+// arrive early and the responder finish half a round trip too soon. The
+// streams of a lagHost close only after the link latency has passed.
+type lagHost struct {
+	host.Host
+	lag time.Duration
+}
+
+func (h lagHost) NewStream(ctx context.Context, p peer.ID, pids ...libp2pprotocol.ID) (network.Stream, error) {
+	s, err := h.Host.NewStream(ctx, p, pids...)
+	if err != nil {
+		return nil, err
+	}
+	return lagStream{s, h.lag}, nil
+}
+
+func (h lagHost) SetStreamHandler(pid libp2pprotocol.ID, handler network.StreamHandler) {
+	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(lagStream{s, h.lag}) })
+}
+
+type lagStream struct {
+	network.Stream
+	lag time.Duration
+}
+
+func (s lagStream) Close() error {
+	time.AfterFunc(s.lag, func() { _ = s.Stream.Close() })
+	return nil
+}
+
+// writeHeapProfile writes a heap profile (of the last collection) to name.
+func writeHeapProfile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// heapLive returns the heap the last collection found live, and how many
+// collections have run.
+func heapLive() (live, cycles uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0, 0
+	}
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
 }
