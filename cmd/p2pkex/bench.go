@@ -194,24 +194,27 @@ type benchSummary struct {
 	P99Ms           float64  `json:"p99_ms"`
 	MaxMs           float64  `json:"max_ms"`
 	CPUSPerExch     float64  `json:"cpu_s_per_exchange"`
+	CoresUsed       float64  `json:"cores_used"`
 	HeapPerFlight   float64  `json:"heap_bytes_per_inflight"`
 	HeapInuseFlight float64  `json:"heap_inuse_bytes_per_inflight"`
 	HeapInFlight    int      `json:"heap_sample_inflight"`
 
 	// The crypto floor, measured in this run.
-	FloorCPUS        float64 `json:"floor_cpu_s_per_exchange"`
-	FloorWallS       float64 `json:"floor_wall_s_per_exchange"`
-	RatioCPUVsFloor  float64 `json:"ratio_cpu_vs_floor"`
-	FloorRatePerS    float64 `json:"floor_rate_per_s"`
-	RatioRateVsFloor float64 `json:"ratio_rate_vs_floor"`
+	FloorCPUS            float64    `json:"floor_cpu_s_per_exchange"`
+	FloorWallS           float64    `json:"floor_wall_s_per_exchange"`
+	FloorCPUSBeforeAfter [2]float64 `json:"floor_cpu_s_before_after"`
+	RatioCPUVsFloor      float64    `json:"ratio_cpu_vs_floor"`
+	FloorRatePerS        float64    `json:"floor_rate_per_s"`
+	RatioRateVsFloor     float64    `json:"ratio_rate_vs_floor"`
 
 	// The anchors, measured in this run.
-	NoiseCPUS         float64 `json:"noise_handshake_s"`
-	RatioVsNoise      float64 `json:"ratio_vs_noise"`
-	NoiseP50Ms        float64 `json:"noise_handshake_p50_ms"`
-	IdleExchangeP50Ms float64 `json:"exchange_p50_idle_ms"`
-	RatioP50VsNoise   float64 `json:"ratio_p50_idle_vs_noise"`
-	PingRTTMs         float64 `json:"ping_rtt_ms"`
+	NoiseCPUS            float64    `json:"noise_handshake_s"`
+	NoiseCPUSBeforeAfter [2]float64 `json:"noise_handshake_s_before_after"`
+	RatioVsNoise         float64    `json:"ratio_vs_noise"`
+	NoiseP50Ms           float64    `json:"noise_handshake_p50_ms"`
+	IdleExchangeP50Ms    float64    `json:"exchange_p50_idle_ms"`
+	RatioP50VsNoise      float64    `json:"ratio_p50_idle_vs_noise"`
+	PingRTTMs            float64    `json:"ping_rtt_ms"`
 
 	// Round trips on mocknet.
 	LatencyMs              float64 `json:"mocknet_latency_ms,omitempty"`
@@ -261,34 +264,27 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 		runtime.MemProfileRate = 4096
 	}
 
-	say("crypto floor, %d exchanges of %v", benchFloorRounds, cfg.suite)
-	cpu0 := processCPU()
-	floorWall, err := protocol.MeasureFloor(cfg.suite, benchFloorRounds)
-	if err != nil {
-		return nil, fmt.Errorf("crypto floor: %w", err)
+	// The floor and the Noise handshakes are measured before and after the
+	// load, and their means used: on a machine shared with other work the
+	// two differ, and the spread shows by how much.
+	var before, after anchors
+	if err := before.measure(cfg.suite, say); err != nil {
+		return nil, err
 	}
-	// Process CPU time, like the exchanges' (the untimed first round of
-	// MeasureFloor is spread over the others): it does not grow when
-	// other processes take the CPU, as wall time does.
-	floor := (processCPU() - cpu0) / (benchFloorRounds + 1)
-	if floor <= 0 {
-		floor = floorWall
-	}
-	sum.FloorCPUS = floor.Seconds()
-	sum.FloorWallS = floorWall.Seconds()
-	sum.FloorRatePerS = float64(sum.GOMAXPROCS) / floor.Seconds()
-
-	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
-	noiseCPU, noiseP50, err := measureNoise(benchNoiseRounds)
-	if err != nil {
-		return nil, fmt.Errorf("noise handshakes: %w", err)
-	}
-	sum.NoiseCPUS = noiseCPU.Seconds()
-	sum.NoiseP50Ms = ms(noiseP50)
-
 	if err := runLoad(ctx, cfg, sum, say, progress); err != nil {
 		return nil, err
 	}
+	if err := after.measure(cfg.suite, say); err != nil {
+		return nil, err
+	}
+	floor := (before.floorCPU + after.floorCPU) / 2
+	sum.FloorCPUS = floor.Seconds()
+	sum.FloorWallS = ((before.floorWall + after.floorWall) / 2).Seconds()
+	sum.FloorCPUSBeforeAfter = [2]float64{before.floorCPU.Seconds(), after.floorCPU.Seconds()}
+	sum.FloorRatePerS = float64(sum.GOMAXPROCS) / floor.Seconds()
+	sum.NoiseCPUS = ((before.noiseCPU + after.noiseCPU) / 2).Seconds()
+	sum.NoiseCPUSBeforeAfter = [2]float64{before.noiseCPU.Seconds(), after.noiseCPU.Seconds()}
+	sum.NoiseP50Ms = ms((before.noiseP50 + after.noiseP50) / 2)
 	sum.RatioCPUVsFloor = sum.CPUSPerExch / sum.FloorCPUS
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
 	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS
@@ -301,6 +297,32 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 		}
 	}
 	return sum, nil
+}
+
+// anchors are the side measurements the load is compared with.
+type anchors struct {
+	floorCPU, floorWall time.Duration // per exchange, both sides
+	noiseCPU, noiseP50  time.Duration // per handshake, both sides
+}
+
+func (a *anchors) measure(suite protocol.Suite, say func(string, ...any)) error {
+	say("crypto floor, %d exchanges of %v", benchFloorRounds, suite)
+	cpu0 := processCPU()
+	var err error
+	if a.floorWall, err = protocol.MeasureFloor(suite, benchFloorRounds); err != nil {
+		return fmt.Errorf("crypto floor: %w", err)
+	}
+	// Process CPU time, like the exchanges' (the untimed first round of
+	// MeasureFloor is spread over the others): unlike wall time, it does
+	// not grow when other processes take the CPU.
+	if a.floorCPU = (processCPU() - cpu0) / (benchFloorRounds + 1); a.floorCPU <= 0 {
+		a.floorCPU = a.floorWall
+	}
+	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
+	if a.noiseCPU, a.noiseP50, err = measureNoise(benchNoiseRounds); err != nil {
+		return fmt.Errorf("noise handshakes: %w", err)
+	}
+	return nil
 }
 
 // measureNoise runs rounds libp2p Noise XX handshakes (Ed25519 identities)
@@ -758,6 +780,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	if len(latencies) > 0 {
 		sum.MaxMs = ms(latencies[len(latencies)-1])
 		sum.CPUSPerExch = cpu.Seconds() / float64(len(latencies))
+		sum.CoresUsed = cpu.Seconds() / wall.Seconds()
 	}
 	say("load done: %d exchanges, %d failed, %.0f/s, p50 %.2f ms, p99 %.2f ms", sum.Exchanges, sum.Failures,
 		sum.ExchangesPerS, sum.P50Ms, sum.P99Ms)

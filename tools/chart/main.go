@@ -10,6 +10,11 @@
 // right one the exchanges per second, with the rate the crypto floor allows
 // on all CPUs and 70% of it (the throughput target) as dashed lines. Both
 // x axes are logarithmic. Only the standard library is used.
+//
+// With -table it prints, instead, a Markdown table of the headline fields of
+// every run and their medians:
+//
+//	go run ./tools/chart -table runs.json
 package main
 
 import (
@@ -41,11 +46,19 @@ type run struct {
 func main() {
 	out := flag.String("o", "", "write the SVG to `FILE` (default stdout)")
 	title := flag.String("title", "", "chart title (default from the runs)")
+	table := flag.Bool("table", false, "print a Markdown table of the runs instead of a chart")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: chart [-o FILE] [-title TEXT] [SUMMARY.json ...]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: chart [-o FILE] [-title TEXT] [-table] [SUMMARY.json ...]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *table {
+		if err := printTable(os.Stdout, flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, "chart:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	runs, err := readRuns(flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chart:", err)
@@ -284,4 +297,87 @@ func niceStep(raw float64) float64 {
 
 func esc(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}
+
+// tableFields are the columns of -table, in order.
+var tableFields = []string{
+	"concurrency", "exchanges", "failures", "exchanges_per_s", "cores_used", "p50_ms", "p99_ms",
+	"cpu_s_per_exchange", "floor_cpu_s_per_exchange", "ratio_cpu_vs_floor", "ratio_rate_vs_floor",
+	"noise_handshake_s", "ratio_vs_noise", "exchange_p50_idle_ms", "noise_handshake_p50_ms",
+	"ratio_p50_idle_vs_noise", "heap_bytes_per_inflight", "rtts_known_keys", "rtts_both_keys",
+}
+
+// printTable prints the runs' tableFields, one run a row, then the median
+// of each column.
+func printTable(w io.Writer, names []string) error {
+	var r io.Reader = os.Stdin
+	if len(names) > 0 {
+		var readers []io.Reader
+		for _, n := range names {
+			f, err := os.Open(n)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			readers = append(readers, f)
+		}
+		r = io.MultiReader(readers...)
+	}
+	dec := json.NewDecoder(r)
+	var rows []map[string]any
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("reading summaries: %w", err)
+		}
+		rows = append(rows, m)
+	}
+	if len(rows) == 0 {
+		return errors.New("no summaries")
+	}
+	fmt.Fprintf(w, "| run | %s |\n|%s\n", strings.Join(tableFields, " | "), strings.Repeat(" ---: |", len(tableFields)+1))
+	cols := make([][]float64, len(tableFields))
+	for i, m := range rows {
+		cells := []string{fmt.Sprint(i + 1)}
+		for j, f := range tableFields {
+			v, ok := m[f].(float64)
+			if !ok {
+				cells = append(cells, "")
+				continue
+			}
+			cols[j] = append(cols[j], v)
+			cells = append(cells, format(v))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+	if len(rows) > 1 {
+		cells := []string{"median"}
+		for _, c := range cols {
+			if len(c) == 0 {
+				cells = append(cells, "")
+				continue
+			}
+			sort.Float64s(c)
+			m := c[len(c)/2]
+			if len(c)%2 == 0 {
+				m = (c[len(c)/2-1] + c[len(c)/2]) / 2
+			}
+			cells = append(cells, format(m))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+	return nil
+}
+
+// format prints v with three significant digits, or as an integer.
+func format(v float64) string {
+	switch {
+	case v == math.Trunc(v) && math.Abs(v) < 1e9:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	}
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3g", v), "0"), ".")
 }
