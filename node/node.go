@@ -124,6 +124,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.host.SetStreamHandler(protocol.ID, n.handleStream)
 	n.host.SetStreamHandler(MessageProtocolID, n.handleMessageStream)
+	n.startMetrics() // metrics.go
 	n.wg.Add(1)
 	go n.maintain()
 	ok = true

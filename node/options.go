@@ -44,9 +44,10 @@ type config struct {
 	maxPerPeer    int
 	trust         TrustPolicy
 	now           func() time.Time
-	mdns          *mdnsConfig // WithMDNS; nil: off (discovery.go)
-	dht           *dhtConfig  // WithDHT; nil: off (discovery.go)
-	msg           msgConfig   // messaging.go
+	mdns          *mdnsConfig   // WithMDNS; nil: off (discovery.go)
+	dht           *dhtConfig    // WithDHT; nil: off (discovery.go)
+	msg           msgConfig     // messaging.go
+	metrics       MetricsTracer // WithMetrics; nil: none (metrics.go)
 }
 
 // Defaults. Every option's default is one of these.
