@@ -24,6 +24,10 @@ const (
 	// discovery.go. Reported once per peer and source; peers found before
 	// a subscription began are listed by Node.DiscoveredPeers.
 	EventDiscovered
+	// EventTrustChanged: a peer's exchange key changed without a rotation
+	// that accounts for it (Trust says how, and whether the record was
+	// refused); see trust.go.
+	EventTrustChanged
 )
 
 func (k EventKind) String() string {
@@ -36,6 +40,8 @@ func (k EventKind) String() string {
 		return "failed"
 	case EventDiscovered:
 		return "discovered"
+	case EventTrustChanged:
+		return "trust-changed"
 	}
 	return "event"
 }
@@ -51,6 +57,8 @@ type Event struct {
 
 	Source     DiscoverySource // EventDiscovered: how the peer was found
 	Discovered *DiscoveredPeer // EventDiscovered: the peer and its addresses
+
+	Trust *TrustChange // EventTrustChanged
 }
 
 // events fans events out to subscribers. A subscriber that does not keep up

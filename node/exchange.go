@@ -281,6 +281,7 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role) (*
 	res, err := protocol.Run(ctx, s, m, n.cfg.phaseTimeout)
 	if err != nil {
 		log.Debugw("exchange failed", "peer", p, "role", role, "err", err)
+		n.reportRollback(p, err) // trust.go
 		var ae *protocol.AbortError
 		if errors.As(err, &ae) {
 			s.Reset()
@@ -327,7 +328,7 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey) (
 		Suites:     n.cfg.suites,
 		NoticeSize: n.cfg.noticeSize,
 		Epoch:      epoch,
-		Accept:     n.accept(trust),
+		Accept:     n.accept(p, trust), // trust.go
 		Trace: func(e protocol.Event) {
 			n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
 		},
@@ -359,16 +360,6 @@ func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustStat
 	return rec, pk.Trust, nil
 }
 
-// accept applies the trust policy to a received record.
-func (n *Node) accept(trust peerstore.TrustState) func(peer.ID, *protocol.PeerRecord, *protocol.PeerRecord) error {
-	if n.cfg.trust == nil {
-		return nil
-	}
-	return func(_ peer.ID, known, received *protocol.PeerRecord) error {
-		return n.cfg.trust(PeerKeyChange{Known: known, Received: received, Trust: trust})
-	}
-}
-
 // install commits a finished exchange: the new epoch and, if phase 2
 // brought one, the peer's record, in one transaction.
 func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
@@ -386,10 +377,7 @@ func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
 	}
 	defer clear(c.Session.Key[:])
 	if res.Received {
-		trust := peerstore.TrustFirstUse
-		if old, err := n.store.Peer(res.Remote); err == nil {
-			trust = old.Trust
-		}
+		trust := n.trustAfter(res.Remote) // trust.go
 		rec := res.PeerRecord
 		c.PeerKey = &peerstore.PeerKey{
 			Peer:        res.Remote,

@@ -71,6 +71,8 @@ type Node struct {
 	disc    *discovery  // nil without WithMDNS and WithDHT
 	records recordCache // peers' records, parsed (recordcache.go)
 
+	verdicts trustVerdicts // trust.go
+
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pkex/p2pkex/peerstore"
@@ -17,16 +18,23 @@ import (
 type Option func(*config) error
 
 // TrustPolicy decides whether a peer's newly received exchange-key record is
-// accepted. known is the record the node held (nil on first contact) and
-// trust its trust state (TrustUnknown on first contact). An error refuses
-// the record and aborts the exchange.
+// accepted (trust.go: TrustTOFU, TrustStrict, TrustAcceptAll). An error
+// refuses the record and aborts the exchange with KEY_REJECTED.
 type TrustPolicy func(p PeerKeyChange) error
 
 // PeerKeyChange is what a TrustPolicy decides on.
 type PeerKeyChange struct {
+	Peer peer.ID
+	// Known is the record the node held, even if expired (nil on first
+	// contact); Trust is the peer's trust state (TrustUnknown on first
+	// contact).
 	Known    *protocol.PeerRecord
 	Received *protocol.PeerRecord
 	Trust    peerstore.TrustState
+	// Change classifies Received against Known; Reason says, for
+	// KeyUnaccounted, how they differ.
+	Change KeyChange
+	Reason string
 }
 
 type config struct {
@@ -82,6 +90,7 @@ func defaults() *config {
 		rotationGrace: DefaultRotationGrace,
 		maxInbound:    DefaultMaxInbound,
 		maxPerPeer:    DefaultMaxInboundPerPeer,
+		trust:         TrustTOFU,
 		now:           time.Now,
 	}
 }
@@ -209,10 +218,15 @@ func WithInboundLimits(total, perPeer int) Option {
 }
 
 // WithTrustPolicy sets the policy for received exchange-key records.
-// Default: accept (trust on first use; a rotation is authenticated by the
-// peer's identity key, which the record's signature proves).
+// Default TrustTOFU: first contacts and rotations are accepted (a rotation is
+// authenticated by the peer's identity key, which the record's signature
+// proves); an unaccounted change of a verified peer is refused. Nil restores
+// the default. See trust.go.
 func WithTrustPolicy(p TrustPolicy) Option {
 	return func(c *config) error {
+		if p == nil {
+			p = TrustTOFU
+		}
 		c.trust = p
 		return nil
 	}
