@@ -24,7 +24,7 @@ import (
 // running daemon, which holds the repo's lock.
 //
 //	GET  /v0/id        -> idReply
-//	POST /v0/exchange  {"addr": MULTIADDR} -> NDJSON stream of apiLine
+//	POST /v0/exchange  {"addr": MULTIADDR or peer ID} -> NDJSON stream of apiLine
 //	POST /v0/rotate    -> rotateReply
 const apiSocket = "api.sock"
 
@@ -102,6 +102,12 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 		apiExchange(r.Context(), n, req.Addr, w)
 	})
 	handleSendAPI(mux, n) // send.go
+	// status, peers, connect, keys and the api file: api_more.go
+	stopMore, err := serveMoreAPI(mux, n, dir, path)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -113,6 +119,7 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		<-done
+		stopMore()
 		_ = os.Remove(path)
 	}, nil
 }
@@ -133,7 +140,7 @@ func apiExchange(ctx context.Context, n *node.Node, addr string, w http.Response
 		_ = enc.Encode(l)
 		flush()
 	}
-	pi, err := parsePeerAddr(addr)
+	pi, err := resolvePeer(n, addr) // a full multiaddr or a peer ID (api_more.go)
 	if err != nil {
 		send(apiLine{Error: err.Error()})
 		return

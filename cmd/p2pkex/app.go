@@ -91,11 +91,16 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		},
 		Commands: []*cli.Command{
 			demoCommand(),
+			initCommand(),
 			daemonCommand(),
 			exchangeCommand(),
 			idCommand(),
 			rotateCommand(),
 			sendCommand(),
+			peersCommand(),
+			connectCommand(),
+			keysCommand(),
+			statusCommand(),
 			benchCommand(),
 		},
 	}
@@ -103,10 +108,10 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 
 func repoFlag() cli.Flag {
 	return &cli.StringFlag{
-		Name:     "repo",
-		Usage:    "repository `DIR` (identity, store); created on first use",
-		Sources:  cli.EnvVars("P2PKEX_PATH"),
-		Required: true,
+		Name:    "repo",
+		Usage:   "repository `DIR` (identity, config, store); default $P2PKEX_PATH, else ~/.p2pkex",
+		Sources: cli.EnvVars("P2PKEX_PATH"),
+		Value:   defaultRepoDir(), // repo.go
 	}
 }
 

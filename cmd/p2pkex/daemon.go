@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/node"
@@ -39,6 +39,7 @@ Examples:
 			&cli.BoolFlag{Name: "no-dht", Usage: "do not run the p2pkex DHT"},
 			&cli.StringSliceFlag{Name: "bootstrap", Usage: "join the p2pkex DHT through `MULTIADDR` ending in /p2p/<peer ID> (repeatable; default none)"},
 			&cli.BoolFlag{Name: "dht-server", Usage: "answer DHT queries even when not known to be publicly reachable (for bootstrap nodes and LANs)"},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: any free port)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
@@ -48,20 +49,27 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if addrs := c.StringSlice("listen"); len(addrs) > 0 {
-				for _, a := range addrs {
-					if _, err := parseMultiaddr(a); err != nil {
-						return err
-					}
-				}
-				opts = append(opts, node.WithListenAddrs(addrs...))
+			dir := c.String("repo")
+			if dir == "" {
+				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
 			}
-			disc, err := discoveryOptions(c)
+			cfg, err := loadConfig(dir) // config.go; defaults without one
 			if err != nil {
 				return err
 			}
-			opts = append(opts, disc...)
-			r, err := openRepo(c.String("repo"), true)
+			more, err := daemonConfig(cfg, c)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, more...)
+			metricsAddr := c.String("metrics-addr")
+			if metricsAddr != "" {
+				if err := checkMetricsAddr(metricsAddr); err != nil {
+					return err
+				}
+				opts = append(opts, node.WithMetrics(prometheus.DefaultRegisterer))
+			}
+			r, err := openRepo(dir, true)
 			if err != nil {
 				return err
 			}
@@ -74,6 +82,13 @@ Examples:
 
 			out := &progress{w: c.Root().Writer}
 			defer printMessages(n, out)() // send.go
+			if metricsAddr != "" {
+				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+			}
 			stopAPI, err := serveAPI(n, r.dir)
 			if err != nil {
 				return err
@@ -83,6 +98,9 @@ Examples:
 			out.printf("exchange key %s\n", n.Fingerprint())
 			for _, a := range n.Addrs() {
 				out.printf("listening on %s\n", a)
+			}
+			if u := metricsURL(); u != "" {
+				out.printf("metrics on %s\n", u)
 			}
 
 			events, stop := n.Subscribe(0)
@@ -123,46 +141,4 @@ Examples:
 			return nil
 		},
 	}
-}
-
-// discoveryOptions turns the daemon's discovery flags into node options:
-// mDNS and the DHT are on unless turned off.
-func discoveryOptions(c *cli.Command) ([]node.Option, error) {
-	noDHT := c.Bool("no-dht")
-	boot := c.StringSlice("bootstrap")
-	if noDHT && len(boot) > 0 {
-		return nil, usagef("--bootstrap needs the DHT: drop --no-dht")
-	}
-	if noDHT && c.Bool("dht-server") {
-		return nil, usagef("--dht-server needs the DHT: drop --no-dht")
-	}
-	var opts []node.Option
-	if !c.Bool("no-mdns") {
-		opts = append(opts, node.WithMDNS(node.DefaultMDNSService))
-	}
-	if noDHT {
-		return opts, nil
-	}
-	var peers []peer.AddrInfo
-	index := map[peer.ID]int{}
-	for _, s := range boot {
-		pi, err := parsePeerAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("--bootstrap: %w", err)
-		}
-		if len(pi.Addrs) == 0 {
-			return nil, usagef("--bootstrap %q: needs an address before /p2p/<peer ID>", s)
-		}
-		if i, ok := index[pi.ID]; ok {
-			peers[i].Addrs = append(peers[i].Addrs, pi.Addrs...)
-			continue
-		}
-		index[pi.ID] = len(peers)
-		peers = append(peers, *pi)
-	}
-	var dhtOpts []node.DHTOption
-	if c.Bool("dht-server") {
-		dhtOpts = append(dhtOpts, node.WithDHTMode(node.DHTModeServer))
-	}
-	return append(opts, node.WithDHT(peers, dhtOpts...)), nil
 }

@@ -21,21 +21,24 @@ func exchangeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "exchange",
 		Usage:     "exchange keys with a running daemon and store the new key",
-		ArgsUsage: "MULTIADDR",
-		Description: `MULTIADDR is the peer's full address, ending in /p2p/<peer ID>, as
-"p2pkex daemon" and "p2pkex id" print it. The repo is created on first use.
+		ArgsUsage: "PEER",
+		Description: `PEER is the peer's full address, ending in /p2p/<peer ID>, as
+"p2pkex daemon" and "p2pkex id" print it; or, through a running daemon,
+just the peer ID of a peer it is connected to, discovered or knows the
+address of ("p2pkex peers" lists them). The repo is created on first use.
 
-Example:
-  p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
+Examples:
+  p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+  p2pkex exchange --repo /tmp/alice 12D3KooW...`,
 		Flags: append(nodeFlags(), repoFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print only the result"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Len() != 1 {
-				return usagef("exchange: want one MULTIADDR, got %d arguments", c.Args().Len())
+				return usagef("exchange: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Args().Len())
 			}
-			pi, err := parsePeerAddr(c.Args().First())
+			pi, err := parsePeerArg(c.Args().First()) // api_more.go
 			if err != nil {
 				return err
 			}
@@ -69,6 +72,9 @@ Example:
 			defer r.Close()
 			if pi.ID == peerIDOf(r) {
 				return usagef("exchange: %s is this repo's own peer ID", pi.ID)
+			}
+			if len(pi.Addrs) == 0 {
+				return fmt.Errorf("no daemon running on %s to know where %s is: give its full multiaddr, or start one with \"p2pkex daemon --repo %s\"", dir, pi.ID, dir)
 			}
 			n, err := node.New(ctx, append(opts, node.WithStore(r.store),
 				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)

@@ -18,8 +18,10 @@ func idCommand() *cli.Command {
 		Name:  "id",
 		Usage: "print the repo's peer ID, exchange-key fingerprint and addresses",
 		Description: `Asks the repo's daemon if it runs; otherwise reads the repo (then there
-are no addresses to print).`,
-		Flags: []cli.Flag{repoFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+are no addresses to print). --qr shows the first full address as a QR code
+in the terminal, for another device to scan.`,
+		Flags: []cli.Flag{repoFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "qr", Usage: "also show the full address (the peer ID without a daemon) as a QR code"}},
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -48,6 +50,12 @@ are no addresses to print).`,
 				}
 			}
 			w := c.Root().Writer
+			if c.Bool("json") && c.Bool("qr") {
+				return usagef("id: --json and --qr do not go together")
+			}
+			if c.Bool("qr") {
+				defer printQR(w, out) // qr.go
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")

@@ -30,8 +30,11 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"waitdaemon": cmdWaitDaemon,
-			"waitfile":   cmdWaitFile,
+			"waitdaemon":  cmdWaitDaemon,
+			"waitfile":    cmdWaitFile,
+			"waitmetrics": cmdWaitMetrics, // main_more_test.go
+			"httpget":     cmdHTTPGet,
+			"peerid":      cmdPeerID,
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")

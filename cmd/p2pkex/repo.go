@@ -13,15 +13,28 @@ import (
 	"github.com/p2pkex/p2pkex/peerstore"
 )
 
-// A repo is a directory holding one node's state:
+// A repo is a directory holding one node's state, ~/.p2pkex unless --repo
+// or P2PKEX_PATH names another:
 //
 //	identity.key   the libp2p identity key (protobuf, mode 0400)
+//	config.json    settings (config.go; mode 0600; absent: defaults)
 //	store/         the peerstore (bbolt, mode 0700/0600)
 //	api.sock       the running daemon's control API (see api.go)
+//	api            written by the running daemon: the path of api.sock
 const (
 	identityFile = "identity.key"
 	storeDir     = "store"
+	defaultRepo  = ".p2pkex"
 )
+
+// defaultRepoDir is ~/.p2pkex, or "" where there is no home directory.
+func defaultRepoDir() string {
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
+	}
+	return filepath.Join(home, defaultRepo)
+}
 
 type repo struct {
 	dir      string
@@ -33,7 +46,7 @@ type repo struct {
 // lock: one process per repo.
 func openRepo(dir string, create bool) (*repo, error) {
 	if dir == "" {
-		return nil, usagef("--repo is empty")
+		return nil, usagef("no repo: give --repo DIR or set P2PKEX_PATH (there is no home directory for ~/%s)", defaultRepo)
 	}
 	st, err := os.Stat(dir)
 	switch {
@@ -42,15 +55,23 @@ func openRepo(dir string, create bool) (*repo, error) {
 			return nil, fmt.Errorf("create repo: %w", err)
 		}
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("no repo at %s (\"p2pkex daemon --repo %s\" creates one)", dir, dir)
+		return nil, fmt.Errorf("no repo at %s (\"p2pkex init --repo %s\" creates one)", dir, dir)
 	case err != nil:
 		return nil, fmt.Errorf("repo %s: %w", dir, err)
 	case !st.IsDir():
 		return nil, fmt.Errorf("repo %s is not a directory", dir)
 	}
-	id, err := loadOrCreateIdentity(filepath.Join(dir, identityFile), create)
+	idPath := filepath.Join(dir, identityFile)
+	_, statErr := os.Stat(idPath)
+	id, err := loadOrCreateIdentity(idPath, create)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, configFile)); errors.Is(statErr, fs.ErrNotExist) && errors.Is(err, fs.ErrNotExist) {
+		// A new repo: write the default config next to the new identity.
+		if err := writeConfig(dir, defaultConfig()); err != nil {
+			return nil, err
+		}
 	}
 	store, err := peerstore.OpenBolt(filepath.Join(dir, storeDir))
 	if errors.Is(err, peerstore.ErrLocked) {

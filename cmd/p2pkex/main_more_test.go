@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// cmdWaitMetrics waits until the daemon of a repo reports its metrics URL
+// (daemon --metrics-addr) and stores it in a variable:
+//
+//	waitmetrics REPO VAR
+func cmdWaitMetrics(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitmetrics REPO VAR")
+	}
+	dir := ts.MkAbs(args[0])
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if api := dialAPI(dir); api != nil {
+			var st statusReply
+			if err := api.getJSON(context.Background(), "GET", "/v0/status", &st); err == nil && st.Metrics != "" {
+				ts.Setenv(args[1], st.Metrics)
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Fatalf("daemon of %s reports no metrics address", filepath.Base(dir))
+}
+
+// cmdHTTPGet fetches a URL (on loopback) and writes the body to stdout:
+//
+//	httpget URL
+func cmdHTTPGet(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: httpget URL")
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(args[0])
+	if err == nil && resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		err = &httpError{resp.Status}
+	}
+	if err != nil {
+		if !neg {
+			ts.Fatalf("httpget: %v", err)
+		}
+		return
+	}
+	defer resp.Body.Close()
+	if neg {
+		ts.Fatalf("httpget %s succeeded", args[0])
+	}
+	_, err = io.Copy(ts.Stdout(), resp.Body)
+	ts.Check(err)
+}
+
+type httpError struct{ status string }
+
+func (e *httpError) Error() string { return e.status }
+
+// cmdPeerID stores the peer ID of a running daemon in a variable:
+//
+//	peerid REPO VAR
+func cmdPeerID(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: peerid REPO VAR")
+	}
+	api := dialAPI(ts.MkAbs(args[0]))
+	if api == nil {
+		ts.Fatalf("no daemon on %s", args[0])
+	}
+	var id idReply
+	ts.Check(api.getJSON(context.Background(), "GET", "/v0/id", &id))
+	ts.Setenv(args[1], id.PeerID)
+}

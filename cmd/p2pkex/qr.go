@@ -1,0 +1,31 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	qrcode "github.com/skip2/go-qrcode"
+)
+
+// printQR shows what "p2pkex id --qr" encodes: the first full address that
+// is not loopback (else the first), or the peer ID when there is none.
+func printQR(w io.Writer, id idReply) {
+	text := id.PeerID
+	if len(id.Addrs) > 0 {
+		text = id.Addrs[0]
+		if i := slices.IndexFunc(id.Addrs, func(a string) bool {
+			return !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/")
+		}); i >= 0 {
+			text = id.Addrs[i]
+		}
+	}
+	q, err := qrcode.New(text, qrcode.Medium)
+	if err != nil {
+		fmt.Fprintf(w, "(no QR code: %v)\n", err)
+		return
+	}
+	fmt.Fprintf(w, "\n%s", q.ToSmallString(false))
+	fmt.Fprintf(w, "QR code of %s\n", text)
+}
