@@ -15,9 +15,16 @@ func daemonCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "daemon",
 		Usage: "serve the key exchange until interrupted",
-		Description: `Creates the repo on first use (identity and store), listens, prints
-its full addresses and answers exchanges, printing each as it happens.
-SIGINT or SIGTERM stops it cleanly.
+		Description: `Creates the repo on first use (identity, config.json, store), listens,
+prints its full addresses and answers exchanges, printing each as it
+happens. SIGINT or SIGTERM stops it cleanly. While it runs, the other
+commands work through its control socket (DIR/api.sock; DIR/api holds
+its path).
+
+Settings come from DIR/config.json (listen addresses, bootstrap peers,
+discovery, limits, message grace; "p2pkex init" writes the defaults); the
+flags override it. --metrics-addr serves Prometheus metrics (p2pkex_* and
+libp2p's own) at http://HOST:PORT/metrics.
 
 Discovery: the daemon finds other p2pkex nodes by mDNS on the local
 network (service "p2pkex"; --no-mdns turns it off) and through a
@@ -32,6 +39,7 @@ connection with a discovered peer on its own.
 Examples:
   p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001
   p2pkex daemon --repo /tmp/boot --dht-server --no-mdns
+  p2pkex daemon --metrics-addr 127.0.0.1:9464
   p2pkex daemon --repo /tmp/alice --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...`,
 		Flags: append(nodeFlags(), repoFlag(),
 			&cli.StringSliceFlag{Name: "listen", Usage: "listen on `MULTIADDR` (repeatable; default TCP and QUIC on all interfaces)"},
