@@ -101,7 +101,8 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 		}
 		apiExchange(r.Context(), n, req.Addr, w)
 	})
-	handleSendAPI(mux, n) // send.go
+	handleTrustAPI(mux, n) // api_trust.go
+	handleSendAPI(mux, n)  // send.go
 	// status, peers, connect, keys and the api file: api_more.go
 	stopMore, err := serveMoreAPI(mux, n, dir, path)
 	if err != nil {

@@ -97,6 +97,8 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			idCommand(),
 			rotateCommand(),
 			sendCommand(),
+			verifyCommand(), // api_trust.go
+			chatCommand(),   // api_trust.go
 			peersCommand(),
 			connectCommand(),
 			keysCommand(),

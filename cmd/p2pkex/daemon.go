@@ -89,7 +89,8 @@ Examples:
 			defer n.Close()
 
 			out := &progress{w: c.Root().Writer}
-			defer printMessages(n, out)() // send.go
+			defer printMessages(n, out)()      // send.go
+			defer printTrustWarnings(n, out)() // api_trust.go
 			if metricsAddr != "" {
 				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
 				if err != nil {

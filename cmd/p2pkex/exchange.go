@@ -63,6 +63,9 @@ Examples:
 				}
 				out.printf("epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
 					describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
+				if l := safetyLineAPI(ctx, api, res.Peer); l != "" { // api_trust.go
+					out.printf("%s\n", l)
+				}
 				return nil
 			}
 			r, err := openRepo(dir, true)
@@ -95,6 +98,7 @@ Examples:
 				return err
 			}
 			out.printf("epoch %d, key ID %s with %s (%s)\n", info.Epoch, info.KeyID, info.Peer, describe(info))
+			out.printf("%s\n", safetyLine(n.ID(), info.Peer)) // api_trust.go
 			return nil
 		},
 	}
@@ -157,6 +161,8 @@ func explainExchangeError(p peer.ID, err error) error {
 		return fmt.Errorf("%s does not speak %s (not a p2pkex node?)", p, protocol.ID)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("exchange with %s timed out", p)
+	case errors.Is(err, protocol.ErrRollback): // a key change no policy may accept (docs/SECURITY.md)
+		return fmt.Errorf("KEY CHANGED: %s presented an exchange key its held record rules out (%s); refused: ask the peer, compare safety numbers (\"p2pkex verify %s\")", p, err, p)
 	}
 	return fmt.Errorf("exchange with %s failed: %s", p, shortDialError(err))
 }
@@ -166,6 +172,7 @@ func nodeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "suite", Usage: "offer only these suites (MLKEM768X25519, X25519), most preferred first"},
 		&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
+		&cli.StringFlag{Name: "trust-policy", Value: "tofu", Usage: "on a peer key change no rotation accounts for: tofu (refuse it for verified peers), strict (always refuse), accept"},
 	}
 }
 
@@ -181,6 +188,13 @@ func nodeOptions(c *cli.Command) ([]node.Option, error) {
 			suites = append(suites, s)
 		}
 		opts = append(opts, node.WithSuites(suites...))
+	}
+	if name := c.String("trust-policy"); name != "" {
+		policy, err := node.ParseTrustPolicy(name) // node/trust.go
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		opts = append(opts, node.WithTrustPolicy(policy))
 	}
 	size := int(c.Int("notice-size"))
 	if size < protocol.MinNoticeSize || size > protocol.MaxNoticeSize {
