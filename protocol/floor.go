@@ -128,6 +128,24 @@ func (p *floorPair) exchange() error {
 	return nil
 }
 
+// Floor is the crypto floor of one exchange as a reusable workload: two
+// sides' keys generated once, then Exchange as often as wanted. The load
+// tool runs it beside the exchanges it measures.
+type Floor struct{ p *floorPair }
+
+// NewFloor generates the keys of both sides for suite.
+func NewFloor(suite Suite) (*Floor, error) {
+	p, err := newFloorPair(suite)
+	if err != nil {
+		return nil, err
+	}
+	return &Floor{p: p}, nil
+}
+
+// Exchange runs the floor of one exchange: seal, sign, verify and open,
+// for both sides.
+func (f *Floor) Exchange() error { return f.p.exchange() }
+
 // MeasureFloor runs the crypto floor of n exchanges of suite on the calling
 // goroutine and returns the mean wall time per exchange: the CPU time one
 // exchange's unavoidable cryptography takes, for both sides together, when
@@ -136,17 +154,17 @@ func MeasureFloor(suite Suite, n int) (time.Duration, error) {
 	if n <= 0 {
 		return 0, errors.New("MeasureFloor: n must be positive")
 	}
-	p, err := newFloorPair(suite)
+	f, err := NewFloor(suite)
 	if err != nil {
 		return 0, err
 	}
 	// One untimed round warms caches and lazily initialised tables.
-	if err := p.exchange(); err != nil {
+	if err := f.Exchange(); err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	for range n {
-		if err := p.exchange(); err != nil {
+		if err := f.Exchange(); err != nil {
 			return 0, err
 		}
 	}

@@ -204,8 +204,12 @@ type benchSummary struct {
 	FloorWallS           float64    `json:"floor_wall_s_per_exchange"`
 	FloorCPUSBeforeAfter [2]float64 `json:"floor_cpu_s_before_after"`
 	RatioCPUVsFloor      float64    `json:"ratio_cpu_vs_floor"`
-	FloorRatePerS        float64    `json:"floor_rate_per_s"`
-	RatioRateVsFloor     float64    `json:"ratio_rate_vs_floor"`
+	// The floor again, run beside the load (floorProbe).
+	FloorInLoadCPUS       float64 `json:"floor_cpu_s_in_load,omitempty"`
+	FloorInLoadSamples    int     `json:"floor_in_load_samples,omitempty"`
+	RatioCPUVsFloorInLoad float64 `json:"ratio_cpu_vs_floor_in_load,omitempty"`
+	FloorRatePerS         float64 `json:"floor_rate_per_s"`
+	RatioRateVsFloor      float64 `json:"ratio_rate_vs_floor"`
 
 	// The anchors, measured in this run.
 	NoiseCPUS            float64    `json:"noise_handshake_s"`
@@ -286,6 +290,9 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	sum.NoiseCPUSBeforeAfter = [2]float64{before.noiseCPU.Seconds(), after.noiseCPU.Seconds()}
 	sum.NoiseP50Ms = ms((before.noiseP50 + after.noiseP50) / 2)
 	sum.RatioCPUVsFloor = sum.CPUSPerExch / sum.FloorCPUS
+	if sum.FloorInLoadCPUS > 0 {
+		sum.RatioCPUVsFloorInLoad = sum.CPUSPerExch / sum.FloorInLoadCPUS
+	}
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
 	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS
 	sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
@@ -323,6 +330,62 @@ func (a *anchors) measure(suite protocol.Suite, say func(string, ...any)) error 
 		return fmt.Errorf("noise handshakes: %w", err)
 	}
 	return nil
+}
+
+// floorProbe runs the crypto floor beside the load, one exchange's worth
+// every 20 ms (a few per cent of one CPU), on a goroutine locked to its OS
+// thread, and takes that thread's CPU time. Unlike the floor measured
+// before and after the load, it runs under the same conditions as the
+// exchanges: the same caches, the same competition from other processes.
+// Its CPU time is taken out of the load's.
+type floorProbe struct {
+	stop, done chan struct{}
+	cpu        time.Duration
+	n          int
+	err        error
+}
+
+func startFloorProbe(suite protocol.Suite) *floorProbe {
+	p := &floorProbe{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		f, err := protocol.NewFloor(suite)
+		if err == nil {
+			err = f.Exchange() // warm-up
+		}
+		if err != nil {
+			p.err = err
+			return
+		}
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		t0, ok := threadCPU()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stop:
+				if t1, ok1 := threadCPU(); ok && ok1 {
+					p.cpu = t1 - t0
+				} else {
+					p.n = 0 // not measured on this system
+				}
+				return
+			case <-tick.C:
+			}
+			if err := f.Exchange(); err != nil {
+				p.err = err
+				return
+			}
+			p.n++
+		}
+	}()
+	return p
+}
+
+func (p *floorProbe) finish() {
+	close(p.stop)
+	<-p.done
 }
 
 // measureNoise runs rounds libp2p Noise XX handshakes (Ed25519 identities)
@@ -699,6 +762,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		true: fmt.Sprintf("for %v", cfg.duration), false: fmt.Sprintf("%d exchanges", cfg.count)}[cfg.duration > 0])
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
+	probe := startFloorProbe(cfg.suite)
 	start = time.Now()
 	cpu0 := processCPU()
 	go func() {
@@ -761,7 +825,15 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		return err
 	}
 	installErr := nodes.waitInstalled(ctx)
-	cpu := processCPU() - cpu0
+	probe.finish()
+	cpu := processCPU() - cpu0 - probe.cpu
+	if probe.err != nil {
+		return fmt.Errorf("crypto floor beside the load: %w", probe.err)
+	}
+	if probe.n > 0 {
+		sum.FloorInLoadCPUS = (probe.cpu / time.Duration(probe.n)).Seconds()
+		sum.FloorInLoadSamples = probe.n
+	}
 	sampleHeap(true) // if the load ended before a collection ran
 
 	slices.Sort(latencies)
