@@ -196,6 +196,9 @@ func nodeOptions(c *cli.Command) ([]node.Option, error) {
 		}
 		opts = append(opts, node.WithTrustPolicy(policy))
 	}
+	if !c.IsSet("notice-size") && c.Int("notice-size") == 0 {
+		return opts, nil // a command without the flag (rotate): the default
+	}
 	size := int(c.Int("notice-size"))
 	if size < protocol.MinNoticeSize || size > protocol.MaxNoticeSize {
 		return nil, usagef("--notice-size %d outside [%d, %d]", size, protocol.MinNoticeSize, protocol.MaxNoticeSize)
