@@ -17,7 +17,7 @@ go build -o "$OUT/p2pkex" ./cmd/p2pkex
 	grep -m1 'cpu MHz' /proc/cpuinfo
 	echo "kernel: $(uname -sr)"
 	go version
-	echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "git: ${GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 	echo "loadavg: $(cat /proc/loadavg)"
 } > "$OUT/machine.txt"
 
