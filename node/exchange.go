@@ -166,6 +166,11 @@ func (n *Node) handleStream(s network.Stream) {
 	release, err := protocol.PrepareStream(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
 	if err != nil {
 		log.Debugw("refusing exchange", "peer", p, "err", err)
+		if errors.Is(err, network.ErrResourceLimitExceeded) {
+			// The service scope is full: over a limit, like the counts below.
+			refuse(s, protocol.ErrBusy)
+			return
+		}
 		s.Reset()
 		return
 	}

@@ -115,6 +115,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 			}
 		}
 		lopts := append([]libp2p.Option{libp2p.Identity(n.identity), libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
+		lopts = append(lopts, resourceManager(cfg)) // resources.go
 		if n.host, err = libp2p.New(lopts...); err != nil {
 			return nil, fmt.Errorf("start libp2p host: %w", err)
 		}

@@ -99,6 +99,8 @@ func defaults() *config {
 // the way go-libp2p's ping and holepunch services attach to a host. The node
 // then neither builds nor closes a host; Close only removes its handler. The
 // store's identity must be the host's (an empty store takes the host's key).
+// The host keeps its own resource manager: the node does not add its
+// service limits to it (SetServiceLimits does, for the application).
 func WithHost(h host.Host) Option {
 	return func(c *config) error {
 		if h == nil {
@@ -138,7 +140,8 @@ func WithListenAddrs(addrs ...string) Option {
 }
 
 // WithLibp2pOptions passes extra options to libp2p.New when the node builds
-// its own host.
+// its own host. A libp2p.ResourceManager among them replaces the node's
+// (see SetServiceLimits).
 func WithLibp2pOptions(opts ...libp2p.Option) Option {
 	return func(c *config) error {
 		c.libp2pOpts = append(c.libp2pOpts, opts...)
@@ -206,7 +209,9 @@ func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
 // WithInboundLimits bounds the inbound exchanges running at once, in total
 // (default DefaultMaxInbound) and per peer (default
 // DefaultMaxInboundPerPeer). Exchanges over a limit are refused at once with
-// ABORT BUSY.
+// ABORT BUSY. When the node builds its own host, its resource manager holds
+// the exchange's service scope to the same limits (see resources.go and
+// SetServiceLimits).
 func WithInboundLimits(total, perPeer int) Option {
 	return func(c *config) error {
 		if total < 1 || perPeer < 1 {
