@@ -54,7 +54,7 @@ package node
 // receiver's active one waits for an exchange with the sender still running
 // (the initiator installs before the responder does); if none runs, it is
 // refused with ErrUnknownEpoch and an EventMessageRefused event: after a
-// crash either peer can be one epoch ahead (docs/CRASH.md). The sender then
+// crash either peer can be one epoch ahead (docs/SECURITY.md, "Crash safety"). The sender then
 // answers with a new exchange and sends the message again under the new
 // epoch, so the pair converges instead of failing.
 //
