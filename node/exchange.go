@@ -147,7 +147,8 @@ func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
 
 // initiate runs one exchange as initiator.
 func (n *Node) initiate(ctx context.Context, p peer.ID) (*KeyInfo, error) {
-	s, err := n.host.NewStream(ctx, p, protocol.ID)
+	// A relayed (limited) connection will do (nat.go).
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
 	if err != nil {
 		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
 	}

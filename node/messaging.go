@@ -484,7 +484,8 @@ func (m *messaging) reserve(self, p peer.ID, act *peerstore.SessionKey) (cipher.
 func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, MessageTimeout)
 	defer cancel()
-	s, err := n.host.NewStream(ctx, p, MessageProtocolID)
+	// A relayed (limited) connection will do (nat.go).
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, MessageProtocolID)
 	if err != nil {
 		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, err)
 	}

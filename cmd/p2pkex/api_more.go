@@ -48,12 +48,17 @@ type statusReply struct {
 	ExchangesDone   uint64    `json:"exchanges_done"`
 	ExchangesFailed uint64    `json:"exchanges_failed"`
 	Reachability    string    `json:"reachability"`
-	Metrics         string    `json:"metrics,omitempty"`
+	// Relays: the relays holding a reservation for this node.
+	Relays  []string `json:"relays,omitempty"`
+	Metrics string   `json:"metrics,omitempty"`
 }
 
 type peerJSON struct {
-	Peer       string   `json:"peer"`
-	Connected  bool     `json:"connected"`
+	Peer      string `json:"peer"`
+	Connected bool   `json:"connected"`
+	// Connection: "direct" or "relayed" (only limited, relayed
+	// connections) when connected.
+	Connection string   `json:"connection,omitempty"`
 	Addrs      []string `json:"addrs"`
 	Discovered []string `json:"discovered"`
 	Known      bool     `json:"known"`
@@ -245,8 +250,17 @@ func (s *daemonState) status() statusReply {
 		ExchangesDone:   s.done.Load(),
 		ExchangesFailed: s.failed.Load(),
 		Reachability:    strings.ToLower(strings.TrimPrefix(reach, "Reachability")),
+		Relays:          relaysOf(s.n),
 		Metrics:         metricsURL(),
 	}
+}
+
+func relaysOf(n *node.Node) []string {
+	var out []string
+	for _, r := range n.RelayReservations() {
+		out = append(out, r.String())
+	}
+	return out
 }
 
 // peersOf lists the peers the node is connected to, discovered, or holds a
@@ -264,6 +278,7 @@ func peersOf(n *node.Node) ([]peerJSON, error) {
 	for _, p := range n.Host().Network().Peers() {
 		pj := get(p)
 		pj.Connected = true
+		pj.Connection = n.Connection(p).String()
 		for _, c := range n.Host().Network().ConnsToPeer(p) {
 			pj.Addrs = append(pj.Addrs, c.RemoteMultiaddr().String())
 		}

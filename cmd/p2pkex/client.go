@@ -76,6 +76,9 @@ Example:
 				conn, disc, epoch, last := "no", "-", "-", "-"
 				if p.Connected {
 					conn = "yes"
+					if p.Connection == "relayed" {
+						conn = "relayed"
+					}
 				}
 				if len(p.Discovered) > 0 {
 					disc = strings.Join(p.Discovered, ",")
@@ -219,6 +222,9 @@ func statusCommand() *cli.Command {
 			fmt.Fprintf(w, "connected     %d peers\n", st.ConnectedPeers)
 			fmt.Fprintf(w, "exchanges     %d done, %d failed\n", st.ExchangesDone, st.ExchangesFailed)
 			fmt.Fprintf(w, "reachability  %s\n", st.Reachability)
+			for _, r := range st.Relays {
+				fmt.Fprintf(w, "relay         %s (reservation)\n", r)
+			}
 			for _, a := range st.Addrs {
 				fmt.Fprintf(w, "address       %s\n", a)
 			}

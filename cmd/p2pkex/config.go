@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pkex/p2pkex/node"
@@ -33,8 +34,9 @@ type config struct {
 	// the DHT joins through (--bootstrap overrides). Default empty: the
 	// node contacts no one on its own.
 	Bootstrap []string `json:"bootstrap"`
-	// Relays: full multiaddrs of static circuit-relay peers. Stored and
-	// checked; not used yet.
+	// Relays: full multiaddrs of circuit relay v2 peers the daemon uses
+	// when it is not publicly reachable (--relays overrides). Default
+	// empty: no relays.
 	Relays    []string        `json:"relays"`
 	Discovery discoveryConfig `json:"discovery"`
 	Limits    limitsConfig    `json:"limits"`
@@ -261,6 +263,12 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 		node.WithMessageGrace(time.Duration(cfg.Messages.Grace)),
 	)
 
+	natOpts, err := natConfig(cfg, c)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, natOpts...)
+
 	noDHT := c.Bool("no-dht")
 	if noDHT && c.IsSet("bootstrap") {
 		return nil, usagef("--bootstrap needs the DHT: drop --no-dht")
@@ -289,9 +297,46 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 	return append(opts, node.WithDHT(peers, dhtOpts...)), nil
 }
 
+// natConfig turns --relay, --relays (or config.json's relays) and
+// --reachability into node options. Hole punching is always on.
+func natConfig(cfg *config, c cliFlags) ([]node.Option, error) {
+	opts := []node.Option{node.WithHolePunching()}
+	if c.Bool("relay") {
+		opts = append(opts, node.WithRelayService())
+	}
+	relays, what := cfg.Relays, "relays (config.json)"
+	if c.IsSet("relays") {
+		relays, what = c.StringSlice("relays"), "--relays"
+	}
+	peers, err := peerAddrs(what, relays)
+	if err != nil {
+		return nil, err
+	}
+	if len(peers) > 0 {
+		opts = append(opts, node.WithStaticRelays(peers))
+	}
+	switch r := c.String("reachability"); r {
+	case "":
+	case "public":
+		if c.Bool("relay") {
+			break // --relay declares it already
+		}
+		opts = append(opts, node.WithReachability(network.ReachabilityPublic))
+	case "private":
+		if c.Bool("relay") {
+			return nil, usagef("--relay needs a public node: drop --reachability private")
+		}
+		opts = append(opts, node.WithReachability(network.ReachabilityPrivate))
+	default:
+		return nil, usagef("--reachability %q: want public or private", r)
+	}
+	return opts, nil
+}
+
 // cliFlags is what daemonConfig reads of a command's flags.
 type cliFlags interface {
 	IsSet(string) bool
 	Bool(string) bool
+	String(string) string
 	StringSlice(string) []string
 }

@@ -36,8 +36,20 @@ peer found is printed as "discovered <peer ID> via mdns|dht" and can then
 be given to "p2pkex exchange"; the daemon never starts an exchange or a
 connection with a discovered peer on its own.
 
+NATs: --relay makes the daemon a circuit relay v2 for others (limits:
+2 min and 128 KiB per relayed connection, 128 reservations, 16 circuits
+per peer; see node.DefaultRelayResources) and answers AutoNAT; it
+declares itself publicly reachable. A daemon behind a NAT uses the relays
+of config.json ("relays", or --relays): when AutoNAT finds it unreachable
+(or --reachability private says so) it reserves a slot on them, and peers
+reach it at RELAY/p2p-circuit/p2p/<peer ID>. Exchanges and messages run
+over such a relayed connection; hole punching (DCUtR, always on) then
+tries a direct connection, which later exchanges use.
+
 Examples:
   p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001
+  p2pkex daemon --repo /tmp/relay --relay --listen /ip4/0.0.0.0/tcp/4001
+  p2pkex daemon --repo /tmp/carol --relays /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW...
   p2pkex daemon --repo /tmp/boot --dht-server --no-mdns
   p2pkex daemon --metrics-addr 127.0.0.1:9464
   p2pkex daemon --repo /tmp/alice --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...`,
@@ -48,6 +60,9 @@ Examples:
 			&cli.StringSliceFlag{Name: "bootstrap", Usage: "join the p2pkex DHT through `MULTIADDR` ending in /p2p/<peer ID> (repeatable; default none)"},
 			&cli.BoolFlag{Name: "dht-server", Usage: "answer DHT queries even when not known to be publicly reachable (for bootstrap nodes and LANs)"},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: any free port)"},
+			&cli.BoolFlag{Name: "relay", Usage: "run a circuit relay v2 service and AutoNAT for nodes behind NATs (for a node with a public address)"},
+			&cli.StringSliceFlag{Name: "relays", Usage: "use the circuit relay at `MULTIADDR` ending in /p2p/<peer ID> (repeatable; default: relays in config.json)"},
+			&cli.StringFlag{Name: "reachability", Usage: "`public` or `private`: skip AutoNAT's detection (private: reserve relay slots at once)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
