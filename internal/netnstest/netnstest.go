@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -91,6 +92,8 @@ type Proc struct {
 	lines  []string
 	stderr bytes.Buffer
 	done   chan struct{}
+	stdin  io.WriteCloser
+	cmd    *exec.Cmd
 }
 
 // Start starts cmd (standard output and error must be unset) and stops it
@@ -103,6 +106,7 @@ func Start(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.stdin, p.cmd = stdin, cmd
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +171,20 @@ func (p *Proc) Await(t testing.TB, timeout time.Duration, prefix, suffix string)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Send writes one line to the command's standard input.
+func (p *Proc) Send(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if _, err := fmt.Fprintf(p.stdin, format+"\n", args...); err != nil {
+		t.Fatalf("write to %s: %v", p.name, err)
+	}
+}
+
+// Kill kills the command at once (SIGKILL), as a crash or power cut would.
+func (p *Proc) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
 }
 
 type writerFunc func([]byte) (int, error)
