@@ -42,8 +42,12 @@ type slot struct {
 	// follow is set when this outbound exchange gave way to the peer's
 	// simultaneous one: its waiters take that one's result.
 	follow *slot
-	info   *KeyInfo
-	err    error
+	// ran is set, under the node lock, when the exchange's protocol run
+	// succeeded and it is about to install: from then on it never gives
+	// way, and a START from the peer waits for it to finish.
+	ran  bool
+	info *KeyInfo
+	err  error
 }
 
 // Exchange runs the key exchange with p (connecting through the host's
@@ -109,7 +113,7 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 	go func() {
 		defer n.wg.Done()
 		defer cancel()
-		info, err := n.initiate(ctx, p)
+		info, err := n.initiate(ctx, p, s)
 		if errors.Is(err, protocol.ErrConflict) {
 			// The peer started an exchange with us at the same moment and
 			// won the tie-break; its START is on the way. Wait for the
@@ -146,7 +150,7 @@ func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
 }
 
 // initiate runs one exchange as initiator.
-func (n *Node) initiate(ctx context.Context, p peer.ID) (*KeyInfo, error) {
+func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, error) {
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
 	if err != nil {
@@ -158,7 +162,7 @@ func (n *Node) initiate(ctx context.Context, p peer.ID) (*KeyInfo, error) {
 		return nil, err
 	}
 	defer release()
-	return n.run(ctx, s, protocol.Initiator)
+	return n.run(ctx, s, protocol.Initiator, sl)
 }
 
 // handleStream serves an inbound exchange.
@@ -214,7 +218,7 @@ func (n *Node) handleStream(s network.Stream) {
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	info, err := n.run(ctx, s, protocol.Responder)
+	info, err := n.run(ctx, s, protocol.Responder, si)
 	leave()
 	n.finish(p, si, info, err)
 }
@@ -239,9 +243,9 @@ func (n *Node) claimInbound(p peer.ID) (*slot, error) {
 			si := &slot{done: make(chan struct{})}
 			n.slots[p] = si
 			return si, nil
-		case cur.outbound && n.host.ID() < p:
+		case cur.outbound && !cur.ran && n.host.ID() < p:
 			return nil, protocol.ErrConflict
-		case cur.outbound:
+		case cur.outbound && !cur.ran:
 			si := &slot{done: make(chan struct{})}
 			n.slots[p] = si
 			cur.follow = si
@@ -264,6 +268,10 @@ func (n *Node) claimInbound(p peer.ID) (*slot, error) {
 	}
 }
 
+// errGaveWay ends an outbound exchange that gave way to the peer's
+// simultaneous one; its callers never see it (they follow the other).
+var errGaveWay = errors.New("exchange gave way to the peer's simultaneous one")
+
 // refuse answers an exchange the node will not run with ABORT and closes
 // the stream gracefully, so that the peer reads the status.
 func refuse(s network.Stream, reason error) {
@@ -276,7 +284,7 @@ func refuse(s network.Stream, reason error) {
 }
 
 // run drives one exchange over a prepared stream and installs its key.
-func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role) (*KeyInfo, error) {
+func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
 	p := s.Conn().RemotePeer()
 	m, err := n.machine(role, p, s.Conn().RemotePublicKey())
 	if err != nil {
@@ -298,6 +306,18 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role) (*
 		return nil, err
 	}
 	defer res.Wipe()
+	// Whether this exchange may install is decided under the node lock: an
+	// outbound exchange that gave way to the peer's simultaneous one must
+	// not (its callers take the other one's key, and the other one's epoch
+	// may be this one's), and past this point none gives way.
+	n.mu.Lock()
+	gaveWay := sl.follow != nil
+	sl.ran = true
+	n.mu.Unlock()
+	if gaveWay {
+		s.Reset()
+		return nil, errGaveWay
+	}
 	info, err := n.install(res)
 	if err != nil {
 		s.Reset()

@@ -307,3 +307,108 @@ func TestInboundLimitRefusesAtOnce(t *testing.T) {
 	var ae *protocol.AbortError
 	require.True(t, errors.As(err, &ae))
 }
+
+// TestStaggeredStart starts both peers' exchanges a little apart, so that
+// one side's START often arrives while the other's exchange is finishing
+// (the case the model check found: a late caller refused with CONFLICT and
+// left waiting, or two exchanges installing different keys at one epoch).
+// Every call must succeed, and both nodes must end on the same key.
+func TestStaggeredStart(t *testing.T) {
+	rounds := 40
+	if testing.Short() {
+		rounds = 8
+	}
+	a, b := newNode(t), newNode(t)
+	introduce(a, b)
+	introduce(b, a)
+	require.NoError(t, a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}))
+	for i := range rounds {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		first, second := a, b
+		if i%2 == 1 {
+			first, second = b, a
+		}
+		var wg sync.WaitGroup
+		var e1, e2 error
+		wg.Add(2)
+		go func() { defer wg.Done(); _, e1 = first.Exchange(ctx, second.ID()) }()
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%8) * 500 * time.Microsecond)
+			_, e2 = second.Exchange(ctx, first.ID())
+		}()
+		wg.Wait()
+		cancel()
+		require.NoError(t, e1, "round %d", i)
+		require.NoError(t, e2, "round %d", i)
+		// Both sides settle on one key at one epoch.
+		require.Eventually(t, func() bool {
+			ka, err1 := a.ActiveKey(b.ID())
+			kb, err2 := b.ActiveKey(a.ID())
+			return err1 == nil && err2 == nil && ka.Epoch == kb.Epoch && ka.Key.Equal(&kb.Key)
+		}, 10*time.Second, 5*time.Millisecond, "round %d", i)
+		for _, n := range []*Node{a, b} {
+			require.Eventually(t, func() bool {
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				return len(n.slots) == 0
+			}, 10*time.Second, time.Millisecond)
+		}
+	}
+}
+
+// slowCommitStore delays CommitExchange, holding an exchange in the window
+// between its successful run and its install.
+type slowCommitStore struct {
+	ps.Store
+	delay time.Duration
+}
+
+func (s slowCommitStore) CommitExchange(c ps.Commit) error {
+	time.Sleep(s.delay)
+	return s.Store.CommitExchange(c)
+}
+
+// TestStartWhilePeerInstalls: the smaller peer's outbound exchange has run
+// and is installing when the larger peer, which already finished its side,
+// starts the next exchange. The smaller peer must not refuse it as a
+// simultaneous start (nothing would hand the caller over: it would fail
+// with CONFLICT after a phase timeout); it waits for its install and then
+// answers, at the next epoch. Found by the model check (protocol/model).
+func TestStartWhilePeerInstalls(t *testing.T) {
+	var small, large *Node
+	for small == nil {
+		store := ps.NewMemory()
+		t.Cleanup(func() { store.Close() })
+		x := newNode(t, WithStore(slowCommitStore{Store: store, delay: 300 * time.Millisecond}), WithPhaseTimeout(2*time.Second))
+		y := newNode(t, WithPhaseTimeout(2*time.Second))
+		if x.ID() < y.ID() {
+			small, large = x, y
+		}
+	}
+	introduce(small, large)
+	introduce(large, small)
+	first := make(chan error, 1)
+	go func() {
+		_, err := small.Exchange(context.Background(), large.ID())
+		first <- err
+	}()
+	// Wait until the large peer has installed epoch 1 (the small one is
+	// still in its slow commit), then start the next exchange from it.
+	require.Eventually(t, func() bool {
+		k, err := large.ActiveKey(small.ID())
+		return err == nil && k.Epoch == 1
+	}, 10*time.Second, time.Millisecond)
+	large.mu.Lock()
+	for large.slots[small.ID()] != nil {
+		large.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		large.mu.Lock()
+	}
+	large.mu.Unlock()
+	info, err := large.Exchange(context.Background(), small.ID())
+	require.NoError(t, err)
+	require.EqualValues(t, 2, info.Epoch)
+	require.NoError(t, <-first)
+	requireSameKey(t, large, small, 2)
+}
