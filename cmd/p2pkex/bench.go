@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -83,7 +82,7 @@ Examples:
 			&cli.DurationFlag{Name: "latency", Value: 20 * time.Millisecond, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
 			&cli.IntFlag{Name: "rtt-samples", Value: 5, Usage: "exchanges timed on mocknet, per case"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
-			&cli.StringFlag{Name: "memprofile", Usage: "write heap profiles to `FILE` at the heap sample and to FILE.base at the baseline"},
+			&cli.StringFlag{Name: "memprofile", Usage: "write heap profiles of the exchanges in flight to `FILE` and of the baseline to FILE.base"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line"},
 		},
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -196,7 +195,7 @@ type benchSummary struct {
 	CPUSPerExch     float64  `json:"cpu_s_per_exchange"`
 	CoresUsed       float64  `json:"cores_used"`
 	HeapPerFlight   float64  `json:"heap_bytes_per_inflight"`
-	HeapInuseFlight float64  `json:"heap_inuse_bytes_per_inflight"`
+	HeapAllocFlight float64  `json:"heap_alloc_bytes_per_inflight"`
 	HeapInFlight    int      `json:"heap_sample_inflight"`
 
 	// The crypto floor, measured in this run.
@@ -506,6 +505,8 @@ type benchNodes struct {
 	responder  *node.Node
 	initiators []*node.Node
 	stores     []ps.Store
+	hosts      []host.Host
+	gate       gate // holds every write of every exchange while closed
 }
 
 func (b *benchNodes) close() {
@@ -520,8 +521,25 @@ func (b *benchNodes) close() {
 		}
 	}
 	wg.Wait()
+	// The initiators' hosts first: a host that closes while a thousand
+	// peers push identify updates to it can hang in libp2p's event bus.
+	for _, h := range b.hosts[min(1, len(b.hosts)):] {
+		if h != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.Close()
+			}()
+		}
+	}
+	wg.Wait()
+	if len(b.hosts) > 0 && b.hosts[0] != nil {
+		b.hosts[0].Close()
+	}
 	for _, s := range b.stores {
-		s.Close()
+		if s != nil {
+			s.Close()
+		}
 	}
 }
 
@@ -541,20 +559,31 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 	if err != nil {
 		return nil, err
 	}
+	// The nodes attach to hosts built here, with libp2p's defaults, so
+	// that their streams can pass through the gate.
 	common := []node.Option{node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)}
-	st := newBenchStore(cfg.bothKeys)
-	b.stores = append(b.stores, st)
-	b.responder, err = node.New(ctx, append(common, node.WithStore(st),
-		node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"),
-		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer),
-		node.WithLibp2pOptions(libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)))...)
+	b.hosts = make([]host.Host, 1+cfg.peers)
+	b.stores = make([]ps.Store, 1+cfg.peers)
+	start := func(i int, hostOpts []libp2p.Option, opts ...node.Option) (*node.Node, error) {
+		h, err := libp2p.New(hostOpts...)
+		if err != nil {
+			return nil, err
+		}
+		b.hosts[i] = h
+		b.stores[i] = newBenchStore(cfg.bothKeys)
+		return node.New(ctx, slices.Concat(common, []node.Option{node.WithHost(gateHost{h, &b.gate}), node.WithStore(b.stores[i])}, opts)...)
+	}
+	b.responder, err = start(0, []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)},
+		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer))
 	if err != nil {
-		rm.Close()
+		if b.hosts[0] == nil {
+			rm.Close()
+		}
 		return nil, fmt.Errorf("responder: %w", err)
 	}
 	target := peer.AddrInfo{ID: b.responder.ID(), Addrs: b.responder.Host().Addrs()}
 	b.initiators = make([]*node.Node, cfg.peers)
-	b.stores = append(b.stores, make([]ps.Store, cfg.peers)...)
 	errs := make([]error, cfg.peers)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 2*runtime.GOMAXPROCS(0))
@@ -564,10 +593,7 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			st := newBenchStore(cfg.bothKeys)
-			b.stores[1+i] = st
-			n, err := node.New(ctx, append(common, node.WithStore(st),
-				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
+			n, err := start(1+i, []libp2p.Option{libp2p.NoListenAddrs})
 			if err != nil {
 				errs[i] = err
 				return
@@ -701,62 +727,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		}
 		defer pprof.StopCPUProfile()
 	}
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	liveBefore, _ := heapLive()
-
-	// One heap sample half-way through: the live heap as marked by a
-	// collection started then, with the load in flight.
 	var start time.Time // of the load
-	var (
-		heapTaken  bool
-		heapCycles uint64 // collections before half-way
-	)
-	sampleHeap := func(final bool) {
-		if heapTaken {
-			return
-		}
-		half := done.Load() >= int64(cfg.count)/2
-		if cfg.duration > 0 {
-			half = time.Since(start) >= cfg.duration/2
-		}
-		if !half && !final {
-			return
-		}
-		live, cycles := heapLive()
-		if heapCycles == 0 {
-			// The caller of runtime.GC sweeps the whole heap before it
-			// returns, yielding after every span: with a thousand
-			// exchanges runnable that takes until the load ends. The
-			// collection's marking, which sets the live heap, is done
-			// long before; wait for that.
-			heapCycles = cycles
-			go runtime.GC()
-		}
-		if cycles == heapCycles && !final {
-			return
-		}
-		heapTaken = true
-		flight := inFlight.Load()
-		var now runtime.MemStats
-		runtime.ReadMemStats(&now)
-		sum.HeapInFlight = int(flight)
-		if flight > 0 {
-			sum.HeapPerFlight = (float64(live) - float64(liveBefore)) / float64(flight)
-			sum.HeapInuseFlight = (float64(now.HeapInuse) - float64(before.HeapInuse)) / float64(flight)
-		}
-		if cfg.memProfile != "" {
-			if err := writeHeapProfile(cfg.memProfile); err != nil {
-				say("heap profile: %v", err)
-			}
-		}
-	}
-	if cfg.memProfile != "" {
-		if err := writeHeapProfile(cfg.memProfile + ".base"); err != nil {
-			return err
-		}
-	}
 
 	say("load: %d exchanges in flight, %s", cfg.concurrency, map[bool]string{
 		true: fmt.Sprintf("for %v", cfg.duration), false: fmt.Sprintf("%d exchanges", cfg.count)}[cfg.duration > 0])
@@ -769,16 +740,11 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		defer close(progressDone)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
-		sample := time.NewTicker(10 * time.Millisecond)
-		defer sample.Stop()
 		last, lastT := int64(0), start
 		for {
 			select {
 			case <-stopProgress:
 				return
-			case <-sample.C:
-				sampleHeap(false)
-				continue
 			case t := <-tick.C:
 				d := done.Load()
 				fmt.Fprintf(progress, "bench: %6.1fs  %d done, %d failed, %.0f/s, %d in flight\n",
@@ -834,7 +800,6 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		sum.FloorInLoadCPUS = (probe.cpu / time.Duration(probe.n)).Seconds()
 		sum.FloorInLoadSamples = probe.n
 	}
-	sampleHeap(true) // if the load ended before a collection ran
 
 	slices.Sort(latencies)
 	sum.Exchanges = len(latencies)
@@ -856,7 +821,107 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	}
 	say("load done: %d exchanges, %d failed, %.0f/s, p50 %.2f ms, p99 %.2f ms", sum.Exchanges, sum.Failures,
 		sum.ExchangesPerS, sum.P50Ms, sum.P99Ms)
-	return nil
+
+	say("heap: %d exchanges in flight, brought to rest", cfg.concurrency)
+	return measureHeap(ctx, cfg, nodes, exchange, sum)
+}
+
+// measureHeap runs the load again, untimed, with cfg.concurrency exchanges
+// in flight. Once every worker has finished one exchange it closes the
+// gate: each exchange runs on to its next write and stops there, holding
+// what it holds while it waits for the network. When the process is at
+// rest, the heap in use after a collection, less the baseline taken before,
+// divided by the exchanges in flight, is the heap per exchange in flight.
+// (Sampling the heap in the middle of the timed load instead measures the
+// scheduler: which exchanges happen to be preempted in the middle of their
+// cryptography; and runtime.GC does not return there while a thousand
+// exchanges are runnable.)
+func measureHeap(ctx context.Context, cfg *benchConfig, nodes *benchNodes,
+	exchange func(*node.Node) (time.Duration, error), sum *benchSummary) error {
+	if err := nodes.waitInstalled(ctx); err != nil {
+		return err
+	}
+	runtime.GC()
+	var before, now runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if cfg.memProfile != "" {
+		if err := writeHeapProfile(cfg.memProfile + ".base"); err != nil {
+			return err
+		}
+	}
+	free := make(chan *node.Node, len(nodes.initiators))
+	for _, n := range nodes.initiators {
+		free <- n
+	}
+	var inFlight, done, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range cfg.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := <-free
+				inFlight.Add(1)
+				if _, err := exchange(n); err != nil {
+					failed.Add(1)
+				}
+				inFlight.Add(-1)
+				free <- n
+				done.Add(1)
+			}
+		}()
+	}
+	for done.Load() < int64(cfg.concurrency) && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	nodes.gate.close()
+	rest := waitForRest(10 * time.Second)
+	runtime.GC()
+	runtime.ReadMemStats(&now)
+	flight := inFlight.Load()
+	var profErr error
+	if cfg.memProfile != "" {
+		profErr = writeHeapProfile(cfg.memProfile)
+	}
+	close(stop)
+	nodes.gate.open()
+	wg.Wait()
+	if profErr != nil {
+		return profErr
+	}
+	if !rest {
+		return errors.New("heap: the exchanges did not come to rest at the gate")
+	}
+	if f := failed.Load(); f > 0 {
+		return fmt.Errorf("heap: %d exchanges failed", f)
+	}
+	sum.HeapInFlight = int(flight)
+	if flight > 0 {
+		sum.HeapPerFlight = (float64(now.HeapInuse) - float64(before.HeapInuse)) / float64(flight)
+		sum.HeapAllocFlight = (float64(now.HeapAlloc) - float64(before.HeapAlloc)) / float64(flight)
+	}
+	return nodes.waitInstalled(ctx)
+}
+
+// waitForRest waits until the process uses less than a tenth of one CPU
+// over 50 ms, or until timeout.
+func waitForRest(timeout time.Duration) bool {
+	const interval = 50 * time.Millisecond
+	end := time.Now().Add(timeout)
+	for time.Now().Before(end) {
+		c := processCPU()
+		time.Sleep(interval)
+		if processCPU()-c < interval/10 {
+			return true
+		}
+	}
+	return false
 }
 
 // pingRTT returns the median of rounds libp2p ping round trips from n to p.
@@ -1030,13 +1095,51 @@ func writeHeapProfile(name string) error {
 	return f.Close()
 }
 
-// heapLive returns the heap the last collection found live, and how many
-// collections have run.
-func heapLive() (live, cycles uint64) {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
-		return 0, 0
+// gate holds every write of every exchange of the load while it is closed,
+// so that the exchanges in flight come to rest for the heap measurement.
+type gate struct{ closed atomic.Pointer[chan struct{}] }
+
+func (g *gate) wait() {
+	if ch := g.closed.Load(); ch != nil {
+		<-*ch
 	}
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
+}
+
+func (g *gate) close() {
+	ch := make(chan struct{})
+	g.closed.Store(&ch)
+}
+
+func (g *gate) open() {
+	if ch := g.closed.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
+// gateHost passes the streams of its node through a gate.
+type gateHost struct {
+	host.Host
+	gate *gate
+}
+
+func (h gateHost) NewStream(ctx context.Context, p peer.ID, pids ...libp2pprotocol.ID) (network.Stream, error) {
+	s, err := h.Host.NewStream(ctx, p, pids...)
+	if err != nil {
+		return nil, err
+	}
+	return gateStream{s, h.gate}, nil
+}
+
+func (h gateHost) SetStreamHandler(pid libp2pprotocol.ID, handler network.StreamHandler) {
+	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(gateStream{s, h.gate}) })
+}
+
+type gateStream struct {
+	network.Stream
+	gate *gate
+}
+
+func (s gateStream) Write(b []byte) (int, error) {
+	s.gate.wait()
+	return s.Stream.Write(b)
 }
