@@ -55,10 +55,16 @@ func SetServiceLimits(limits *rcmgr.ScalingLimitConfig, total, perPeer, noticeSi
 		Streams:         2 * total,
 		Memory:          2 * int64(total) * res,
 	}, rcmgr.BaseLimitIncrease{})
+	// One inbound stream more than perPeer: libp2p frees the scope of an
+	// inbound stream only when its handler has returned, which can be after
+	// the handler handed the peer's slot on and the peer, its next exchange
+	// done, started the one after (found by BenchmarkExchangeLoopback: back
+	// to back exchanges were refused with BUSY). The node's own counters
+	// still admit perPeer.
 	limits.AddServicePeerLimit(protocol.ServiceName, rcmgr.BaseLimit{
-		StreamsInbound:  perPeer,
+		StreamsInbound:  perPeer + 1,
 		StreamsOutbound: 1,
-		Streams:         perPeer + 1,
+		Streams:         perPeer + 2,
 		Memory:          int64(perPeer+1) * res,
 	}, rcmgr.BaseLimitIncrease{})
 	pp, inc := limits.ProtocolPeerBaseLimit, limits.ProtocolPeerLimitIncrease
