@@ -41,7 +41,7 @@ import (
 const (
 	benchFloorRounds  = 200 // crypto floor of an exchange, timed in-process
 	benchNoiseRounds  = 200 // Noise XX handshakes over loopback TCP
-	benchIdleRounds   = 50  // exchanges one at a time on an existing connection
+	benchIdleRounds   = 100 // exchanges one at a time, alternating with Noise handshakes
 	benchPingRounds   = 50  // libp2p ping round trips on loopback
 	benchExchangeWait = time.Minute
 )
@@ -287,7 +287,6 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	sum.FloorRatePerS = float64(sum.GOMAXPROCS) / floor.Seconds()
 	sum.NoiseCPUS = ((before.noiseCPU + after.noiseCPU) / 2).Seconds()
 	sum.NoiseCPUSBeforeAfter = [2]float64{before.noiseCPU.Seconds(), after.noiseCPU.Seconds()}
-	sum.NoiseP50Ms = ms((before.noiseP50 + after.noiseP50) / 2)
 	sum.RatioCPUVsFloor = sum.CPUSPerExch / sum.FloorCPUS
 	if sum.FloorInLoadCPUS > 0 {
 		sum.RatioCPUVsFloorInLoad = sum.CPUSPerExch / sum.FloorInLoadCPUS
@@ -308,7 +307,7 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 // anchors are the side measurements the load is compared with.
 type anchors struct {
 	floorCPU, floorWall time.Duration // per exchange, both sides
-	noiseCPU, noiseP50  time.Duration // per handshake, both sides
+	noiseCPU            time.Duration // per handshake, both sides
 }
 
 func (a *anchors) measure(suite protocol.Suite, say func(string, ...any)) error {
@@ -325,7 +324,7 @@ func (a *anchors) measure(suite protocol.Suite, say func(string, ...any)) error 
 		a.floorCPU = a.floorWall
 	}
 	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
-	if a.noiseCPU, a.noiseP50, err = measureNoise(benchNoiseRounds); err != nil {
+	if a.noiseCPU, err = measureNoise(benchNoiseRounds); err != nil {
 		return fmt.Errorf("noise handshakes: %w", err)
 	}
 	return nil
@@ -387,84 +386,100 @@ func (p *floorProbe) finish() {
 	<-p.done
 }
 
-// measureNoise runs rounds libp2p Noise XX handshakes (Ed25519 identities)
-// over loopback TCP connections dialled beforehand, in batches, and returns
-// the process CPU time per handshake (both sides) and the median wall time.
-func measureNoise(rounds int) (cpu, p50 time.Duration, err error) {
-	var tpt [2]*noise.Transport
-	var ids [2]peer.ID
-	for i := range tpt {
+// noiseBench runs libp2p Noise XX handshakes between two Ed25519
+// identities over loopback TCP connections.
+type noiseBench struct {
+	tpt [2]*noise.Transport
+	ids [2]peer.ID
+	l   net.Listener
+}
+
+func newNoiseBench() (*noiseBench, error) {
+	nb := &noiseBench{}
+	for i := range nb.tpt {
 		sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
-		if tpt[i], err = noise.New(noise.ID, sk, nil); err != nil {
-			return 0, 0, err
+		if nb.tpt[i], err = noise.New(noise.ID, sk, nil); err != nil {
+			return nil, err
 		}
-		if ids[i], err = peer.IDFromPrivateKey(sk); err != nil {
-			return 0, 0, err
+		if nb.ids[i], err = peer.IDFromPrivateKey(sk); err != nil {
+			return nil, err
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, err
+	var err error
+	if nb.l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, err
 	}
-	defer l.Close()
+	return nb, nil
+}
+
+func (nb *noiseBench) close() { nb.l.Close() }
+
+// dial returns both ends of a new loopback TCP connection.
+func (nb *noiseBench) dial() ([2]net.Conn, error) {
+	c, s, err := loopbackPair(nb.l)
+	return [2]net.Conn{c, s}, err
+}
+
+// handshake runs one handshake over cs, until both sides have finished,
+// and closes cs.
+func (nb *noiseBench) handshake(cs [2]net.Conn) error {
+	defer cs[0].Close()
+	defer cs[1].Close()
 	ctx := context.Background()
-	handshake := func(client, server net.Conn) error {
-		done := make(chan error, 1)
-		go func() {
-			_, err := tpt[1].SecureInbound(ctx, server, ids[0])
-			done <- err
-		}()
-		_, err := tpt[0].SecureOutbound(ctx, client, ids[1])
-		return errors.Join(err, <-done)
+	done := make(chan error, 1)
+	go func() {
+		_, err := nb.tpt[1].SecureInbound(ctx, cs[1], nb.ids[0])
+		done <- err
+	}()
+	_, err := nb.tpt[0].SecureOutbound(ctx, cs[0], nb.ids[1])
+	return errors.Join(err, <-done)
+}
+
+// measureNoise runs rounds handshakes over connections dialled
+// beforehand, in batches, and returns the process CPU time per handshake
+// (both sides).
+func measureNoise(rounds int) (cpu time.Duration, err error) {
+	nb, err := newNoiseBench()
+	if err != nil {
+		return 0, err
 	}
-	pair := func() ([2]net.Conn, error) {
-		c, s, err := loopbackPair(l)
-		return [2]net.Conn{c, s}, err
-	}
+	defer nb.close()
 	// One untimed handshake warms up.
-	cs, err := pair()
+	cs, err := nb.dial()
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	err = handshake(cs[0], cs[1])
-	cs[0].Close()
-	cs[1].Close()
-	if err != nil {
-		return 0, 0, err
+	if err := nb.handshake(cs); err != nil {
+		return 0, err
 	}
 	// The connections of a batch are dialled before its CPU time is taken.
-	walls := make([]time.Duration, 0, rounds)
 	const batch = 50
-	for len(walls) < rounds {
+	for done := 0; done < rounds; {
 		conns := make([][2]net.Conn, 0, batch)
-		for range min(batch, rounds-len(walls)) {
-			cs, err := pair()
+		for range min(batch, rounds-done) {
+			cs, err := nb.dial()
 			if err != nil {
-				return 0, 0, err
+				return 0, err
 			}
 			conns = append(conns, cs)
 		}
 		start := processCPU()
-		for _, cs := range conns {
-			t := time.Now()
-			if err = handshake(cs[0], cs[1]); err != nil {
-				break
+		for i, cs := range conns {
+			if err = nb.handshake(cs); err != nil {
+				for _, rest := range conns[i+1:] {
+					rest[0].Close()
+					rest[1].Close()
+				}
+				return 0, err
 			}
-			walls = append(walls, time.Since(t))
 		}
 		cpu += processCPU() - start
-		for _, cs := range conns {
-			cs[0].Close()
-			cs[1].Close()
-		}
-		if err != nil {
-			return 0, 0, err
-		}
+		done += len(conns)
 	}
-	return cpu / time.Duration(rounds), median(walls), nil
+	return cpu / time.Duration(rounds), nil
 }
 
 // loopbackPair returns both ends of a new TCP connection to l.
@@ -681,16 +696,35 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		}
 	}
 
-	say("%d exchanges one at a time, %d pings", benchIdleRounds, benchPingRounds)
+	// Exchanges one at a time on an existing connection, each followed by
+	// a Noise XX handshake over a fresh loopback TCP connection (dialled
+	// outside the timing), so that both see the same conditions.
+	say("%d exchanges one at a time, each followed by a Noise XX handshake; %d pings", benchIdleRounds, benchPingRounds)
+	nb, err := newNoiseBench()
+	if err != nil {
+		return err
+	}
+	defer nb.close()
 	idle := make([]time.Duration, 0, benchIdleRounds)
+	hs := make([]time.Duration, 0, benchIdleRounds)
 	for range benchIdleRounds {
 		d, err := exchange(nodes.initiators[0])
 		if err != nil {
 			return fmt.Errorf("exchange one at a time: %w", err)
 		}
 		idle = append(idle, d)
+		cs, err := nb.dial()
+		if err != nil {
+			return err
+		}
+		t := time.Now()
+		if err := nb.handshake(cs); err != nil {
+			return fmt.Errorf("noise handshake: %w", err)
+		}
+		hs = append(hs, time.Since(t))
 	}
 	sum.IdleExchangeP50Ms = ms(median(idle))
+	sum.NoiseP50Ms = ms(median(hs))
 	rtt, err := pingRTT(ctx, nodes.initiators[0], resp, benchPingRounds)
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
