@@ -52,24 +52,27 @@ func benchCommand() *cli.Command {
 		Usage: "measure exchanges under load against the crypto floor and a Noise handshake",
 		Description: `One responder node and --peers initiator nodes run in this process on
 127.0.0.1, with --concurrency exchanges in flight, for --count exchanges or
-for --duration. Before the load the same run times, in this process:
-  - the crypto floor of one exchange (seal, sign, verify and open, both sides);
-  - libp2p Noise XX handshakes over loopback TCP (CPU and median wall time);
-  - exchanges one at a time on an existing connection, and libp2p pings.
-After it, two nodes on a go-libp2p mocknet with --latency per direction
-count the round trips of an exchange with both records known and with both
-sent. A progress line goes to stderr every second; a JSON summary goes to
-stdout. docs/PERFORMANCE.md explains every field.
+for --duration. The same run also measures, in this process:
+  - the crypto floor of one exchange (seal, sign, verify and open, both
+    sides), before and after the load, and again beside it;
+  - libp2p Noise XX handshakes over loopback TCP, before and after the load;
+  - exchanges one at a time on an existing connection, each followed by a
+    Noise XX handshake, and libp2p pings;
+  - the heap per exchange in flight, with the exchanges brought to rest;
+  - on a go-libp2p mocknet with --latency per direction, the round trips of
+    an exchange with both records known and with both sent.
+A progress line goes to stderr every second; a JSON summary goes to stdout.
+docs/PERFORMANCE.md explains every field.
 
 Stores are in memory; every node listens on 127.0.0.1 only. The responder
 runs with the resource manager's limits lifted and its inbound-exchange limit
-raised to the concurrency, so that the load measures the exchange, not the
-limits.
+raised to twice the concurrency, so that the load measures the exchange, not
+the limits.
 
 Examples:
   p2pkex bench
   p2pkex bench --concurrency 64 --count 10000
-  p2pkex bench --peers 1000 --concurrency 1000 --count 10000
+  p2pkex bench --peers 1000 --concurrency 1000 --count 10000 --latency 0
   p2pkex bench --duration 30s --suite X25519 --cpuprofile cpu.out`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "peers", Usage: "initiator nodes (default: the concurrency; at least the concurrency)"},

@@ -175,17 +175,21 @@ func (p *panel) series(xs, ys []float64, class string, points bool) {
 	}
 }
 
-func (p *panel) legend(items [][2]string) {
+// legend lists items at the top left of the panel, or at the bottom left.
+func (p *panel) legend(items [][2]string, bottom bool) {
+	top := p.y + 14
+	if bottom {
+		top = p.y + p.h - 8 - float64(len(items)-1)*16
+	}
 	for i, it := range items {
-		y := p.y + 14 + float64(i)*16
+		y := top + float64(i)*16
 		fmt.Fprintf(p.sb, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" class="%s"/>`+"\n", p.x+10, y-4, p.x+34, y-4, it[0])
 		fmt.Fprintf(p.sb, `<text x="%.1f" y="%.1f" class="legend">%s</text>`+"\n", p.x+40, y, esc(it[1]))
 	}
 }
 
 func draw(w io.Writer, runs []run, title string) error {
-	var xs, p50, p99, rate []float64
-	floorRate := 0.0
+	var xs, p50, p99, rate, floors []float64
 	for _, r := range runs {
 		if r.P50Ms <= 0 || r.P99Ms <= 0 {
 			return fmt.Errorf("run at concurrency %d has no latencies", r.Concurrency)
@@ -194,7 +198,15 @@ func draw(w io.Writer, runs []run, title string) error {
 		p50 = append(p50, r.P50Ms)
 		p99 = append(p99, r.P99Ms)
 		rate = append(rate, r.ExchangesPerS)
-		floorRate = math.Max(floorRate, r.FloorRatePerS)
+		if r.FloorRatePerS > 0 {
+			floors = append(floors, r.FloorRatePerS)
+		}
+	}
+	// Each run measured its own floor; the line is their median.
+	floorRate := 0.0
+	if len(floors) > 0 {
+		sort.Float64s(floors)
+		floorRate = floors[len(floors)/2]
 	}
 	if title == "" {
 		title = fmt.Sprintf("p2pkex bench: %s, keys %s, GOMAXPROCS %d", runs[0].Suite, runs[0].Keys, runs[0].GOMAXPROCS)
@@ -234,7 +246,7 @@ func draw(w io.Writer, runs []run, title string) error {
 	lat.axes()
 	lat.series(xs, p50, "p50", true)
 	lat.series(xs, p99, "p99", true)
-	lat.legend([][2]string{{"p50", "median"}, {"p99", "99th percentile"}})
+	lat.legend([][2]string{{"p50", "median"}, {"p99", "99th percentile"}}, false)
 
 	// Throughput, linear y from 0.
 	top := math.Max(maxOf(rate), floorRate)
@@ -249,10 +261,10 @@ func draw(w io.Writer, runs []run, title string) error {
 	if floorRate > 0 {
 		thr.series([]float64{xmin, xmax}, []float64{floorRate, floorRate}, "floor", false)
 		thr.series([]float64{xmin, xmax}, []float64{0.7 * floorRate, 0.7 * floorRate}, "target", false)
-		items = append(items, [2]string{"floor", "crypto floor on all CPUs"}, [2]string{"target", "70% of the floor (target)"})
+		items = append(items, [2]string{"floor", "crypto floor on all CPUs (median of the runs)"}, [2]string{"target", "70% of the floor (target)"})
 	}
 	thr.series(xs, rate, "rate", true)
-	thr.legend(items)
+	thr.legend(items, true)
 
 	failures := 0
 	for _, r := range runs {

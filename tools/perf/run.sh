@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces the figures of docs/PERFORMANCE.md on this machine. Everything
-# runs on 127.0.0.1 or in memory. Results go to $OUT (default ./perf-out);
-# the chart is redrawn into docs/performance.svg. Takes about 15 minutes on
+# runs on 127.0.0.1 or in memory. Results go to $OUT (default /tmp/p2pkex-perf);
+# the chart is redrawn into docs/performance.svg. Takes about 10 minutes on
 # two cores. Run it on an otherwise idle machine: every file records the
 # load average it started with.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-perf-out}
+OUT=${OUT:-${TMPDIR:-/tmp}/p2pkex-perf}
 RUNS=${RUNS:-5}
 mkdir -p "$OUT"
 go build -o "$OUT/p2pkex" ./cmd/p2pkex
