@@ -726,18 +726,14 @@ func (m *Machine) consumeKey(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, err
 	}
 	if item == nil {
-		m.keyAsm.add(c)
-		m.tr.absorb(m.role.other(), frame)
-		m.receivedEvent(pb.Notice_KEY, len(frame))
+		m.acceptChunk(&m.keyAsm, pb.Notice_KEY, c, frame)
 		return []Frame{}, nil
 	}
 	rec, err := m.validateRecord(item)
 	if err != nil {
 		return nil, err
 	}
-	m.keyAsm.add(c)
-	m.tr.absorb(m.role.other(), frame)
-	m.receivedEvent(pb.Notice_KEY, len(frame))
+	m.acceptChunk(&m.keyAsm, pb.Notice_KEY, c, frame)
 	m.keyGot = true
 	m.peerRecord = rec
 	m.received = true
@@ -770,6 +766,14 @@ func (m *Machine) validateRecord(envelope []byte) (*PeerRecord, error) {
 		}
 	}
 	return rec, nil
+}
+
+// acceptChunk takes a chunk that check accepted: into the reassembly, the
+// transcript (as the peer's) and the events.
+func (m *Machine) acceptChunk(asm *reassembly, t pb.Notice_Type, c *pb.Chunk, frame []byte) {
+	asm.add(c)
+	m.tr.absorb(m.role.other(), frame)
+	m.receivedEvent(t, len(frame))
 }
 
 // consumeKeyReceived is phase 2, step 3: the peer has our record.
@@ -836,9 +840,7 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, err
 	}
 	if item == nil {
-		m.partAsm.add(c)
-		m.tr.absorb(m.role.other(), frame)
-		m.receivedEvent(pb.Notice_PART, len(frame))
+		m.acceptChunk(&m.partAsm, pb.Notice_PART, c, frame)
 		return []Frame{}, nil
 	}
 	var sp pb.SealedPart
@@ -874,9 +876,7 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, err
 	}
 	// Accepted.
-	m.partAsm.add(c)
-	m.tr.absorb(peerRole, frame)
-	m.receivedEvent(pb.Notice_PART, len(frame))
+	m.acceptChunk(&m.partAsm, pb.Notice_PART, c, frame)
 	m.t3 = m.tr.checkpoint(stagePhase3)
 	m.secrets = secrets
 	clear(m.part[:])

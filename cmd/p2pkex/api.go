@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/p2pkex/p2pkex/node"
 )
 
@@ -95,8 +97,7 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 	})
 	mux.HandleFunc("POST /v0/exchange", func(w http.ResponseWriter, r *http.Request) {
 		var req exchangeRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
-			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		if !decodeRequest(w, r, 4096, &req) {
 			return
 		}
 		apiExchange(r.Context(), n, req.Addr, w)
@@ -179,6 +180,31 @@ func apiExchange(ctx context.Context, n *node.Node, addr string, w http.Response
 func toJSON(info *node.KeyInfo) *exchangeJSON {
 	return &exchangeJSON{Peer: info.Peer.String(), Epoch: info.Epoch, KeyID: info.KeyID.String(),
 		SentOwnKey: info.SentOwnKey, ReceivedPeerKey: info.ReceivedPeerKey}
+}
+
+// decodeRequest reads a JSON request body of at most limit bytes into v;
+// on error it answers 400 and returns false.
+func decodeRequest(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	if err := json.NewDecoder(io.LimitReader(r.Body, limit)).Decode(v); err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+// requestPeer parses a request's full peer address and refuses the node's
+// own; on error it answers 400 and returns false.
+func requestPeer(w http.ResponseWriter, n *node.Node, addr string) (*peer.AddrInfo, bool) {
+	pi, err := parsePeerAddr(addr)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	if pi.ID == n.ID() {
+		http.Error(w, fmt.Sprintf("%s is this node's own peer ID", pi.ID), http.StatusBadRequest)
+		return nil, false
+	}
+	return pi, true
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

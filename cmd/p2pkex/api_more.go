@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -159,17 +157,11 @@ func serveMoreAPI(mux *http.ServeMux, n *node.Node, dir, sock string) (stop func
 	})
 	mux.HandleFunc("POST /v0/connect", func(w http.ResponseWriter, r *http.Request) {
 		var req connectRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
-			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		if !decodeRequest(w, r, 4096, &req) {
 			return
 		}
-		pi, err := parsePeerAddr(req.Addr)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if pi.ID == n.ID() {
-			http.Error(w, fmt.Sprintf("%s is this node's own peer ID", pi.ID), http.StatusBadRequest)
+		pi, ok := requestPeer(w, n, req.Addr)
+		if !ok {
 			return
 		}
 		if len(pi.Addrs) == 0 {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -119,8 +118,7 @@ func handleTrustAPI(mux *http.ServeMux, n *node.Node) {
 	})
 	mux.HandleFunc("POST /v0/verify", func(w http.ResponseWriter, r *http.Request) {
 		var req verifyRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
-			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		if !decodeRequest(w, r, 4096, &req) {
 			return
 		}
 		verify(w, req.Peer, true)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -134,17 +133,11 @@ func handleSendAPI(mux *http.ServeMux, n *node.Node) {
 	mux.HandleFunc("POST /v0/send", func(w http.ResponseWriter, r *http.Request) {
 		var req sendRequest
 		// JSON escaping can grow a message up to six times.
-		if err := json.NewDecoder(io.LimitReader(r.Body, 6*node.DefaultMaxMessageSize+4096)).Decode(&req); err != nil {
-			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		if !decodeRequest(w, r, 6*node.DefaultMaxMessageSize+4096, &req) {
 			return
 		}
-		pi, err := parsePeerAddr(req.Addr)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if pi.ID == n.ID() {
-			http.Error(w, fmt.Sprintf("%s is this node's own peer ID", pi.ID), http.StatusBadRequest)
+		pi, ok := requestPeer(w, n, req.Addr)
+		if !ok {
 			return
 		}
 		if err := connectAndSend(r.Context(), n, pi, []byte(req.Message)); err != nil {
