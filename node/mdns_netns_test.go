@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sync"
 	"testing"
 	"time"
@@ -55,10 +56,28 @@ func TestMDNSAcrossNetns(t *testing.T) {
 // does nothing unless started by it. It prints "ready <peer ID>", then
 // "discovered <peer ID> via mdns" for each peer found and "exchange with
 // <peer ID>: <key ID>" for each exchange, and stops when stdin closes.
+//
+// So that a failure says why, it also prints, each line starting with
+// "# " and the time since start: every event of the node (exchange steps,
+// failures with their error), what each Exchange call returned, the peers
+// found before the subscription began, and, when it stops, the state of
+// every discovered peer (connectedness, connections, known addresses) and
+// how many events its subscription lost.
 func TestMDNSChild(t *testing.T) {
 	if os.Getenv("P2PKEX_MDNS_CHILD") != "1" {
 		t.Skip("runs only inside TestMDNSAcrossNetns")
 	}
+	begin := time.Now()
+	var out sync.Mutex
+	say := func(format string, args ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+	note := func(format string, args ...any) {
+		say("# %7.3fs "+format, append([]any{time.Since(begin).Seconds()}, args...)...)
+	}
+
 	n, err := New(context.Background(),
 		WithListenAddrs(os.Getenv("P2PKEX_MDNS_LISTEN")),
 		WithMDNS(DefaultMDNSService))
@@ -67,23 +86,39 @@ func TestMDNSChild(t *testing.T) {
 	events, stop := n.Subscribe(0)
 	defer stop()
 
-	var out sync.Mutex
-	say := func(format string, args ...any) {
-		out.Lock()
-		defer out.Unlock()
-		fmt.Printf(format+"\n", args...)
+	state := func(p peer.ID) {
+		net := n.Host().Network()
+		note("peer %s: %s, %d connection(s), addresses %v", p, net.Connectedness(p), len(net.ConnsToPeer(p)), n.Host().Peerstore().Addrs(p))
+		for _, c := range net.ConnsToPeer(p) {
+			note("  connection %s -> %s (%s, opened %s ago, %d stream(s))", c.LocalMultiaddr(), c.RemoteMultiaddr(),
+				c.Stat().Direction, time.Since(c.Stat().Opened).Round(time.Millisecond), len(c.GetStreams()))
+		}
 	}
+	defer func() {
+		note("stopping; %d event(s) lost to a full subscription", n.DroppedEvents())
+		for _, d := range n.DiscoveredPeers() {
+			state(d.ID)
+		}
+	}()
+
 	say("ready %s", n.ID())
+	note("listening on %v", n.Addrs())
 	// Peers found before the subscription began.
 	for _, d := range n.DiscoveredPeers() {
+		note("%s was found before the subscription began, at %s", d.ID, d.First.Format(time.RFC3339Nano))
 		say("discovered %s via %s", d.ID, d.Sources[0])
 	}
 
+	// The parent stops the child by closing stdin and, at once, SIGINT:
+	// both end the loop, so that the state above is printed.
 	stdinClosed := make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
 		close(stdinClosed)
 	}()
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	defer signal.Stop(interrupted)
 	exchange := os.Getenv("P2PKEX_MDNS_EXCHANGE") == "true"
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -93,11 +128,14 @@ func TestMDNSChild(t *testing.T) {
 		select {
 		case <-stdinClosed:
 			return
+		case <-interrupted:
+			return
 		case <-time.After(2 * time.Minute):
 			t.Fatal("not stopped by the parent")
 		case e := <-events:
 			switch e.Kind {
 			case EventDiscovered:
+				note("event discovered %s via %s, addresses %v", e.Peer, e.Source, e.Discovered.Addrs)
 				say("discovered %s via %s", e.Peer, e.Source)
 				if exchange {
 					wg.Add(1)
@@ -105,13 +143,27 @@ func TestMDNSChild(t *testing.T) {
 						defer wg.Done()
 						ectx, ecancel := context.WithTimeout(ctx, 30*time.Second)
 						defer ecancel()
-						if _, err := n.Exchange(ectx, p); err != nil {
+						note("Exchange(%s) called", p)
+						info, err := n.Exchange(ectx, p)
+						if err != nil {
+							note("Exchange(%s) returned error: %v", p, err)
 							say("exchange with %s failed: %v", p, err)
+							state(p)
+							return
 						}
+						note("Exchange(%s) returned key %s, role %s, epoch %d", p, info.KeyID, info.Role, info.Epoch)
 					}(e.Peer)
 				}
+			case EventStep:
+				note("event step %s: %s %s %s %s", e.Peer, e.Step.Role, e.Step.Kind, e.Step.Phase, e.Step.Notice)
+			case EventFailed:
+				note("event failed %s: %v", e.Peer, e.Err)
+				state(e.Peer)
 			case EventDone:
+				note("event done %s: key %s, role %s, epoch %d", e.Peer, e.Info.KeyID, e.Info.Role, e.Info.Epoch)
 				say("exchange with %s: %s", e.Peer, e.Info.KeyID)
+			default:
+				note("event %s %s", e.Kind, e.Peer)
 			}
 		}
 	}
