@@ -154,7 +154,7 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
 	if err != nil {
-		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
+		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, n.identityChanged(p, err))
 	}
 	release, err := protocol.PrepareStream(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
 	if err != nil {

@@ -298,9 +298,11 @@ func (n *Node) Fingerprint() protocol.Fingerprint {
 	return n.xkey.Fingerprint
 }
 
-// Connect connects to a peer by address.
+// Connect connects to a peer by address. If an address of a known peer
+// answers with another identity, the error is an *IdentityChangeError
+// (identity.go).
 func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
-	return n.host.Connect(ctx, pi)
+	return n.identityChanged(pi.ID, n.host.Connect(ctx, pi))
 }
 
 // ActiveKey returns the session key currently in use with p: the one with

@@ -30,6 +30,9 @@ package node
 //
 // An unaccounted change, accepted or refused, and a record refused as a
 // rollback are published as EventTrustChanged and logged at WARN.
+//
+// A known peer's address answering with another identity (KeyNewIdentity,
+// identity.go) goes through the same policy and is reported the same way.
 
 import (
 	"errors"
@@ -39,6 +42,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -54,6 +58,11 @@ const (
 	KeyRotated
 	// KeyUnaccounted: no rotation accounts for the change.
 	KeyUnaccounted
+	// KeyNewIdentity: an address the node dialled for a known peer answered
+	// with another identity (another peer ID). PeerKeyChange.Received is
+	// nil; Known is the held record of the dialled peer; Reason names the
+	// address and the identity presented. (identity.go)
+	KeyNewIdentity
 )
 
 func (c KeyChange) String() string {
@@ -64,6 +73,8 @@ func (c KeyChange) String() string {
 		return "rotation"
 	case KeyUnaccounted:
 		return "unaccounted change"
+	case KeyNewIdentity:
+		return "new identity"
 	}
 	return "unknown"
 }
@@ -91,20 +102,21 @@ func (e *KeyChangeError) Unwrap() error { return ErrKeyChanged }
 // their own; these are the ones the command line offers (ParseTrustPolicy).
 var (
 	// TrustTOFU, the default, accepts first contacts and rotations; it
-	// refuses an unaccounted change of a verified peer and accepts one of an
-	// unverified peer, which becomes TrustChanged (loudly: EventTrustChanged).
+	// refuses an unaccounted change (or a new identity) of a verified peer
+	// and accepts one of an unverified peer, which becomes TrustChanged
+	// (loudly: EventTrustChanged).
 	// A verified peer's key is a decision of the user that only the user
 	// can revise; an unverified one was never checked.
 	TrustTOFU TrustPolicy = func(c PeerKeyChange) error {
-		if c.Change == KeyUnaccounted && c.Trust == peerstore.TrustVerified {
+		if c.Change >= KeyUnaccounted && c.Trust == peerstore.TrustVerified {
 			return c.refuse("tofu")
 		}
 		return nil
 	}
-	// TrustStrict refuses every unaccounted change, whatever the peer's
-	// trust state — as SSH with StrictHostKeyChecking=yes.
+	// TrustStrict refuses every unaccounted change and every new identity,
+	// whatever the peer's trust state — as SSH with StrictHostKeyChecking=yes.
 	TrustStrict TrustPolicy = func(c PeerKeyChange) error {
-		if c.Change == KeyUnaccounted {
+		if c.Change >= KeyUnaccounted {
 			return c.refuse("strict")
 		}
 		return nil
@@ -143,6 +155,10 @@ type TrustChange struct {
 	Reason   string               // how the records differ, or why it was refused
 	Known    protocol.Fingerprint // the held record
 	Received protocol.Fingerprint // the refused or newly stored record
+	// Presented, for KeyNewIdentity, is the identity that answered at the
+	// peer's address, and Addr that address (nil if unknown).
+	Presented peer.ID
+	Addr      ma.Multiaddr
 }
 
 // classify compares a received record with the held one.
@@ -186,8 +202,9 @@ func (n *Node) heldRecord(p peer.ID) (rec *protocol.PeerRecord, trust peerstore.
 // trustVerdicts holds, per peer, the verdict on the record the running
 // exchange received, for install. Exchanges with one peer never interleave.
 type trustVerdicts struct {
-	mu sync.Mutex
-	m  map[peer.ID]*TrustChange
+	mu   sync.Mutex
+	m    map[peer.ID]*TrustChange
+	succ map[peer.ID]struct{} // identity.go
 }
 
 func (v *trustVerdicts) put(p peer.ID, c *TrustChange) {
@@ -249,12 +266,16 @@ func (n *Node) accept(p peer.ID, trust peerstore.TrustState) func(peer.ID, *prot
 
 // trustAfter is the trust state install stores with a newly received record.
 func (n *Node) trustAfter(p peer.ID) peerstore.TrustState {
+	successor := n.verdicts.takeSuccessor(p)
 	if tc := n.verdicts.take(p); tc != nil {
 		n.reportTrust(p, tc)
 		return peerstore.TrustChanged
 	}
 	if old, err := n.store.Peer(p); err == nil {
 		return old.Trust
+	}
+	if successor {
+		return peerstore.TrustChanged // took a known peer's place (identity.go)
 	}
 	return peerstore.TrustFirstUse
 }
