@@ -27,7 +27,7 @@ package node
 import (
 	"errors"
 	"fmt"
-		"time"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/sec"
