@@ -90,6 +90,15 @@ func NAT(t testing.TB) *NATNet {
 		run(ip, "-n", r.node, "route", "add", "default", "via", r.lanRouter)
 		run(ip, "netns", "exec", r.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		run(ip, "netns", "exec", r.router, iptables, "-t", "nat", "-A", "POSTROUTING", "-o", out, "-j", "MASQUERADE")
+		// The router's firewall, as on a home router: from the outside only
+		// packets of connections it already tracks pass. Unsolicited ones
+		// are dropped, not refused: a TCP RST (or ICMP port unreachable)
+		// from the router would end the other side's hole-punching dial
+		// before this side's own packet has opened the mapping.
+		for _, chain := range []string{"INPUT", "FORWARD"} {
+			run(ip, "netns", "exec", r.router, iptables, "-A", chain, "-i", out, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+			run(ip, "netns", "exec", r.router, iptables, "-A", chain, "-i", out, "-j", "DROP")
+		}
 	}
 	return n
 }
