@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -154,12 +155,14 @@ func apiExchange(ctx context.Context, n *node.Node, addr string, w http.Response
 	events, stop := n.Subscribe(0)
 	defer stop()
 	lines := &progress{}
+	var target atomic.Value // the peer whose progress is reported
+	target.Store(pi.ID)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for e := range events {
-			if e.Peer != pi.ID {
+			if e.Peer != target.Load().(peer.ID) {
 				continue
 			}
 			if l := lines.line(e); l != "" {
@@ -167,7 +170,12 @@ func apiExchange(ctx context.Context, n *node.Node, addr string, w http.Response
 			}
 		}
 	}()
-	info, err := connectAndExchange(ctx, n, pi)
+	info, err := connectAndExchange(ctx, n, pi, func(warning string, presented peer.ID) {
+		// An identity change the trust policy allowed: the exchange goes
+		// on with the identity that answered (identity.go).
+		target.Store(presented)
+		send(apiLine{Progress: warning})
+	})
 	stop()
 	wg.Wait() // no progress line after the result, none after we return
 	if err != nil {

@@ -75,6 +75,10 @@ type connectReply struct {
 	Peer         string `json:"peer"`
 	Addr         string `json:"addr"`
 	SpeaksP2PKEX bool   `json:"p2pkex"` // the peer speaks /p2pkex/1.0.0 (as far as identify told)
+	// Warning: the address answered with another identity than the one
+	// asked for, a known peer's, and the trust policy allowed going on
+	// with it (identity.go); Peer is the identity that answered.
+	Warning string `json:"warning,omitempty"`
 }
 
 type keysReply struct {
@@ -170,19 +174,17 @@ func serveMoreAPI(mux *http.ServeMux, n *node.Node, dir, sock string) (stop func
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
-		if err := n.Connect(ctx, *pi); err != nil {
-			msg := shortDialError(err)
-			if ctx.Err() != nil {
-				msg = "timed out"
-			}
-			http.Error(w, fmt.Sprintf("cannot reach %s: %s", pi.ID, msg), http.StatusBadGateway)
+		var rep connectReply
+		p, err := reach(ctx, n, pi, func(line string, _ peer.ID) { rep.Warning = line }) // identity.go
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		rep := connectReply{Peer: pi.ID.String()}
-		if conns := n.Host().Network().ConnsToPeer(pi.ID); len(conns) > 0 {
+		rep.Peer = p.String()
+		if conns := n.Host().Network().ConnsToPeer(p); len(conns) > 0 {
 			rep.Addr = conns[0].RemoteMultiaddr().String()
 		}
-		if protos, err := n.Host().Peerstore().SupportsProtocols(pi.ID, protocol.ID); err == nil && len(protos) > 0 {
+		if protos, err := n.Host().Peerstore().SupportsProtocols(p, protocol.ID); err == nil && len(protos) > 0 {
 			rep.SpeaksP2PKEX = true
 		}
 		writeJSON(w, rep)

@@ -25,11 +25,23 @@ import (
 //
 //	GET  /v0/verify?peer=ID           -> verifyReply
 //	POST /v0/verify {"peer": ID}      -> verifyReply (marks the peer verified)
+//	POST /v0/verify {"peer": ID, "revoke": true}
+//	                                  -> verifyReply (withdraws the verification)
 //	GET  /v0/messages?peer=ID         -> NDJSON stream of chatLine, until the client leaves
 
 type verifyRequest struct {
-	Peer string `json:"peer"`
+	Peer   string `json:"peer"`
+	Revoke bool   `json:"revoke,omitempty"`
 }
+
+// verifyAction is what "p2pkex verify" does to a peer's trust state.
+type verifyAction uint8
+
+const (
+	verifyShow    verifyAction = iota
+	verifyConfirm              // --confirm: verified
+	verifyRevoke               // --revoke: back to first-use
+)
 
 type verifyReply struct {
 	Self        string `json:"self"`
@@ -40,6 +52,7 @@ type verifyReply struct {
 	Digits      string `json:"safety_number"` // 12 groups of 5 digits
 	Words       string `json:"safety_words"`  // 12 words
 	Confirmed   bool   `json:"confirmed"`     // --confirm ran
+	Revoked     bool   `json:"revoked"`       // --revoke ran
 	Known       bool   `json:"known"`         // an exchange took place
 }
 
@@ -49,8 +62,9 @@ type chatLine struct {
 	Text  string `json:"text"`
 }
 
-// verifyPeer reads (and with confirm sets) the trust of p in store.
-func verifyPeer(store peerstore.Store, self, p peer.ID, confirm bool) (*verifyReply, error) {
+// verifyPeer reads (and with verifyConfirm or verifyRevoke sets) the trust
+// of p in store.
+func verifyPeer(store peerstore.Store, self, p peer.ID, action verifyAction) (*verifyReply, error) {
 	if p == self {
 		return nil, usagef("verify: %s is this repo's own peer ID", p)
 	}
@@ -60,7 +74,7 @@ func verifyPeer(store peerstore.Store, self, p peer.ID, confirm bool) (*verifyRe
 	pk, err := store.Peer(p)
 	switch {
 	case errors.Is(err, peerstore.ErrNotFound):
-		if confirm {
+		if action != verifyShow {
 			return nil, fmt.Errorf("no key of %s known: run \"p2pkex exchange\" first", p)
 		}
 		r.Previous = r.Trust
@@ -73,11 +87,20 @@ func verifyPeer(store peerstore.Store, self, p peer.ID, confirm bool) (*verifyRe
 	if fp, err := protocol.ParseFingerprint(pk.Fingerprint); err == nil {
 		r.Fingerprint = fp.String()
 	}
-	if confirm {
+	switch action {
+	case verifyConfirm:
 		if err := store.SetTrust(p, peerstore.TrustVerified); err != nil {
 			return nil, err
 		}
 		r.Trust, r.Confirmed = peerstore.TrustVerified.String(), true
+	case verifyRevoke:
+		if pk.Trust != peerstore.TrustVerified {
+			return nil, fmt.Errorf("%s is not verified (it is %s): nothing to revoke", p, pk.Trust)
+		}
+		if err := store.SetTrust(p, peerstore.TrustFirstUse); err != nil {
+			return nil, err
+		}
+		r.Trust, r.Revoked = peerstore.TrustFirstUse.String(), true
 	}
 	return r, nil
 }
@@ -100,13 +123,13 @@ func parsePeerIDArg(s string) (peer.ID, error) {
 
 // handleTrustAPI serves the trust and chat endpoints on the control API.
 func handleTrustAPI(mux *http.ServeMux, n *node.Node) {
-	verify := func(w http.ResponseWriter, s string, confirm bool) {
+	verify := func(w http.ResponseWriter, s string, action verifyAction) {
 		p, err := parsePeerIDArg(s)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		rep, err := verifyPeer(n.Store(), n.ID(), p, confirm)
+		rep, err := verifyPeer(n.Store(), n.ID(), p, action)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -114,14 +137,18 @@ func handleTrustAPI(mux *http.ServeMux, n *node.Node) {
 		writeJSON(w, rep)
 	}
 	mux.HandleFunc("GET /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		verify(w, r.URL.Query().Get("peer"), false)
+		verify(w, r.URL.Query().Get("peer"), verifyShow)
 	})
 	mux.HandleFunc("POST /v0/verify", func(w http.ResponseWriter, r *http.Request) {
 		var req verifyRequest
 		if !decodeRequest(w, r, 4096, &req) {
 			return
 		}
-		verify(w, req.Peer, true)
+		action := verifyConfirm
+		if req.Revoke {
+			action = verifyRevoke
+		}
+		verify(w, req.Peer, action)
 	})
 	mux.HandleFunc("GET /v0/messages", func(w http.ResponseWriter, r *http.Request) {
 		var from peer.ID
@@ -185,6 +212,9 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 }
 
 func trustWarning(p peer.ID, tc *node.TrustChange) string {
+	if tc.Change == node.KeyNewIdentity { // identity.go
+		return identityWarning(p, tc.Previous, tc.Presented, tc.Addr, tc.Refused)
+	}
 	what := fmt.Sprintf("WARNING: KEY CHANGED: the exchange key of %s peer %s changed without a rotation that accounts for it (%s)",
 		tc.Previous, p, tc.Reason)
 	if tc.Refused {
@@ -219,7 +249,7 @@ func peerIDOrEmpty(ctx context.Context, api *apiClient, id *idReply) string {
 func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
-		Usage:     "show the safety number of a peer; --confirm marks the peer verified",
+		Usage:     "show the safety number of a peer; --confirm marks the peer verified, --revoke withdraws that",
 		ArgsUsage: "PEER",
 		Description: `PEER is a peer ID or a multiaddr ending in /p2p/<peer ID>. The safety
 number is derived from both peers' identities (docs/PROTOCOL.md, section
@@ -227,14 +257,20 @@ number is derived from both peers' identities (docs/PROTOCOL.md, section
 channel you trust (in person, a call), as digits or as words; if it
 matches, run again with --confirm. A verified peer whose exchange key then
 changes without a rotation that accounts for it is refused (trust policy
-"tofu", the default; see docs/SECURITY.md). Through the repo's daemon if
-it runs, else on the repo directly.
+"tofu", the default; see docs/SECURITY.md), and so is another identity
+answering at its address. To accept such a change once you know why it
+happened, withdraw the verification with --revoke (the peer is back to
+first-use), run the exchange again (the peer becomes "changed"), compare
+safety numbers and confirm. Through the repo's daemon if it runs, else on
+the repo directly.
 
 Examples:
   p2pkex verify --repo /tmp/alice 12D3KooW...
-  p2pkex verify --repo /tmp/alice --confirm 12D3KooW...`,
+  p2pkex verify --repo /tmp/alice --confirm 12D3KooW...
+  p2pkex verify --repo /tmp/alice --revoke 12D3KooW...`,
 		Flags: []cli.Flag{repoFlag(),
 			&cli.BoolFlag{Name: "confirm", Usage: "mark the peer verified (after comparing the safety numbers)"},
+			&cli.BoolFlag{Name: "revoke", Usage: "withdraw the peer's verification (back to first-use), to accept a key or identity change"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print only the safety number: digits, then words"},
 		},
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -245,14 +281,22 @@ Examples:
 			if err != nil {
 				return err
 			}
-			confirm := c.Bool("confirm")
+			action := verifyShow
+			switch {
+			case c.Bool("confirm") && c.Bool("revoke"):
+				return usagef("verify: --confirm and --revoke exclude each other")
+			case c.Bool("confirm"):
+				action = verifyConfirm
+			case c.Bool("revoke"):
+				action = verifyRevoke
+			}
 			dir := c.String("repo")
 			var rep *verifyReply
 			if api := dialAPI(dir); api != nil {
 				rep = &verifyReply{}
 				var resp *http.Response
-				if confirm {
-					resp, err = api.do(ctx, http.MethodPost, "/v0/verify", verifyRequest{Peer: p.String()})
+				if action != verifyShow {
+					resp, err = api.do(ctx, http.MethodPost, "/v0/verify", verifyRequest{Peer: p.String(), Revoke: action == verifyRevoke})
 				} else {
 					resp, err = api.do(ctx, http.MethodGet, "/v0/verify?peer="+url.QueryEscape(p.String()), nil)
 				}
@@ -269,7 +313,7 @@ Examples:
 					return err
 				}
 				defer r.Close()
-				if rep, err = verifyPeer(r.store, peerIDOf(r), p, confirm); err != nil {
+				if rep, err = verifyPeer(r.store, peerIDOf(r), p, action); err != nil {
 					return err
 				}
 			}
@@ -288,6 +332,8 @@ Examples:
 			switch {
 			case rep.Confirmed:
 				fmt.Fprintf(w, "%s is now verified (was %s)\n", rep.Peer, rep.Previous)
+			case rep.Revoked:
+				fmt.Fprintf(w, "%s is no longer verified (now %s)\n", rep.Peer, rep.Trust)
 			case !rep.Known:
 				fmt.Fprintf(w, "no exchange with this peer yet\n")
 			case rep.Trust != peerstore.TrustVerified.String():

@@ -133,6 +133,9 @@ Example:
 			if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 				return fmt.Errorf("daemon reply: %w", err)
 			}
+			if rep.Warning != "" {
+				fmt.Fprintln(c.Root().Writer, rep.Warning)
+			}
 			fmt.Fprintf(c.Root().Writer, "connected to %s\n", rep.Peer)
 			return nil
 		},

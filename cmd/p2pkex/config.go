@@ -41,6 +41,16 @@ type config struct {
 	Discovery discoveryConfig `json:"discovery"`
 	Limits    limitsConfig    `json:"limits"`
 	Messages  messagesConfig  `json:"messages"`
+	Trust     trustConfig     `json:"trust"`
+}
+
+type trustConfig struct {
+	// Policy: what the daemon does when a peer's exchange key changes in
+	// a way its rotation records do not account for, or a known peer's
+	// address answers with another identity (docs/SECURITY.md, section 6):
+	// "tofu" refuses it for verified peers, "strict" always, "accept"
+	// never (--trust-policy overrides). Default "tofu".
+	Policy string `json:"policy"`
 }
 
 type discoveryConfig struct {
@@ -109,6 +119,7 @@ func defaultConfig() *config {
 			PhaseTimeout:   duration(protocol.DefaultPhaseTimeout),
 		},
 		Messages: messagesConfig{Grace: duration(node.DefaultMessageGrace)},
+		Trust:    trustConfig{Policy: node.TrustPolicyNames[0]},
 	}
 }
 
@@ -167,6 +178,9 @@ func (c *config) check() error {
 	}
 	if c.Messages.Grace < 0 {
 		return errors.New("messages.grace must not be negative")
+	}
+	if _, err := node.ParseTrustPolicy(c.Trust.Policy); err != nil {
+		return fmt.Errorf("trust.policy: %v", err)
 	}
 	return nil
 }
@@ -256,6 +270,13 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 	}
 	if !c.IsSet("notice-size") {
 		opts = append(opts, node.WithNoticeSize(cfg.Limits.NoticeSize))
+	}
+	if !c.IsSet("trust-policy") {
+		policy, err := node.ParseTrustPolicy(cfg.Trust.Policy) // checked by loadConfig
+		if err != nil {
+			return nil, fmt.Errorf("config trust.policy: %v", err)
+		}
+		opts = append(opts, node.WithTrustPolicy(policy))
 	}
 	opts = append(opts,
 		node.WithInboundLimits(cfg.Limits.InboundTotal, cfg.Limits.InboundPerPeer),

@@ -53,6 +53,9 @@ Examples:
 			dir := c.String("repo")
 			if api := dialAPI(dir); api != nil {
 				// The repo's daemon runs the exchange.
+				if err := ownNodeOnly(c, dir); err != nil {
+					return err
+				}
 				res, err := api.exchange(ctx, c.Args().First(), func(line string) {
 					if !quiet {
 						out.printf("  %s\n", line)
@@ -93,7 +96,7 @@ Examples:
 				wg.Add(1)
 				go out.follow("", events, nil, &wg)
 			}
-			info, err := connectAndExchange(ctx, n, pi)
+			info, err := connectAndExchange(ctx, n, pi, func(w string, _ peer.ID) { out.printf("%s\n", w) })
 			if err != nil {
 				return err
 			}
@@ -105,17 +108,16 @@ Examples:
 }
 
 // connectAndExchange dials pi and runs one exchange, with errors a user
-// can act on.
-func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo) (*node.KeyInfo, error) {
-	if err := n.Connect(ctx, *pi); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("cannot reach %s: timed out", pi.ID)
-		}
-		return nil, fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
-	}
-	info, err := n.Exchange(ctx, pi.ID)
+// can act on. warn gets the warning of an identity change the trust policy
+// allowed (identity.go): the exchange then runs with the new identity.
+func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo, warn func(string, peer.ID)) (*node.KeyInfo, error) {
+	p, err := reach(ctx, n, pi, warn)
 	if err != nil {
-		return nil, explainExchangeError(pi.ID, err)
+		return nil, err
+	}
+	info, err := n.Exchange(ctx, p)
+	if err != nil {
+		return nil, explainExchangeError(p, err)
 	}
 	return info, nil
 }
@@ -156,11 +158,14 @@ func shortDialError(err error) string {
 
 func explainExchangeError(p peer.ID, err error) error {
 	s := err.Error()
+	var ice *node.IdentityChangeError
 	switch {
 	case strings.Contains(s, "protocols not supported") || strings.Contains(s, "protocol not supported"):
 		return fmt.Errorf("%s does not speak %s (not a p2pkex node?)", p, protocol.ID)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("exchange with %s timed out", p)
+	case errors.As(err, &ice) && ice.Refused:
+		return identityRefused(ice)
 	case errors.Is(err, protocol.ErrRollback): // a key change no policy may accept (docs/SECURITY.md)
 		return fmt.Errorf("KEY CHANGED: %s presented an exchange key its held record rules out (%s); refused: ask the peer, compare safety numbers (\"p2pkex verify %s\")", p, err, p)
 	}
@@ -174,6 +179,18 @@ func nodeFlags() []cli.Flag {
 		&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
 		&cli.StringFlag{Name: "trust-policy", Value: "tofu", Usage: "on a peer key change no rotation accounts for: tofu (refuse it for verified peers), strict (always refuse), accept"},
 	}
+}
+
+// ownNodeOnly refuses the node flags when the repo's daemon will do the
+// work: it runs with its own settings, and a flag it would ignore must not
+// pass silently.
+func ownNodeOnly(c *cli.Command, dir string) error {
+	for _, f := range nodeFlags() {
+		if name := f.Names()[0]; c.IsSet(name) {
+			return usagef("--%s applies to a node of the command's own, but the daemon running on %s does this with its own settings (config.json, or its flags): give them to the daemon", name, dir)
+		}
+	}
+	return nil
 }
 
 func nodeOptions(c *cli.Command) ([]node.Option, error) {

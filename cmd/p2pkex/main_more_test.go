@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -78,4 +80,19 @@ func cmdPeerID(ts *testscript.TestScript, neg bool, args []string) {
 	var id idReply
 	ts.Check(api.getJSON(context.Background(), "GET", "/v0/id", &id))
 	ts.Setenv(args[1], id.PeerID)
+}
+
+// cmdFreePort stores in a variable a TCP port on 127.0.0.1 that was free a
+// moment ago, for a daemon that must come back at the same address:
+//
+//	freeport VAR
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport VAR")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	port := l.Addr().(*net.TCPAddr).Port
+	ts.Check(l.Close())
+	ts.Setenv(args[0], strconv.Itoa(port))
 }

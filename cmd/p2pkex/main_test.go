@@ -35,6 +35,7 @@ func TestScripts(t *testing.T) {
 			"waitmetrics": cmdWaitMetrics, // main_more_test.go
 			"httpget":     cmdHTTPGet,
 			"peerid":      cmdPeerID,
+			"freeport":    cmdFreePort, // main_more_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")

@@ -33,23 +33,25 @@ func sendCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "send",
 		Usage:     "send an encrypted message to a peer you exchanged keys with",
-		ArgsUsage: "MULTIADDR MESSAGE",
-		Description: `MULTIADDR is the peer's full address, ending in /p2p/<peer ID>; the
-peer's daemon prints the message. It is sealed under the session key of the
+		ArgsUsage: "PEER MESSAGE",
+		Description: `PEER is the peer's full address, ending in /p2p/<peer ID>; or, through
+a running daemon, just the peer ID of a peer it can reach ("p2pkex peers"
+lists them). The peer's daemon prints the message. It is sealed under the session key of the
 last exchange with the peer ("p2pkex exchange" first). Through the repo's
 daemon if it runs, else with a node of its own on the repo.
 
 Example:
-  p2pkex send --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... 'hello bob'`,
+  p2pkex send --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... 'hello bob'
+  p2pkex send --repo /tmp/alice 12D3KooW... 'hello again'`,
 		Flags: append(nodeFlags(), repoFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Len() != 2 {
-				return usagef("send: want MULTIADDR and MESSAGE, got %d arguments", c.Args().Len())
+				return usagef("send: want PEER and MESSAGE, got %d arguments", c.Args().Len())
 			}
 			addr, msg := c.Args().Get(0), c.Args().Get(1)
-			pi, err := parsePeerAddr(addr)
+			pi, err := parsePeerArg(addr) // api_more.go
 			if err != nil {
 				return err
 			}
@@ -65,6 +67,9 @@ Example:
 			w := c.Root().Writer
 			dir := c.String("repo")
 			if api := dialAPI(dir); api != nil {
+				if err := ownNodeOnly(c, dir); err != nil { // exchange.go
+					return err
+				}
 				var rep sendReply
 				resp, err := api.do(ctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: msg})
 				if err != nil {
@@ -84,6 +89,9 @@ Example:
 			defer r.Close()
 			if pi.ID == peerIDOf(r) {
 				return usagef("send: %s is this repo's own peer ID", pi.ID)
+			}
+			if len(pi.Addrs) == 0 {
+				return fmt.Errorf("no daemon running on %s to know where %s is: give its full multiaddr, or start one with \"p2pkex daemon --repo %s\"", dir, pi.ID, dir)
 			}
 			n, err := node.New(ctx, append(opts, node.WithStore(r.store),
 				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
@@ -108,8 +116,15 @@ func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []
 		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	}
 	clear(k.Key[:])
+	var ice *node.IdentityChangeError
+	clearBackoff(n, pi.ID) // identity.go
 	if err := n.Connect(ctx, *pi); err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case errors.As(err, &ice) && ice.Refused: // identity.go
+			return identityRefused(ice)
+		case errors.As(err, &ice):
+			return fmt.Errorf("%s: no key with it yet, run \"p2pkex exchange %s\" first", ice, ice.Presented)
+		case ctx.Err() != nil:
 			return fmt.Errorf("cannot reach %s: timed out", pi.ID)
 		}
 		return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
@@ -118,6 +133,8 @@ func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &ice) && ice.Refused:
+		return identityRefused(ice)
 	case errors.Is(err, node.ErrNoKey):
 		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	case errors.Is(err, node.ErrNotDelivered):
@@ -136,8 +153,12 @@ func handleSendAPI(mux *http.ServeMux, n *node.Node) {
 		if !decodeRequest(w, r, 6*node.DefaultMaxMessageSize+4096, &req) {
 			return
 		}
-		pi, ok := requestPeer(w, n, req.Addr)
-		if !ok {
+		pi, err := resolvePeer(n, req.Addr) // a full multiaddr or a peer ID (api_more.go)
+		if err == nil && pi.ID == n.ID() {
+			err = fmt.Errorf("%s is this node's own peer ID", pi.ID)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		if err := connectAndSend(r.Context(), n, pi, []byte(req.Message)); err != nil {
