@@ -54,8 +54,11 @@ func TestMDNSAcrossNetns(t *testing.T) {
 
 // TestMDNSChild is the node of one namespace in TestMDNSAcrossNetns; it
 // does nothing unless started by it. It prints "ready <peer ID>", then
-// "discovered <peer ID> via mdns" for each peer found and "exchange with
-// <peer ID>: <key ID>" for each exchange, and stops when stdin closes.
+// "discovered <peer ID> via mdns" for each peer found (by an event or
+// listed as found before its subscription began), and "exchange with
+// <peer ID>: <key ID>" for each exchange; with P2PKEX_MDNS_EXCHANGE=true it
+// starts one exchange with each peer found. It stops when stdin closes or
+// on SIGINT.
 //
 // So that a failure says why, it also prints, each line starting with
 // "# " and the time since start: every event of the node (exchange steps,
@@ -103,10 +106,52 @@ func TestMDNSChild(t *testing.T) {
 
 	say("ready %s", n.ID())
 	note("listening on %v", n.Addrs())
-	// Peers found before the subscription began.
+
+	exchange := os.Getenv("P2PKEX_MDNS_EXCHANGE") == "true"
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	// found prints a peer once per source and, in the exchanging child,
+	// starts one exchange with it, whether the peer came as an event or
+	// was listed as found before the subscription began. mDNS starts with
+	// New, so the peer's answer often arrives before Subscribe: a child
+	// that exchanged only on events then printed "discovered" but never
+	// exchanged.
+	reported := map[string]bool{}
+	started := map[peer.ID]bool{}
+	found := func(p peer.ID, src DiscoverySource) {
+		if k := p.String() + " via " + src.String(); !reported[k] {
+			reported[k] = true
+			say("discovered %s", k)
+		}
+		if !exchange || started[p] {
+			return
+		}
+		started[p] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ectx, ecancel := context.WithTimeout(ctx, 30*time.Second)
+			defer ecancel()
+			note("Exchange(%s) called", p)
+			info, err := n.Exchange(ectx, p)
+			if err != nil {
+				note("Exchange(%s) returned error: %v", p, err)
+				say("exchange with %s failed: %v", p, err)
+				state(p)
+				return
+			}
+			note("Exchange(%s) returned key %s, role %s, epoch %d", p, info.KeyID, info.Role, info.Epoch)
+		}()
+	}
+	// Peers found before the subscription began: listed after it began,
+	// so that none is missed (one may also come as an event).
 	for _, d := range n.DiscoveredPeers() {
 		note("%s was found before the subscription began, at %s", d.ID, d.First.Format(time.RFC3339Nano))
-		say("discovered %s via %s", d.ID, d.Sources[0])
+		for _, src := range d.Sources {
+			found(d.ID, src)
+		}
 	}
 
 	// The parent stops the child by closing stdin and, at once, SIGINT:
@@ -119,11 +164,6 @@ func TestMDNSChild(t *testing.T) {
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt)
 	defer signal.Stop(interrupted)
-	exchange := os.Getenv("P2PKEX_MDNS_EXCHANGE") == "true"
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	for {
 		select {
 		case <-stdinClosed:
@@ -136,24 +176,7 @@ func TestMDNSChild(t *testing.T) {
 			switch e.Kind {
 			case EventDiscovered:
 				note("event discovered %s via %s, addresses %v", e.Peer, e.Source, e.Discovered.Addrs)
-				say("discovered %s via %s", e.Peer, e.Source)
-				if exchange {
-					wg.Add(1)
-					go func(p peer.ID) {
-						defer wg.Done()
-						ectx, ecancel := context.WithTimeout(ctx, 30*time.Second)
-						defer ecancel()
-						note("Exchange(%s) called", p)
-						info, err := n.Exchange(ectx, p)
-						if err != nil {
-							note("Exchange(%s) returned error: %v", p, err)
-							say("exchange with %s failed: %v", p, err)
-							state(p)
-							return
-						}
-						note("Exchange(%s) returned key %s, role %s, epoch %d", p, info.KeyID, info.Role, info.Epoch)
-					}(e.Peer)
-				}
+				found(e.Peer, e.Source)
 			case EventStep:
 				note("event step %s: %s %s %s %s", e.Peer, e.Step.Role, e.Step.Kind, e.Step.Phase, e.Step.Notice)
 			case EventFailed:
