@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,23 +113,35 @@ func TestSmallNoticeSize(t *testing.T) {
 	require.Equal(t, protocol.MinNoticeSize, info.NoticeSize)
 }
 
+// TestSimultaneousStart: both sides call Exchange at once, again and again;
+// the calls join one exchange. So that "at once" holds on a loaded machine
+// too (one goroutine may start only after the other's exchange finished,
+// and then rightly runs a second one), both nodes hold their installs
+// until both calls are registered.
 func TestSimultaneousStart(t *testing.T) {
 	rounds := 30
 	if testing.Short() {
 		rounds = 5
 	}
-	a, b := newNode(t), newNode(t)
+	var gate atomic.Pointer[chan struct{}]
+	gated := func() Option { return WithStore(gatedCommitStore{ps.NewMemory(), &gate}) }
+	a, b := newNode(t, gated()), newNode(t, gated())
 	introduce(a, b)
 	introduce(b, a)
 	require.NoError(t, a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}))
 	for i := 0; i < rounds; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		open := make(chan struct{})
+		gate.Store(&open)
 		var wg sync.WaitGroup
 		var ia, ib *KeyInfo
 		var ea, eb error
 		wg.Add(2)
 		go func() { defer wg.Done(); ia, ea = a.Exchange(ctx, b.ID()) }()
 		go func() { defer wg.Done(); ib, eb = b.Exchange(ctx, a.ID()) }()
+		require.Eventually(t, func() bool { return waiting(a, b.ID()) && waiting(b, a.ID()) },
+			10*time.Second, time.Millisecond, "round %d: both calls registered", i)
+		close(open)
 		wg.Wait()
 		cancel()
 		require.NoError(t, ea, "round %d", i)
@@ -355,6 +368,31 @@ func TestStaggeredStart(t *testing.T) {
 			}, 10*time.Second, time.Millisecond)
 		}
 	}
+}
+
+// gatedCommitStore holds CommitExchange until the channel gate points to
+// is closed.
+type gatedCommitStore struct {
+	ps.Store
+	gate *atomic.Pointer[chan struct{}]
+}
+
+func (s gatedCommitStore) CommitExchange(c ps.Commit) error {
+	if g := s.gate.Load(); g != nil {
+		<-*g
+	}
+	return s.Store.CommitExchange(c)
+}
+
+// waiting reports whether a caller of n.Exchange(p) waits for an exchange.
+func waiting(n *Node, p peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.slots[p]
+	for s != nil && s.follow != nil {
+		s = s.follow
+	}
+	return s != nil && s.waiters > 0
 }
 
 // slowCommitStore delays CommitExchange, holding an exchange in the window
