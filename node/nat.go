@@ -3,10 +3,12 @@ package node
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 )
 
@@ -83,8 +85,10 @@ func WithRelayResources(res relayv2.Resources) Option {
 
 // WithStaticRelays makes the node use these relays: when AutoNAT finds it
 // is not publicly reachable (or WithReachability says so), it reserves a
-// slot on them and advertises their /p2p-circuit addresses. It also turns
-// on hole punching (WithHolePunching). Default: no relays.
+// slot on them and advertises their /p2p-circuit addresses. When a relay
+// goes away (restarted, say), the node reserves a slot again once it is
+// back, within StaticRelayPollInterval. It also turns on hole punching
+// (WithHolePunching). Default: no relays.
 func WithStaticRelays(relays []peer.AddrInfo) Option {
 	return func(c *config) error {
 		if len(relays) == 0 {
@@ -99,11 +103,22 @@ func WithStaticRelays(relays []peer.AddrInfo) Option {
 			}
 		}
 		c.libp2pOpts = append(c.libp2pOpts,
-			libp2p.EnableAutoRelayWithStaticRelays(relays),
+			libp2p.EnableAutoRelayWithStaticRelays(relays, autorelay.WithMinInterval(StaticRelayPollInterval)),
 			libp2p.EnableHolePunching())
 		return nil
 	}
 }
+
+// StaticRelayPollInterval is how often a node that has fewer relay slots
+// than static relays looks at its static relays again (go-libp2p
+// autorelay's WithMinInterval; its default, 30 s, is meant for relays
+// found on the network). autorelay forgets a relay the moment its
+// connection closes and reserves again only when it next looks, so this
+// bounds how long a node stays unreachable after its relay restarts: with
+// the default it was 30 s (TestNATTraversal, scenario C). Looking costs
+// nothing while the node holds its slots, and one dial of the relay (under
+// libp2p's dial backoff) while it has none.
+const StaticRelayPollInterval = 5 * time.Second
 
 // WithHolePunching turns on hole punching (DCUtR): when a peer connects
 // over a relay, both sides try to open a direct connection through their

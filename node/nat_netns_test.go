@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -12,30 +13,49 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2pkex/p2pkex/internal/netnstest"
+	"github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // TestNATTraversal runs nodes on a routed network with real NATs that the
 // test builds from network namespaces (netnstest.NAT): a relay and a public
 // node on a "public" segment 10.80.0.0/24, node A in LAN 1 behind router 1
 // and node B in LAN 2 behind router 2, both routers masquerading
-// (iptables). Every node runs in a child: this test binary re-executed
+// (iptables) and dropping unsolicited packets from outside, as home
+// routers do. Every node runs in a child: this test binary re-executed
 // with "ip netns exec" to run TestNATChild, driven by lines on its stdin.
-// Skips without root, ip and iptables.
+// Skips without root, ip and iptables. The scenarios run in this order:
 //
 //   - A: A and B, each behind its NAT, reserve slots on the relay; A
 //     exchanges keys with B through B's relay address, and they send each
-//     other messages.
-//   - B: hole punching (DCUtR) opens a direct connection between them
-//     through both NATs, and a second exchange runs over it. How long it
-//     took after the relayed connection opened is logged.
+//     other messages. The routers refuse packets between the two LANs'
+//     public addresses meanwhile (netnstest.NATNet.BlockDirect), so that
+//     hole punching cannot move A and B off the relay.
+//   - C: the relay is killed (SIGKILL) in the middle of an exchange
+//     between A and B: A's exchange stream holds its writes after phase 1
+//     (natGateHost) until the relayed connection under it closes, and the
+//     relay is killed once B reports that it left phase 1. Both sides must
+//     report an error within the phase timeout that is not a timeout,
+//     neither may install a key (each side's key for the other stays the
+//     one before), and once the relay runs again (same identity, same
+//     address) and A and B hold slots on it again, a retry succeeds.
+//   - B: the routers stop refusing; A connects to B through the relay
+//     again, hole punching (DCUtR) must open a direct connection between
+//     them through both NATs, and a second exchange must run over it. How
+//     long punching took after the relayed connection opened is logged.
 //   - D: the public node exchanges with A (A dials it directly) and with B
 //     (through the relay; B may then connect back directly).
 //
@@ -47,6 +67,11 @@ func TestNATTraversal(t *testing.T) {
 	nw := netnstest.NAT(t)
 	self, err := os.Executable()
 	require.NoError(t, err)
+	// The relay's identity, so that a restarted relay is the same peer.
+	relayKey, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	relayKeyBytes, err := crypto.MarshalPrivateKey(relayKey)
+	require.NoError(t, err)
 	start := func(ns, name, role, ip, relay string) *netnstest.Proc {
 		cmd := netnstest.Command(t, ns, self, "-test.run=^TestNATChild$", "-test.v")
 		cmd.Env = append(os.Environ(),
@@ -54,9 +79,13 @@ func TestNATTraversal(t *testing.T) {
 			"P2PKEX_NAT_ROLE="+role,
 			"P2PKEX_NAT_LISTEN=/ip4/"+ip+"/tcp/4001,/ip4/"+ip+"/udp/4001/quic-v1",
 			"P2PKEX_NAT_RELAY="+relay)
+		if role == "relay" {
+			cmd.Env = append(cmd.Env, "P2PKEX_NAT_KEY="+hex.EncodeToString(relayKeyBytes))
+		}
 		return netnstest.Start(t, name, cmd)
 	}
 	const wait = 20 * time.Second
+	nw.BlockDirect(t, true)
 	relay := start(nw.Relay, "relay", "relay", netnstest.NATRelay, "")
 	idR := relay.Await(t, wait, "ready ", "")
 	relayAddr := "/ip4/" + netnstest.NATRelay + "/tcp/4001/p2p/" + idR
@@ -76,11 +105,16 @@ func TestNATTraversal(t *testing.T) {
 	viaRelay := func(id string) string { return relayAddr + "/p2p-circuit/p2p/" + id }
 
 	cmdNo := 0
-	do := func(p *netnstest.Proc, format string, args ...any) string {
+	send := func(p *netnstest.Proc, format string, args ...any) string {
 		t.Helper()
 		cmdNo++
 		p.Send(t, "%d "+format, append([]any{cmdNo}, args...)...)
-		reply := p.Await(t, 40*time.Second, fmt.Sprintf("%d ", cmdNo), "")
+		return fmt.Sprintf("%d ", cmdNo)
+	}
+	do := func(p *netnstest.Proc, format string, args ...any) string {
+		t.Helper()
+		tag := send(p, format, args...)
+		reply := p.Await(t, 40*time.Second, tag, "")
 		require.True(t, strings.HasPrefix(reply, "ok"), "command %q: %s", fmt.Sprintf(format, args...), reply)
 		return strings.TrimPrefix(reply, "ok ")
 	}
@@ -95,19 +129,63 @@ func TestNATTraversal(t *testing.T) {
 	}
 
 	// A: through the relay.
-	t.Logf("scenario A: %s", do(a, "exchange %s %s", idB, viaRelay(idB)))
-	t.Logf("scenario A: key %s on both sides", sameKey(a, idA, b, idB))
+	first := do(a, "exchange %s %s", idB, viaRelay(idB))
+	t.Logf("scenario A: %s", first)
+	require.Contains(t, first, "conn=relayed")
+	keyAB := sameKey(a, idA, b, idB)
+	t.Logf("scenario A: key %s on both sides", keyAB)
 	do(a, "send %s hello-B-from-A", idB)
 	b.Await(t, wait, "msg "+idA+" hello-B-from-A", "")
 	do(b, "send %s hello-A-from-B", idA)
 	a.Await(t, wait, "msg "+idB+" hello-A-from-B", "")
 
+	// C: the relay dies in the middle of an exchange.
+	markA, markB := a.Mark(), b.Mark()
+	do(a, "hold 2") // START and NEXT go out; A's PART waits
+	tag := send(a, "exchange %s %s", idB, viaRelay(idB))
+	t.Logf("scenario C: A holds its exchange stream %s", a.AwaitFrom(t, markA, wait, "held ", ""))
+	b.AwaitFrom(t, markB, wait, "step "+idA+" phase-left phase 1", "")
+	killed := time.Now()
+	relay.Kill()
+	// Each side must give up on its own, well before a phase times out.
+	errB := b.AwaitFrom(t, markB, protocol.DefaultPhaseTimeout, "failed "+idA+" ", "")
+	tookB := time.Since(killed)
+	replyA := a.AwaitFrom(t, markA, protocol.DefaultPhaseTimeout, tag, "")
+	tookA := time.Since(killed)
+	t.Logf("scenario C: relay killed after B left phase 1; A's error %v later: %s", tookA.Round(time.Millisecond), replyA)
+	t.Logf("scenario C: B's error %v later: %s", tookB.Round(time.Millisecond), errB)
+	require.True(t, strings.HasPrefix(replyA, "err "), "A's exchange did not fail: %s", replyA)
+	for _, e := range []string{replyA, errB} {
+		require.NotContains(t, e, protocol.ErrTimeout.Error(), "a timeout, not the relay's end")
+	}
+	require.Equal(t, keyAB, do(a, "key %s", idB), "A installed a key")
+	require.Equal(t, keyAB, do(b, "key %s", idA), "B installed a key")
+	t.Logf("scenario C: no key installed: both still hold %s", keyAB)
+
+	markA, markB = a.Mark(), b.Mark()
+	relay = start(nw.Relay, "relay (restarted)", "relay", netnstest.NATRelay, "")
+	require.Equal(t, idR, relay.Await(t, wait, "ready ", ""), "the restarted relay has another identity")
+	restarted := time.Now()
+	// autorelay finds its static relay again when it next looks at them
+	// (StaticRelayPollInterval), a dial backoff from an attempt while the
+	// relay was down aside.
+	require.Equal(t, idR, a.AwaitFrom(t, markA, 4*StaticRelayPollInterval, "reserved ", ""))
+	require.Equal(t, idR, b.AwaitFrom(t, markB, 4*StaticRelayPollInterval, "reserved ", ""))
+	t.Logf("scenario C: relay restarted; A and B hold slots on it again after %v", time.Since(restarted).Round(time.Millisecond))
+	retry := do(a, "exchange %s %s", idB, viaRelay(idB))
+	t.Logf("scenario C: retry: %s", retry)
+	require.Contains(t, retry, "conn=relayed")
+	require.NotEqual(t, keyAB, sameKey(a, idA, b, idB))
+
 	// B: hole punching, then an exchange over the direct connection.
+	nw.BlockDirect(t, false)
+	do(a, "disconnect %s", idB)
+	do(a, "connect %s %s", idB, viaRelay(idB))
 	punch := do(a, "waitdirect %s 15", idB)
 	t.Logf("scenario B: hole punching A<->B through two masquerading NATs: %s", punch)
 	require.True(t, strings.HasPrefix(punch, "direct"), "hole punching did not connect A and B directly: %s", punch)
 	second := do(a, "exchange %s", idB)
-	t.Logf("scenario B: second exchange: %s", second)
+	t.Logf("scenario B: exchange over the punched connection: %s", second)
 	require.Contains(t, second, "conn=direct")
 	sameKey(a, idA, b, idB)
 
@@ -141,26 +219,158 @@ func natTreatPublic() {
 	manet.Private4 = private
 }
 
+// natGateHost wraps a NATed child's host so that TestNATTraversal can hold
+// an exchange in the middle: once armed (arm), the next exchange stream the
+// node opens writes its first k notices and then holds the rest until the
+// connection under it closes (or natHoldMax passes). Unarmed, it changes
+// nothing.
+type natGateHost struct {
+	host.Host
+	onHold func(string)
+	mu     sync.Mutex
+	k      int // notices to let out; -1: not armed
+}
+
+// natHoldMax bounds a hold, so that a relay that is never stopped cannot
+// hang the child.
+const natHoldMax = 20 * time.Second
+
+func (h *natGateHost) arm(k int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.k = k
+}
+
+func (h *natGateHost) NewStream(ctx context.Context, p peer.ID, pids ...libp2pprotocol.ID) (network.Stream, error) {
+	s, err := h.Host.NewStream(ctx, p, pids...)
+	if err != nil || len(pids) != 1 || pids[0] != protocol.ID {
+		return s, err
+	}
+	h.mu.Lock()
+	k := h.k
+	h.k = -1
+	h.mu.Unlock()
+	if k < 0 {
+		return s, nil
+	}
+	return &natGateStream{Stream: s, k: k, onHold: h.onHold}, nil
+}
+
+// natGateStream is an exchange stream that holds its writes after k
+// notices (see natGateHost).
+type natGateStream struct {
+	network.Stream
+	k      int
+	onHold func(string)
+
+	mu   sync.Mutex
+	sent frameSplitter // faulthost_test.go
+	done bool          // held once and let go
+}
+
+func (g *natGateStream) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	if g.done {
+		g.mu.Unlock()
+		return g.Stream.Write(b)
+	}
+	before := len(g.sent.types)
+	ends := g.sent.feed(b)
+	types := slices.Clone(g.sent.types)
+	g.mu.Unlock()
+	cut := -1
+	switch {
+	case before >= g.k:
+		cut = 0
+	case before+len(ends) > g.k:
+		cut = ends[g.k-before-1]
+	}
+	if cut < 0 {
+		return g.Stream.Write(b)
+	}
+	n, err := g.Stream.Write(b[:cut])
+	if err != nil {
+		return n, err
+	}
+	g.hold(types[:g.k])
+	m, err := g.Stream.Write(b[cut:])
+	return n + m, err
+}
+
+// hold waits until the connection under the stream closes, or natHoldMax.
+func (g *natGateStream) hold(sent []pb.Notice_Type) {
+	g.mu.Lock()
+	g.done = true
+	g.mu.Unlock()
+	names := make([]string, len(sent))
+	for i, t := range sent {
+		names[i] = t.String()
+	}
+	g.onHold(fmt.Sprintf("after %d notices (%s)", len(sent), strings.Join(names, " ")))
+	deadline := time.Now().Add(natHoldMax)
+	for !g.Conn().IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestNATChild is one node of TestNATTraversal; it does nothing unless
-// started by it. It prints "ready <peer ID>" (and, behind a NAT, "reserved
-// <relay ID>" once it holds a slot), "msg <peer> <text>" for each message,
-// and answers each stdin line "N command args" with "N ok ..." or "N err
-// ...". Commands: exchange PEER [ADDR], send PEER TEXT, key PEER,
-// waitdirect PEER SECONDS. It stops when stdin closes.
+// started by it. It prints "ready <peer ID>"; behind a NAT "reserved <relay
+// ID>" each time it comes to hold a relay slot and "unreserved" each time
+// it holds none any more; "holepunch ready" once go-libp2p's hole puncher
+// runs; "msg <peer> <text>" for each message; "step <peer> <kind> <phase>"
+// when an exchange enters or leaves a phase; "failed <peer> <error>" and
+// "done <peer> ..." when one ends; and "held ..." when a held exchange
+// stream (hold) stops writing. It answers each stdin line "N command args"
+// with "N ok ..." or "N err ...". Commands: exchange PEER [ADDR], connect
+// PEER ADDR, disconnect PEER, send PEER TEXT, key PEER, waitdirect PEER
+// SECONDS, hold K (NATed nodes: the next exchange stream holds its writes
+// after K notices). It stops when stdin closes.
 func TestNATChild(t *testing.T) {
 	if os.Getenv("P2PKEX_NAT_CHILD") != "1" {
 		t.Skip("runs only inside TestNATTraversal")
 	}
 	natTreatPublic()
+	var out sync.Mutex
+	say := func(format string, args ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+
 	opts := []Option{WithListenAddrs(strings.Split(os.Getenv("P2PKEX_NAT_LISTEN"), ",")...)}
 	role := os.Getenv("P2PKEX_NAT_ROLE")
+	var gate *natGateHost
 	switch role {
 	case "relay":
 		opts = append(opts, WithRelayService())
+		if k := os.Getenv("P2PKEX_NAT_KEY"); k != "" {
+			b, err := hex.DecodeString(k)
+			require.NoError(t, err)
+			sk, err := crypto.UnmarshalPrivateKey(b)
+			require.NoError(t, err)
+			store := peerstore.NewMemory()
+			defer store.Close()
+			require.NoError(t, store.SetIdentity(sk))
+			opts = append(opts, WithStore(store))
+		}
 	case "nat":
 		ri, err := peer.AddrInfoFromString(os.Getenv("P2PKEX_NAT_RELAY"))
 		require.NoError(t, err)
 		opts = append(opts, WithStaticRelays([]peer.AddrInfo{*ri}), WithReachability(network.ReachabilityPrivate))
+		// The host New would build from these options, wrapped in a
+		// natGateHost.
+		cfg := defaults()
+		for _, o := range opts {
+			require.NoError(t, o(cfg))
+		}
+		sk, _, err := crypto.GenerateEd25519Key(nil)
+		require.NoError(t, err)
+		lopts := append([]libp2p.Option{libp2p.Identity(sk), libp2p.ListenAddrs(cfg.listen...)}, cfg.libp2pOpts...)
+		h, err := libp2p.New(append(lopts, resourceManager(cfg))...)
+		require.NoError(t, err)
+		defer h.Close()
+		gate = &natGateHost{Host: h, k: -1, onHold: func(s string) { say("held %s", s) }}
+		opts = []Option{WithHost(gate)}
 	case "public":
 		opts = append(opts, WithHolePunching(), WithReachability(network.ReachabilityPublic))
 	}
@@ -168,27 +378,35 @@ func TestNATChild(t *testing.T) {
 	require.NoError(t, err)
 	defer n.Close()
 
-	var out sync.Mutex
-	say := func(format string, args ...any) {
-		out.Lock()
-		defer out.Unlock()
-		fmt.Printf(format+"\n", args...)
-	}
-	// When the first relayed and the first direct connection to each peer
+	// When the last relayed and the last direct connection to each peer
 	// opened: the time hole punching took.
 	var cmu sync.Mutex
 	relayedAt, directAt := map[peer.ID]time.Time{}, map[peer.ID]time.Time{}
 	n.Host().Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		cmu.Lock()
 		defer cmu.Unlock()
-		m := directAt
 		if c.Stat().Limited {
-			m = relayedAt
-		}
-		if _, ok := m[c.RemotePeer()]; !ok {
-			m[c.RemotePeer()] = time.Now()
+			relayedAt[c.RemotePeer()] = time.Now()
+		} else {
+			directAt[c.RemotePeer()] = time.Now()
 		}
 	}})
+	events, stopEvents := n.Subscribe(0)
+	defer stopEvents()
+	go func() {
+		for e := range events {
+			switch e.Kind {
+			case EventStep:
+				if e.Step.Kind == protocol.EventPhaseEntered || e.Step.Kind == protocol.EventPhaseLeft {
+					say("step %s %v %v", e.Peer, e.Step.Kind, e.Step.Phase)
+				}
+			case EventFailed:
+				say("failed %s %s", e.Peer, strings.ReplaceAll(e.Err.Error(), "\n", " "))
+			case EventDone:
+				say("done %s epoch=%d key=%s", e.Peer, e.Info.Epoch, e.Info.KeyID)
+			}
+		}
+	}()
 	say("ready %s", n.ID())
 	go func() {
 		for !slices.Contains(n.Host().Mux().Protocols(), holepunch.Protocol) {
@@ -198,10 +416,18 @@ func TestNATChild(t *testing.T) {
 	}()
 	if role == "nat" {
 		go func() {
-			for len(n.RelayReservations()) == 0 {
+			var had bool
+			for {
+				r := n.RelayReservations()
+				switch {
+				case len(r) > 0 && !had:
+					say("reserved %s", r[0])
+				case len(r) == 0 && had:
+					say("unreserved")
+				}
+				had = len(r) > 0
 				time.Sleep(20 * time.Millisecond)
 			}
-			say("reserved %s", n.RelayReservations()[0])
 		}()
 	}
 	msgs, stopMsgs := n.Messages(0)
@@ -221,39 +447,64 @@ func TestNATChild(t *testing.T) {
 			continue
 		}
 		no, cmd := f[0], f[1]
-		p, err := peer.Decode(f[2])
-		if err != nil {
-			say("%s err %v", no, err)
-			continue
-		}
 		reply := func(err error, format string, args ...any) {
 			if err != nil {
-				say("%s err %v", no, err)
+				say("%s err %s", no, strings.ReplaceAll(err.Error(), "\n", " "))
 				return
 			}
 			say("%s ok "+format, append([]any{no}, args...)...)
+		}
+		if cmd == "hold" {
+			var k int
+			if _, err := fmt.Sscan(f[2], &k); err != nil || gate == nil || k < 0 {
+				reply(fmt.Errorf("hold %q: needs a NATed node and a count", f[2]), "")
+				continue
+			}
+			gate.arm(k)
+			reply(nil, "armed")
+			continue
+		}
+		p, err := peer.Decode(f[2])
+		if err != nil {
+			reply(err, "")
+			continue
+		}
+		connect := func(ctx context.Context, addr string) error {
+			a, err := ma.NewMultiaddr(addr)
+			if err != nil {
+				return err
+			}
+			if err := n.Connect(ctx, peer.AddrInfo{ID: p, Addrs: []ma.Multiaddr{a.Decapsulate(ma.StringCast("/p2p/" + p.String()))}}); err != nil {
+				return fmt.Errorf("connect: %w", err)
+			}
+			return nil
 		}
 		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
 		switch cmd {
 		case "exchange":
 			if len(f) > 3 {
-				addr, err := ma.NewMultiaddr(f[3])
-				if err != nil {
+				if err := connect(cctx, f[3]); err != nil {
 					reply(err, "")
-					break
-				}
-				if err := n.Connect(cctx, peer.AddrInfo{ID: p, Addrs: []ma.Multiaddr{addr.Decapsulate(ma.StringCast("/p2p/" + p.String()))}}); err != nil {
-					reply(fmt.Errorf("connect: %w", err), "")
 					break
 				}
 			}
 			begin := time.Now()
 			info, err := n.Exchange(cctx, p)
+			took := time.Since(begin).Round(time.Millisecond)
 			if err != nil {
-				reply(err, "")
+				reply(fmt.Errorf("after %v: %w", took, err), "")
 				break
 			}
-			reply(nil, "epoch=%d key=%s conn=%s took=%v", info.Epoch, info.KeyID, n.Connection(p), time.Since(begin).Round(time.Millisecond))
+			reply(nil, "epoch=%d key=%s conn=%s took=%v", info.Epoch, info.KeyID, n.Connection(p), took)
+		case "connect":
+			if len(f) < 4 {
+				reply(fmt.Errorf("connect: no address"), "")
+				break
+			}
+			err := connect(cctx, f[3])
+			reply(err, "%s", n.Connection(p))
+		case "disconnect":
+			reply(n.Host().Network().ClosePeer(p), "disconnected")
 		case "send":
 			reply(n.Send(cctx, p, []byte(strings.Join(f[3:], " "))), "sent")
 		case "key":
@@ -265,7 +516,9 @@ func TestNATChild(t *testing.T) {
 			reply(nil, "epoch=%d key=%s", k.Epoch, k.ID)
 		case "waitdirect":
 			var secs int
-			fmt.Sscan(f[3], &secs)
+			if len(f) > 3 {
+				fmt.Sscan(f[3], &secs)
+			}
 			deadline := time.Now().Add(time.Duration(secs) * time.Second)
 			for n.Connection(p) != Direct && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
@@ -273,11 +526,17 @@ func TestNATChild(t *testing.T) {
 			cmu.Lock()
 			r, d := relayedAt[p], directAt[p]
 			cmu.Unlock()
+			var via string
+			for _, c := range n.Host().Network().ConnsToPeer(p) {
+				if !c.Stat().Limited {
+					via = " via " + c.RemoteMultiaddr().String()
+				}
+			}
 			switch {
-			case n.Connection(p) == Direct && !r.IsZero():
-				reply(nil, "direct %v after the relayed connection", d.Sub(r).Round(time.Millisecond))
+			case n.Connection(p) == Direct && !r.IsZero() && d.After(r):
+				reply(nil, "direct %v after the relayed connection%s", d.Sub(r).Round(time.Millisecond), via)
 			case n.Connection(p) == Direct:
-				reply(nil, "direct (no relayed connection)")
+				reply(nil, "direct (no relayed connection before it)%s", via)
 			default:
 				reply(nil, "relayed only (not punched within %ds)", secs)
 			}

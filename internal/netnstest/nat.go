@@ -27,6 +27,10 @@ const (
 type NATNet struct {
 	Relay, Public, Router1, Router2, A, B string // namespace names
 	IPTables                              string // the iptables the routers use
+
+	ip      string
+	lanDevs [2]string // each router's interface on its LAN
+	blocked bool
 }
 
 // NAT builds a NATNet and removes it when the test ends, passed or failed.
@@ -44,7 +48,7 @@ func NAT(t testing.TB) *NATNet {
 		Relay: "p2pkex-" + id + "-pub", Public: "p2pkex-" + id + "-pubnode",
 		Router1: "p2pkex-" + id + "-r1", Router2: "p2pkex-" + id + "-r2",
 		A: "p2pkex-" + id + "-a", B: "p2pkex-" + id + "-b",
-		IPTables: iptables,
+		IPTables: iptables, ip: ip,
 	}
 	run := func(name string, args ...string) {
 		t.Helper()
@@ -85,8 +89,9 @@ func NAT(t testing.TB) *NATNet {
 		{n.Router2, n.B, NATRouter2, "10.81.2.1", NATNodeB},
 	} {
 		out := fmt.Sprintf("pk%so%d", id, i+1)
+		n.lanDevs[i] = fmt.Sprintf("pk%slr%d", id, i+1)
 		link(r.router, out, r.out, n.Relay, fmt.Sprintf("pk%sob%d", id, i+1), "")
-		link(r.node, fmt.Sprintf("pk%sl%d", id, i+1), r.lanNode, r.router, fmt.Sprintf("pk%slr%d", id, i+1), r.lanRouter)
+		link(r.node, fmt.Sprintf("pk%sl%d", id, i+1), r.lanNode, r.router, n.lanDevs[i], r.lanRouter)
 		run(ip, "-n", r.node, "route", "add", "default", "via", r.lanRouter)
 		run(ip, "netns", "exec", r.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		run(ip, "netns", "exec", r.router, iptables, "-t", "nat", "-A", "POSTROUTING", "-o", out, "-j", "MASQUERADE")
@@ -101,6 +106,36 @@ func NAT(t testing.TB) *NATNet {
 		}
 	}
 	return n
+}
+
+// BlockDirect makes each router refuse what its LAN sends to the other
+// router's public address (block true), or stops refusing it (false). While
+// blocked, A and B reach each other only through the relay, and every hole
+// punching attempt between them fails at once (TCP reset, ICMP port
+// unreachable) instead of waiting for a timeout. The rules live in the
+// routers' namespaces and go with them.
+func (n *NATNet) BlockDirect(t testing.TB, block bool) {
+	t.Helper()
+	if block == n.blocked {
+		return
+	}
+	for i, r := range []struct{ router, other string }{{n.Router1, NATRouter2}, {n.Router2, NATRouter1}} {
+		for j, rule := range [][]string{
+			{"-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"},
+			{"-j", "REJECT"}, // icmp-port-unreachable
+		} {
+			args := []string{"netns", "exec", r.router, n.IPTables, "-D", "FORWARD"}
+			if block {
+				// At the head of FORWARD, the TCP rule first.
+				args = []string{"netns", "exec", r.router, n.IPTables, "-I", "FORWARD", fmt.Sprint(j + 1)}
+			}
+			args = append(append(args, "-i", n.lanDevs[i], "-d", r.other), rule...)
+			if out, err := exec.Command(n.ip, args...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			}
+		}
+	}
+	n.blocked = block
 }
 
 // findIPTables returns an iptables that can add a NAT rule inside a

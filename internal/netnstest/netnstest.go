@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,40 @@ const (
 )
 
 var seq atomic.Uint32
+
+// staleName matches the namespaces this package makes: "p2pkex-", the
+// process ID of the test that made them, then a letter or "-".
+var staleName = regexp.MustCompile(`^p2pkex-([0-9]+)[a-z-]`)
+
+var sweepOnce sync.Once
+
+// removeStale deletes the namespaces that a test process which no longer
+// runs left behind: t.Cleanup removes them when a test passes, fails or
+// panics, but not when the process is killed (go test -timeout, SIGKILL).
+// Namespaces of a process that still runs, such as a test running beside
+// this one, are left alone.
+func removeStale(ip string) {
+	sweepOnce.Do(func() {
+		out, err := exec.Command(ip, "netns", "list").Output()
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 {
+				continue
+			}
+			m := staleName.FindStringSubmatch(f[0])
+			if m == nil {
+				continue
+			}
+			if _, err := os.Stat("/proc/" + m[1]); err == nil {
+				continue
+			}
+			exec.Command(ip, "netns", "delete", f[0]).Run()
+		}
+	})
+}
 
 // Pair creates two namespaces joined by a veth pair and returns their names:
 // AddrA is in the first, AddrB in the second. Both have lo up and the veth
@@ -76,6 +111,7 @@ func IP(t testing.TB) string {
 	if err != nil {
 		t.Skip("needs ip (iproute2) to create network namespaces")
 	}
+	removeStale(ip)
 	return ip
 }
 
@@ -151,10 +187,24 @@ func Start(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 // and ends with suffix, and returns what is between.
 func (p *Proc) Await(t testing.TB, timeout time.Duration, prefix, suffix string) string {
 	t.Helper()
+	return p.AwaitFrom(t, 0, timeout, prefix, suffix)
+}
+
+// Mark returns the number of output lines read so far, for AwaitFrom.
+func (p *Proc) Mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
+// AwaitFrom is Await over the lines after the first mark ones (see Mark):
+// it waits for a line printed after the mark was taken.
+func (p *Proc) AwaitFrom(t testing.TB, mark int, timeout time.Duration, prefix, suffix string) string {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		p.mu.Lock()
-		for _, l := range p.lines {
+		for _, l := range p.lines[min(mark, len(p.lines)):] {
 			if strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix) && len(l) >= len(prefix)+len(suffix) {
 				p.mu.Unlock()
 				return l[len(prefix) : len(l)-len(suffix)]
