@@ -23,23 +23,36 @@ import (
 // with the peer it found, by peer ID alone. mDNS never runs outside these
 // namespaces, which the test always removes. Skips without root and ip.
 //
+// mDNS starts with the node, so a peer is often found before the
+// application subscribes to events, and is then only listed by
+// DiscoveredPeers. The first subtest subscribes at once, as applications
+// do, and gets either case by chance; in the second the exchanging node
+// subscribes only after it found its peer, so that the listed case is
+// always tried.
+//
 // The nodes run in children: this test binary, re-executed with "ip netns
 // exec" to run TestMDNSChild. cmd/p2pkex's TestDaemonMDNSAcrossNetns does
 // the same with two daemons.
 func TestMDNSAcrossNetns(t *testing.T) {
+	t.Run("subscribed at start", func(t *testing.T) { testMDNSAcrossNetns(t, false) })
+	t.Run("subscribed after discovery", func(t *testing.T) { testMDNSAcrossNetns(t, true) })
+}
+
+func testMDNSAcrossNetns(t *testing.T, subscribeLate bool) {
 	nsA, nsB := netnstest.Pair(t)
 	self, err := os.Executable()
 	require.NoError(t, err)
-	start := func(ns, addr string, exchange bool) *netnstest.Proc {
+	start := func(ns, addr string, exchange, subscribeLate bool) *netnstest.Proc {
 		cmd := netnstest.Command(t, ns, self, "-test.run=^TestMDNSChild$", "-test.v")
 		cmd.Env = append(os.Environ(),
 			"P2PKEX_MDNS_CHILD=1",
 			"P2PKEX_MDNS_LISTEN=/ip4/"+addr+"/tcp/0",
-			fmt.Sprintf("P2PKEX_MDNS_EXCHANGE=%t", exchange))
+			fmt.Sprintf("P2PKEX_MDNS_EXCHANGE=%t", exchange),
+			fmt.Sprintf("P2PKEX_MDNS_SUBSCRIBE_LATE=%t", subscribeLate))
 		return netnstest.Start(t, ns, cmd)
 	}
-	a := start(nsA, netnstest.AddrA, true)
-	b := start(nsB, netnstest.AddrB, false)
+	a := start(nsA, netnstest.AddrA, true, subscribeLate)
+	b := start(nsB, netnstest.AddrB, false, false)
 	const wait = 40 * time.Second
 	idA, idB := a.Await(t, wait, "ready ", ""), b.Await(t, wait, "ready ", "")
 
@@ -57,8 +70,10 @@ func TestMDNSAcrossNetns(t *testing.T) {
 // "discovered <peer ID> via mdns" for each peer found (by an event or
 // listed as found before its subscription began), and "exchange with
 // <peer ID>: <key ID>" for each exchange; with P2PKEX_MDNS_EXCHANGE=true it
-// starts one exchange with each peer found. It stops when stdin closes or
-// on SIGINT.
+// starts one exchange with each peer found. With
+// P2PKEX_MDNS_SUBSCRIBE_LATE=true it subscribes to the node's events only
+// once DiscoveredPeers lists a peer. It stops when stdin closes or on
+// SIGINT.
 //
 // So that a failure says why, it also prints, each line starting with
 // "# " and the time since start: every event of the node (exchange steps,
@@ -86,6 +101,16 @@ func TestMDNSChild(t *testing.T) {
 		WithMDNS(DefaultMDNSService))
 	require.NoError(t, err)
 	defer n.Close()
+	if os.Getenv("P2PKEX_MDNS_SUBSCRIBE_LATE") == "true" {
+		note("subscribing only once a peer is found")
+		deadline := time.Now().Add(40 * time.Second) // a hang guard
+		for len(n.DiscoveredPeers()) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no peer found within 40 s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	events, stop := n.Subscribe(0)
 	defer stop()
 
