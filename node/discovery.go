@@ -401,6 +401,11 @@ func (p *DiscoveredPeer) clone() *DiscoveredPeer {
 
 // DiscoveredPeers lists the peers discovery found, in no particular order.
 // Empty when discovery is off.
+//
+// Discovery starts with the node (mDNS often finds a peer before New
+// returns), and a peer is reported as an EventDiscovered only to the
+// subscriptions that exist when it is found. To miss none, Subscribe first,
+// then list: each peer is then listed, or reported, or both.
 func (n *Node) DiscoveredPeers() []DiscoveredPeer {
 	d := n.disc
 	if d == nil {

@@ -113,3 +113,48 @@ func TestDiscoveryOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscoveredBeforeSubscribe: a peer found before a subscription began
+// is listed by DiscoveredPeers and not reported to it; one found after is
+// reported once per source. An application that subscribes and then lists
+// misses no peer (mDNS, starting with the node, often finds one before
+// the application subscribes: TestMDNSAcrossNetns).
+func TestDiscoveredBeforeSubscribe(t *testing.T) {
+	// Discovery on, contacting no one; peers are fed to it directly.
+	n := newNode(t, WithDHT(nil, WithDHTMode(DHTModeServer)))
+	early, late := newNode(t), newNode(t)
+	info := func(m *Node) peer.AddrInfo { return peer.AddrInfo{ID: m.ID(), Addrs: m.Host().Addrs()} }
+
+	n.disc.found(info(early), SourceMDNS)
+	events, stop := n.Subscribe(0)
+	defer stop()
+	listed := map[peer.ID]bool{}
+	for _, d := range n.DiscoveredPeers() {
+		listed[d.ID] = true
+	}
+	require.Equal(t, map[peer.ID]bool{early.ID(): true}, listed)
+
+	n.disc.found(info(early), SourceMDNS) // found again: no event
+	n.disc.found(info(late), SourceMDNS)
+	n.disc.found(info(late), SourceMDNS)
+	n.disc.found(info(early), SourceDHT) // a new source: an event
+	var got []string
+	for len(got) < 2 {
+		select {
+		case e := <-events:
+			require.Equal(t, EventDiscovered, e.Kind)
+			got = append(got, e.Peer.String()+" "+e.Source.String())
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events: %v", got)
+		}
+	}
+	require.Equal(t, []string{late.ID().String() + " mdns", early.ID().String() + " dht"}, got)
+	select {
+	case e := <-events:
+		t.Fatalf("unexpected event %s %s", e.Kind, e.Peer)
+	default:
+	}
+	// The early peer's addresses are in the peerstore: Exchange dials it by
+	// peer ID alone.
+	require.EqualValues(t, 1, exchange(t, n, early).Epoch)
+}
