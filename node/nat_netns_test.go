@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -46,12 +47,16 @@ import (
 //     hole punching cannot move A and B off the relay.
 //   - C: the relay is killed (SIGKILL) in the middle of an exchange
 //     between A and B: A's exchange stream holds its writes after phase 1
-//     (natGateHost) until the relayed connection under it closes, and the
-//     relay is killed once B reports that it left phase 1. Both sides must
-//     report an error within the phase timeout that is not a timeout,
-//     neither may install a key (each side's key for the other stays the
-//     one before), and once the relay runs again (same identity, same
-//     address) and A and B hold slots on it again, a retry succeeds.
+//     (natGateHost), the relay is killed once B reports that it left
+//     phase 1, and A's stream is let go. Both sides must report an error
+//     within their phase deadline, neither may install a key (each side's
+//     key for the other stays the one before), and once the relay runs
+//     again (same identity, same address) and A and B hold slots on it
+//     again, a retry succeeds. This runs twice: first A and B reach the
+//     relay over TCP, where the relay's kernel resets their connections
+//     and the error must not be a timeout; then, after the restart, over
+//     QUIC, where nothing tells them the relay is gone and the phase
+//     deadline ends the exchange.
 //   - B: the routers stop refusing; A connects to B through the relay
 //     again, hole punching (DCUtR) must open a direct connection between
 //     them through both NATs, and a second exchange must run over it. How
@@ -139,43 +144,59 @@ func TestNATTraversal(t *testing.T) {
 	do(b, "send %s hello-A-from-B", idA)
 	a.Await(t, wait, "msg "+idB+" hello-A-from-B", "")
 
-	// C: the relay dies in the middle of an exchange.
-	markA, markB := a.Mark(), b.Mark()
-	do(a, "hold 2") // START and NEXT go out; A's PART waits
-	tag := send(a, "exchange %s %s", idB, viaRelay(idB))
-	t.Logf("scenario C: A holds its exchange stream %s", a.AwaitFrom(t, markA, wait, "held ", ""))
-	b.AwaitFrom(t, markB, wait, "step "+idA+" phase-left phase 1", "")
-	killed := time.Now()
-	relay.Kill()
-	// Each side must give up on its own, well before a phase times out.
-	errB := b.AwaitFrom(t, markB, protocol.DefaultPhaseTimeout, "failed "+idA+" ", "")
-	tookB := time.Since(killed)
-	replyA := a.AwaitFrom(t, markA, protocol.DefaultPhaseTimeout, tag, "")
-	tookA := time.Since(killed)
-	t.Logf("scenario C: relay killed after B left phase 1; A's error %v later: %s", tookA.Round(time.Millisecond), replyA)
-	t.Logf("scenario C: B's error %v later: %s", tookB.Round(time.Millisecond), errB)
-	require.True(t, strings.HasPrefix(replyA, "err "), "A's exchange did not fail: %s", replyA)
-	for _, e := range []string{replyA, errB} {
-		require.NotContains(t, e, protocol.ErrTimeout.Error(), "a timeout, not the relay's end")
-	}
-	require.Equal(t, keyAB, do(a, "key %s", idB), "A installed a key")
-	require.Equal(t, keyAB, do(b, "key %s", idA), "B installed a key")
-	t.Logf("scenario C: no key installed: both still hold %s", keyAB)
+	// C: the relay dies in the middle of an exchange; twice, since A and B
+	// first reach the relay over TCP (the static relay's address) and, once
+	// identify taught them its QUIC address, over QUIC.
+	for _, over := range []string{"tcp", "quic-v1"} {
+		name := "scenario C (relay reached over " + over + ")"
+		require.Equal(t, over, do(a, "relayconn %s", idR), "%s: A's connection to the relay", name)
+		require.Equal(t, over, do(b, "relayconn %s", idR), "%s: B's connection to the relay", name)
+		keyAB = sameKey(a, idA, b, idB)
+		markA, markB := a.Mark(), b.Mark()
+		do(a, "hold 2") // START and NEXT go out; A's PART waits
+		tag := send(a, "exchange %s %s", idB, viaRelay(idB))
+		t.Logf("%s: A holds its exchange stream %s", name, a.AwaitFrom(t, markA, wait, "held ", ""))
+		b.AwaitFrom(t, markB, wait, "step "+idA+" phase-left phase 1", "")
+		killed := time.Now()
+		relay.Kill()
+		do(a, "release") // A goes on as if its PART had been in flight
+		// Each side must give up on its own within its phase deadline: the
+		// phase began before the kill.
+		errB := b.AwaitFrom(t, markB, protocol.DefaultPhaseTimeout+2*time.Second, "failed "+idA+" ", "")
+		tookB := time.Since(killed)
+		replyA := a.AwaitFrom(t, markA, protocol.DefaultPhaseTimeout+2*time.Second, tag, "")
+		tookA := time.Since(killed)
+		t.Logf("%s: relay killed after B left phase 1; A's error %v later: %s", name, tookA.Round(time.Millisecond), replyA)
+		t.Logf("%s: B's error %v later: %s", name, tookB.Round(time.Millisecond), errB)
+		require.True(t, strings.HasPrefix(replyA, "err "), "A's exchange did not fail: %s", replyA)
+		if over == "tcp" {
+			// The relay's kernel resets both TCP connections at once.
+			for _, e := range []string{replyA, errB} {
+				require.NotContains(t, e, protocol.ErrTimeout.Error(), "a timeout, not the reset of the relay's connection")
+			}
+		}
+		require.Equal(t, keyAB, do(a, "key %s", idB), "A installed a key")
+		require.Equal(t, keyAB, do(b, "key %s", idA), "B installed a key")
+		t.Logf("%s: no key installed: both still hold %s", name, keyAB)
 
-	markA, markB = a.Mark(), b.Mark()
-	relay = start(nw.Relay, "relay (restarted)", "relay", netnstest.NATRelay, "")
-	require.Equal(t, idR, relay.Await(t, wait, "ready ", ""), "the restarted relay has another identity")
-	restarted := time.Now()
-	// autorelay finds its static relay again when it next looks at them
-	// (StaticRelayPollInterval), a dial backoff from an attempt while the
-	// relay was down aside.
-	require.Equal(t, idR, a.AwaitFrom(t, markA, 4*StaticRelayPollInterval, "reserved ", ""))
-	require.Equal(t, idR, b.AwaitFrom(t, markB, 4*StaticRelayPollInterval, "reserved ", ""))
-	t.Logf("scenario C: relay restarted; A and B hold slots on it again after %v", time.Since(restarted).Round(time.Millisecond))
-	retry := do(a, "exchange %s %s", idB, viaRelay(idB))
-	t.Logf("scenario C: retry: %s", retry)
-	require.Contains(t, retry, "conn=relayed")
-	require.NotEqual(t, keyAB, sameKey(a, idA, b, idB))
+		markA, markB = a.Mark(), b.Mark()
+		relay = start(nw.Relay, "relay (restarted)", "relay", netnstest.NATRelay, "")
+		require.Equal(t, idR, relay.Await(t, wait, "ready ", ""), "the restarted relay has another identity")
+		restarted := time.Now()
+		// autorelay reserves again when it next looks at its static relays
+		// (StaticRelayPollInterval) after the old connection closed: over
+		// TCP that was at the kill; over QUIC it is when a packet of the
+		// old connection reaches the restarted relay, which answers with a
+		// stateless reset (same identity, same reset key), or at the
+		// latest when the connection idles out, 30 s after the kill.
+		require.Equal(t, idR, a.AwaitFrom(t, markA, 40*time.Second, "reserved ", ""))
+		require.Equal(t, idR, b.AwaitFrom(t, markB, 40*time.Second, "reserved ", ""))
+		t.Logf("%s: relay restarted; A and B hold slots on it again after %v", name, time.Since(restarted).Round(time.Millisecond))
+		retry := do(a, "exchange %s %s", idB, viaRelay(idB))
+		t.Logf("%s: retry: %s", name, retry)
+		require.Contains(t, retry, "conn=relayed")
+		require.NotEqual(t, keyAB, sameKey(a, idA, b, idB))
+	}
 
 	// B: hole punching, then an exchange over the direct connection.
 	nw.BlockDirect(t, false)
@@ -222,13 +243,14 @@ func natTreatPublic() {
 // natGateHost wraps a NATed child's host so that TestNATTraversal can hold
 // an exchange in the middle: once armed (arm), the next exchange stream the
 // node opens writes its first k notices and then holds the rest until the
-// connection under it closes (or natHoldMax passes). Unarmed, it changes
-// nothing.
+// connection under it closes or the test lets it go (let), at most
+// natHoldMax. Unarmed, it changes nothing.
 type natGateHost struct {
 	host.Host
-	onHold func(string)
-	mu     sync.Mutex
-	k      int // notices to let out; -1: not armed
+	onHold  func(string)
+	mu      sync.Mutex
+	k       int           // notices to let out; -1: not armed
+	release chan struct{} // closed by let: the armed stream goes on
 }
 
 // natHoldMax bounds a hold, so that a relay that is never stopped cannot
@@ -238,7 +260,17 @@ const natHoldMax = 20 * time.Second
 func (h *natGateHost) arm(k int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.k = k
+	h.k, h.release = k, make(chan struct{})
+}
+
+// let lets the held (or next armed) stream go on.
+func (h *natGateHost) let() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.release != nil {
+		close(h.release)
+		h.release = nil
+	}
 }
 
 func (h *natGateHost) NewStream(ctx context.Context, p peer.ID, pids ...libp2pprotocol.ID) (network.Stream, error) {
@@ -247,21 +279,22 @@ func (h *natGateHost) NewStream(ctx context.Context, p peer.ID, pids ...libp2ppr
 		return s, err
 	}
 	h.mu.Lock()
-	k := h.k
+	k, release := h.k, h.release
 	h.k = -1
 	h.mu.Unlock()
 	if k < 0 {
 		return s, nil
 	}
-	return &natGateStream{Stream: s, k: k, onHold: h.onHold}, nil
+	return &natGateStream{Stream: s, k: k, onHold: h.onHold, release: release}, nil
 }
 
 // natGateStream is an exchange stream that holds its writes after k
 // notices (see natGateHost).
 type natGateStream struct {
 	network.Stream
-	k      int
-	onHold func(string)
+	k       int
+	onHold  func(string)
+	release <-chan struct{}
 
 	mu   sync.Mutex
 	sent frameSplitter // faulthost_test.go
@@ -297,7 +330,8 @@ func (g *natGateStream) Write(b []byte) (int, error) {
 	return n + m, err
 }
 
-// hold waits until the connection under the stream closes, or natHoldMax.
+// hold waits until the connection under the stream closes, the host lets
+// it go, or natHoldMax passes.
 func (g *natGateStream) hold(sent []pb.Notice_Type) {
 	g.mu.Lock()
 	g.done = true
@@ -309,7 +343,11 @@ func (g *natGateStream) hold(sent []pb.Notice_Type) {
 	g.onHold(fmt.Sprintf("after %d notices (%s)", len(sent), strings.Join(names, " ")))
 	deadline := time.Now().Add(natHoldMax)
 	for !g.Conn().IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-g.release:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -320,11 +358,13 @@ func (g *natGateStream) hold(sent []pb.Notice_Type) {
 // runs; "msg <peer> <text>" for each message; "step <peer> <kind> <phase>"
 // when an exchange enters or leaves a phase; "failed <peer> <error>" and
 // "done <peer> ..." when one ends; and "held ..." when a held exchange
-// stream (hold) stops writing. It answers each stdin line "N command args"
-// with "N ok ..." or "N err ...". Commands: exchange PEER [ADDR], connect
-// PEER ADDR, disconnect PEER, send PEER TEXT, key PEER, waitdirect PEER
-// SECONDS, hold K (NATed nodes: the next exchange stream holds its writes
-// after K notices). It stops when stdin closes.
+// stream stops writing. It answers each stdin line "N command args" with
+// "N ok ..." or "N err ...", running commands concurrently. Commands:
+// exchange PEER [ADDR], connect PEER ADDR, disconnect PEER, send PEER TEXT,
+// key PEER, waitdirect PEER SECONDS, relayconn PEER (the transports of the
+// direct connections to PEER), and on a NATed node hold K (the next
+// exchange stream holds its writes after K notices) and release (it goes
+// on). It stops when stdin closes.
 func TestNATChild(t *testing.T) {
 	if os.Getenv("P2PKEX_NAT_CHILD") != "1" {
 		t.Skip("runs only inside TestNATTraversal")
@@ -440,10 +480,12 @@ func TestNATChild(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Commands run concurrently, so that "release" reaches a held exchange.
+	var cmds sync.WaitGroup
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 3 {
+		if len(f) < 2 {
 			continue
 		}
 		no, cmd := f[0], f[1]
@@ -454,14 +496,28 @@ func TestNATChild(t *testing.T) {
 			}
 			say("%s ok "+format, append([]any{no}, args...)...)
 		}
-		if cmd == "hold" {
+		switch {
+		case cmd == "hold":
 			var k int
-			if _, err := fmt.Sscan(f[2], &k); err != nil || gate == nil || k < 0 {
-				reply(fmt.Errorf("hold %q: needs a NATed node and a count", f[2]), "")
-				continue
+			if len(f) < 3 || gate == nil {
+				reply(fmt.Errorf("hold: needs a NATed node and a count"), "")
+			} else if _, err := fmt.Sscan(f[2], &k); err != nil || k < 0 {
+				reply(fmt.Errorf("hold %q: not a count", f[2]), "")
+			} else {
+				gate.arm(k)
+				reply(nil, "armed")
 			}
-			gate.arm(k)
-			reply(nil, "armed")
+			continue
+		case cmd == "release":
+			if gate == nil {
+				reply(fmt.Errorf("release: not a NATed node"), "")
+			} else {
+				gate.let()
+				reply(nil, "released")
+			}
+			continue
+		case len(f) < 3:
+			reply(fmt.Errorf("%s: no peer", cmd), "")
 			continue
 		}
 		p, err := peer.Decode(f[2])
@@ -469,80 +525,118 @@ func TestNATChild(t *testing.T) {
 			reply(err, "")
 			continue
 		}
-		connect := func(ctx context.Context, addr string) error {
-			a, err := ma.NewMultiaddr(addr)
-			if err != nil {
-				return err
-			}
-			if err := n.Connect(ctx, peer.AddrInfo{ID: p, Addrs: []ma.Multiaddr{a.Decapsulate(ma.StringCast("/p2p/" + p.String()))}}); err != nil {
-				return fmt.Errorf("connect: %w", err)
-			}
-			return nil
+		cmds.Add(1)
+		go func() {
+			defer cmds.Done()
+			natCommand(ctx, n, p, cmd, f[3:], reply, &cmu, relayedAt, directAt)
+		}()
+	}
+	cancel()
+	cmds.Wait()
+}
+
+// natCommand runs one command of TestNATChild about peer p (see there),
+// with the arguments after the peer, and answers it with reply. The
+// connection notifier records, under cmu, when the last relayed and the
+// last direct connection to each peer opened.
+func natCommand(ctx context.Context, n *Node, p peer.ID, cmd string, args []string,
+	reply func(err error, format string, args ...any), cmu *sync.Mutex, relayedAt, directAt map[peer.ID]time.Time) {
+	connect := func(ctx context.Context, addr string) error {
+		a, err := ma.NewMultiaddr(addr)
+		if err != nil {
+			return err
 		}
-		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-		switch cmd {
-		case "exchange":
-			if len(f) > 3 {
-				if err := connect(cctx, f[3]); err != nil {
-					reply(err, "")
-					break
-				}
+		if err := n.Connect(ctx, peer.AddrInfo{ID: p, Addrs: []ma.Multiaddr{a.Decapsulate(ma.StringCast("/p2p/" + p.String()))}}); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch cmd {
+	case "exchange":
+		if len(args) > 0 {
+			if err := connect(ctx, args[0]); err != nil {
+				reply(err, "")
+				return
 			}
-			begin := time.Now()
-			info, err := n.Exchange(cctx, p)
-			took := time.Since(begin).Round(time.Millisecond)
-			if err != nil {
-				reply(fmt.Errorf("after %v: %w", took, err), "")
-				break
-			}
-			reply(nil, "epoch=%d key=%s conn=%s took=%v", info.Epoch, info.KeyID, n.Connection(p), took)
-		case "connect":
-			if len(f) < 4 {
-				reply(fmt.Errorf("connect: no address"), "")
-				break
-			}
-			err := connect(cctx, f[3])
-			reply(err, "%s", n.Connection(p))
-		case "disconnect":
-			reply(n.Host().Network().ClosePeer(p), "disconnected")
-		case "send":
-			reply(n.Send(cctx, p, []byte(strings.Join(f[3:], " "))), "sent")
-		case "key":
-			k, err := n.ActiveKey(p)
-			if err != nil {
-				reply(nil, "none")
-				break
-			}
-			reply(nil, "epoch=%d key=%s", k.Epoch, k.ID)
-		case "waitdirect":
-			var secs int
-			if len(f) > 3 {
-				fmt.Sscan(f[3], &secs)
-			}
-			deadline := time.Now().Add(time.Duration(secs) * time.Second)
-			for n.Connection(p) != Direct && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			cmu.Lock()
-			r, d := relayedAt[p], directAt[p]
-			cmu.Unlock()
-			var via string
-			for _, c := range n.Host().Network().ConnsToPeer(p) {
-				if !c.Stat().Limited {
-					via = " via " + c.RemoteMultiaddr().String()
-				}
+		}
+		begin := time.Now()
+		info, err := n.Exchange(ctx, p)
+		took := time.Since(begin).Round(time.Millisecond)
+		if err != nil {
+			reply(fmt.Errorf("after %v: %w", took, err), "")
+			return
+		}
+		reply(nil, "epoch=%d key=%s conn=%s took=%v", info.Epoch, info.KeyID, n.Connection(p), took)
+	case "connect":
+		if len(args) < 1 {
+			reply(errors.New("connect: no address"), "")
+			return
+		}
+		err := connect(ctx, args[0])
+		reply(err, "%s", n.Connection(p))
+	case "disconnect":
+		reply(n.Host().Network().ClosePeer(p), "disconnected")
+	case "relayconn":
+		// The transports of the direct connections to p (the relay).
+		var ts []string
+		for _, c := range n.Host().Network().ConnsToPeer(p) {
+			if c.Stat().Limited {
+				continue
 			}
 			switch {
-			case n.Connection(p) == Direct && !r.IsZero() && d.After(r):
-				reply(nil, "direct %v after the relayed connection%s", d.Sub(r).Round(time.Millisecond), via)
-			case n.Connection(p) == Direct:
-				reply(nil, "direct (no relayed connection before it)%s", via)
+			case natHas(c.RemoteMultiaddr(), ma.P_QUIC_V1):
+				ts = append(ts, "quic-v1")
+			case natHas(c.RemoteMultiaddr(), ma.P_TCP):
+				ts = append(ts, "tcp")
 			default:
-				reply(nil, "relayed only (not punched within %ds)", secs)
+				ts = append(ts, c.RemoteMultiaddr().String())
 			}
-		default:
-			reply(fmt.Errorf("unknown command %q", cmd), "")
 		}
-		ccancel()
+		slices.Sort(ts)
+		reply(nil, "%s", strings.Join(slices.Compact(ts), ","))
+	case "send":
+		reply(n.Send(ctx, p, []byte(strings.Join(args, " "))), "sent")
+	case "key":
+		k, err := n.ActiveKey(p)
+		if err != nil {
+			reply(nil, "none")
+			return
+		}
+		reply(nil, "epoch=%d key=%s", k.Epoch, k.ID)
+	case "waitdirect":
+		var secs int
+		if len(args) > 0 {
+			fmt.Sscan(args[0], &secs)
+		}
+		deadline := time.Now().Add(time.Duration(secs) * time.Second)
+		for n.Connection(p) != Direct && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cmu.Lock()
+		r, d := relayedAt[p], directAt[p]
+		cmu.Unlock()
+		var via string
+		for _, c := range n.Host().Network().ConnsToPeer(p) {
+			if !c.Stat().Limited {
+				via = " via " + c.RemoteMultiaddr().String()
+			}
+		}
+		switch {
+		case n.Connection(p) == Direct && !r.IsZero() && d.After(r):
+			reply(nil, "direct %v after the relayed connection%s", d.Sub(r).Round(time.Millisecond), via)
+		case n.Connection(p) == Direct:
+			reply(nil, "direct (no relayed connection before it)%s", via)
+		default:
+			reply(nil, "relayed only (not punched within %ds)", secs)
+		}
+	default:
+		reply(fmt.Errorf("unknown command %q", cmd), "")
 	}
+}
+
+func natHas(a ma.Multiaddr, code int) bool {
+	_, err := a.ValueForProtocol(code)
+	return err == nil
 }
