@@ -38,7 +38,8 @@ type NATNet struct {
 // with ip and iptables (or iptables-legacy) on the PATH. All addresses
 // exist only inside the namespaces; LAN addresses are not routed from the
 // public segment, so a LAN node is reachable only through its router's
-// masquerade, as behind a home router.
+// masquerade, as behind a home router. Like a home router, each router
+// drops packets from outside that belong to no connection it tracks.
 func NAT(t testing.TB) *NATNet {
 	t.Helper()
 	ip := IP(t)
