@@ -49,12 +49,23 @@ func (r *reassembly) check(c *pb.Chunk) ([]byte, error) {
 	if c.Index+1 < c.Count {
 		return nil, nil
 	}
+	if len(c.Data) <= cap(r.data)-len(r.data) {
+		// The item is built in the room add made for it: r.data keeps its
+		// length, so r is unchanged, and add, if the chunk is accepted,
+		// appends the same bytes in the same place.
+		return append(r.data, c.Data...), nil
+	}
 	item := make([]byte, 0, len(r.data)+len(c.Data))
 	return append(append(item, r.data...), c.Data...), nil
 }
 
-// add appends a chunk that check accepted.
+// add appends a chunk that check accepted. The first chunk makes room for
+// the whole item: every chunk but the last is as long as the first (split),
+// so Count times its length is enough, within the item's bound.
 func (r *reassembly) add(c *pb.Chunk) {
+	if r.data == nil {
+		r.data = make([]byte, 0, min(r.max, int(c.Count)*len(c.Data)))
+	}
 	r.count = c.Count
 	r.next++
 	r.data = append(r.data, c.Data...)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/multiformats/go-varint"
 )
@@ -37,6 +38,12 @@ func (f *FrameReader) ReadByte() (byte, error) {
 // stream that ends inside a frame fails with io.ErrUnexpectedEOF; one that
 // ends between frames with io.EOF.
 func (f *FrameReader) ReadFrame(max int) ([]byte, error) {
+	return f.readFrame(max, nil)
+}
+
+// readFrame is ReadFrame into buf when the frame fits its capacity (else
+// into a new slice).
+func (f *FrameReader) readFrame(max int, buf []byte) ([]byte, error) {
 	n, err := varint.ReadUvarint(f)
 	if err != nil {
 		switch {
@@ -53,7 +60,11 @@ func (f *FrameReader) ReadFrame(max int) ([]byte, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("%w: empty frame", ErrMalformed)
 	}
-	buf := make([]byte, n)
+	if uint64(cap(buf)) >= n {
+		buf = buf[:n]
+	} else {
+		buf = make([]byte, n)
+	}
 	if _, err := io.ReadFull(f.r, buf); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -81,10 +92,53 @@ func WriteFrames(w io.Writer, msgs [][]byte) error {
 	for _, m := range msgs {
 		size += len(m) + varint.MaxLenUvarint63
 	}
-	buf := make([]byte, 0, size)
+	bp := getFrameBuf(size)
+	defer putFrameBuf(bp)
 	for _, m := range msgs {
-		buf = AppendFrame(buf, m)
+		*bp = AppendFrame(*bp, m)
 	}
-	_, err := w.Write(buf)
+	_, err := w.Write(*bp)
 	return err
+}
+
+// writeFrames is WriteFrames for the machine's frames.
+func writeFrames(w io.Writer, frames []Frame) error {
+	size := 0
+	for _, f := range frames {
+		size += len(f.Bytes) + varint.MaxLenUvarint63
+	}
+	bp := getFrameBuf(size)
+	defer putFrameBuf(bp)
+	for _, f := range frames {
+		*bp = AppendFrame(*bp, f.Bytes)
+	}
+	_, err := w.Write(*bp)
+	return err
+}
+
+// The buffers frames are written from. A Write must not keep the slice it
+// is given (io.Writer), so a buffer is reused as soon as Write returns.
+// Buffers that grew beyond pooledFrameBuf (a burst of large notices) are
+// left to the collector rather than kept.
+const pooledFrameBuf = 8 << 10
+
+var frameBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, pooledFrameBuf)
+	return &b
+}}
+
+func getFrameBuf(size int) *[]byte {
+	if size > pooledFrameBuf {
+		b := make([]byte, 0, size)
+		return &b
+	}
+	return frameBufs.Get().(*[]byte)
+}
+
+func putFrameBuf(bp *[]byte) {
+	if cap(*bp) != pooledFrameBuf {
+		return
+	}
+	*bp = (*bp)[:0]
+	frameBufs.Put(bp)
 }
