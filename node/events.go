@@ -68,6 +68,9 @@ type events struct {
 	subs    map[chan Event]struct{}
 	closed  bool
 	dropped atomic.Uint64
+	// count is len(subs), for publish to return at once when no one
+	// listens (an exchange publishes some twenty steps).
+	count atomic.Int32
 }
 
 // DefaultSubscriptionBuffer is the buffer of a subscription when Subscribe
@@ -93,6 +96,7 @@ func (n *Node) Subscribe(buffer int) (<-chan Event, func()) {
 		e.subs = map[chan Event]struct{}{}
 	}
 	e.subs[ch] = struct{}{}
+	e.count.Store(int32(len(e.subs)))
 	var once sync.Once
 	return ch, func() {
 		once.Do(func() {
@@ -100,6 +104,7 @@ func (n *Node) Subscribe(buffer int) (<-chan Event, func()) {
 			defer e.mu.Unlock()
 			if _, ok := e.subs[ch]; ok {
 				delete(e.subs, ch)
+				e.count.Store(int32(len(e.subs)))
 				close(ch)
 			}
 		})
@@ -110,6 +115,9 @@ func (n *Node) Subscribe(buffer int) (<-chan Event, func()) {
 func (n *Node) DroppedEvents() uint64 { return n.events.dropped.Load() }
 
 func (e *events) publish(ev Event) {
+	if e.count.Load() == 0 {
+		return // an event no subscriber could have seen yet
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for ch := range e.subs {
@@ -129,4 +137,5 @@ func (e *events) close() {
 		close(ch)
 	}
 	e.subs = nil
+	e.count.Store(0)
 }

@@ -36,17 +36,35 @@ type MetricsTracer interface {
 // by result, exchange and phase durations, notices and their bytes by
 // direction and type, discovered peers and refused messages (all named
 // "p2pkex_..."). When the node builds its own host, libp2p's own metrics go
-// to reg too (unless reg is prometheus.DefaultRegisterer, which libp2p uses
-// anyway; do not also pass libp2p.PrometheusRegisterer). Default: no
-// metrics from the node.
+// to reg too (do not also pass libp2p.PrometheusRegisterer). Default: no
+// metrics, neither the node's nor libp2p's (see libp2pMetrics).
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(c *config) error {
 		if reg == nil {
 			return errors.New("WithMetrics: nil registerer")
 		}
 		c.metrics = NewMetricsTracer(reg)
+		c.libp2pMetrics = true
 		if reg != prometheus.DefaultRegisterer {
 			c.libp2pOpts = append(c.libp2pOpts, libp2p.PrometheusRegisterer(reg))
+		}
+		return nil
+	}
+}
+
+// libp2pMetrics is the libp2p option that turns libp2p's metrics off in the
+// node's own host unless they were asked for: by WithMetrics, or by a
+// libp2p.PrometheusRegisterer among the options of WithLibp2pOptions (which
+// go before it). go-libp2p records metrics by default, into
+// prometheus.DefaultRegisterer, whether or not anything collects them, and
+// its resource manager then reports every stream and reservation through a
+// trace that formats a timestamp each time: together about 5 % of the CPU
+// of an exchange under load (docs/PERFORMANCE.md). WithMetricsTracer alone
+// does not turn them on: it asks for the node's metrics only.
+func libp2pMetrics(cfg *config) libp2p.Option {
+	return func(lc *libp2p.Config) error {
+		if !cfg.libp2pMetrics && lc.PrometheusRegisterer == nil {
+			lc.DisableMetrics = true
 		}
 		return nil
 	}

@@ -108,14 +108,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	if cfg.host != nil {
 		n.host = cfg.host
 	} else {
-		listen := cfg.listen
-		if len(listen) == 0 {
-			for _, a := range DefaultListenAddrs {
-				listen = append(listen, ma.StringCast(a))
-			}
-		}
-		lopts := append([]libp2p.Option{libp2p.Identity(n.identity), libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
-		lopts = append(lopts, resourceManager(cfg)) // resources.go
+		lopts := append([]libp2p.Option{libp2p.Identity(n.identity)}, hostOptions(cfg)...)
 		if n.host, err = libp2p.New(lopts...); err != nil {
 			return nil, fmt.Errorf("start libp2p host: %w", err)
 		}
@@ -132,6 +125,39 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	go n.maintain()
 	ok = true
 	return n, nil
+}
+
+// hostOptions are the options of libp2p.New for the node's own host, less
+// the identity: the listen addresses, those of WithLibp2pOptions, and after
+// them the node's own, each of which leaves alone what an option before it
+// chose: libp2p's metrics off unless asked for (metrics.go), the resource
+// manager with the exchange's limits (resources.go).
+func hostOptions(cfg *config) []libp2p.Option {
+	listen := cfg.listen
+	if len(listen) == 0 {
+		for _, a := range DefaultListenAddrs {
+			listen = append(listen, ma.StringCast(a))
+		}
+	}
+	opts := append([]libp2p.Option{libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
+	return append(opts, libp2pMetrics(cfg), resourceManager(cfg))
+}
+
+// HostOptions returns the options New gives libp2p.New when it builds its
+// own host, for the same opts, less the identity (which New takes from the
+// store; libp2p.New without one makes a random key). An application that
+// builds the host itself, to wrap it, say, and attaches the node to it with
+// WithHost, gets the host New would have built. Only the options that
+// concern the host count: listen addresses, WithLibp2pOptions, WithMetrics,
+// WithInboundLimits and WithNoticeSize.
+func HostOptions(opts ...Option) ([]libp2p.Option, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		if err := o(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return hostOptions(cfg), nil
 }
 
 // loadIdentity returns the store's identity key, creating it (from the

@@ -56,6 +56,9 @@ type config struct {
 	dht           *dhtConfig    // WithDHT; nil: off (discovery.go)
 	msg           msgConfig     // messaging.go
 	metrics       MetricsTracer // WithMetrics; nil: none (metrics.go)
+	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
+	// it the node's own host runs without them (metrics.go).
+	libp2pMetrics bool
 }
 
 // Defaults. Every option's default is one of these.

@@ -76,7 +76,8 @@ func SetServiceLimits(limits *rcmgr.ScalingLimitConfig, total, perPeer, noticeSi
 // resourceManager is the libp2p option that gives the node's own host a
 // resource manager with the exchange's service limits. It goes after the
 // options of WithLibp2pOptions and does nothing when one of them set a
-// resource manager.
+// resource manager. Its metrics are on only when the host's are (see
+// libp2pMetrics, which goes before it).
 func resourceManager(cfg *config) libp2p.Option {
 	return func(lc *libp2p.Config) error {
 		if lc.ResourceManager != nil {
@@ -85,7 +86,15 @@ func resourceManager(cfg *config) libp2p.Option {
 		limits := rcmgr.DefaultLimits
 		libp2p.SetDefaultServiceLimits(&limits)
 		SetServiceLimits(&limits, cfg.maxInbound, cfg.maxPerPeer, cfg.noticeSize)
-		mgr, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
+		var opts []rcmgr.Option
+		if lc.DisableMetrics {
+			// Without this the resource manager reports every reservation
+			// and stream to Prometheus through a trace, even in a host
+			// built with libp2p.DisableMetrics (about 4 % of the CPU of
+			// an exchange under load; docs/PERFORMANCE.md).
+			opts = append(opts, rcmgr.WithMetricsDisabled())
+		}
+		mgr, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), opts...)
 		if err != nil {
 			return fmt.Errorf("resource manager: %w", err)
 		}
