@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,9 @@ func TestExchangeResult(t *testing.T) {
 	require.Equal(t, "timeout", ExchangeResult(protocol.ErrTimeout))
 	require.Equal(t, "closed", ExchangeResult(ErrClosed))
 	require.Equal(t, "error", ExchangeResult(protocol.ErrMalformed))
+	require.Equal(t, "refused", ExchangeResult(protocol.ErrKeyRejected))
+	require.Equal(t, "refused", ExchangeResult(fmt.Errorf("phase 2: %w", protocol.ErrRollback)))
+	require.Equal(t, "refused", ExchangeResult(fmt.Errorf("open stream: %w", &IdentityChangeError{Refused: true})))
 }
 
 // Without WithMetrics the node has no tracer and runs as before.
