@@ -28,6 +28,7 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v3"
 
@@ -64,10 +65,13 @@ for --duration. The same run also measures, in this process:
 A progress line goes to stderr every second; a JSON summary goes to stdout.
 docs/PERFORMANCE.md explains every field.
 
-Stores are in memory; every node listens on 127.0.0.1 only. The responder
-runs with the resource manager's limits lifted and its inbound-exchange limit
-raised to twice the concurrency, so that the load measures the exchange, not
-the limits.
+Stores are in memory; every node listens on 127.0.0.1 only. The hosts are
+built with the options node.New uses for its own (node.HostOptions: libp2p's
+defaults, libp2p's metrics off); --transport and --security choose what the
+connections run on (default TCP with yamux, and TLS 1.3, libp2p's first
+choice). The responder runs with the resource manager's limits lifted and
+its inbound-exchange limit raised to twice the concurrency, so that the load
+measures the exchange, not the limits.
 
 Examples:
   p2pkex bench
@@ -82,6 +86,8 @@ Examples:
 			&cli.StringFlag{Name: "suite", Value: protocol.SuiteMLKEM768X25519.String(), Usage: "suite: MLKEM768X25519 or X25519"},
 			&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
 			&cli.StringFlag{Name: "keys", Value: "known", Usage: "under load, records are `known` (phase 2 empty) or sent by `both` sides"},
+			&cli.StringFlag{Name: "security", Usage: "secure channel of the load's connections: `tls` or noise (default: libp2p's choice, TLS 1.3 then Noise)"},
+			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "transport of the load's connections: `tcp` (with yamux) or quic"},
 			&cli.DurationFlag{Name: "latency", Value: 20 * time.Millisecond, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
 			&cli.IntFlag{Name: "rtt-samples", Value: 5, Usage: "exchanges timed on mocknet, per case"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
@@ -117,6 +123,7 @@ type benchConfig struct {
 	suite                     protocol.Suite
 	noticeSize                int
 	bothKeys                  bool
+	security, transport       string
 	latency                   time.Duration
 	rttSamples                int
 	cpuProfile, memProfile    string
@@ -132,6 +139,14 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 		rttSamples:  int(c.Int("rtt-samples")),
 		cpuProfile:  c.String("cpuprofile"),
 		memProfile:  c.String("memprofile"),
+		security:    c.String("security"),
+		transport:   c.String("transport"),
+	}
+	if cfg.security != "" && cfg.security != "tls" && cfg.security != "noise" {
+		return nil, usagef("--security %q: want tls or noise", cfg.security)
+	}
+	if cfg.transport != "tcp" && cfg.transport != "quic" {
+		return nil, usagef("--transport %q: want tcp or quic", cfg.transport)
 	}
 	var err error
 	if cfg.suite, err = protocol.ParseSuite(c.String("suite")); err != nil {
@@ -177,6 +192,8 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 type benchSummary struct {
 	Suite       string `json:"suite"`
 	Keys        string `json:"keys"`
+	Transport   string `json:"transport"`
+	Security    string `json:"security"`
 	NoticeSize  int    `json:"notice_size"`
 	Peers       int    `json:"peers"`
 	Concurrency int    `json:"concurrency"`
@@ -253,6 +270,8 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	sum := &benchSummary{
 		Suite:       cfg.suite.String(),
 		Keys:        map[bool]string{false: "known", true: "both"}[cfg.bothKeys],
+		Transport:   cfg.transport,
+		Security:    cfg.security,
 		NoticeSize:  cfg.noticeSize,
 		Peers:       cfg.peers,
 		Concurrency: cfg.concurrency,
@@ -569,7 +588,9 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 			b.close()
 		}
 	}()
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
+	// Without metrics, as the node's own resource manager runs unless
+	// metrics are asked for (node.WithMetrics).
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits), rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return nil, err
 	}
@@ -577,12 +598,25 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 	if err != nil {
 		return nil, err
 	}
-	// The nodes attach to hosts built here, with libp2p's defaults, so
-	// that their streams can pass through the gate.
+	// The nodes attach to hosts built here, so that their streams can pass
+	// through the gate, with the options node.New would use for its own
+	// host (node.HostOptions), and --security.
 	common := []node.Option{node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)}
+	var security []libp2p.Option
+	switch cfg.security {
+	case "tls":
+		security = []libp2p.Option{libp2p.Security(tls.ID, tls.New)}
+	case "noise":
+		security = []libp2p.Option{libp2p.Security(noise.ID, noise.New)}
+	}
 	b.hosts = make([]host.Host, 1+cfg.peers)
 	b.stores = make([]ps.Store, 1+cfg.peers)
-	start := func(i int, hostOpts []libp2p.Option, opts ...node.Option) (*node.Node, error) {
+	start := func(i int, libp2pOpts []libp2p.Option, opts ...node.Option) (*node.Node, error) {
+		hostOpts, err := node.HostOptions(slices.Concat(common, opts,
+			[]node.Option{node.WithLibp2pOptions(slices.Concat(security, libp2pOpts)...)})...)
+		if err != nil {
+			return nil, err
+		}
 		h, err := libp2p.New(hostOpts...)
 		if err != nil {
 			return nil, err
@@ -591,8 +625,12 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 		b.stores[i] = newBenchStore(cfg.bothKeys)
 		return node.New(ctx, slices.Concat(common, []node.Option{node.WithHost(gateHost{h, &b.gate}), node.WithStore(b.stores[i])}, opts)...)
 	}
-	b.responder, err = start(0, []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-		libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)},
+	listen := "/ip4/127.0.0.1/tcp/0"
+	if cfg.transport == "quic" {
+		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
+	}
+	b.responder, err = start(0, []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)},
+		node.WithListenAddrs(listen),
 		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer))
 	if err != nil {
 		if b.hosts[0] == nil {
@@ -665,6 +703,17 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	}
 	defer nodes.close()
 	resp := nodes.responder.ID()
+	// What the connections run on, as negotiated.
+	if cs := nodes.initiators[0].Host().Network().ConnsToPeer(resp); len(cs) > 0 {
+		st := cs[0].ConnState()
+		sum.Transport, sum.Security = st.Transport, string(st.Security)
+		if sum.Security == "" && st.Transport == "quic-v1" {
+			sum.Security = "TLS 1.3 (QUIC)"
+		}
+		if st.StreamMultiplexer != "" {
+			sum.Transport += "+" + string(st.StreamMultiplexer)
+		}
+	}
 	exchange := func(n *node.Node) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
 		defer cancel()
