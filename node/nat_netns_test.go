@@ -353,8 +353,8 @@ func (g *natGateStream) hold(sent []pb.Notice_Type) {
 
 // TestNATChild is one node of TestNATTraversal; it does nothing unless
 // started by it. It prints "ready <peer ID>"; behind a NAT "reserved <relay
-// ID>" each time it comes to hold a relay slot and "unreserved" each time
-// it holds none any more; "holepunch ready" once go-libp2p's hole puncher
+// ID>" each time it comes to hold a relay slot (natReserved) and
+// "unreserved" each time it holds none any more; "holepunch ready" once go-libp2p's hole puncher
 // runs; "msg <peer> <text>" for each message; "step <peer> <kind> <phase>"
 // when an exchange enters or leaves a phase; "failed <peer> <error>" and
 // "done <peer> ..." when one ends; and "held ..." when a held exchange
@@ -458,7 +458,7 @@ func TestNATChild(t *testing.T) {
 		go func() {
 			var had bool
 			for {
-				r := n.RelayReservations()
+				r := natReserved(n)
 				switch {
 				case len(r) > 0 && !had:
 					say("reserved %s", r[0])
@@ -634,6 +634,26 @@ func natCommand(ctx context.Context, n *Node, p peer.ID, cmd string, args []stri
 	default:
 		reply(fmt.Errorf("unknown command %q", cmd), "")
 	}
+}
+
+// natReserved returns the relays that RelayReservations lists and whose
+// circuit address the host advertises. RelayReservations alone may list a
+// relay the node has only just connected to again, before autorelay has
+// reserved a slot on it: it relies on autorelay's connection protection,
+// which autorelay does not lift when the connection closes. autorelay
+// advertises the circuit address once it holds the slot, and only for a
+// relay with a public address, as the relay is to the children.
+func natReserved(n *Node) []peer.ID {
+	var out []peer.ID
+	for _, r := range n.RelayReservations() {
+		circuit := "/p2p/" + r.String() + "/p2p-circuit"
+		if slices.ContainsFunc(n.Host().Addrs(), func(a ma.Multiaddr) bool {
+			return strings.HasSuffix(a.String(), circuit)
+		}) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func natHas(a ma.Multiaddr, code int) bool {
