@@ -120,8 +120,15 @@ show() {
 	return "${PIPESTATUS[0]}"
 }
 
-# reserved NAME: whether NAME's daemon holds a relay slot now.
-reserved() { "$P" status --repo "$work/$1" 2>/dev/null | grep -q '^relay .*(reservation)'; }
+# reserved NAME: whether NAME's daemon holds a relay slot now: status lists
+# the relay and an address through it (the "relay" line alone also shows a
+# relay the daemon has connected to again but not yet reserved on; see
+# README.md).
+reserved() {
+	local st
+	st=$("$P" status --repo "$work/$1" 2>/dev/null) || return 1
+	grep -q '^relay .*(reservation)' <<<"$st" && grep -q '^address .*/p2p-circuit/' <<<"$st"
+}
 
 # conn NAME PEER: how NAME's daemon is connected to PEER (yes, relayed, no).
 conn() { "$P" peers --repo "$work/$1" | awk -v p="$2" '$1 == p {print $2; exit}'; }
