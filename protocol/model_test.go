@@ -239,13 +239,13 @@ func TestModelMutants(t *testing.T) {
 		// No tie-break: the larger peer ID may refuse too.
 		name:    "no-tie-break",
 		defines: []string{"-DMAXFAULTS=0"},
-		edit:    replace("slot[1-e] == 1 && 1-e < e -> COVER;", "slot[1-e] == 1 -> COVER;"),
+		edit:    replace("slot[1-e] == 1 && RUNNING(1-e) && 1-e < e -> COVER;", "slot[1-e] == 1 && RUNNING(1-e) -> COVER;"),
 	}, {
 		// The same, for the LTL property alone (pan -A ignores assertions).
 		name:    "no-tie-break/ltl",
 		defines: []string{"-DMAXFAULTS=0"},
 		ltl:     true,
-		edit:    replace("slot[1-e] == 1 && 1-e < e -> COVER;", "slot[1-e] == 1 -> COVER;"),
+		edit:    replace("slot[1-e] == 1 && RUNNING(1-e) && 1-e < e -> COVER;", "slot[1-e] == 1 && RUNNING(1-e) -> COVER;"),
 	}} {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()

@@ -40,10 +40,15 @@ mtype:notice = { START, CONTINUE, NEXT, KEY, KEY_RECEIVED, PART, PART_RECEIVED, 
 /*
  * Configurations (spin -DNAME=value). The defaults: a simultaneous start,
  * one fault (a channel reset or a local failure), both records travel,
- * fixed key parts. README.md lists the ones model_test.go searches. Two
- * more exist for the findings in README.md: LATE (a caller may call after
- * an exchange ended; LATE=2 also asks that it gets a key) and
- * CANCELLED_NO_INSTALL (a proposed fix in node).
+ * fixed key parts. README.md lists the ones model_test.go searches. More
+ * exist for the findings in README.md: LATE (a caller may call after an
+ * exchange ended; LATE=2 also asks that it gets a key), and the node's slot
+ * logic before its fixes, to show that the searches catch it: OLD_TIEBREAK
+ * (the tie-break also applies to an outbound exchange whose run already
+ * succeeded; finding 1) and OLD_INSTALL (an outbound exchange that gave
+ * way still installs its key; finding 2). TIEBREAK_PHASE1 is a proposed
+ * fix for finding 3: the tie-break applies only to an outbound exchange
+ * that the peer has not answered yet (still awaiting CONTINUE).
  */
 #ifndef MAXFAULTS
 #define MAXFAULTS 1 /* channel resets and local failures in one run */
@@ -59,6 +64,15 @@ mtype:notice = { START, CONTINUE, NEXT, KEY, KEY_RECEIVED, PART, PART_RECEIVED, 
 #endif
 #ifndef PARTS
 #define PARTS 0     /* 1: key parts chosen from {1, 2}; 0: fixed */
+#endif
+#ifndef OLD_TIEBREAK
+#define OLD_TIEBREAK 0 /* 1: claimInbound ignores slot.ran (before the fix of finding 1) */
+#endif
+#ifndef OLD_INSTALL
+#define OLD_INSTALL 0  /* 1: run installs even if its slot gave way (before the fix of finding 2) */
+#endif
+#ifndef TIEBREAK_PHASE1
+#define TIEBREAK_PHASE1 0 /* 1: a proposed fix of finding 3 (not in node) */
 #endif
 
 /*
@@ -77,6 +91,10 @@ byte ended[2];     /* sides of exchange e that ended */
 /* Node state. slot[x]: 0 none, 1 outbound (exchange x), 2 inbound (exchange 1-x). */
 byte slot[2];
 bool follow[2];   /* node x's outbound slot gave way to its inbound one */
+bool ran[2];      /* node x's outbound slot: its run succeeded (slot.ran) */
+#if TIEBREAK_PHASE1
+bool answered[2]; /* node x's outbound exchange read CONTINUE (TIEBREAK_PHASE1) */
+#endif
 bool slotDone[4]; /* [x*2+e]: node x's part in exchange e finished (node.finish) */
 byte inst[4];     /* [x*2+e]: the key node x installed from exchange e; 0: none */
 byte actEp[2];    /* node x's active epoch (0: no session yet) */
@@ -171,26 +189,30 @@ inline consume23(out) {
  * install (phase 3, step 5, and node.install): only after sending our
  * PART_RECEIVED and verifying the peer's, commit the key as a new epoch.
  * The store refuses an epoch not above the active one (ErrStaleEpoch), and
- * node.run then resets the stream.
+ * node.run then resets the stream. (An outbound exchange first decides
+ * whether it may install at all: see the end of proctype Initiator.)
  */
-#ifdef CANCELLED_NO_INSTALL
-/* a proposed fix: an outbound exchange that gave way installs nothing */
-#define INSTALLS(x) ((x) != e || !cancelled[e])
-#else
-#define INSTALLS(x) true
-#endif
-
 inline install(x) {
 	atomic {
 		assert(st == stDone && sentPR && verifiedPR);
 		/* the two sides of an exchange never install different keys */
 		assert(inst[(1-(x))*2+e] == 0 || inst[(1-(x))*2+e] == key);
 		if
-		:: exEp > actEp[x] && INSTALLS(x) -> actEp[x] = exEp; actKey[x] = key; inst[(x)*2+e] = key
+		:: exEp > actEp[x] -> actEp[x] = exEp; actKey[x] = key; inst[(x)*2+e] = key
 		:: else -> reset[e] = true
 		fi
 	}
 }
+
+/* claimInbound applies the tie-break to node x's outbound slot only while
+ * its exchange is still running (!slot.ran); otherwise it waits for it. */
+#if OLD_TIEBREAK
+#define RUNNING(x) true
+#elif TIEBREAK_PHASE1
+#define RUNNING(x) (!ran[x] && !answered[x])
+#else
+#define RUNNING(x) (!ran[x])
+#endif
 
 /* node.finish: free the slot if it is still ours and wake the waiters. */
 inline nodeFinish(x, mine) {
@@ -257,27 +279,42 @@ inline chooseKnows() {
 proctype Responder(byte e) {
 	MACHINE_VARS;
 
+claim:
 	atomic {
-		/* claimInbound */
+		/* claimInbound, under the node lock */
 		if
 		:: slot[1-e] == 0 -> COVER; slot[1-e] = 2
-		:: slot[1-e] == 1 && 1-e < e -> COVER;
-			/* the smaller peer ID keeps its outbound exchange: refuse
-			 * with ABORT CONFLICT, closing the stream gracefully */
+		:: slot[1-e] == 1 && RUNNING(1-e) && 1-e < e -> COVER;
+			/* the smaller peer ID keeps its running outbound exchange:
+			 * refuse with ABORT CONFLICT, closing the stream gracefully */
 			toResp[e]?_,_,_; /* START, unread */
 			send(toInit[e], ABORT, CONFLICT, 0);
 			ended[e]++;
 			goto refused
-		:: slot[1-e] == 1 && 1-e > e -> COVER;
+		:: slot[1-e] == 1 && RUNNING(1-e) && 1-e > e -> COVER;
 			/* the larger gives way: its callers follow this exchange
 			 * and its own is cancelled */
 			follow[1-e] = true;
 			cancelled[1-e] = true;
 			slot[1-e] = 2
+		:: slot[1-e] == 1 && !RUNNING(1-e) -> COVER;
+			/* the outbound exchange's run succeeded and it installs
+			 * (with TIEBREAK_PHASE1: or the peer answered it): wait
+			 * for it to finish (below), then look again */
+			goto waiting
 		:: slot[1-e] == 2 -> assert(false) /* one exchange per direction here */
 		fi;
 		setup(1-e)
 	};
+	goto claimed;
+waiting:
+	/* <-cur.done (the phase timer of claimInbound, ErrBusy, is left out:
+	 * the exchange waited for needs nothing more from this stream, so
+	 * the wait ends; were it stuck, spin would report an invalid end
+	 * state) */
+	slotDone[(1-e)*2 + (1-e)];
+	goto claim;
+claimed:
 	do
 	:: atomic { toResp[e]?n,a,b ->
 		if
@@ -354,6 +391,10 @@ proctype Initiator(byte e) {
 			if :: b > exEp -> exEp = b :: else -> skip fi;
 			recvKey = !(a & 1);
 			sendKey = !(a >> 1);
+#if TIEBREAK_PHASE1
+			/* marked under the node lock before NEXT is written */
+			answered[e] = true;
+#endif
 			send(toResp[e], NEXT, !sendKey, 0);
 			enterPhase2(toResp[e]);
 			assert(st == stPhase2 || st == stPhase3)
@@ -369,7 +410,19 @@ proctype Initiator(byte e) {
 	:: atomic { LOCALFAIL && faults < MAXFAULTS -> faults++; send(toResp[e], ABORT, OTHER, 0); reset[e] = true }; goto done /* a timeout or local error: ABORT */
 	od;
 	if
-	:: st == stDone -> install(e); goto done
+	:: st == stDone ->
+		/* node.run, under the node lock: if the slot gave way (claimInbound
+		 * set follow and cancelled it), install nothing (errGaveWay, the
+		 * stream is reset); either way the slot ran, and from now on it
+		 * never gives way */
+		atomic {
+			ran[e] = true;
+			if
+			:: cancelled[e] && !OLD_INSTALL -> goto failed
+			:: else -> skip
+			fi
+		};
+		install(e); goto done
 	:: else -> skip
 	fi;
 failed:
