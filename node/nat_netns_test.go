@@ -47,16 +47,17 @@ import (
 //     hole punching cannot move A and B off the relay.
 //   - C: the relay is killed (SIGKILL) in the middle of an exchange
 //     between A and B: A's exchange stream holds its writes after phase 1
-//     (natGateHost), the relay is killed once B reports that it left
-//     phase 1, and A's stream is let go. Both sides must report an error
-//     within their phase deadline, neither may install a key (each side's
-//     key for the other stays the one before), and once the relay runs
-//     again (same identity, same address) and A and B hold slots on it
-//     again, a retry succeeds. This runs twice: first A and B reach the
-//     relay over TCP, where the relay's kernel resets their connections
-//     and the error must not be a timeout; then, after the restart, over
-//     QUIC, where nothing tells them the relay is gone and the phase
-//     deadline ends the exchange.
+//     (natGateHost: the NATed children build the host New would build from
+//     their options and wrap it), the relay is killed once B reports that
+//     it left phase 1, and A's stream is let go. Both sides must report
+//     an error within their phase deadline, neither may install a key
+//     (each side's key for the other stays the one before), and once the
+//     relay runs again (same identity, same address) and A and B hold
+//     slots on it again, a retry succeeds. This runs twice: first A and
+//     B reach the relay over TCP, where the relay's kernel resets their
+//     connections and the error must not be a timeout; then, after the
+//     restart, over QUIC, where nothing tells them the relay is gone and
+//     the phase deadline ends the exchange.
 //   - B: the routers stop refusing; A connects to B through the relay
 //     again, hole punching (DCUtR) must open a direct connection between
 //     them through both NATs, and a second exchange must run over it. How
