@@ -69,10 +69,6 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 	}
 	phase := PhaseNone
 	fr := NewFrameReader(s)
-	// Frames are read into one buffer: Consume keeps nothing of the frame
-	// it is given (it hashes the bytes and decodes copies of what it keeps).
-	rbuf := getFrameBuf(0)
-	defer putFrameBuf(rbuf)
 	for {
 		// The machine is done only after consuming the peer's
 		// PART_RECEIVED, which it answers with nothing: no deadline for it.
@@ -93,14 +89,18 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 		if err := ctx.Err(); err != nil {
 			return fail(err)
 		}
-		frame, err := fr.readFrame(m.MaxFrame(), (*rbuf)[:0])
+		// Into a pooled buffer: Consume keeps nothing of the frame it is
+		// given (it hashes the bytes and decodes copies of what it keeps).
+		frame, buf, err := fr.readFrame(m.MaxFrame(), true)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("%w: stream closed in %v", io.ErrUnexpectedEOF, m.Phase())
 			}
 			return fail(err)
 		}
-		if out, err = m.Consume(frame); err != nil {
+		out, err = m.Consume(frame)
+		putFrameBuf(buf)
+		if err != nil {
 			return fail(err)
 		}
 	}

@@ -38,40 +38,47 @@ func (f *FrameReader) ReadByte() (byte, error) {
 // stream that ends inside a frame fails with io.ErrUnexpectedEOF; one that
 // ends between frames with io.EOF.
 func (f *FrameReader) ReadFrame(max int) ([]byte, error) {
-	return f.readFrame(max, nil)
+	frame, _, err := f.readFrame(max, false)
+	return frame, err
 }
 
-// readFrame is ReadFrame into buf when the frame fits its capacity (else
-// into a new slice).
-func (f *FrameReader) readFrame(max int, buf []byte) ([]byte, error) {
+// readFrame is ReadFrame, into a pooled buffer if pooled and the frame fits
+// one; the caller then returns it with putFrameBuf once done with the frame.
+// The buffer is taken only once the length is known, so that a reader
+// waiting for the next frame holds none.
+func (f *FrameReader) readFrame(max int, pooled bool) ([]byte, *[]byte, error) {
 	n, err := varint.ReadUvarint(f)
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF):
-			return nil, io.EOF
+			return nil, nil, io.EOF
 		case errors.Is(err, varint.ErrOverflow), errors.Is(err, varint.ErrNotMinimal):
-			return nil, fmt.Errorf("%w: frame length: %v", ErrMalformed, err)
+			return nil, nil, fmt.Errorf("%w: frame length: %v", ErrMalformed, err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if n > uint64(max) {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
+		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w: empty frame", ErrMalformed)
+		return nil, nil, fmt.Errorf("%w: empty frame", ErrMalformed)
 	}
-	if uint64(cap(buf)) >= n {
-		buf = buf[:n]
+	var bp *[]byte
+	var buf []byte
+	if pooled && n <= pooledFrameBuf {
+		bp = getFrameBuf(int(n))
+		buf = (*bp)[:n]
 	} else {
 		buf = make([]byte, n)
 	}
 	if _, err := io.ReadFull(f.r, buf); err != nil {
+		putFrameBuf(bp)
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return buf, nil
+	return buf, bp, nil
 }
 
 // AppendFrame appends the framing of msg to dst.
@@ -116,11 +123,15 @@ func writeFrames(w io.Writer, frames []Frame) error {
 	return err
 }
 
-// The buffers frames are written from. A Write must not keep the slice it
-// is given (io.Writer), so a buffer is reused as soon as Write returns.
-// Buffers that grew beyond pooledFrameBuf (a burst of large notices) are
-// left to the collector rather than kept.
-const pooledFrameBuf = 8 << 10
+// Buffers for frames: the driver writes frames from them and reads frames
+// into them. A Write must not keep the slice it is given (io.Writer), and
+// Consume keeps nothing of the frame it is given, so a buffer is reused as
+// soon as Write or Consume returns. Bursts and frames larger than
+// pooledFrameBuf (records in phase 2, large notice sizes) get their own
+// slice, left to the collector. 2 KiB holds any write and any frame of an
+// exchange with keys known at the default notice size, and is little to
+// hold while a write waits.
+const pooledFrameBuf = 2 << 10
 
 var frameBufs = sync.Pool{New: func() any {
 	b := make([]byte, 0, pooledFrameBuf)
@@ -136,7 +147,7 @@ func getFrameBuf(size int) *[]byte {
 }
 
 func putFrameBuf(bp *[]byte) {
-	if cap(*bp) != pooledFrameBuf {
+	if bp == nil || cap(*bp) != pooledFrameBuf {
 		return
 	}
 	*bp = (*bp)[:0]
