@@ -400,14 +400,11 @@ func TestNATChild(t *testing.T) {
 		opts = append(opts, WithStaticRelays([]peer.AddrInfo{*ri}), WithReachability(network.ReachabilityPrivate))
 		// The host New would build from these options, wrapped in a
 		// natGateHost.
-		cfg := defaults()
-		for _, o := range opts {
-			require.NoError(t, o(cfg))
-		}
+		hopts, err := HostOptions(opts...)
+		require.NoError(t, err)
 		sk, _, err := crypto.GenerateEd25519Key(nil)
 		require.NoError(t, err)
-		lopts := append([]libp2p.Option{libp2p.Identity(sk), libp2p.ListenAddrs(cfg.listen...)}, cfg.libp2pOpts...)
-		h, err := libp2p.New(append(lopts, resourceManager(cfg))...)
+		h, err := libp2p.New(append([]libp2p.Option{libp2p.Identity(sk)}, hopts...)...)
 		require.NoError(t, err)
 		defer h.Close()
 		gate = &natGateHost{Host: h, k: -1, onHold: func(s string) { say("held %s", s) }}
