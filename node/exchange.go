@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // KeyInfo describes a key an exchange installed. It never holds the key.
@@ -42,9 +44,15 @@ type slot struct {
 	// follow is set when this outbound exchange gave way to the peer's
 	// simultaneous one: its waiters take that one's result.
 	follow *slot
+	// answered is set, under the node lock, when an outbound exchange
+	// reads the peer's CONTINUE: the peer's responder took it, so a START
+	// from the peer is no simultaneous start but the peer's next exchange
+	// (its responder may have finished and freed its slot while this side
+	// still reads the last notice): it waits for this one to finish.
+	answered bool
 	// ran is set, under the node lock, when the exchange's protocol run
 	// succeeded and it is about to install: from then on it never gives
-	// way, and a START from the peer waits for it to finish.
+	// way (protocol/model: slot.ran).
 	ran  bool
 	info *KeyInfo
 	err  error
@@ -225,10 +233,14 @@ func (n *Node) handleStream(s network.Stream) {
 
 // claimInbound takes the peer's slot for an inbound exchange. An exchange
 // with the peer still finishing (its last notice may trail the peer's next
-// START) is waited for, up to one phase timeout. On a simultaneous start the
-// tie-break decides: the smaller peer ID keeps its outbound exchange and
-// refuses the inbound one with CONFLICT; the other side's outbound gives
-// way, and its callers take the inbound exchange's result.
+// START) is waited for, up to one phase timeout. On a simultaneous start —
+// an outbound exchange the peer has not answered yet — the tie-break
+// decides: the smaller peer ID keeps its outbound exchange and refuses the
+// inbound one with CONFLICT; the other side's outbound gives way, and its
+// callers take the inbound exchange's result. An outbound exchange the peer
+// answered is waited for like an inbound one: the peer's START is its next
+// exchange, started after its responder finished ours (protocol/model,
+// finding 3).
 func (n *Node) claimInbound(p peer.ID) (*slot, error) {
 	timer := time.NewTimer(n.cfg.phaseTimeout)
 	defer timer.Stop()
@@ -243,9 +255,9 @@ func (n *Node) claimInbound(p peer.ID) (*slot, error) {
 			si := &slot{done: make(chan struct{})}
 			n.slots[p] = si
 			return si, nil
-		case cur.outbound && !cur.ran && n.host.ID() < p:
+		case cur.outbound && !cur.answered && n.host.ID() < p:
 			return nil, protocol.ErrConflict
-		case cur.outbound && !cur.ran:
+		case cur.outbound && !cur.answered:
 			si := &slot{done: make(chan struct{})}
 			n.slots[p] = si
 			cur.follow = si
@@ -268,6 +280,10 @@ func (n *Node) claimInbound(p peer.ID) (*slot, error) {
 	}
 }
 
+// testHookRunEnded, if set, is called by run between a successful protocol
+// run and the decision to install (tests hold an exchange in that window).
+var testHookRunEnded atomic.Pointer[func(*Node, protocol.Role)]
+
 // errGaveWay ends an outbound exchange that gave way to the peer's
 // simultaneous one; its callers never see it (they follow the other).
 var errGaveWay = errors.New("exchange gave way to the peer's simultaneous one")
@@ -286,7 +302,7 @@ func refuse(s network.Stream, reason error) {
 // run drives one exchange over a prepared stream and installs its key.
 func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
 	p := s.Conn().RemotePeer()
-	m, err := n.machine(role, p, s.Conn().RemotePublicKey())
+	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl)
 	if err != nil {
 		s.Reset()
 		return nil, err
@@ -306,6 +322,9 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		return nil, err
 	}
 	defer res.Wipe()
+	if h := testHookRunEnded.Load(); h != nil {
+		(*h)(n, role)
+	}
 	// Whether this exchange may install is decided under the node lock: an
 	// outbound exchange that gave way to the peer's simultaneous one must
 	// not (its callers take the other one's key, and the other one's epoch
@@ -328,7 +347,7 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 }
 
 // machine builds the state machine for an exchange with p from the store.
-func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey) (*protocol.Machine, error) {
+func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot) (*protocol.Machine, error) {
 	n.mu.Lock()
 	xk := n.xkey
 	n.mu.Unlock()
@@ -356,6 +375,11 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey) (
 		Epoch:      epoch,
 		Accept:     n.accept(p, trust), // trust.go
 		Trace: func(e protocol.Event) {
+			if role == protocol.Initiator && e.Kind == protocol.EventNoticeReceived && e.Notice == pb.Notice_CONTINUE {
+				n.mu.Lock()
+				sl.answered = true // claimInbound
+				n.mu.Unlock()
+			}
 			n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
 		},
 		Now: n.cfg.now,

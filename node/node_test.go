@@ -450,3 +450,77 @@ func TestStartWhilePeerInstalls(t *testing.T) {
 	require.NoError(t, <-first)
 	requireSameKey(t, large, small, 2)
 }
+
+// TestStartWhileOwnRunEnds: as TestStartWhilePeerInstalls, one step
+// earlier. The smaller peer's outbound exchange has read the peer's last
+// notice but not yet marked its run as done (it is held there) when the
+// larger peer, which already installed, starts the next exchange. The
+// peer answered that outbound exchange, so the START is its next exchange,
+// not a simultaneous one: the smaller peer waits for its own to finish and
+// answers, rather than refusing with CONFLICT (after which the larger
+// peer's call would fail at its phase timeout). Found by the model check
+// (protocol/model, finding 3).
+func TestStartWhileOwnRunEnds(t *testing.T) {
+	var small, large *Node
+	for small == nil {
+		x := newNode(t, WithPhaseTimeout(3*time.Second))
+		y := newNode(t, WithPhaseTimeout(3*time.Second))
+		if x.ID() < y.ID() {
+			small, large = x, y
+		}
+	}
+	introduce(small, large)
+	introduce(large, small)
+	inWindow, release := make(chan struct{}), make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(letGo) // never leave the exchange held, even on failure
+	hook := func(n *Node, role protocol.Role) {
+		if n == small && role == protocol.Initiator {
+			close(inWindow)
+			<-release
+		}
+	}
+	testHookRunEnded.Store(&hook)
+	t.Cleanup(func() { testHookRunEnded.Store(nil) })
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := small.Exchange(context.Background(), large.ID())
+		first <- err
+	}()
+	<-inWindow
+	// The large peer installs epoch 1 and frees its slot.
+	require.Eventually(t, func() bool {
+		k, err := large.ActiveKey(small.ID())
+		large.mu.Lock()
+		defer large.mu.Unlock()
+		return err == nil && k.Epoch == 1 && large.slots[small.ID()] == nil
+	}, 10*time.Second, time.Millisecond)
+	second := make(chan error, 1)
+	var info *KeyInfo
+	go func() {
+		var err error
+		info, err = large.Exchange(context.Background(), small.ID())
+		second <- err
+	}()
+	// Its START reaches the small peer, whose run is still held: the
+	// handler waits there. (Refused with CONFLICT instead, it leaves at
+	// once; the run is then let go after a while and the large peer's call
+	// fails.)
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		small.mu.Lock()
+		waiting := small.inbound == 1
+		small.mu.Unlock()
+		if waiting {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // a refusal, if any, happens while held
+	letGo()
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+	require.EqualValues(t, 2, info.Epoch)
+	requireSameKey(t, large, small, 2)
+}
