@@ -190,11 +190,17 @@ func (n *Node) Connection(p peer.ID) ConnKind {
 const autorelayTag = "autorelay"
 
 // RelayReservations returns the relays the node holds a slot on now (its
-// static relays that accepted a reservation).
+// static relays that accepted a reservation), as far as libp2p tells: a
+// relay connected now whose connection autorelay protects. autorelay does
+// not take the protection back when the connection closes, so a relay it
+// reconnected to shows here a moment before its reservation is granted
+// (and for as long as it refuses one); the node's circuit addresses
+// (Host().Addrs()) say exactly, but autorelay advertises them only for
+// relays with public addresses.
 func (n *Node) RelayReservations() []peer.ID {
 	var out []peer.ID
 	for _, p := range n.host.Network().Peers() {
-		if n.host.ConnManager().IsProtected(p, autorelayTag) {
+		if n.host.Network().Connectedness(p) == network.Connected && n.host.ConnManager().IsProtected(p, autorelayTag) {
 			out = append(out, p)
 		}
 	}
