@@ -7,6 +7,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +34,8 @@ import (
 // Every host listens on 127.0.0.1 only. Besides ns/op (wall time per
 // operation, one at a time) the exchange and the Noise handshake report
 // cpu-ns/op: the process CPU time (user and system, both sides) per
-// operation.
+// operation; the exchange also reports writes/op, the write system calls
+// per exchange, both sides (Linux).
 
 // forgetfulStore hides every peer record, so that each exchange runs as a
 // first contact and phase 2 carries both records. Sessions and epochs work
@@ -39,6 +43,22 @@ import (
 type forgetfulStore struct{ ps.Store }
 
 func (forgetfulStore) Peer(peer.ID) (*ps.PeerKey, error) { return nil, ps.ErrNotFound }
+
+// syscallsWrite returns how many write system calls the process made
+// (syscw of /proc/self/io), and false where there is no such file.
+func syscallsWrite() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
 
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -113,6 +133,7 @@ func BenchmarkExchangeLoopback(b *testing.B) {
 				ctx := context.Background()
 				b.ReportAllocs()
 				cpu := processCPU()
+				writes, haveWrites := syscallsWrite()
 				for b.Loop() {
 					info, err := a.Exchange(ctx, c.ID())
 					if err != nil {
@@ -124,6 +145,11 @@ func BenchmarkExchangeLoopback(b *testing.B) {
 				}
 				waitInstalled(b, a, c)
 				b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+				// Each write is one yamux frame in one TLS record: the
+				// frames an exchange costs, both sides.
+				if w, ok := syscallsWrite(); ok && haveWrites {
+					b.ReportMetric(float64(w-writes)/float64(b.N), "writes/op")
+				}
 			})
 		}
 	}
@@ -240,10 +266,14 @@ func BenchmarkNoiseXX(b *testing.B) {
 }
 
 // BenchmarkPing is the other anchor: one libp2p ping round trip on an open
-// ping stream between two loopback hosts.
+// ping stream between two loopback hosts, built as a node builds its own.
 func BenchmarkPing(b *testing.B) {
 	newHost := func() host.Host {
-		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+		opts, err := HostOptions(WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := libp2p.New(opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
