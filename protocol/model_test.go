@@ -155,6 +155,9 @@ type spinRun struct {
 	ltl     bool     // check the LTL property (acceptance cycles, weak fairness) instead of safety
 	big     bool     // compile pan with optimisation: it pays for large searches only
 	edit    func(src string) string
+	// violated, for a mutant, is the assertion it must violate (as pan
+	// prints it); empty: any error will do.
+	violated string
 }
 
 // The searches .ci/run makes (through go test). README.md explains the
@@ -166,6 +169,13 @@ var spinRuns = []spinRun{
 	{name: "simultaneous/ltl", ltl: true, big: true},
 	{name: "simultaneous-choices/safety", defines: []string{"-DCHOICES=1", "-DMAXFAULTS=0"}},
 	{name: "simultaneous-choices/ltl", defines: []string{"-DCHOICES=1", "-DMAXFAULTS=0"}, ltl: true, big: true},
+	// Calls after an exchange ended, and a key for every caller with a
+	// fair channel (findings 1 to 3). LATE=2 makes every check of LATE and
+	// one more, on the same states, so LATE alone is not searched; the
+	// fair-channel search is a part of LATE=2's, but cheap, and its
+	// counterexamples short.
+	{name: "late/safety", defines: []string{"-DLATE=2"}, big: true},
+	{name: "late-fair/safety", defines: []string{"-DLATE=2", "-DMAXFAULTS=0"}},
 }
 
 // TestModelSpin verifies the model with spin: no assertion violation, no
@@ -246,6 +256,29 @@ func TestModelMutants(t *testing.T) {
 		defines: []string{"-DMAXFAULTS=0"},
 		ltl:     true,
 		edit:    replace("slot[1-e] == 1 && RUNNING(1-e) && 1-e < e -> COVER;", "slot[1-e] == 1 && RUNNING(1-e) -> COVER;"),
+	}, {
+		// The node's slot logic before the fix of finding 3: the tie-break
+		// applies until the outbound run succeeded (slot.ran), so a late
+		// START from the peer whose responder finished ours is refused
+		// with CONFLICT, and the peer's caller gets no key.
+		name:     "late-fair/old-tie-break-ran",
+		defines:  []string{"-DLATE=2", "-DMAXFAULTS=0", "-DOLD_TIEBREAK_RAN"},
+		violated: "((faults>0)||((callerKey[0]!=0)&&(callerKey[1]!=0)))",
+	}, {
+		// Before the fix of finding 1: the tie-break applies to any
+		// outbound slot; one gives way after its run succeeded and
+		// installed (finding 2's assertion).
+		name:     "late/old-tie-break",
+		defines:  []string{"-DLATE", "-DOLD_TIEBREAK"},
+		violated: "((actEp[0]!=actEp[1])||(actKey[0]==actKey[1]))",
+	}, {
+		// Before the fix of finding 2, with the tie-break of finding 1's
+		// fix: an outbound exchange that gave way between its run's end and
+		// slot.ran still installs. (With the node's tie-break, slot.answered,
+		// OLD_INSTALL alone passes: no run that gave way ever succeeds.)
+		name:     "late/old-install",
+		defines:  []string{"-DLATE", "-DOLD_TIEBREAK_RAN", "-DOLD_INSTALL"},
+		violated: "((actEp[0]!=actEp[1])||(actKey[0]==actKey[1]))",
 	}} {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
@@ -255,6 +288,9 @@ func TestModelMutants(t *testing.T) {
 			require.NotZero(t, n, "the search missed the broken model:\n%s", out)
 			if r.ltl {
 				require.Contains(t, out, "acceptance cycle")
+			}
+			if r.violated != "" {
+				require.Contains(t, out, "assertion violated "+r.violated, "the broken model failed otherwise")
 			}
 		})
 	}

@@ -44,11 +44,12 @@ mtype:notice = { START, CONTINUE, NEXT, KEY, KEY_RECEIVED, PART, PART_RECEIVED, 
  * exist for the findings in README.md: LATE (a caller may call after an
  * exchange ended; LATE=2 also asks that it gets a key), and the node's slot
  * logic before its fixes, to show that the searches catch it: OLD_TIEBREAK
- * (the tie-break also applies to an outbound exchange whose run already
- * succeeded; finding 1) and OLD_INSTALL (an outbound exchange that gave
- * way still installs its key; finding 2). TIEBREAK_PHASE1 is a proposed
- * fix for finding 3: the tie-break applies only to an outbound exchange
- * that the peer has not answered yet (still awaiting CONTINUE).
+ * (the tie-break applies to any outbound exchange, even one whose run
+ * already succeeded; before the fix of finding 1), OLD_TIEBREAK_RAN (the
+ * tie-break applies to an outbound exchange until its run succeeded,
+ * slot.ran; before the fix of finding 3) and OLD_INSTALL (an outbound
+ * exchange that gave way still installs its key; before the fix of
+ * finding 2).
  */
 #ifndef MAXFAULTS
 #define MAXFAULTS 1 /* channel resets and local failures in one run */
@@ -66,13 +67,13 @@ mtype:notice = { START, CONTINUE, NEXT, KEY, KEY_RECEIVED, PART, PART_RECEIVED, 
 #define PARTS 0     /* 1: key parts chosen from {1, 2}; 0: fixed */
 #endif
 #ifndef OLD_TIEBREAK
-#define OLD_TIEBREAK 0 /* 1: claimInbound ignores slot.ran (before the fix of finding 1) */
+#define OLD_TIEBREAK 0     /* 1: the tie-break applies to any outbound slot (before the fix of finding 1) */
+#endif
+#ifndef OLD_TIEBREAK_RAN
+#define OLD_TIEBREAK_RAN 0 /* 1: ... to one whose run has not succeeded, !slot.ran (before the fix of finding 3) */
 #endif
 #ifndef OLD_INSTALL
-#define OLD_INSTALL 0  /* 1: run installs even if its slot gave way (before the fix of finding 2) */
-#endif
-#ifndef TIEBREAK_PHASE1
-#define TIEBREAK_PHASE1 0 /* 1: a proposed fix of finding 3 (not in node) */
+#define OLD_INSTALL 0      /* 1: run installs even if its slot gave way (before the fix of finding 2) */
 #endif
 
 /*
@@ -91,9 +92,9 @@ byte ended[2];     /* sides of exchange e that ended */
 /* Node state. slot[x]: 0 none, 1 outbound (exchange x), 2 inbound (exchange 1-x). */
 byte slot[2];
 bool follow[2];   /* node x's outbound slot gave way to its inbound one */
+bool answered[2]; /* node x's outbound exchange read the peer's CONTINUE (slot.answered) */
+#if OLD_TIEBREAK_RAN
 bool ran[2];      /* node x's outbound slot: its run succeeded (slot.ran) */
-#if TIEBREAK_PHASE1
-bool answered[2]; /* node x's outbound exchange read CONTINUE (TIEBREAK_PHASE1) */
 #endif
 bool slotDone[4]; /* [x*2+e]: node x's part in exchange e finished (node.finish) */
 byte inst[4];     /* [x*2+e]: the key node x installed from exchange e; 0: none */
@@ -205,13 +206,14 @@ inline install(x) {
 }
 
 /* claimInbound applies the tie-break to node x's outbound slot only while
- * its exchange is still running (!slot.ran); otherwise it waits for it. */
+ * the peer has not answered its exchange (!slot.answered: a simultaneous
+ * start); otherwise it waits for it. */
 #if OLD_TIEBREAK
 #define RUNNING(x) true
-#elif TIEBREAK_PHASE1
-#define RUNNING(x) (!ran[x] && !answered[x])
-#else
+#elif OLD_TIEBREAK_RAN
 #define RUNNING(x) (!ran[x])
+#else
+#define RUNNING(x) (!answered[x])
 #endif
 
 /* node.finish: free the slot if it is still ours and wake the waiters. */
@@ -298,9 +300,10 @@ claim:
 			cancelled[1-e] = true;
 			slot[1-e] = 2
 		:: slot[1-e] == 1 && !RUNNING(1-e) -> COVER;
-			/* the outbound exchange's run succeeded and it installs
-			 * (with TIEBREAK_PHASE1: or the peer answered it): wait
-			 * for it to finish (below), then look again */
+			/* the peer answered the outbound exchange, so this START
+			 * is the peer's next exchange (or comes from its outbound
+			 * slot that already gave way to ours): wait for ours to
+			 * finish (below), then look again */
 			goto waiting
 		:: slot[1-e] == 2 -> assert(false) /* one exchange per direction here */
 		fi;
@@ -391,10 +394,10 @@ proctype Initiator(byte e) {
 			if :: b > exEp -> exEp = b :: else -> skip fi;
 			recvKey = !(a & 1);
 			sendKey = !(a >> 1);
-#if TIEBREAK_PHASE1
-			/* marked under the node lock before NEXT is written */
+			/* the machine's Trace, on EventNoticeReceived of CONTINUE,
+			 * inside Consume once the notice is accepted and before
+			 * NEXT is written: slot.answered, under the node lock */
 			answered[e] = true;
-#endif
 			send(toResp[e], NEXT, !sendKey, 0);
 			enterPhase2(toResp[e]);
 			assert(st == stPhase2 || st == stPhase3)
@@ -413,10 +416,18 @@ proctype Initiator(byte e) {
 	:: st == stDone ->
 		/* node.run, under the node lock: if the slot gave way (claimInbound
 		 * set follow and cancelled it), install nothing (errGaveWay, the
-		 * stream is reset); either way the slot ran, and from now on it
-		 * never gives way */
+		 * stream is reset); either way it sets slot.ran (which claimInbound
+		 * no longer reads: OLD_TIEBREAK_RAN). A slot gives way only before
+		 * its exchange read CONTINUE, and a cancelled run reads at most one
+		 * more notice, so no run that gave way gets here: errGaveWay is
+		 * defensive, and the assertion says so (with the old tie-breaks a
+		 * slot could still give way after CONTINUE, and this branch is
+		 * taken: finding 2) */
 		atomic {
+#if OLD_TIEBREAK_RAN
 			ran[e] = true;
+#endif
+			assert(!cancelled[e] || OLD_TIEBREAK || OLD_TIEBREAK_RAN);
 			if
 			:: cancelled[e] && !OLD_INSTALL -> goto failed
 			:: else -> skip
