@@ -50,10 +50,6 @@ type slot struct {
 	// (its responder may have finished and freed its slot while this side
 	// still reads the last notice): it waits for this one to finish.
 	answered bool
-	// ran is set, under the node lock, when the exchange's protocol run
-	// succeeded and it is about to install: from then on it never gives
-	// way (protocol/model: slot.ran).
-	ran  bool
 	info *KeyInfo
 	err  error
 }
@@ -328,10 +324,12 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 	// Whether this exchange may install is decided under the node lock: an
 	// outbound exchange that gave way to the peer's simultaneous one must
 	// not (its callers take the other one's key, and the other one's epoch
-	// may be this one's), and past this point none gives way.
+	// may be this one's). A slot gives way only before the peer answers
+	// (claimInbound), and a run that gave way is cancelled, so this is a
+	// safety check: the model shows no such run ever succeeds
+	// (protocol/model, property 8).
 	n.mu.Lock()
 	gaveWay := sl.follow != nil
-	sl.ran = true
 	n.mu.Unlock()
 	if gaveWay {
 		s.Reset()
