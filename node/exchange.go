@@ -50,8 +50,8 @@ type slot struct {
 	// (its responder may have finished and freed its slot while this side
 	// still reads the last notice): it waits for this one to finish.
 	answered bool
-	info *KeyInfo
-	err  error
+	info     *KeyInfo
+	err      error
 }
 
 // Exchange runs the key exchange with p (connecting through the host's
