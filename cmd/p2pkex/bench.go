@@ -897,6 +897,9 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		return err
 	}
 	installErr := nodes.waitInstalled(ctx)
+	if cfg.cpuProfile != "" {
+		pprof.StopCPUProfile() // the load only, not what follows
+	}
 	probe.finish()
 	cpu := processCPU() - cpu0 - probe.cpu
 	if probe.err != nil {
