@@ -66,7 +66,7 @@ func (f *FrameReader) readFrame(max int, pooled bool) ([]byte, *[]byte, error) {
 	var bp *[]byte
 	var buf []byte
 	if pooled && n <= pooledFrameBuf {
-		bp = getFrameBuf(int(n))
+		bp = getFrameBuf()
 		buf = (*bp)[:n]
 	} else {
 		buf = make([]byte, n)
@@ -99,38 +99,35 @@ func WriteFrames(w io.Writer, msgs [][]byte) error {
 	for _, m := range msgs {
 		size += len(m) + varint.MaxLenUvarint63
 	}
-	bp := getFrameBuf(size)
-	defer putFrameBuf(bp)
+	buf := make([]byte, 0, size)
 	for _, m := range msgs {
-		*bp = AppendFrame(*bp, m)
+		buf = AppendFrame(buf, m)
 	}
-	_, err := w.Write(*bp)
+	_, err := w.Write(buf)
 	return err
 }
 
-// writeFrames is WriteFrames for the machine's frames.
+// writeFrames is WriteFrames for the machine's frames. The buffer is not
+// pooled: a write that waits (a slow peer, the stream's window) holds it,
+// and a pooled one would be larger, and would stay after the writes.
 func writeFrames(w io.Writer, frames []Frame) error {
 	size := 0
 	for _, f := range frames {
 		size += len(f.Bytes) + varint.MaxLenUvarint63
 	}
-	bp := getFrameBuf(size)
-	defer putFrameBuf(bp)
+	buf := make([]byte, 0, size)
 	for _, f := range frames {
-		*bp = AppendFrame(*bp, f.Bytes)
+		buf = AppendFrame(buf, f.Bytes)
 	}
-	_, err := w.Write(*bp)
+	_, err := w.Write(buf)
 	return err
 }
 
-// Buffers for frames: the driver writes frames from them and reads frames
-// into them. A Write must not keep the slice it is given (io.Writer), and
-// Consume keeps nothing of the frame it is given, so a buffer is reused as
-// soon as Write or Consume returns. Bursts and frames larger than
-// pooledFrameBuf (records in phase 2, large notice sizes) get their own
-// slice, left to the collector. 2 KiB holds any write and any frame of an
-// exchange with keys known at the default notice size, and is little to
-// hold while a write waits.
+// Buffers for the frames the driver reads: Consume keeps nothing of the
+// frame it is given, so a buffer is reused as soon as Consume returns.
+// Frames larger than pooledFrameBuf (large notice sizes) get their own
+// slice, left to the collector; 2 KiB holds any frame at the default notice
+// size.
 const pooledFrameBuf = 2 << 10
 
 var frameBufs = sync.Pool{New: func() any {
@@ -138,13 +135,7 @@ var frameBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-func getFrameBuf(size int) *[]byte {
-	if size > pooledFrameBuf {
-		b := make([]byte, 0, size)
-		return &b
-	}
-	return frameBufs.Get().(*[]byte)
-}
+func getFrameBuf() *[]byte { return frameBufs.Get().(*[]byte) }
 
 func putFrameBuf(bp *[]byte) {
 	if bp == nil || cap(*bp) != pooledFrameBuf {
