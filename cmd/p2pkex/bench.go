@@ -931,6 +931,13 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	say("load done: %d exchanges, %d failed, %.0f/s, p50 %.2f ms, p99 %.2f ms", sum.Exchanges, sum.Failures,
 		sum.ExchangesPerS, sum.P50Ms, sum.P99Ms)
 
+	say("heap: %d exchanges in flight, brought to rest", cfg.concurrency)
+	if err := measureHeap(ctx, cfg, nodes, exchange, sum); err != nil {
+		return err
+	}
+
+	// Last: the null protocol's handler changes what identify announces,
+	// and its streams linger a while, which would move the heap baseline.
 	if null != nil {
 		n := min(max(sum.Exchanges, cfg.concurrency), benchNullMax)
 		say("null exchanges: %d, %d in flight (the stream of an exchange with keys known, without the exchange)", n, cfg.concurrency)
@@ -938,9 +945,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 			return fmt.Errorf("null exchanges: %w", err)
 		}
 	}
-
-	say("heap: %d exchanges in flight, brought to rest", cfg.concurrency)
-	return measureHeap(ctx, cfg, nodes, exchange, sum)
+	return nil
 }
 
 // benchNullMax bounds the null exchanges of a run.
