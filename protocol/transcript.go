@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -72,7 +71,7 @@ type transcript struct {
 }
 
 func newTranscript(initiator, responder peer.ID) transcript {
-	var b []byte
+	b := make([]byte, 0, 16+len(labelTranscript)+len(ID)+len(initiator)+len(responder))
 	b = lp(b, []byte(labelTranscript))
 	b = lp(b, []byte(ID))
 	b = lp(b, []byte(initiator))
@@ -100,7 +99,7 @@ func (t *transcript) peek(stage string, from Role, frame []byte) [32]byte {
 
 // checkpoint ends a stage and returns the new running value.
 func (t *transcript) checkpoint(stage string) [32]byte {
-	var b []byte
+	b := make([]byte, 0, 8+len(labelTranscript)+len(stage)+3*sha256.Size)
 	b = lp(b, []byte(labelTranscript))
 	b = lp(b, []byte(stage))
 	b = append(b, t.value[:]...)
@@ -128,7 +127,9 @@ func (t *transcript) clone() transcript {
 // commitment is the phase-1 commitment of a role to its key part:
 // SHA-256(lp(label) || lp(role) || part).
 func commitment(r Role, part *[PartSize]byte) [CommitmentSize]byte {
-	var b []byte
+	// Large enough for both roles, so that b stays on the stack.
+	var buf [8 + len(labelCommitment) + len("responder") + PartSize]byte
+	b := buf[:0]
 	b = lp(b, []byte(labelCommitment))
 	b = lp(b, []byte(r.String()))
 	b = append(b, part[:]...)
@@ -138,18 +139,20 @@ func commitment(r Role, part *[PartSize]byte) [CommitmentSize]byte {
 // partInfo is the HPKE info for the part sealed by role r:
 // lp(label) || lp(role) || T2.
 func partInfo(r Role, t2 *[32]byte) []byte {
-	var b []byte
+	role := r.String()
+	b := make([]byte, 0, 8+len(labelPartInfo)+len(role)+len(t2))
 	b = lp(b, []byte(labelPartInfo))
-	b = lp(b, []byte(r.String()))
+	b = lp(b, []byte(role))
 	return append(b, t2[:]...)
 }
 
 // partSigInput is what role r signs over its sealed part:
 // lp(label) || lp(role) || T2 || lp(ciphertext).
 func partSigInput(r Role, t2 *[32]byte, ciphertext []byte) []byte {
-	var b []byte
+	role := r.String()
+	b := make([]byte, 0, 12+len(labelPartSig)+len(role)+len(t2)+len(ciphertext))
 	b = lp(b, []byte(labelPartSig))
-	b = lp(b, []byte(r.String()))
+	b = lp(b, []byte(role))
 	b = append(b, t2[:]...)
 	return lp(b, ciphertext)
 }
@@ -168,39 +171,44 @@ type sessionSecrets struct {
 //	key ID  = HKDF-Expand(PRK, "p2pkex/1.0.0 key id", 8)
 //	confirm = HKDF-Expand(PRK, "p2pkex/1.0.0 confirm " || role, 32)
 func deriveSession(partI, partR *[PartSize]byte, t3 *[32]byte) (*sessionSecrets, error) {
-	var ikm [PartSize]byte
+	// HKDF with SHA-256 written out (RFC 5869), with one HMAC for the
+	// extraction and one, reset between outputs, for the four expansions:
+	// every output is at most one block, so HKDF-Expand(PRK, info, L) is the
+	// first L bytes of HMAC(PRK, info || 0x01). crypto/hkdf builds a new HMAC
+	// (and two SHA-256 states) for each. Everything secret goes through one
+	// scratch buffer (it escapes through hash.Hash), wiped before returning:
+	// [0:32] IKM, then each output block; [32:64] PRK; [64:] info.
+	scratch := make([]byte, 128)
+	defer clear(scratch)
+	ikm := scratch[:PartSize]
 	for i := range ikm {
 		ikm[i] = partI[i] ^ partR[i]
 	}
-	defer clear(ikm[:])
-	prk, err := hkdf.Extract(sha256.New, ikm[:], t3[:])
-	if err != nil {
-		return nil, err
-	}
-	defer clear(prk)
+	ext := hmac.New(sha256.New, t3[:])
+	ext.Write(ikm)
+	prk := ext.Sum(scratch[PartSize:PartSize])
+	clear(ikm)
+	exp := hmac.New(sha256.New, prk)
 	s := new(sessionSecrets)
-	if err := expandInto(s.key[:], prk, labelSessionKey); err != nil {
-		return nil, err
-	}
-	if err := expandInto(s.id[:], prk, labelKeyID); err != nil {
-		return nil, err
-	}
-	for _, r := range []Role{Initiator, Responder} {
-		if err := expandInto(s.confirm[r-1][:], prk, labelConfirm+r.String()); err != nil {
-			return nil, err
+	expand := func(dst []byte, label, role string) {
+		if len(dst) > sha256.Size {
+			panic("p2pkex: HKDF output longer than one block")
 		}
+		info := append(scratch[64:64], label...)
+		info = append(info, role...)
+		info = append(info, 1)
+		exp.Reset()
+		exp.Write(info)
+		out := exp.Sum(scratch[:0])
+		copy(dst, out)
+		clear(out)
+	}
+	expand(s.key[:], labelSessionKey, "")
+	expand(s.id[:], labelKeyID, "")
+	for _, r := range []Role{Initiator, Responder} {
+		expand(s.confirm[r-1][:], labelConfirm, r.String())
 	}
 	return s, nil
-}
-
-func expandInto(dst, prk []byte, label string) error {
-	out, err := hkdf.Expand(sha256.New, prk, label, len(dst))
-	if err != nil {
-		return err
-	}
-	copy(dst, out)
-	clear(out)
-	return nil
 }
 
 // confirmationMAC is role r's PART_RECEIVED MAC: HMAC-SHA256(confirm_r, T3).
