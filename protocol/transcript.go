@@ -67,11 +67,17 @@ func lp(dst, x []byte) []byte {
 type transcript struct {
 	value [32]byte
 	dir   [2]hash.Hash // by Role-1
-	pre   [4]byte      // absorb's length prefix, here so that it is not allocated each time
+	// Scratch space for what goes through hash.Hash (and so would escape to
+	// the heap on every call): absorb's length prefix, checkpoint's H values.
+	pre  [4]byte
+	sums [2][sha256.Size]byte
 }
 
 func newTranscript(initiator, responder peer.ID) transcript {
-	b := make([]byte, 0, 16+len(labelTranscript)+len(ID)+len(initiator)+len(responder))
+	// On the stack for the usual peer IDs (38 bytes for Ed25519 keys); append
+	// moves it to the heap if they are longer.
+	var buf [16 + len(labelTranscript) + len(ID) + 2*64]byte
+	b := buf[:0]
 	b = lp(b, []byte(labelTranscript))
 	b = lp(b, []byte(ID))
 	b = lp(b, []byte(initiator))
@@ -98,12 +104,14 @@ func (t *transcript) peek(stage string, from Role, frame []byte) [32]byte {
 
 // checkpoint ends a stage and returns the new running value.
 func (t *transcript) checkpoint(stage string) [32]byte {
-	b := make([]byte, 0, 8+len(labelTranscript)+len(stage)+3*sha256.Size)
+	// On the stack for the stages there are ("phase n").
+	var buf [8 + len(labelTranscript) + len(stagePhase1) + 3*sha256.Size]byte
+	b := buf[:0]
 	b = lp(b, []byte(labelTranscript))
 	b = lp(b, []byte(stage))
 	b = append(b, t.value[:]...)
-	b = t.dir[0].Sum(b)
-	b = t.dir[1].Sum(b)
+	b = append(b, t.dir[0].Sum(t.sums[0][:0])...)
+	b = append(b, t.dir[1].Sum(t.sums[1][:0])...)
 	t.value = sha256.Sum256(b)
 	t.dir[0].Reset()
 	t.dir[1].Reset()
