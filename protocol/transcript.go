@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"hash"
@@ -178,74 +179,52 @@ type sessionSecrets struct {
 //	key ID  = HKDF-Expand(PRK, "p2pkex/1.0.0 key id", 8)
 //	confirm = HKDF-Expand(PRK, "p2pkex/1.0.0 confirm " || role, 32)
 func deriveSession(partI, partR *[PartSize]byte, t3 *[32]byte) (*sessionSecrets, error) {
-	// HKDF with SHA-256 written out (RFC 5869) over hmacSHA256: every output
-	// is at most one block, so HKDF-Expand(PRK, info, L) is the first L bytes
-	// of HMAC(PRK, info || 0x01). crypto/hkdf builds a new HMAC (and two
-	// SHA-256 states) on the heap for each call; here every secret stays on
-	// the stack and is wiped.
-	var ikm [PartSize]byte
+	// HKDF with SHA-256 written out (RFC 5869), with one HMAC for the
+	// extraction and one, reset between outputs, for the four expansions:
+	// every output is at most one block, so HKDF-Expand(PRK, info, L) is the
+	// first L bytes of HMAC(PRK, info || 0x01). crypto/hkdf builds a new HMAC
+	// (and two SHA-256 states) for each. Everything secret goes through one
+	// scratch buffer (it escapes through hash.Hash), wiped before returning:
+	// [0:32] IKM, then each output block; [32:64] PRK; [64:] info.
+	scratch := make([]byte, 128)
+	defer clear(scratch)
+	ikm := scratch[:PartSize]
 	for i := range ikm {
 		ikm[i] = partI[i] ^ partR[i]
 	}
-	prk := hmacSHA256(t3, ikm[:])
-	clear(ikm[:])
+	ext := hmac.New(sha256.New, t3[:])
+	ext.Write(ikm)
+	prk := ext.Sum(scratch[PartSize:PartSize])
+	clear(ikm)
+	exp := hmac.New(sha256.New, prk)
 	s := new(sessionSecrets)
-	var info [64]byte
 	expand := func(dst []byte, label, role string) {
 		if len(dst) > sha256.Size {
 			panic("p2pkex: HKDF output longer than one block")
 		}
-		b := append(info[:0], label...)
-		b = append(b, role...)
-		b = append(b, 1)
-		out := hmacSHA256(&prk, b)
-		copy(dst, out[:])
-		clear(out[:])
+		info := append(scratch[64:64], label...)
+		info = append(info, role...)
+		info = append(info, 1)
+		exp.Reset()
+		exp.Write(info)
+		out := exp.Sum(scratch[:0])
+		copy(dst, out)
+		clear(out)
 	}
 	expand(s.key[:], labelSessionKey, "")
 	expand(s.id[:], labelKeyID, "")
 	for _, r := range []Role{Initiator, Responder} {
 		expand(s.confirm[r-1][:], labelConfirm, r.String())
 	}
-	clear(prk[:])
 	return s, nil
-}
-
-// hmacSHA256 is HMAC-SHA256(key, msg) (RFC 2104) for a 32-byte key and a
-// message of at most 64 bytes, computed on the stack: crypto/hmac allocates
-// its state and two SHA-256 states per key and leaves the padded key in them
-// on the heap. The padded key and the inner hash are wiped before returning.
-func hmacSHA256(key *[32]byte, msg []byte) [32]byte {
-	const block = 64 // SHA-256's block size
-	if len(msg) > block {
-		panic("p2pkex: hmacSHA256 message too long")
-	}
-	var inner [block + block]byte
-	var outer [block + sha256.Size]byte
-	for i := range block {
-		var k byte
-		if i < len(key) {
-			k = key[i]
-		}
-		inner[i] = k ^ 0x36
-		outer[i] = k ^ 0x5c
-	}
-	n := copy(inner[block:], msg)
-	ih := sha256.Sum256(inner[:block+n])
-	copy(outer[block:], ih[:])
-	mac := sha256.Sum256(outer[:])
-	clear(inner[:])
-	clear(outer[:])
-	clear(ih[:])
-	return mac
 }
 
 // confirmationMAC is role r's PART_RECEIVED MAC: HMAC-SHA256(confirm_r, T3).
 func confirmationMAC(s *sessionSecrets, r Role, t3 *[32]byte) [MACSize]byte {
-	mac := hmacSHA256(&s.confirm[r-1], t3[:])
+	m := hmac.New(sha256.New, s.confirm[r-1][:])
+	m.Write(t3[:])
 	var out [MACSize]byte
-	copy(out[:], mac[:])
-	clear(mac[:])
+	m.Sum(out[:0])
 	return out
 }
 
