@@ -77,7 +77,7 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 			_ = s.SetDeadline(time.Now().Add(phaseTimeout))
 		}
 		if len(out) > 0 {
-			if err := writeFrames(s, out); err != nil {
+			if err := writeFrames(s, out, func(f Frame) []byte { return f.Bytes }); err != nil {
 				return fail(err)
 			}
 		}

@@ -92,32 +92,24 @@ func AppendFrame(dst, msg []byte) []byte {
 // WriteFrames writes msgs as frames in one Write, so that notices produced
 // together leave together.
 func WriteFrames(w io.Writer, msgs [][]byte) error {
-	if len(msgs) == 0 {
+	return writeFrames(w, msgs, func(m []byte) []byte { return m })
+}
+
+// writeFrames writes the messages of items as frames in one Write. The
+// buffer is not pooled: a write that waits (a slow peer, the stream's
+// window) holds it, and a pooled one would be larger, and would stay after
+// the writes.
+func writeFrames[T any](w io.Writer, items []T, msg func(T) []byte) error {
+	if len(items) == 0 {
 		return nil
 	}
 	size := 0
-	for _, m := range msgs {
-		size += len(m) + varint.MaxLenUvarint63
+	for _, it := range items {
+		size += len(msg(it)) + varint.MaxLenUvarint63
 	}
 	buf := make([]byte, 0, size)
-	for _, m := range msgs {
-		buf = AppendFrame(buf, m)
-	}
-	_, err := w.Write(buf)
-	return err
-}
-
-// writeFrames is WriteFrames for the machine's frames. The buffer is not
-// pooled: a write that waits (a slow peer, the stream's window) holds it,
-// and a pooled one would be larger, and would stay after the writes.
-func writeFrames(w io.Writer, frames []Frame) error {
-	size := 0
-	for _, f := range frames {
-		size += len(f.Bytes) + varint.MaxLenUvarint63
-	}
-	buf := make([]byte, 0, size)
-	for _, f := range frames {
-		buf = AppendFrame(buf, f.Bytes)
+	for _, it := range items {
+		buf = AppendFrame(buf, msg(it))
 	}
 	_, err := w.Write(buf)
 	return err

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v3"
@@ -42,8 +41,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			opts, err := nodeOptions(c)
-			if err != nil {
+			if _, err := nodeOptions(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
@@ -71,23 +69,11 @@ Examples:
 				}
 				return nil
 			}
-			r, err := openRepo(dir, true)
+			n, closeNode, err := ownNode(ctx, c, dir, true, pi)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			if pi.ID == peerIDOf(r) {
-				return usagef("exchange: %s is this repo's own peer ID", pi.ID)
-			}
-			if len(pi.Addrs) == 0 {
-				return fmt.Errorf("no daemon running on %s to know where %s is: give its full multiaddr, or start one with \"p2pkex daemon --repo %s\"", dir, pi.ID, dir)
-			}
-			n, err := node.New(ctx, append(opts, node.WithStore(r.store),
-				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
-			if err != nil {
-				return err
-			}
-			defer n.Close()
+			defer closeNode()
 			var wg sync.WaitGroup
 			if !quiet {
 				events, stop := n.Subscribe(0)
@@ -179,6 +165,30 @@ func nodeFlags() []cli.Flag {
 		&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
 		&cli.StringFlag{Name: "trust-policy", Value: "tofu", Usage: "on a peer key change no rotation accounts for: tofu (refuse it for verified peers), strict (always refuse), accept"},
 	}
+}
+
+// ownNode starts, for a command whose repo has no daemon running, a node
+// of its own on the repo (created if create; newOfflineNode), to reach pi; pi must have an address (no daemon knows where it is) and must
+// not be the repo's own peer ID. closeNode stops the node and closes the
+// repo.
+func ownNode(ctx context.Context, c *cli.Command, dir string, create bool, pi *peer.AddrInfo) (n *node.Node, closeNode func(), err error) {
+	r, err := openRepo(dir, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pi.ID == peerIDOf(r) {
+		r.Close()
+		return nil, nil, usagef("%s: %s is this repo's own peer ID", c.Name, pi.ID)
+	}
+	if len(pi.Addrs) == 0 {
+		r.Close()
+		return nil, nil, fmt.Errorf("no daemon running on %s to know where %s is: give its full multiaddr, or start one with \"p2pkex daemon --repo %s\"", dir, pi.ID, dir)
+	}
+	if n, err = newOfflineNode(ctx, c, r); err != nil { // offline.go
+		r.Close()
+		return nil, nil, err
+	}
+	return n, func() { n.Close(); r.Close() }, nil
 }
 
 // ownNodeOnly refuses the node flags when the repo's daemon will do the

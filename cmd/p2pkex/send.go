@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
@@ -58,8 +57,7 @@ Example:
 			if len(msg) > node.DefaultMaxMessageSize {
 				return usagef("send: message of %d bytes, limit %d", len(msg), node.DefaultMaxMessageSize)
 			}
-			opts, err := nodeOptions(c)
-			if err != nil {
+			if _, err := nodeOptions(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
@@ -82,23 +80,11 @@ Example:
 				fmt.Fprintf(w, "delivered to %s\n", rep.Peer)
 				return nil
 			}
-			r, err := openRepo(dir, false)
+			n, closeNode, err := ownNode(ctx, c, dir, false, pi) // exchange.go
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			if pi.ID == peerIDOf(r) {
-				return usagef("send: %s is this repo's own peer ID", pi.ID)
-			}
-			if len(pi.Addrs) == 0 {
-				return fmt.Errorf("no daemon running on %s to know where %s is: give its full multiaddr, or start one with \"p2pkex daemon --repo %s\"", dir, pi.ID, dir)
-			}
-			n, err := node.New(ctx, append(opts, node.WithStore(r.store),
-				node.WithLibp2pOptions(libp2p.NoListenAddrs))...)
-			if err != nil {
-				return err
-			}
-			defer n.Close()
+			defer closeNode()
 			if err := connectAndSend(ctx, n, pi, []byte(msg)); err != nil {
 				return err
 			}
