@@ -133,24 +133,26 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 }
 
 // finish records a slot's result and frees the peer for the next exchange.
+// The result is published under the node lock, so that it reaches
+// subscribers before any event of the peer's next exchange, which needs the
+// lock to take the slot (metrics.go pairs an exchange's events by peer).
 func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
 	n.mu.Lock()
 	if n.slots[p] == s {
 		delete(n.slots, p)
 	}
-	followed := s.follow != nil
-	if !followed {
+	if s.follow == nil {
 		s.info, s.err = info, err
 	}
-	n.mu.Unlock()
-	close(s.done)
 	switch {
-	case followed:
+	case s.follow != nil:
 	case err != nil:
 		n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventFailed, Err: err})
 	default:
 		n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventDone, Info: info})
 	}
+	n.mu.Unlock()
+	close(s.done)
 }
 
 // initiate runs one exchange as initiator.
