@@ -9,10 +9,17 @@ import (
 // chunkData returns how many bytes of an item fit in one notice.
 func chunkData(noticeSize int) int { return noticeSize - chunkOverhead }
 
+// chunking returns how many bytes each chunk of an item of size bytes
+// carries (the last one the rest) and how many chunks there are, when each
+// must fit a notice of noticeSize.
+func chunking(size, noticeSize int) (per, count int) {
+	per = chunkData(noticeSize)
+	return per, (size + per - 1) / per
+}
+
 // split cuts item into chunks that each fit a notice of noticeSize.
 func split(item []byte, noticeSize int) []*pb.Chunk {
-	per := chunkData(noticeSize)
-	count := (len(item) + per - 1) / per
+	per, count := chunking(len(item), noticeSize)
 	chunks := make([]*pb.Chunk, 0, count)
 	for i := 0; i < count; i++ {
 		end := min((i+1)*per, len(item))
@@ -27,6 +34,7 @@ type reassembly struct {
 	count uint32 // 0 until the first chunk
 	next  uint32
 	data  []byte
+	buf   *[]byte // the scratch buffer (pool.go) data lives in, or nil
 }
 
 // check validates c as the next chunk without changing r. It returns the
@@ -49,6 +57,10 @@ func (r *reassembly) check(c *pb.Chunk) ([]byte, error) {
 	if c.Index+1 < c.Count {
 		return nil, nil
 	}
+	if c.Count == 1 {
+		// The whole item is in c: add, if the chunk is accepted, copies it.
+		return c.Data, nil
+	}
 	if len(c.Data) <= cap(r.data)-len(r.data) {
 		// The item is built in the room add made for it: r.data keeps its
 		// length, so r is unchanged, and add, if the chunk is accepted,
@@ -61,14 +73,29 @@ func (r *reassembly) check(c *pb.Chunk) ([]byte, error) {
 
 // add appends a chunk that check accepted. The first chunk makes room for
 // the whole item: every chunk but the last is as long as the first (split),
-// so Count times its length is enough, within the item's bound.
+// so Count times its length is enough, within the item's bound. The room is
+// a scratch buffer (pool.go) when it fits one; release returns it.
 func (r *reassembly) add(c *pb.Chunk) {
 	if r.data == nil {
-		r.data = make([]byte, 0, min(r.max, int(c.Count)*len(c.Data)))
+		if n := min(r.max, int(c.Count)*len(c.Data)); n <= pooledFrameBuf {
+			r.buf = getScratch()
+			r.data = (*r.buf)[:0]
+		} else {
+			r.data = make([]byte, 0, n)
+		}
 	}
 	r.count = c.Count
 	r.next++
 	r.data = append(r.data, c.Data...)
+}
+
+// release drops the data collected so far, returning its scratch buffer:
+// once the machine is done with the item (or has failed). Neither the data
+// nor an item check returned may be used afterwards; count and next remain,
+// so done still reports completion. Releasing again does nothing.
+func (r *reassembly) release() {
+	putScratch(r.buf)
+	r.buf, r.data = nil, nil
 }
 
 // done reports whether the last chunk was added.

@@ -119,7 +119,7 @@ func writeFrames[T any](w io.Writer, items []T, msg func(T) []byte) error {
 // frame it is given, so a buffer is reused as soon as Consume returns.
 // Frames larger than pooledFrameBuf (large notice sizes) get their own
 // slice, left to the collector; 2 KiB holds any frame at the default notice
-// size.
+// size. The machine takes its scratch buffers from the same pool (pool.go).
 const pooledFrameBuf = 2 << 10
 
 var frameBufs = sync.Pool{New: func() any {

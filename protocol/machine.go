@@ -188,6 +188,11 @@ type Machine struct {
 	secrets            *sessionSecrets
 	initSent, respSent bool
 	err                error
+
+	// in is the notice being consumed (decode) and out the one being sent
+	// (send), reused for every notice and reset after each: a *pb.Notice
+	// escapes to the heap, since proto takes it as an interface.
+	in, out pb.Notice
 }
 
 // NewMachine checks cfg and returns a machine in its initial state.
@@ -347,6 +352,8 @@ func (m *Machine) fail(err error) {
 	m.state = stFailed
 	m.err = err
 	m.wipe()
+	m.keyAsm.release()
+	m.partAsm.release()
 }
 
 // Wipe zeroes the secrets the machine holds (key part, session key,
@@ -402,7 +409,8 @@ func (m *Machine) Start() ([]Frame, error) {
 	}
 	m.state = stAwaitContinue
 	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase1})
-	f, err := m.send(&pb.Notice{Type: pb.Notice_START, Start: start})
+	m.out.Start = start
+	f, err := m.send(pb.Notice_START)
 	if err != nil {
 		m.fail(err)
 		return nil, err
@@ -422,27 +430,56 @@ func (m *Machine) newSecrets() error {
 	return nil
 }
 
-// send marshals n, absorbs it into the transcript as ours and reports it.
-func (m *Machine) send(n *pb.Notice) (Frame, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(n)
+// send marshals m.out, whose body of type t the caller has set, absorbs it
+// into the transcript as ours and reports it. m.out is reset.
+func (m *Machine) send(t pb.Notice_Type) (Frame, error) {
+	b, err := m.marshalOut(t)
 	if err != nil {
 		return Frame{}, err
 	}
 	if limit := m.MaxFrame(); len(b) > limit {
-		return Frame{}, fmt.Errorf("own %v notice is %d bytes, notice size %d", n.Type, len(b), limit)
+		return Frame{}, fmt.Errorf("own %v notice is %d bytes, notice size %d", t, len(b), limit)
 	}
 	m.tr.absorb(m.role, b)
-	m.emit(Event{Kind: EventNoticeSent, Notice: n.Type, Size: len(b)})
-	return Frame{Type: n.Type, Bytes: b}, nil
+	m.emit(Event{Kind: EventNoticeSent, Notice: t, Size: len(b)})
+	return Frame{Type: t, Bytes: b}, nil
 }
 
-// decode parses a frame and checks that exactly the body of its type is set.
+// marshalOut marshals m.out as a notice of type t and resets it. The bytes
+// are the frame: the caller keeps them.
+func (m *Machine) marshalOut(t pb.Notice_Type) ([]byte, error) {
+	defer m.out.Reset()
+	m.out.Type = t
+	return proto.MarshalOptions{Deterministic: true}.Marshal(&m.out)
+}
+
+// sendChunks sends item in notices of type t, cut as split cuts it, and
+// appends their frames to out.
+func (m *Machine) sendChunks(out []Frame, t pb.Notice_Type, item []byte) ([]Frame, error) {
+	per, count := chunking(len(item), m.notice)
+	out = slices.Grow(out, count)
+	c := &pb.Chunk{Count: uint32(count)}
+	for i := range count {
+		c.Index = uint32(i)
+		c.Data = item[i*per : min((i+1)*per, len(item))]
+		m.out.Chunk = c
+		f, err := m.send(t)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// decode parses a frame into m.in and checks that exactly the body of its
+// type is set. The caller resets m.in once done with the notice.
 func (m *Machine) decode(frame []byte) (*pb.Notice, error) {
 	if len(frame) > m.MaxFrame() {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(frame), m.MaxFrame())
 	}
-	var n pb.Notice
-	if err := proto.Unmarshal(frame, &n); err != nil {
+	n := &m.in
+	if err := proto.Unmarshal(frame, n); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	bodies := 0
@@ -474,7 +511,7 @@ func (m *Machine) decode(frame []byte) (*pb.Notice, error) {
 	if !ok || bodies != 1 {
 		return nil, fmt.Errorf("%w: %v notice with the wrong body", ErrUnexpected, n.Type)
 	}
-	return &n, nil
+	return n, nil
 }
 
 // Consume takes one frame from the peer and returns the frames to send in
@@ -484,6 +521,8 @@ func (m *Machine) Consume(frame []byte) ([]Frame, error) {
 	if m.state == stDone || m.state == stFailed {
 		return nil, ErrDone
 	}
+	// Nothing of the notice is kept (what is, is copied), nor of frame.
+	defer m.in.Reset()
 	n, err := m.decode(frame)
 	if err != nil {
 		return nil, err
@@ -529,15 +568,13 @@ func checkLen(what string, b []byte, n int) error {
 	return nil
 }
 
-func optionalFingerprint(b []byte) (*Fingerprint, error) {
+// optionalFingerprint parses b, which may be empty: ok says whether it was not.
+func optionalFingerprint(b []byte) (f Fingerprint, ok bool, err error) {
 	if len(b) == 0 {
-		return nil, nil
+		return f, false, nil
 	}
-	f, err := ParseFingerprint(b)
-	if err != nil {
-		return nil, err
-	}
-	return &f, nil
+	f, err = ParseFingerprint(b)
+	return f, err == nil, err
 }
 
 // checkEpoch validates a peer's epoch proposal against our own. A proposal
@@ -575,7 +612,7 @@ func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
 	if len(s.Suites) == 0 || len(s.Suites) > 16 {
 		return nil, fmt.Errorf("%w: %d suites offered", ErrMalformed, len(s.Suites))
 	}
-	fp, err := optionalFingerprint(s.KeyFingerprint)
+	fp, hasFP, err := optionalFingerprint(s.KeyFingerprint)
 	if err != nil {
 		return nil, err
 	}
@@ -601,7 +638,7 @@ func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
 	m.notice = min(int(s.NoticeSize), m.cfg.NoticeSize)
 	m.epoch = max(s.Epoch, m.cfg.Epoch)
 	copy(m.peerCommit[:], s.Commitment)
-	matched := fp != nil && fp.Equal(m.cfg.Own.Fingerprint)
+	matched := hasFP && fp.Equal(m.cfg.Own.Fingerprint)
 	m.sendKey = !matched
 	c := &pb.Continue{
 		Nonce:      m.nonce[:],
@@ -616,7 +653,8 @@ func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
 		m.sentFP = true
 	}
 	m.state = stAwaitNext
-	f, err := m.send(&pb.Notice{Type: pb.Notice_CONTINUE, Continue: c})
+	m.out.Continue = c
+	f, err := m.send(pb.Notice_CONTINUE)
 	if err != nil {
 		return []Frame{}, err
 	}
@@ -648,7 +686,7 @@ func (m *Machine) consumeContinue(frame []byte, c *pb.Continue) ([]Frame, error)
 	if subtle.ConstantTimeCompare(c.Commitment, m.commit[:]) == 1 {
 		return nil, fmt.Errorf("%w: responder echoed our commitment", ErrCommitment)
 	}
-	fp, err := optionalFingerprint(c.KeyFingerprint)
+	fp, hasFP, err := optionalFingerprint(c.KeyFingerprint)
 	if err != nil {
 		return nil, err
 	}
@@ -659,18 +697,18 @@ func (m *Machine) consumeContinue(frame []byte, c *pb.Continue) ([]Frame, error)
 	m.notice = int(c.NoticeSize)
 	m.epoch = max(c.Epoch, m.cfg.Epoch)
 	copy(m.peerCommit[:], c.Commitment)
-	matched := fp != nil && fp.Equal(m.cfg.Own.Fingerprint)
+	matched := hasFP && fp.Equal(m.cfg.Own.Fingerprint)
 	m.sendKey = !matched
 	m.recvKey = !c.KeyMatched
 	if !m.recvKey {
 		m.peerRecord = m.cfg.Known
 	}
-	f, err := m.send(&pb.Notice{Type: pb.Notice_NEXT, Next: &pb.Next{KeyMatched: matched}})
+	m.out.Next = &pb.Next{KeyMatched: matched}
+	f, err := m.send(pb.Notice_NEXT)
 	if err != nil {
 		return []Frame{}, err
 	}
-	out, err := m.enterPhase2()
-	return append([]Frame{f}, out...), err
+	return m.enterPhase2([]Frame{f})
 }
 
 // consumeNext is phase 1, step 4 (responder): learn whether our record must
@@ -685,16 +723,12 @@ func (m *Machine) consumeNext(frame []byte, n *pb.Next) ([]Frame, error) {
 	if !m.recvKey {
 		m.peerRecord = m.cfg.Known
 	}
-	out, err := m.enterPhase2()
-	if err != nil && out == nil {
-		out = []Frame{}
-	}
-	return out, err
+	return m.enterPhase2([]Frame{})
 }
 
 // enterPhase2 closes phase 1 and runs phase 2, step 1: send our record if it
-// is missing or stale at the peer.
-func (m *Machine) enterPhase2() ([]Frame, error) {
+// is missing or stale at the peer. It appends the frames to send to out.
+func (m *Machine) enterPhase2(out []Frame) ([]Frame, error) {
 	m.emit(Event{Kind: EventPhaseLeft, Phase: Phase1})
 	m.tr.checkpoint(stagePhase1)
 	if m.role == Initiator {
@@ -704,18 +738,13 @@ func (m *Machine) enterPhase2() ([]Frame, error) {
 	}
 	m.state = stPhase2
 	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase2, SendOwn: m.sendKey, ReceivePeer: m.recvKey})
-	out := []Frame{}
 	if m.sendKey {
-		for _, c := range split(m.cfg.Own.Envelope, m.notice) {
-			f, err := m.send(&pb.Notice{Type: pb.Notice_KEY, Chunk: c})
-			if err != nil {
-				return out, err
-			}
-			out = append(out, f)
+		var err error
+		if out, err = m.sendChunks(out, pb.Notice_KEY, m.cfg.Own.Envelope); err != nil {
+			return out, err
 		}
 	}
-	more, err := m.maybePhase3()
-	return append(out, more...), err
+	return m.maybePhase3(out)
 }
 
 // consumeKey is phase 2, step 2: collect the peer's record; when complete,
@@ -734,15 +763,16 @@ func (m *Machine) consumeKey(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, err
 	}
 	m.acceptChunk(&m.keyAsm, pb.Notice_KEY, c, frame)
+	m.keyAsm.release() // item is not used below: rec holds copies
 	m.keyGot = true
 	m.peerRecord = rec
 	m.received = true
-	f, err := m.send(&pb.Notice{Type: pb.Notice_KEY_RECEIVED, KeyReceived: &pb.KeyReceived{Fingerprint: rec.Fingerprint[:]}})
+	m.out.KeyReceived = &pb.KeyReceived{Fingerprint: rec.Fingerprint[:]}
+	f, err := m.send(pb.Notice_KEY_RECEIVED)
 	if err != nil {
 		return []Frame{}, err
 	}
-	more, err := m.maybePhase3()
-	return append([]Frame{f}, more...), err
+	return m.maybePhase3([]Frame{f})
 }
 
 // validateRecord checks a received record: size, signature, signer, validity
@@ -784,7 +814,7 @@ func (m *Machine) consumeKeyReceived(frame []byte, k *pb.KeyReceived) ([]Frame, 
 	m.tr.absorb(m.role.other(), frame)
 	m.receivedEvent(pb.Notice_KEY_RECEIVED, len(frame))
 	m.keyAcked = true
-	out, err := m.maybePhase3()
+	out, err := m.maybePhase3(nil)
 	if err != nil && out == nil {
 		out = []Frame{}
 	}
@@ -792,10 +822,11 @@ func (m *Machine) consumeKeyReceived(frame []byte, k *pb.KeyReceived) ([]Frame, 
 }
 
 // maybePhase3 is phase 2, step 4: once both sides hold each other's record,
-// close phase 2 and run phase 3, step 1: send our sealed, signed part.
-func (m *Machine) maybePhase3() ([]Frame, error) {
+// close phase 2 and run phase 3, step 1: send our sealed, signed part. It
+// appends the frames to send to out.
+func (m *Machine) maybePhase3(out []Frame) ([]Frame, error) {
 	if (m.sendKey && !m.keyAcked) || (m.recvKey && !m.keyGot) {
-		return nil, nil
+		return out, nil
 	}
 	m.emit(Event{Kind: EventPhaseLeft, Phase: Phase2})
 	m.t2 = m.tr.checkpoint(stagePhase2)
@@ -803,32 +834,30 @@ func (m *Machine) maybePhase3() ([]Frame, error) {
 	m.emit(Event{Kind: EventPhaseEntered, Phase: Phase3})
 	pk := m.peerRecord.Keys[m.suite]
 	if pk == nil {
-		return nil, fmt.Errorf("%w: peer record has no %v key", ErrMissingKey, m.suite)
+		return out, fmt.Errorf("%w: peer record has no %v key", ErrMissingKey, m.suite)
 	}
 	ct, err := m.suite.seal(pk, partInfo(m.role, &m.t2), m.part[:])
 	if err != nil {
-		return nil, fmt.Errorf("seal key part: %w", err)
+		return out, fmt.Errorf("seal key part: %w", err)
 	}
-	sig, err := m.cfg.Identity.Sign(partSigInput(m.role, &m.t2, ct))
+	// The signature input and the marshalled part are read (signed, copied
+	// into the notices) and dropped: both are built in scratch buffers.
+	sigIn := getScratch()
+	sig, err := m.cfg.Identity.Sign(appendPartSigInput((*sigIn)[:0], m.role, &m.t2, ct))
+	putScratch(sigIn)
 	if err != nil {
-		return nil, fmt.Errorf("sign key part: %w", err)
+		return out, fmt.Errorf("sign key part: %w", err)
 	}
-	item, err := proto.Marshal(&pb.SealedPart{Ciphertext: ct, Signature: sig})
+	buf := getScratch()
+	defer putScratch(buf)
+	item, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], &pb.SealedPart{Ciphertext: ct, Signature: sig})
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	if len(item) > MaxSealedPartSize {
-		return nil, fmt.Errorf("sealed part is %d bytes, limit %d", len(item), MaxSealedPartSize)
+		return out, fmt.Errorf("sealed part is %d bytes, limit %d", len(item), MaxSealedPartSize)
 	}
-	var out []Frame
-	for _, c := range split(item, m.notice) {
-		f, err := m.send(&pb.Notice{Type: pb.Notice_PART, Chunk: c})
-		if err != nil {
-			return out, err
-		}
-		out = append(out, f)
-	}
-	return out, nil
+	return m.sendChunks(out, pb.Notice_PART, item)
 }
 
 // consumePart is phase 3, step 2 and 3: collect the peer's part; when
@@ -848,7 +877,9 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, fmt.Errorf("%w: sealed part: %v", ErrMalformed, err)
 	}
 	peerRole := m.role.other()
-	ok, err := m.cfg.RemoteKey.Verify(partSigInput(peerRole, &m.t2, sp.Ciphertext), sp.Signature)
+	sigIn := getScratch()
+	ok, err := m.cfg.RemoteKey.Verify(appendPartSigInput((*sigIn)[:0], peerRole, &m.t2, sp.Ciphertext), sp.Signature)
+	putScratch(sigIn)
 	if err != nil || !ok {
 		return nil, ErrBadSignature
 	}
@@ -864,24 +895,25 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 	if c := commitment(peerRole, &peerPart); subtle.ConstantTimeCompare(c[:], m.peerCommit[:]) != 1 {
 		return nil, ErrCommitment
 	}
-	t3 := m.tr.peek(stagePhase3, peerRole, frame)
+	// Accepted: from here on nothing the peer sent can fail.
+	m.acceptChunk(&m.partAsm, pb.Notice_PART, c, frame)
+	m.partAsm.release() // item is not used below
+	m.t3 = m.tr.checkpoint(stagePhase3)
 	var secrets *sessionSecrets
 	if m.role == Initiator {
-		secrets, err = deriveSession(&m.part, &peerPart, &t3)
+		secrets, err = deriveSession(&m.part, &peerPart, &m.t3)
 	} else {
-		secrets, err = deriveSession(&peerPart, &m.part, &t3)
+		secrets, err = deriveSession(&peerPart, &m.part, &m.t3)
 	}
 	if err != nil {
 		m.fail(err)
 		return nil, err
 	}
-	// Accepted.
-	m.acceptChunk(&m.partAsm, pb.Notice_PART, c, frame)
-	m.t3 = m.tr.checkpoint(stagePhase3)
 	m.secrets = secrets
 	clear(m.part[:])
 	mac := confirmationMAC(secrets, m.role, &m.t3)
-	f, err := m.sendUnhashed(&pb.Notice{Type: pb.Notice_PART_RECEIVED, PartReceived: &pb.PartReceived{Mac: mac[:]}})
+	m.out.PartReceived = &pb.PartReceived{Mac: mac[:]}
+	f, err := m.sendUnhashed(pb.Notice_PART_RECEIVED)
 	if err != nil {
 		return []Frame{}, err
 	}
@@ -890,13 +922,13 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 
 // sendUnhashed is send for PART_RECEIVED, which is not in the transcript
 // (it authenticates the transcript).
-func (m *Machine) sendUnhashed(n *pb.Notice) (Frame, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(n)
+func (m *Machine) sendUnhashed(t pb.Notice_Type) (Frame, error) {
+	b, err := m.marshalOut(t)
 	if err != nil {
 		return Frame{}, err
 	}
-	m.emit(Event{Kind: EventNoticeSent, Notice: n.Type, Size: len(b)})
-	return Frame{Type: n.Type, Bytes: b}, nil
+	m.emit(Event{Kind: EventNoticeSent, Notice: t, Size: len(b)})
+	return Frame{Type: t, Bytes: b}, nil
 }
 
 // consumePartReceived is phase 3, steps 4 and 5: the peer proves it holds the

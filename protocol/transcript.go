@@ -95,14 +95,6 @@ func (t *transcript) absorb(from Role, frame []byte) {
 	t.dir[from-1].Write(frame)
 }
 
-// peek returns the checkpoint value the stage would have if frame, sent by
-// from, were absorbed last, without changing t.
-func (t *transcript) peek(stage string, from Role, frame []byte) [32]byte {
-	c := t.clone()
-	c.absorb(from, frame)
-	return c.checkpoint(stage)
-}
-
 // checkpoint ends a stage and returns the new running value.
 func (t *transcript) checkpoint(stage string) [32]byte {
 	// On the stack for the stages there are ("phase n").
@@ -157,12 +149,18 @@ func partInfo(r Role, t2 *[32]byte) []byte {
 // partSigInput is what role r signs over its sealed part:
 // lp(label) || lp(role) || T2 || lp(ciphertext).
 func partSigInput(r Role, t2 *[32]byte, ciphertext []byte) []byte {
-	role := r.String()
-	b := make([]byte, 0, 12+len(labelPartSig)+len(role)+len(t2)+len(ciphertext))
-	b = lp(b, []byte(labelPartSig))
-	b = lp(b, []byte(role))
-	b = append(b, t2[:]...)
-	return lp(b, ciphertext)
+	b := make([]byte, 0, 12+len(labelPartSig)+len(r.String())+len(t2)+len(ciphertext))
+	return appendPartSigInput(b, r, t2, ciphertext)
+}
+
+// appendPartSigInput appends partSigInput(r, t2, ciphertext) to dst: the
+// machine builds it in a scratch buffer (pool.go), since signing and
+// verifying only read it.
+func appendPartSigInput(dst []byte, r Role, t2 *[32]byte, ciphertext []byte) []byte {
+	dst = lp(dst, []byte(labelPartSig))
+	dst = lp(dst, []byte(r.String()))
+	dst = append(dst, t2[:]...)
+	return lp(dst, ciphertext)
 }
 
 // sessionSecrets holds everything derived from the XOR of the parts.
