@@ -17,7 +17,8 @@ func chunking(size, noticeSize int) (per, count int) {
 	return per, (size + per - 1) / per
 }
 
-// split cuts item into chunks that each fit a notice of noticeSize.
+// split cuts item into chunks that each fit a notice of noticeSize. The
+// machine cuts the same way (Machine.sendChunks) without building them all.
 func split(item []byte, noticeSize int) []*pb.Chunk {
 	per, count := chunking(len(item), noticeSize)
 	chunks := make([]*pb.Chunk, 0, count)
