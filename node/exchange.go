@@ -155,8 +155,16 @@ func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
 	close(s.done)
 }
 
-// initiate runs one exchange as initiator.
+// initiate runs one exchange as initiator, on the stream kept from the last
+// exchange with p if there is one (streams.go), else on a new stream.
 func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, error) {
+	if s := n.keptOutbound(p); s != nil {
+		info, again, err := n.initiateOnKept(ctx, s, sl)
+		if !again {
+			return info, err
+		}
+		log.Debugw("kept stream ended; opening a new one", "peer", p, "err", err)
+	}
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
 	if err != nil {
@@ -171,22 +179,31 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 	return n.run(ctx, s, protocol.Initiator, sl)
 }
 
-// handleStream serves an inbound exchange.
+// handleStream serves the exchanges of an inbound stream: the first, and
+// after each that succeeds, the peer's next one on the same stream
+// (streams.go).
 func (n *Node) handleStream(s network.Stream) {
-	p := s.Conn().RemotePeer()
-	release, err := protocol.PrepareStream(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
-	if err != nil {
-		log.Debugw("refusing exchange", "peer", p, "err", err)
+	if err := protocol.AttachStream(s); err != nil {
+		log.Debugw("refusing exchange", "peer", s.Conn().RemotePeer(), "err", err)
 		if errors.Is(err, network.ErrResourceLimitExceeded) {
-			// The service scope is full: over a limit, like the counts below.
+			// The service scope is full: over a limit, like the counts in serve.
 			refuse(s, protocol.ErrBusy)
 			return
 		}
 		s.Reset()
 		return
 	}
-	defer release()
+	for cur := network.Stream(s); cur != nil; cur = n.awaitNext(s) {
+		if !n.serve(cur) {
+			return
+		}
+	}
+}
 
+// serve runs one inbound exchange on s. It reports whether the exchange
+// succeeded; otherwise s has been reset or, on a refusal, closed.
+func (n *Node) serve(s network.Stream) bool {
+	p := s.Conn().RemotePeer()
 	n.mu.Lock()
 	if n.closed || n.inbound >= n.cfg.maxInbound || n.perPeer[p] >= n.cfg.maxPerPeer {
 		closed := n.closed
@@ -197,7 +214,7 @@ func (n *Node) handleStream(s network.Stream) {
 		} else {
 			refuse(s, protocol.ErrBusy)
 		}
-		return
+		return false
 	}
 	n.inbound++
 	n.perPeer[p]++
@@ -216,17 +233,26 @@ func (n *Node) handleStream(s network.Stream) {
 		n.mu.Unlock()
 	})
 	defer leave()
+	// Memory only for an exchange the counts admit.
+	release, err := protocol.ReserveExchange(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
+	if err != nil {
+		log.Debugw("refusing exchange", "peer", p, "err", err)
+		refuse(s, protocol.ErrBusy)
+		return false
+	}
+	defer release()
 	si, refusal := n.claimInbound(p)
 	if refusal != nil {
 		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
 		refuse(s, refusal)
-		return
+		return false
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
 	info, err := n.run(ctx, s, protocol.Responder, si)
 	leave()
 	n.finish(p, si, info, err)
+	return err == nil
 }
 
 // claimInbound takes the peer's slot for an inbound exchange. An exchange
@@ -297,7 +323,8 @@ func refuse(s network.Stream, reason error) {
 	_ = s.Close()
 }
 
-// run drives one exchange over a prepared stream and installs its key.
+// run drives one exchange over a prepared stream and installs its key. On
+// failure it resets s.
 func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
 	p := s.Conn().RemotePeer()
 	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl)
@@ -342,7 +369,11 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		s.Reset()
 		return nil, err
 	}
-	_ = s.Close()
+	// The stream carries the next exchange with p (streams.go): the
+	// initiator keeps it, the responder's handler waits on it.
+	if role == protocol.Initiator {
+		n.keepOutbound(p, s)
+	}
 	return info, nil
 }
 

@@ -360,7 +360,9 @@ func newFaultNode(t *testing.T, noticeSize int, opts ...Option) (*Node, *faultHo
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, h.Close()) })
 	fh := &faultHost{Host: h}
-	n, err := New(context.Background(), append([]Option{WithHost(fh), WithNoticeSize(noticeSize)}, opts...)...)
+	// The fault host acts on the streams the node opens and accepts: one
+	// for every exchange, none kept for the next (streams.go).
+	n, err := New(context.Background(), append([]Option{WithHost(fh), WithNoticeSize(noticeSize), WithStreamIdleTimeout(0)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	return n, fh

@@ -380,14 +380,15 @@ func TestLimitsServiceScopeConfigured(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
 		n := newNode(t)
 		l := serviceLimit(t, n.Host())
-		require.Equal(t, DefaultMaxInbound, l.GetStreamLimit(network.DirInbound))
-		require.Equal(t, DefaultMaxInbound, l.GetStreamLimit(network.DirOutbound))
+		// Streams running exchanges, and as many kept idle (streams.go).
+		require.Equal(t, 2*DefaultMaxInbound, l.GetStreamLimit(network.DirInbound))
+		require.Equal(t, 2*DefaultMaxInbound, l.GetStreamLimit(network.DirOutbound))
 		require.Equal(t, 2*DefaultMaxInbound*res, l.GetMemoryLimit())
 	})
 	t.Run("options", func(t *testing.T) {
 		n := newNode(t, WithInboundLimits(6, 3), WithNoticeSize(4096))
 		l := serviceLimit(t, n.Host())
-		require.Equal(t, 6, l.GetStreamLimit(network.DirInbound))
+		require.Equal(t, 2*6, l.GetStreamLimit(network.DirInbound))
 		require.Equal(t, 2*6*int64(protocol.Reservation(4096)), l.GetMemoryLimit())
 	})
 	t.Run("libp2p-option-keeps-its-own", func(t *testing.T) {

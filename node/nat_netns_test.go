@@ -408,7 +408,8 @@ func TestNATChild(t *testing.T) {
 		require.NoError(t, err)
 		defer h.Close()
 		gate = &natGateHost{Host: h, k: -1, onHold: func(s string) { say("held %s", s) }}
-		opts = []Option{WithHost(gate)}
+		// The gate holds a new stream: none kept between exchanges.
+		opts = []Option{WithHost(gate), WithStreamIdleTimeout(0)}
 	case "public":
 		opts = append(opts, WithHolePunching(), WithReachability(network.ReachabilityPublic))
 	}

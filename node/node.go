@@ -63,8 +63,12 @@ type Node struct {
 	xkey    *protocol.ExchangeKey
 	slots   map[peer.ID]*slot
 	inbound int
-	perPeer map[peer.ID]int
-	closed  bool
+	// kept are the streams kept for the next exchange with a peer, and
+	// idleInbound counts the peers' streams waiting for theirs (streams.go).
+	kept        map[peer.ID]*keptStream
+	idleInbound int
+	perPeer     map[peer.ID]int
+	closed      bool
 
 	events  events
 	msg     messaging   // messaging.go
@@ -86,7 +90,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}}
+	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{}}
 	n.store = cfg.store
 	if n.store == nil {
 		n.store, n.ownsStore = peerstore.NewMemory(), true
@@ -347,6 +351,7 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		n.host.RemoveStreamHandler(protocol.ID)
 		n.host.RemoveStreamHandler(MessageProtocolID)
+		n.closeKept()
 		n.cancel()
 		n.wg.Wait()
 		n.events.close()

@@ -45,6 +45,7 @@ type config struct {
 	suites        []protocol.Suite
 	noticeSize    int
 	phaseTimeout  time.Duration
+	streamIdle    time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
 	keyLifetime   time.Duration
 	rotateAfter   time.Duration
 	rotationGrace time.Duration
@@ -88,6 +89,7 @@ func defaults() *config {
 		suites:        protocol.DefaultSuites(),
 		noticeSize:    protocol.DefaultNoticeSize,
 		phaseTimeout:  protocol.DefaultPhaseTimeout,
+		streamIdle:    DefaultStreamIdleTimeout,
 		keyLifetime:   protocol.DefaultRecordLifetime,
 		rotateAfter:   DefaultRotateAfter,
 		rotationGrace: DefaultRotationGrace,
@@ -190,6 +192,22 @@ func WithPhaseTimeout(d time.Duration) Option {
 			return errors.New("phase timeout must be positive")
 		}
 		c.phaseTimeout = d
+		return nil
+	}
+}
+
+// WithStreamIdleTimeout sets how long the node keeps its stream to a peer
+// after an exchange it started, for its next exchange with that peer
+// (default DefaultStreamIdleTimeout, 5 minutes; streams.go). 0 opens a new
+// stream for every exchange. Whatever this setting, the node serves a
+// peer's next exchange on a stream the peer keeps, for up to
+// DefaultStreamIdleTimeout plus a minute.
+func WithStreamIdleTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return errors.New("stream idle timeout must not be negative")
+		}
+		c.streamIdle = d
 		return nil
 	}
 }

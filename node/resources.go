@@ -19,12 +19,15 @@ import (
 // go-libp2p's resource manager so that the same bounds hold for the
 // service's streams and memory, whatever reaches the host:
 //
-//   - in total: total inbound streams and, as an allowance for the node's
-//     own exchanges, as many outbound streams; memory for all of them,
+//   - in total: total inbound streams running exchanges and as many kept
+//     idle between two exchanges (streams.go), and as many outbound streams
+//     again, as an allowance for the node's own exchanges; memory for the
+//     streams that run exchanges (an idle stream holds none),
 //     2 * total * protocol.Reservation(noticeSize);
 //   - per peer: perPeer inbound streams (one exchange runs, one may wait,
-//     see DefaultMaxInboundPerPeer) and one outbound stream (the node runs
-//     one exchange per peer at a time); memory for those perPeer + 1.
+//     see DefaultMaxInboundPerPeer) and one kept idle, and one outbound
+//     stream (the node runs one exchange per peer at a time) and one kept
+//     stream still closing; memory for perPeer + 1 exchanges.
 //
 // A stream the resource manager refuses for the service is answered like
 // one over the node's counters: ABORT BUSY. For that answer to reach a peer
@@ -50,9 +53,9 @@ import (
 func SetServiceLimits(limits *rcmgr.ScalingLimitConfig, total, perPeer, noticeSize int) {
 	res := int64(protocol.Reservation(noticeSize))
 	limits.AddServiceLimit(protocol.ServiceName, rcmgr.BaseLimit{
-		StreamsInbound:  total,
-		StreamsOutbound: total,
-		Streams:         2 * total,
+		StreamsInbound:  2 * total,
+		StreamsOutbound: 2 * total,
+		Streams:         4 * total,
 		Memory:          2 * int64(total) * res,
 	}, rcmgr.BaseLimitIncrease{})
 	// One inbound stream more than perPeer: libp2p frees the scope of an
@@ -60,11 +63,11 @@ func SetServiceLimits(limits *rcmgr.ScalingLimitConfig, total, perPeer, noticeSi
 	// the handler handed the peer's slot on and the peer, its next exchange
 	// done, started the one after (found by BenchmarkExchangeLoopback: back
 	// to back exchanges were refused with BUSY). The node's own counters
-	// still admit perPeer.
+	// still admit perPeer. One more each way for a kept stream (streams.go).
 	limits.AddServicePeerLimit(protocol.ServiceName, rcmgr.BaseLimit{
-		StreamsInbound:  perPeer + 1,
-		StreamsOutbound: 1,
-		Streams:         perPeer + 2,
+		StreamsInbound:  perPeer + 2,
+		StreamsOutbound: 2,
+		Streams:         perPeer + 4,
 		Memory:          int64(perPeer+1) * res,
 	}, rcmgr.BaseLimitIncrease{})
 	pp, inc := limits.ProtocolPeerBaseLimit, limits.ProtocolPeerLimitIncrease

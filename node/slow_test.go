@@ -45,7 +45,8 @@ type slowPair struct {
 // newSlowPair starts an honest node with opts and a peer on a fault host.
 func newSlowPair(t *testing.T, opts ...Option) *slowPair {
 	t.Helper()
-	sp := &slowPair{honest: newNode(t, opts...)}
+	// A new stream for every exchange, so that the fault host sees each.
+	sp := &slowPair{honest: newNode(t, append([]Option{WithStreamIdleTimeout(0)}, opts...)...)}
 	sp.slow, sp.h = newFaultNode(t, protocol.DefaultNoticeSize)
 	introduce(sp.honest, sp.slow)
 	introduce(sp.slow, sp.honest)

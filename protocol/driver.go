@@ -167,13 +167,31 @@ func Reservation(noticeSize int) int {
 }
 
 // PrepareStream opens a stream of the exchange the way every handler of the
-// protocol must, in both roles: it attaches the stream to ServiceName, reserves memory for
-// the exchange and sets a first deadline. On error the caller resets the
-// stream. release returns the reservation.
+// protocol must, in both roles: it attaches the stream to ServiceName, then
+// prepares its first exchange (ReserveExchange). On error the caller resets
+// the stream. release returns the reservation.
 func PrepareStream(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		return nil, fmt.Errorf("attach to service %s: %w", ServiceName, err)
+	if err := AttachStream(s); err != nil {
+		return nil, err
 	}
+	return ReserveExchange(s, noticeSize, phaseTimeout)
+}
+
+// AttachStream attaches a stream of the exchange to ServiceName, whose
+// limits then apply to it (the first step of PrepareStream).
+func AttachStream(s network.Stream) error {
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		return fmt.Errorf("attach to service %s: %w", ServiceName, err)
+	}
+	return nil
+}
+
+// ReserveExchange prepares an exchange on a stream attached to ServiceName
+// (PrepareStream): it reserves memory for the exchange and sets a first
+// deadline. A stream that carries several exchanges (section 2 of
+// docs/PROTOCOL.md) reserves for each, and holds nothing between them.
+// release returns the reservation.
+func ReserveExchange(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
 	size := Reservation(noticeSize)
 	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
 		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)

@@ -75,7 +75,9 @@ func (d hostileDir) String() string {
 // hostileNode starts an honest node on loopback TCP only.
 func hostileNode(t *testing.T, opts ...node.Option) *node.Node {
 	t.Helper()
-	opts = append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0")}, opts...)
+	// The villain reads until the honest side ends the stream: an honest
+	// initiator keeps none for its next exchange (node/streams.go).
+	opts = append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithStreamIdleTimeout(0)}, opts...)
 	n, err := node.New(context.Background(), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
@@ -193,6 +195,13 @@ func (v *villain) runSession(t *testing.T, s network.Stream, role protocol.Role,
 				return ss
 			}
 			live = false
+			if role == protocol.Initiator && !ss.silent {
+				// As an initiator that keeps no stream: an honest
+				// responder that finished waits for the next START
+				// (docs/PROTOCOL.md section 2) and, reading the end,
+				// closes its side.
+				require.NoError(t, s.CloseWrite())
+			}
 		}
 		frame, err := ss.read()
 		if err != nil {

@@ -91,6 +91,7 @@ Examples:
 			&cli.StringFlag{Name: "keys", Value: "known", Usage: "under load, records are `known` (phase 2 empty) or sent by `both` sides"},
 			&cli.StringFlag{Name: "security", Usage: "secure channel of the load's connections: `tls` or noise (default: libp2p's choice, TLS 1.3 then Noise)"},
 			&cli.StringFlag{Name: "transport", Value: "tcp", Usage: "transport of the load's connections: `tcp` (with yamux) or quic"},
+			&cli.BoolFlag{Name: "new-streams", Usage: "open a new stream for every exchange instead of keeping the stream of the last exchange with the peer (node.WithStreamIdleTimeout(0))"},
 			&cli.DurationFlag{Name: "latency", Value: 20 * time.Millisecond, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
 			&cli.IntFlag{Name: "rtt-samples", Value: 5, Usage: "exchanges timed on mocknet, per case"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
@@ -127,6 +128,7 @@ type benchConfig struct {
 	noticeSize                int
 	bothKeys                  bool
 	security, transport       string
+	newStreams                bool
 	latency                   time.Duration
 	rttSamples                int
 	cpuProfile, memProfile    string
@@ -144,6 +146,7 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 		memProfile:  c.String("memprofile"),
 		security:    c.String("security"),
 		transport:   c.String("transport"),
+		newStreams:  c.Bool("new-streams"),
 	}
 	if cfg.security != "" && cfg.security != "tls" && cfg.security != "noise" {
 		return nil, usagef("--security %q: want tls or noise", cfg.security)
@@ -197,6 +200,7 @@ type benchSummary struct {
 	Keys        string `json:"keys"`
 	Transport   string `json:"transport"`
 	Security    string `json:"security"`
+	Streams     string `json:"streams"` // "kept" (the default) or "new" (--new-streams)
 	NoticeSize  int    `json:"notice_size"`
 	Peers       int    `json:"peers"`
 	Concurrency int    `json:"concurrency"`
@@ -280,6 +284,7 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 		Keys:        map[bool]string{false: "known", true: "both"}[cfg.bothKeys],
 		Transport:   cfg.transport,
 		Security:    cfg.security,
+		Streams:     map[bool]string{false: "kept", true: "new"}[cfg.newStreams],
 		NoticeSize:  cfg.noticeSize,
 		Peers:       cfg.peers,
 		Concurrency: cfg.concurrency,
@@ -611,6 +616,9 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 	// through the gate, with the options node.New would use for its own
 	// host (node.HostOptions), and --security.
 	common := []node.Option{node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)}
+	if cfg.newStreams {
+		common = append(common, node.WithStreamIdleTimeout(0))
+	}
 	var security []libp2p.Option
 	switch cfg.security {
 	case "tls":
