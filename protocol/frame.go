@@ -95,10 +95,9 @@ func WriteFrames(w io.Writer, msgs [][]byte) error {
 	return writeFrames(w, msgs, func(m []byte) []byte { return m })
 }
 
-// writeFrames writes the messages of items as frames in one Write. The
-// buffer is not pooled: a write that waits (a slow peer, the stream's
-// window) holds it, and a pooled one would be larger, and would stay after
-// the writes.
+// writeFrames writes the messages of items as frames in one Write, from a
+// pooled buffer when they fit one (an io.Writer keeps nothing of what it is
+// given: the buffer is free again when Write returns).
 func writeFrames[T any](w io.Writer, items []T, msg func(T) []byte) error {
 	if len(items) == 0 {
 		return nil
@@ -107,11 +106,19 @@ func writeFrames[T any](w io.Writer, items []T, msg func(T) []byte) error {
 	for _, it := range items {
 		size += len(msg(it)) + varint.MaxLenUvarint63
 	}
-	buf := make([]byte, 0, size)
+	var bp *[]byte
+	var buf []byte
+	if size <= pooledFrameBuf {
+		bp = getFrameBuf()
+		buf = (*bp)[:0]
+	} else {
+		buf = make([]byte, 0, size)
+	}
 	for _, it := range items {
 		buf = AppendFrame(buf, msg(it))
 	}
 	_, err := w.Write(buf)
+	putFrameBuf(bp)
 	return err
 }
 
