@@ -241,6 +241,9 @@ type benchSummary struct {
 	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
 	FloorRatePerS          float64 `json:"floor_rate_per_s"`
 	RatioRateVsFloor       float64 `json:"ratio_rate_vs_floor"`
+	// GOMAXPROCS ÷ the floor beside the load, and the rate against it.
+	FloorInLoadRatePerS    float64 `json:"floor_rate_in_load_per_s,omitempty"`
+	RatioRateVsFloorInLoad float64 `json:"ratio_rate_vs_floor_in_load,omitempty"`
 
 	// The anchors, measured in this run.
 	NoiseCPUS            float64    `json:"noise_handshake_s"`
@@ -326,6 +329,8 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	if sum.FloorInLoadCPUS > 0 {
 		sum.RatioCPUVsFloorInLoad = sum.CPUSPerExch / sum.FloorInLoadCPUS
 		sum.RatioNullVsFloorInLoad = sum.NullCPUSPerExch / sum.FloorInLoadCPUS
+		sum.FloorInLoadRatePerS = float64(sum.GOMAXPROCS) / sum.FloorInLoadCPUS
+		sum.RatioRateVsFloorInLoad = sum.ExchangesPerS / sum.FloorInLoadRatePerS
 	}
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
 	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS

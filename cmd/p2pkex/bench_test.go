@@ -24,7 +24,7 @@ func TestBench(t *testing.T) {
 		"exchanges", "failures", "exchanges_per_s", "p50_ms", "p99_ms",
 		"cpu_s_per_exchange", "floor_cpu_s_per_exchange", "ratio_cpu_vs_floor",
 		"noise_handshake_s", "ratio_vs_noise", "heap_bytes_per_inflight",
-		"rtts_known_keys", "rtts_both_keys",
+		"rtts_known_keys", "rtts_both_keys", "ratio_cpu_vs_floor_in_load", "ratio_rate_vs_floor_in_load",
 	} {
 		if _, ok := sum[field].(float64); !ok {
 			t.Errorf("summary lacks numeric field %q", field)
@@ -32,6 +32,9 @@ func TestBench(t *testing.T) {
 	}
 	if sum["failures"] != 0.0 {
 		t.Errorf("failures: %v (%v)", sum["failures"], sum["failure_sample"])
+	}
+	if sum["streams"] != "kept" {
+		t.Errorf("streams: %v, want kept", sum["streams"])
 	}
 	if sum["exchanges"] != 50.0 {
 		t.Errorf("exchanges: %v, want 50", sum["exchanges"])
