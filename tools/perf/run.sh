@@ -66,6 +66,12 @@ for _ in $(seq 2); do
 	bench --concurrency 64 --count 10000 --latency 0 --security noise >&3
 	bench --concurrency 64 --count 10000 --latency 0 --transport quic >&4
 done > "$OUT/load-c64-tls.json" 3> "$OUT/load-c64-noise.json" 4> "$OUT/load-c64-quic.json"
+# Kept streams (the default: the next exchange with a peer runs on the stream
+# of the last) against a new stream for every exchange, alternating.
+for _ in $(seq 3); do
+	bench --concurrency 64 --count 10000 --latency 0
+	bench --concurrency 64 --count 10000 --latency 0 --new-streams >&3
+done > "$OUT/load-c64-kept.json" 3> "$OUT/load-c64-new-streams.json"
 # Heap with 1,000 exchanges in flight.
 bench --peers 1000 --concurrency 1000 --count 10000 --latency 0 > "$OUT/load-c1000.json"
 # Latency and throughput against the exchanges in flight, for the chart.
@@ -74,7 +80,7 @@ for c in 1 4 16 64; do
 done > "$OUT/sweep.json"
 
 go run ./tools/chart -o docs/performance.svg "$OUT/sweep.json"
-for f in load-c64 load-c64-both load-c64-x25519 load-c64-tls load-c64-noise load-c64-quic load-c1000 sweep; do
+for f in load-c64 load-c64-both load-c64-x25519 load-c64-tls load-c64-noise load-c64-quic load-c64-kept load-c64-new-streams load-c1000 sweep; do
 	echo "## $f"
 	go run ./tools/chart -table "$OUT/$f.json"
 	echo
