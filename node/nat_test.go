@@ -55,6 +55,9 @@ func TestExchangeOverRelay(t *testing.T) {
 	require.EqualValues(t, 1, first.Epoch)
 	require.Equal(t, Relayed, a.Connection(b.ID()), "the exchange ran over a direct connection")
 	require.Equal(t, Relayed, b.Connection(a.ID()))
+	// No stream is kept on a limited connection (streams.go).
+	require.Eventually(t, func() bool { return len(exchangeStreams(a.Host(), b.ID())) == 0 },
+		10*time.Second, 5*time.Millisecond, "a kept its stream on the relayed connection")
 
 	ina, stopA := a.Messages(0)
 	defer stopA()

@@ -40,9 +40,16 @@ type keptStream struct {
 
 // keepOutbound keeps s, whose exchange with p has succeeded, for the next
 // exchange with p. The node keeps one stream per peer, at most as many as
-// the inbound exchanges it admits (WithInboundLimits); beyond that, or once
-// the node closes, s is closed.
+// the inbound exchanges it admits (WithInboundLimits); beyond that, once the
+// node closes, or when s runs over a limited (relayed) connection, s is
+// closed: a relayed connection lasts only as long as the relay allows, and
+// the next exchange should go over the direct connection hole punching may
+// have opened since (NewStream prefers it).
 func (n *Node) keepOutbound(p peer.ID, s network.Stream) {
+	if s.Conn().Stat().Limited {
+		_ = s.Close()
+		return
+	}
 	n.mu.Lock()
 	old := n.kept[p]
 	if n.closed || n.cfg.streamIdle == 0 || (old == nil && len(n.kept) >= n.cfg.maxInbound) {
