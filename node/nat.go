@@ -23,7 +23,8 @@ import (
 // network.WithAllowLimitedConn, so both run over it. Hole punching (DCUtR)
 // then tries to open a direct connection through both NATs; once it
 // succeeds, libp2p opens new streams on the direct connection, so the next
-// exchange and message use it.
+// exchange and message use it (the node keeps no exchange stream on a
+// limited connection, streams.go).
 //
 // These options apply only when the node builds its own host; with
 // WithHost the application configures its host itself.

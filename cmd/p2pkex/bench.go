@@ -61,7 +61,8 @@ for --duration. The same run also measures, in this process:
   - exchanges one at a time on an existing connection, each followed by a
     Noise XX handshake, and libp2p pings;
   - with keys known, null exchanges under the same load: the same frames
-    on a new stream each, without the exchange (what the stream costs);
+    on a new stream each, without the exchange (what a new stream and the
+    frames cost; exchanges keep their streams unless --new-streams);
   - the heap per exchange in flight, with the exchanges brought to rest;
   - on a go-libp2p mocknet with --latency per direction, the round trips of
     an exchange with both records known and with both sent.
