@@ -170,7 +170,7 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 	if err != nil {
 		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, n.identityChanged(p, err))
 	}
-	release, err := protocol.PrepareStream(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
+	release, err := protocol.PrepareStream(s, n.cfg.noticeSize)
 	if err != nil {
 		s.Reset()
 		return nil, err
@@ -234,7 +234,7 @@ func (n *Node) serve(s network.Stream) bool {
 	})
 	defer leave()
 	// Memory only for an exchange the counts admit.
-	release, err := protocol.ReserveExchange(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
+	release, err := protocol.ReserveExchange(s, n.cfg.noticeSize)
 	if err != nil {
 		log.Debugw("refusing exchange", "peer", p, "err", err)
 		refuse(s, protocol.ErrBusy)

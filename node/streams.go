@@ -88,10 +88,12 @@ func (n *Node) takeKept(p peer.ID, k *keptStream) bool {
 func (n *Node) keptOutbound(p peer.ID) network.Stream {
 	n.mu.Lock()
 	k := n.kept[p]
+	delete(n.kept, p)
 	n.mu.Unlock()
-	if k == nil || !n.takeKept(p, k) {
+	if k == nil {
 		return nil
 	}
+	k.timer.Stop() // its takeKept finds k gone, if it runs
 	if k.s.Conn().IsClosed() {
 		_ = k.s.Reset()
 		return nil
@@ -116,10 +118,10 @@ func (n *Node) closeKept() {
 // ended it while idle, or the connection went): nothing of the exchange
 // happened on the peer's side, and the caller should open a new stream.
 func (n *Node) initiateOnKept(ctx context.Context, s network.Stream, sl *slot) (info *KeyInfo, again bool, err error) {
-	release, err := protocol.ReserveExchange(s, n.cfg.noticeSize, n.cfg.phaseTimeout)
+	release, err := protocol.ReserveExchange(s, n.cfg.noticeSize)
 	if err != nil {
 		_ = s.Reset()
-		return nil, ctx.Err() == nil, err
+		return nil, false, err // a new stream would be over the same limit
 	}
 	defer release()
 	info, err = n.run(ctx, s, protocol.Initiator, sl)

@@ -17,25 +17,13 @@ func chunking(size, noticeSize int) (per, count int) {
 	return per, (size + per - 1) / per
 }
 
-// split cuts item into chunks that each fit a notice of noticeSize. The
-// machine cuts the same way (Machine.sendChunks) without building them all.
-func split(item []byte, noticeSize int) []*pb.Chunk {
-	per, count := chunking(len(item), noticeSize)
-	chunks := make([]*pb.Chunk, 0, count)
-	for i := 0; i < count; i++ {
-		end := min((i+1)*per, len(item))
-		chunks = append(chunks, &pb.Chunk{Index: uint32(i), Count: uint32(count), Data: item[i*per : end]})
-	}
-	return chunks
-}
-
 // reassembly collects the chunks of one item, in order, within bounds.
 type reassembly struct {
 	max   int    // largest item accepted
 	count uint32 // 0 until the first chunk
 	next  uint32
 	data  []byte
-	buf   *[]byte // the scratch buffer (pool.go) data lives in, or nil
+	buf   *[]byte // the pooled buffer (pool.go) data lives in, or nil
 }
 
 // check validates c as the next chunk without changing r. It returns the
@@ -75,11 +63,11 @@ func (r *reassembly) check(c *pb.Chunk) ([]byte, error) {
 // add appends a chunk that check accepted. The first chunk makes room for
 // the whole item: every chunk but the last is as long as the first (split),
 // so Count times its length is enough, within the item's bound. The room is
-// a scratch buffer (pool.go) when it fits one; release returns it.
+// a pooled buffer (pool.go) when it fits one; release returns it.
 func (r *reassembly) add(c *pb.Chunk) {
 	if r.data == nil {
-		if n := min(r.max, int(c.Count)*len(c.Data)); n <= pooledFrameBuf {
-			r.buf = getScratch()
+		if n := min(r.max, int(c.Count)*len(c.Data)); n <= pooledBuf {
+			r.buf = getBuf()
 			r.data = (*r.buf)[:0]
 		} else {
 			r.data = make([]byte, 0, n)
@@ -90,12 +78,12 @@ func (r *reassembly) add(c *pb.Chunk) {
 	r.data = append(r.data, c.Data...)
 }
 
-// release drops the data collected so far, returning its scratch buffer:
+// release drops the data collected so far, returning its pooled buffer:
 // once the machine is done with the item (or has failed). Neither the data
 // nor an item check returned may be used afterwards; count and next remain,
 // so done still reports completion. Releasing again does nothing.
 func (r *reassembly) release() {
-	putScratch(r.buf)
+	putBuf(r.buf)
 	r.buf, r.data = nil, nil
 }
 

@@ -235,3 +235,15 @@ func FuzzReassembly(f *testing.F) {
 		}
 	})
 }
+
+// split cuts item into chunks that each fit a notice of noticeSize, as the
+// machine cuts an item it sends (Machine.sendChunks, chunking).
+func split(item []byte, noticeSize int) []*pb.Chunk {
+	per, count := chunking(len(item), noticeSize)
+	chunks := make([]*pb.Chunk, 0, count)
+	for i := 0; i < count; i++ {
+		end := min((i+1)*per, len(item))
+		chunks = append(chunks, &pb.Chunk{Index: uint32(i), Count: uint32(count), Data: item[i*per : end]})
+	}
+	return chunks
+}

@@ -99,7 +99,7 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 			return fail(err)
 		}
 		out, err = m.Consume(frame)
-		putFrameBuf(buf)
+		putBuf(buf)
 		if err != nil {
 			return fail(err)
 		}
@@ -168,13 +168,14 @@ func Reservation(noticeSize int) int {
 
 // PrepareStream opens a stream of the exchange the way every handler of the
 // protocol must, in both roles: it attaches the stream to ServiceName, then
-// prepares its first exchange (ReserveExchange). On error the caller resets
-// the stream. release returns the reservation.
-func PrepareStream(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
+// reserves for its first exchange (ReserveExchange). Run sets the phase
+// deadline before it reads. On error the caller resets the stream. release
+// returns the reservation.
+func PrepareStream(s network.Stream, noticeSize int) (release func(), err error) {
 	if err := AttachStream(s); err != nil {
 		return nil, err
 	}
-	return ReserveExchange(s, noticeSize, phaseTimeout)
+	return ReserveExchange(s, noticeSize)
 }
 
 // AttachStream attaches a stream of the exchange to ServiceName, whose
@@ -186,22 +187,14 @@ func AttachStream(s network.Stream) error {
 	return nil
 }
 
-// ReserveExchange prepares an exchange on a stream attached to ServiceName
-// (PrepareStream): it reserves memory for the exchange and sets a first
-// deadline. A stream that carries several exchanges (section 2 of
-// docs/PROTOCOL.md) reserves for each, and holds nothing between them.
-// release returns the reservation.
-func ReserveExchange(s network.Stream, noticeSize int, phaseTimeout time.Duration) (release func(), err error) {
+// ReserveExchange reserves memory for an exchange on a stream attached to
+// ServiceName (PrepareStream). A stream that carries several exchanges
+// (section 2 of docs/PROTOCOL.md) reserves for each, and holds nothing
+// between them. release returns the reservation.
+func ReserveExchange(s network.Stream, noticeSize int) (release func(), err error) {
 	size := Reservation(noticeSize)
 	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
 		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
-	}
-	if phaseTimeout <= 0 {
-		phaseTimeout = DefaultPhaseTimeout
-	}
-	if err := s.SetDeadline(time.Now().Add(phaseTimeout)); err != nil {
-		s.Scope().ReleaseMemory(size)
-		return nil, err
 	}
 	return func() { s.Scope().ReleaseMemory(size) }, nil
 }

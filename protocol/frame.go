@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/multiformats/go-varint"
 )
@@ -43,7 +42,7 @@ func (f *FrameReader) ReadFrame(max int) ([]byte, error) {
 }
 
 // readFrame is ReadFrame, into a pooled buffer if pooled and the frame fits
-// one; the caller then returns it with putFrameBuf once done with the frame.
+// one; the caller then returns it with putBuf once done with the frame.
 // The buffer is taken only once the length is known, so that a reader
 // waiting for the next frame holds none.
 func (f *FrameReader) readFrame(max int, pooled bool) ([]byte, *[]byte, error) {
@@ -65,14 +64,14 @@ func (f *FrameReader) readFrame(max int, pooled bool) ([]byte, *[]byte, error) {
 	}
 	var bp *[]byte
 	var buf []byte
-	if pooled && n <= pooledFrameBuf {
-		bp = getFrameBuf()
+	if pooled && n <= pooledBuf {
+		bp = getBuf()
 		buf = (*bp)[:n]
 	} else {
 		buf = make([]byte, n)
 	}
 	if _, err := io.ReadFull(f.r, buf); err != nil {
-		putFrameBuf(bp)
+		putBuf(bp)
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -108,8 +107,8 @@ func writeFrames[T any](w io.Writer, items []T, msg func(T) []byte) error {
 	}
 	var bp *[]byte
 	var buf []byte
-	if size <= pooledFrameBuf {
-		bp = getFrameBuf()
+	if size <= pooledBuf {
+		bp = getBuf()
 		buf = (*bp)[:0]
 	} else {
 		buf = make([]byte, 0, size)
@@ -118,28 +117,6 @@ func writeFrames[T any](w io.Writer, items []T, msg func(T) []byte) error {
 		buf = AppendFrame(buf, msg(it))
 	}
 	_, err := w.Write(buf)
-	putFrameBuf(bp)
+	putBuf(bp)
 	return err
-}
-
-// Buffers for the frames the driver reads: Consume keeps nothing of the
-// frame it is given, so a buffer is reused as soon as Consume returns.
-// Frames larger than pooledFrameBuf (large notice sizes) get their own
-// slice, left to the collector; 2 KiB holds any frame at the default notice
-// size. The machine takes its scratch buffers from the same pool (pool.go).
-const pooledFrameBuf = 2 << 10
-
-var frameBufs = sync.Pool{New: func() any {
-	b := make([]byte, 0, pooledFrameBuf)
-	return &b
-}}
-
-func getFrameBuf() *[]byte { return frameBufs.Get().(*[]byte) }
-
-func putFrameBuf(bp *[]byte) {
-	if bp == nil || cap(*bp) != pooledFrameBuf {
-		return
-	}
-	*bp = (*bp)[:0]
-	frameBufs.Put(bp)
 }

@@ -841,15 +841,15 @@ func (m *Machine) maybePhase3(out []Frame) ([]Frame, error) {
 		return out, fmt.Errorf("seal key part: %w", err)
 	}
 	// The signature input and the marshalled part are read (signed, copied
-	// into the notices) and dropped: both are built in scratch buffers.
-	sigIn := getScratch()
+	// into the notices) and dropped: both are built in pooled buffers.
+	sigIn := getBuf()
 	sig, err := m.cfg.Identity.Sign(appendPartSigInput((*sigIn)[:0], m.role, &m.t2, ct))
-	putScratch(sigIn)
+	putBuf(sigIn)
 	if err != nil {
 		return out, fmt.Errorf("sign key part: %w", err)
 	}
-	buf := getScratch()
-	defer putScratch(buf)
+	buf := getBuf()
+	defer putBuf(buf)
 	item, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], &pb.SealedPart{Ciphertext: ct, Signature: sig})
 	if err != nil {
 		return out, err
@@ -877,9 +877,9 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, fmt.Errorf("%w: sealed part: %v", ErrMalformed, err)
 	}
 	peerRole := m.role.other()
-	sigIn := getScratch()
+	sigIn := getBuf()
 	ok, err := m.cfg.RemoteKey.Verify(appendPartSigInput((*sigIn)[:0], peerRole, &m.t2, sp.Ciphertext), sp.Signature)
-	putScratch(sigIn)
+	putBuf(sigIn)
 	if err != nil || !ok {
 		return nil, ErrBadSignature
 	}

@@ -1,20 +1,39 @@
 package protocol
 
-// Scratch buffers for byte strings that live only within one call of the
-// machine (or, for a reassembly, until its item is complete) and that what
-// they are passed to reads and does not keep: the signature input of a key
-// part (signed or verified, then dropped), the marshalled sealed part (cut
-// into notices, which copy it), a reassembled item (parsed into copies).
-// They share the pool of the driver's frame buffers (frame.go), whose size
-// holds each of them at the default notice size and suites. None of them
-// holds a secret. A need that outgrows a buffer is met by append with a new
-// slice, left to the collector; the pooled buffer goes back unchanged.
+import "sync"
+
+// Pooled buffers, for byte strings that live only within one call and that
+// what they are passed to reads and does not keep:
 //
-// The frames the machine returns are never pooled: the caller owns them.
+//   - the frames the driver reads (Run): Consume keeps nothing of the frame
+//     it is given, so the buffer is reused as soon as Consume returns;
+//   - the flights the driver writes (writeFrames): an io.Writer keeps
+//     nothing of what it is given;
+//   - the machine's scratch: the signature input of a key part (signed or
+//     verified, then dropped), the marshalled sealed part (cut into
+//     notices, which copy it), a reassembled item (parsed into copies).
+//
+// None of them holds a secret. 2 KiB holds each of them at the default
+// notice size and suites; a need larger than that is met by a slice of its
+// own (or, for append, a new one), left to the collector, and the pooled
+// buffer goes back unchanged. The frames the machine returns are never
+// pooled: the caller owns them.
+const pooledBuf = 2 << 10
 
-// getScratch returns a pooled buffer; use it as (*b)[:0].
-func getScratch() *[]byte { return getFrameBuf() }
+var bufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, pooledBuf)
+	return &b
+}}
 
-// putScratch returns a buffer from getScratch (nil: nothing), exactly once
-// and after the last use of any slice of it.
-func putScratch(b *[]byte) { putFrameBuf(b) }
+// getBuf returns a pooled buffer; use it as (*b)[:0].
+func getBuf() *[]byte { return bufs.Get().(*[]byte) }
+
+// putBuf returns a buffer from getBuf (nil: nothing), exactly once and
+// after the last use of any slice of it.
+func putBuf(bp *[]byte) {
+	if bp == nil || cap(*bp) != pooledBuf {
+		return
+	}
+	*bp = (*bp)[:0]
+	bufs.Put(bp)
+}

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"hash"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -387,4 +388,19 @@ func retype(t require.TestingT, frame []byte) []byte {
 	b, err := proto.Marshal(&n)
 	require.NoError(t, err)
 	return b
+}
+
+// clone copies t, so that a snapshot can compare the transcript before and
+// after a rejected frame.
+func (t *transcript) clone() transcript {
+	c := transcript{value: t.value}
+	for i, h := range t.dir {
+		// crypto/sha256's digest implements hash.Cloner and never fails.
+		d, err := h.(hash.Cloner).Clone()
+		if err != nil {
+			panic("p2pkex: sha256 clone: " + err.Error())
+		}
+		c.dir[i] = d
+	}
+	return c
 }

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -111,19 +112,6 @@ func (t *transcript) checkpoint(stage string) [32]byte {
 	return t.value
 }
 
-func (t *transcript) clone() transcript {
-	c := transcript{value: t.value}
-	for i, h := range t.dir {
-		// crypto/sha256's digest implements hash.Cloner and never fails.
-		d, err := h.(hash.Cloner).Clone()
-		if err != nil {
-			panic("p2pkex: sha256 clone: " + err.Error())
-		}
-		c.dir[i] = d
-	}
-	return c
-}
-
 // commitment is the phase-1 commitment of a role to its key part:
 // SHA-256(lp(label) || lp(role) || part).
 func commitment(r Role, part *[PartSize]byte) [CommitmentSize]byte {
@@ -154,7 +142,7 @@ func partSigInput(r Role, t2 *[32]byte, ciphertext []byte) []byte {
 }
 
 // appendPartSigInput appends partSigInput(r, t2, ciphertext) to dst: the
-// machine builds it in a scratch buffer (pool.go), since signing and
+// machine builds it in a pooled buffer (pool.go), since signing and
 // verifying only read it.
 func appendPartSigInput(dst []byte, r Role, t2 *[32]byte, ciphertext []byte) []byte {
 	dst = lp(dst, []byte(labelPartSig))
@@ -177,44 +165,41 @@ type sessionSecrets struct {
 //	key ID  = HKDF-Expand(PRK, "p2pkex/1.0.0 key id", 8)
 //	confirm = HKDF-Expand(PRK, "p2pkex/1.0.0 confirm " || role, 32)
 func deriveSession(partI, partR *[PartSize]byte, t3 *[32]byte) (*sessionSecrets, error) {
-	// HKDF with SHA-256 written out (RFC 5869), with one HMAC for the
-	// extraction and one, reset between outputs, for the four expansions:
-	// every output is at most one block, so HKDF-Expand(PRK, info, L) is the
-	// first L bytes of HMAC(PRK, info || 0x01). crypto/hkdf builds a new HMAC
-	// (and two SHA-256 states) for each. Everything secret goes through one
-	// scratch buffer (it escapes through hash.Hash), wiped before returning:
-	// [0:32] IKM, then each output block; [32:64] PRK; [64:] info.
-	scratch := make([]byte, 128)
-	defer clear(scratch)
-	ikm := scratch[:PartSize]
+	var ikm [PartSize]byte
 	for i := range ikm {
 		ikm[i] = partI[i] ^ partR[i]
 	}
-	ext := hmac.New(sha256.New, t3[:])
-	ext.Write(ikm)
-	prk := ext.Sum(scratch[PartSize:PartSize])
-	clear(ikm)
-	exp := hmac.New(sha256.New, prk)
-	s := new(sessionSecrets)
-	expand := func(dst []byte, label, role string) {
-		if len(dst) > sha256.Size {
-			panic("p2pkex: HKDF output longer than one block")
-		}
-		info := append(scratch[64:64], label...)
-		info = append(info, role...)
-		info = append(info, 1)
-		exp.Reset()
-		exp.Write(info)
-		out := exp.Sum(scratch[:0])
-		copy(dst, out)
-		clear(out)
+	defer clear(ikm[:])
+	prk, err := hkdf.Extract(sha256.New, ikm[:], t3[:])
+	if err != nil {
+		return nil, err
 	}
-	expand(s.key[:], labelSessionKey, "")
-	expand(s.id[:], labelKeyID, "")
+	defer clear(prk)
+	s := new(sessionSecrets)
+	if err := expandInto(s.key[:], prk, labelSessionKey); err != nil {
+		return nil, err
+	}
+	if err := expandInto(s.id[:], prk, labelKeyID); err != nil {
+		return nil, err
+	}
 	for _, r := range []Role{Initiator, Responder} {
-		expand(s.confirm[r-1][:], labelConfirm, r.String())
+		if err := expandInto(s.confirm[r-1][:], prk, labelConfirm+r.String()); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// expandInto fills dst with HKDF-Expand(prk, label) and wipes the copy
+// crypto/hkdf returned.
+func expandInto(dst, prk []byte, label string) error {
+	out, err := hkdf.Expand(sha256.New, prk, label, len(dst))
+	if err != nil {
+		return err
+	}
+	copy(dst, out)
+	clear(out)
+	return nil
 }
 
 // confirmationMAC is role r's PART_RECEIVED MAC: HMAC-SHA256(confirm_r, T3).

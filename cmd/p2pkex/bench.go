@@ -1080,15 +1080,15 @@ func (x *nullExchange) serve(s network.Stream) {
 }
 
 func (x *nullExchange) serveErr(s network.Stream) error {
-	release, err := protocol.PrepareStream(s, x.noticeSize, 0)
+	release, err := protocol.PrepareStream(s, x.noticeSize)
 	if err != nil {
 		return err
 	}
 	defer release()
 	fr := protocol.NewFrameReader(s)
 	steps := []func() error{
-		func() error { return x.readFrames(fr, 1) },
 		func() error { return s.SetDeadline(time.Now().Add(protocol.DefaultPhaseTimeout)) },
+		func() error { return x.readFrames(fr, 1) },
 		func() error { return protocol.WriteFrames(s, x.r1) },
 		func() error { return x.readFrames(fr, 1) },
 		func() error { return s.SetDeadline(time.Now().Add(protocol.DefaultPhaseTimeout)) },
@@ -1112,7 +1112,7 @@ func (x *nullExchange) run(ctx context.Context, h host.Host, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	release, err := protocol.PrepareStream(s, x.noticeSize, 0)
+	release, err := protocol.PrepareStream(s, x.noticeSize)
 	if err != nil {
 		s.Reset()
 		return err
