@@ -73,6 +73,12 @@ const (
 	DefaultRecordLifetime = 30 * 24 * time.Hour
 	// MaxClockSkew is how far in the future a record's creation time may lie.
 	MaxClockSkew = 10 * time.Minute
+	// MaxRecordLifetime bounds expires - created of a record: twice the
+	// default lifetime.
+	MaxRecordLifetime = 2 * DefaultRecordLifetime
+	// MaxSeqJump bounds how far a rotation may move a record's sequence
+	// number past the held one (RelateRecords).
+	MaxSeqJump = 1 << 20
 
 	// chunkOverhead bounds the bytes a KEY or PART notice adds around its
 	// chunk data (type, chunk tag and length, index, count, data tag and
