@@ -39,6 +39,9 @@ var (
 	// ErrRollback: a record whose sequence number is below the known one,
 	// or a different record with the same sequence number.
 	ErrRollback = errors.New("exchange-key record rolled back")
+	// ErrDowngrade: the responder chose a suite other than the first of the
+	// initiator's offered suites that its record supports (section 6).
+	ErrDowngrade = errors.New("suite downgrade")
 	// ErrKeyRejected: the trust policy refused the peer's record.
 	ErrKeyRejected = errors.New("exchange key refused by trust policy")
 	// ErrFingerprint: a fingerprint that is malformed or names another record.

@@ -48,6 +48,10 @@ func ParseSuite(s string) (Suite, error) {
 // Known reports whether s is a suite this implementation supports.
 func (s Suite) Known() bool { return s == SuiteMLKEM768X25519 || s == SuiteX25519 }
 
+// PostQuantum reports whether the suite's KEM resists a quantum computer
+// (the hybrid ML-KEM-768 + X25519); the others are classical.
+func (s Suite) PostQuantum() bool { return s == SuiteMLKEM768X25519 }
+
 // KEM returns the suite's HPKE KEM.
 func (s Suite) KEM() (hpke.KEM, error) {
 	switch s {
