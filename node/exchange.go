@@ -176,7 +176,7 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		return nil, err
 	}
 	defer release()
-	return n.run(ctx, s, protocol.Initiator, sl)
+	return n.run(ctx, s, protocol.Initiator, sl, time.Time{})
 }
 
 // handleStream serves the exchanges of an inbound stream: the first, and
@@ -193,31 +193,35 @@ func (n *Node) handleStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	for cur := network.Stream(s); cur != nil; cur = n.awaitNext(s) {
-		if !n.serve(cur) {
+	// Each exchange's phase-1 deadline runs from the arrival of its stream
+	// or, on a kept stream, of its START (admission.go).
+	for cur, arrived := network.Stream(s), time.Now(); cur != nil; cur, arrived = n.awaitNext(s), time.Now() {
+		if !n.serve(cur, arrived) {
 			return
 		}
 	}
 }
 
-// serve runs one inbound exchange on s. It reports whether the exchange
-// succeeded; otherwise s has been reset or, on a refusal, closed.
-func (n *Node) serve(s network.Stream) bool {
+// serve runs one inbound exchange on s, which arrived at arrived. It
+// reports whether the exchange succeeded; otherwise s has been reset or, on
+// a refusal, closed. Admission (admission.go) decides first, from counts
+// alone: nothing is reserved for an exchange it refuses.
+func (n *Node) serve(s network.Stream, arrived time.Time) bool {
 	p := s.Conn().RemotePeer()
+	t := n.classify(s)
 	n.mu.Lock()
-	if n.closed || n.inbound >= n.cfg.maxInbound || n.perPeer[p] >= n.cfg.maxPerPeer {
-		closed := n.closed
+	if n.closed {
 		n.mu.Unlock()
-		log.Debugw("refusing exchange: over the inbound limit", "peer", p)
-		if closed {
-			refuse(s, ErrClosed)
-		} else {
-			refuse(s, protocol.ErrBusy)
-		}
+		refuse(s, ErrClosed)
 		return false
 	}
-	n.inbound++
-	n.perPeer[p]++
+	if over := n.admitLocked(p, t); over != nil {
+		n.mu.Unlock()
+		over.Add(1)
+		log.Debugw("refusing exchange: over an inbound limit", "peer", p, "known", t.known, "origin", t.origin)
+		refuse(s, protocol.ErrBusy)
+		return false
+	}
 	n.wg.Add(1)
 	n.mu.Unlock()
 	defer n.wg.Done()
@@ -226,10 +230,7 @@ func (n *Node) serve(s network.Stream) bool {
 	// the peer's next START arrive, while this goroutine has yet to leave.
 	leave := sync.OnceFunc(func() {
 		n.mu.Lock()
-		n.inbound--
-		if n.perPeer[p]--; n.perPeer[p] == 0 {
-			delete(n.perPeer, p)
-		}
+		n.leaveLocked(p, t)
 		n.mu.Unlock()
 	})
 	defer leave()
@@ -241,23 +242,34 @@ func (n *Node) serve(s network.Stream) bool {
 		return false
 	}
 	defer release()
-	si, refusal := n.claimInbound(p)
+	// Waiting for the slot counts against phase 1.
+	until := arrived.Add(n.phase1Timeout(t.known))
+	si, refusal := n.claimInbound(p, until)
 	if refusal != nil {
+		if errors.Is(refusal, protocol.ErrBusy) {
+			n.admit.slotWait.Add(1)
+		}
 		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
 		refuse(s, refusal)
 		return false
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	info, err := n.run(ctx, s, protocol.Responder, si)
+	info, err := n.run(ctx, s, protocol.Responder, si, until)
 	leave()
+	if errors.Is(err, protocol.ErrTimeout) {
+		n.admit.timedOut.Add(1)
+		if !t.known {
+			n.admit.timedOutUnknown.Add(1)
+		}
+	}
 	n.finish(p, si, info, err)
 	return err == nil
 }
 
 // claimInbound takes the peer's slot for an inbound exchange. An exchange
 // with the peer still finishing (its last notice may trail the peer's next
-// START) is waited for, up to one phase timeout. On a simultaneous start —
+// START) is waited for, up to until, the exchange's phase-1 deadline. On a simultaneous start —
 // an outbound exchange the peer has not answered yet — the tie-break
 // decides: the smaller peer ID keeps its outbound exchange and refuses the
 // inbound one with CONFLICT; the other side's outbound gives way, and its
@@ -265,8 +277,8 @@ func (n *Node) serve(s network.Stream) bool {
 // answered is waited for like an inbound one: the peer's START is its next
 // exchange, started after its responder finished ours (protocol/model,
 // finding 3).
-func (n *Node) claimInbound(p peer.ID) (*slot, error) {
-	timer := time.NewTimer(n.cfg.phaseTimeout)
+func (n *Node) claimInbound(p peer.ID, until time.Time) (*slot, error) {
+	timer := time.NewTimer(time.Until(until))
 	defer timer.Stop()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -324,8 +336,10 @@ func refuse(s network.Stream, reason error) {
 }
 
 // run drives one exchange over a prepared stream and installs its key. On
-// failure it resets s.
-func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
+// failure it resets s. A non-zero phase1 is the deadline of phase 1 (an
+// inbound exchange's, admission.go), which Run's phase deadlines then do
+// not extend.
+func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot, phase1 time.Time) (*KeyInfo, error) {
 	p := s.Conn().RemotePeer()
 	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl)
 	if err != nil {
@@ -333,7 +347,11 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		return nil, err
 	}
 	defer m.Wipe()
-	res, err := protocol.Run(ctx, s, m, n.cfg.phaseTimeout)
+	var rs protocol.Stream = s
+	if !phase1.IsZero() {
+		rs = &deadlineStream{Stream: s, until: phase1, m: m}
+	}
+	res, err := protocol.Run(ctx, rs, m, n.cfg.phaseTimeout)
 	if err != nil {
 		log.Debugw("exchange failed", "peer", p, "role", role, "err", err)
 		n.reportRollback(p, err) // trust.go

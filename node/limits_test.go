@@ -452,12 +452,14 @@ func TestLimitsBurstFromOnePeer(t *testing.T) {
 // TestLimitsBurstFromManyPeers: the total limit. Eight peers open 128
 // attempts each, at once, against a node that admits 6 inbound exchanges in
 // total and 2 per peer: exactly 6 are admitted, the other 1,018 are refused
-// with BUSY.
+// with BUSY. The peers are unknown and share one origin (loopback): no
+// slots are kept for known peers here, and the origin may take them all
+// (admission_test.go tests those limits).
 func TestLimitsBurstFromManyPeers(t *testing.T) {
 	const total, perPeer, peers = 6, 2, 8
 	running := goleak.IgnoreCurrent()
 	t.Cleanup(func() { requireNoLeak(t, running, "goroutines left after the test") })
-	honest := newNode(t, WithInboundLimits(total, perPeer))
+	honest := newNode(t, WithInboundLimits(total, perPeer), WithKnownReserve(0))
 	lps := make([]*limitPeer, peers)
 	ids := make([]peer.ID, peers)
 	for i := range lps {

@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -69,6 +70,11 @@ type Node struct {
 	idleInbound int
 	perPeer     map[peer.ID]int
 	closed      bool
+	// Admission (admission.go): inbound exchanges of unknown peers, in all
+	// and by network origin, and the counts of its decisions.
+	unknownInbound int
+	perOrigin      map[netip.Prefix]int
+	admit          admissionCounters
 
 	events  events
 	msg     messaging   // messaging.go
@@ -90,7 +96,8 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{}}
+	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{},
+		perOrigin: map[netip.Prefix]int{}}
 	n.store = cfg.store
 	if n.store == nil {
 		n.store, n.ownsStore = peerstore.NewMemory(), true

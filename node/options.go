@@ -60,6 +60,8 @@ type config struct {
 	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
 	// it the node's own host runs without them (metrics.go).
 	libp2pMetrics bool
+
+	admit admissionConfig // admission.go
 }
 
 // Defaults. Every option's default is one of these.
@@ -97,6 +99,7 @@ func defaults() *config {
 		maxPerPeer:    DefaultMaxInboundPerPeer,
 		trust:         TrustTOFU,
 		now:           time.Now,
+		admit:         defaultAdmission(), // admission.go
 	}
 }
 
