@@ -42,6 +42,8 @@ type config struct {
 	Limits    limitsConfig    `json:"limits"`
 	Messages  messagesConfig  `json:"messages"`
 	Trust     trustConfig     `json:"trust"`
+	// Admission: config_admission.go.
+	Admission admissionConfig `json:"admission"`
 }
 
 type trustConfig struct {
@@ -118,8 +120,9 @@ func defaultConfig() *config {
 			NoticeSize:     protocol.DefaultNoticeSize,
 			PhaseTimeout:   duration(protocol.DefaultPhaseTimeout),
 		},
-		Messages: messagesConfig{Grace: duration(node.DefaultMessageGrace)},
-		Trust:    trustConfig{Policy: node.TrustPolicyNames[0]},
+		Messages:  messagesConfig{Grace: duration(node.DefaultMessageGrace)},
+		Trust:     trustConfig{Policy: node.TrustPolicyNames[0]},
+		Admission: defaultAdmissionConfig(),
 	}
 }
 
@@ -175,6 +178,9 @@ func (c *config) check() error {
 	}
 	if l.PhaseTimeout <= 0 {
 		return errors.New("limits.phase_timeout must be positive")
+	}
+	if err := c.Admission.check(l.InboundTotal); err != nil {
+		return err
 	}
 	if c.Messages.Grace < 0 {
 		return errors.New("messages.grace must not be negative")
@@ -283,6 +289,7 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 		node.WithPhaseTimeout(time.Duration(cfg.Limits.PhaseTimeout)),
 		node.WithMessageGrace(time.Duration(cfg.Messages.Grace)),
 	)
+	opts = append(opts, cfg.Admission.options()...)
 
 	natOpts, err := natConfig(cfg, c)
 	if err != nil {
