@@ -273,7 +273,8 @@ func TestAdmissionSlotWaitCountsAgainstPhase1(t *testing.T) {
 }
 
 // TestMessageHeaderCheckedBeforeMemory: message streams whose header the
-// node refuses — from a peer without a session, with an unknown epoch, a
+// node refuses — from a peer without a session (which holds a half-open
+// exchange), with an unknown epoch, a
 // wrong key ID, a bad version or an oversize length — announce a body of
 // the largest size and send only the header. Each is reset at once with
 // its status in the reset code; the node neither reserves memory in the
@@ -287,6 +288,9 @@ func TestMessageHeaderCheckedBeforeMemory(t *testing.T) {
 	msgs, stop := b.Messages(0)
 	defer stop()
 	stranger := connectedLimitPeer(t, b)
+	// The stranger has an exchange running (in phase 1): that does not make
+	// its message streams wait for it.
+	require.Equal(t, outcomeProceeded, holdAttempt(t, stranger, b.ID()).outcome)
 
 	var bodies, bodyBytes atomic.Int64
 	hook := func(p peer.ID, size int) { bodies.Add(1); bodyBytes.Add(int64(size)) }

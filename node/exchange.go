@@ -52,6 +52,10 @@ type slot struct {
 	answered bool
 	info     *KeyInfo
 	err      error
+	// phase is the phase the slot's exchange has reached, under the node
+	// lock: a message from a peer without a session waits only for an
+	// exchange in phase 3 or later (msgadmit.go).
+	phase protocol.Phase
 }
 
 // Exchange runs the key exchange with p (connecting through the host's
@@ -427,6 +431,11 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 			if role == protocol.Initiator && e.Kind == protocol.EventNoticeReceived && e.Notice == pb.Notice_CONTINUE {
 				n.mu.Lock()
 				sl.answered = true // claimInbound
+				n.mu.Unlock()
+			}
+			if e.Kind == protocol.EventPhaseEntered && e.Phase >= protocol.Phase3 {
+				n.mu.Lock()
+				sl.phase = e.Phase // mayMessage
 				n.mu.Unlock()
 			}
 			n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})

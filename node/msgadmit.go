@@ -49,12 +49,19 @@ const MessageResetCodeBase network.StreamErrorCode = protocol.AbortCodeBase + 0x
 var testHookMsgBody atomic.Pointer[func(p peer.ID, size int)]
 
 // mayMessage reports whether p could send a message the node can open: it
-// holds a session with p, or runs an exchange with it that may install one.
+// holds a session with p, or runs an exchange with it that has reached
+// phase 3 and may install one (an honest initiator sends its first message
+// once it installed, which can be before the responder here has read its
+// last notice; messageKey then waits for the exchange). An exchange in an
+// earlier phase does not count: a fresh identity holding a half-open
+// exchange must not make its message streams wait, and hold service
+// streams, for as long as that exchange lasts.
 func (n *Node) mayMessage(p peer.ID) bool {
 	n.mu.Lock()
-	running := n.slots[p] != nil
+	sl := n.slots[p]
+	late := sl != nil && sl.phase >= protocol.Phase3
 	n.mu.Unlock()
-	return running || n.hasSession(p)
+	return late || n.hasSession(p)
 }
 
 // readMsgHeader reads a message frame's length and header from r, checking
