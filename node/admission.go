@@ -83,6 +83,9 @@ type admissionConfig struct {
 	unknownPhase1  time.Duration
 	msgStreams     int
 	msgPerPeer     int
+	// rcmgr is the resource manager the node built for its own host
+	// (resources.go), whose allowlist it may add to (knownconns.go).
+	rcmgr network.ResourceManager
 }
 
 func defaultAdmission() admissionConfig {

@@ -404,3 +404,36 @@ func TestMessageServiceLimitsConfigured(t *testing.T) {
 	require.Equal(t, 10, l.GetStreamLimit(network.DirInbound))
 	require.Equal(t, 2*10*frame, l.GetMemoryLimit())
 }
+
+// TestAdmissionKnownPeerConnections: once a peer is known, its connections
+// carry the known-peer tag in the connection manager (trimming closes fresh
+// identities' first), also on a new connection, and the node's own
+// resource manager allowlists the peer at its address, for that peer ID
+// only.
+func TestAdmissionKnownPeerConnections(t *testing.T) {
+	honest, known := newNode(t), newNode(t)
+	introduce(known, honest)
+	tagged := func() bool {
+		ti := honest.Host().ConnManager().GetTagInfo(known.ID())
+		return ti != nil && ti.Tags[knownPeerTag] == knownPeerTagValue
+	}
+	require.False(t, tagged(), "not known yet")
+	exchange(t, known, honest)
+	require.Eventually(t, tagged, 10*time.Second, 5*time.Millisecond, "tag after the exchange")
+
+	conns := honest.Host().Network().ConnsToPeer(known.ID())
+	require.NotEmpty(t, conns)
+	remote := conns[0].RemoteMultiaddr()
+	al := rcmgr.GetAllowlist(honest.Host().Network().ResourceManager())
+	require.NotNil(t, al)
+	require.True(t, al.AllowedPeerAndMultiaddr(known.ID(), remote), "the known peer at its address")
+	require.False(t, al.AllowedPeerAndMultiaddr(connectedLimitPeer(t, honest).h.ID(), remote), "another peer ID at that address")
+
+	// A new connection is tagged again (the manager forgets a peer's tags
+	// once it has no connection).
+	require.NoError(t, honest.Host().Network().ClosePeer(known.ID()))
+	require.Eventually(t, func() bool { return honest.Host().ConnManager().GetTagInfo(known.ID()) == nil || !tagged() },
+		10*time.Second, 5*time.Millisecond)
+	require.NoError(t, known.Connect(context.Background(), peer.AddrInfo{ID: honest.ID(), Addrs: honest.Host().Addrs()}))
+	require.Eventually(t, tagged, 10*time.Second, 5*time.Millisecond, "tag on a new connection")
+}

@@ -391,6 +391,7 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		s.Reset()
 		return nil, err
 	}
+	n.markKnown(p, s.Conn()) // knownconns.go
 	// The stream carries the next exchange with p (streams.go): the
 	// initiator keeps it, the responder's handler waits on it.
 	if role == protocol.Initiator {

@@ -35,7 +35,9 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pkex/p2pkex/peerstore"
@@ -75,6 +77,10 @@ type Node struct {
 	unknownInbound int
 	perOrigin      map[netip.Prefix]int
 	admit          admissionCounters
+	// Known peers' connections (knownconns.go).
+	notifee     *network.NotifyBundle
+	allowlist   *rcmgr.Allowlist // nil unless the node built the resource manager
+	allowlisted map[string]struct{}
 
 	events  events
 	msg     messaging   // messaging.go
@@ -131,7 +137,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.host.SetStreamHandler(protocol.ID, n.handleStream)
 	n.host.SetStreamHandler(MessageProtocolID, n.handleMessageStream)
-	n.startMetrics() // metrics.go
+	n.allowlist, n.allowlisted = builtAllowlist(cfg, n.host.Network()), map[string]struct{}{}
+	n.watchKnownConns() // knownconns.go
+	n.startMetrics()    // metrics.go
 	n.wg.Add(1)
 	go n.maintain()
 	ok = true
@@ -358,6 +366,7 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		n.host.RemoveStreamHandler(protocol.ID)
 		n.host.RemoveStreamHandler(MessageProtocolID)
+		n.host.Network().StopNotify(n.notifee)
 		n.closeKept()
 		n.cancel()
 		n.wg.Wait()

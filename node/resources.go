@@ -128,6 +128,7 @@ func resourceManager(cfg *config) libp2p.Option {
 			return fmt.Errorf("resource manager: %w", err)
 		}
 		lc.ResourceManager = mgr
+		cfg.admit.rcmgr = mgr // knownconns.go
 		return nil
 	}
 }

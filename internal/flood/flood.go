@@ -80,6 +80,11 @@ type Config struct {
 	// Interval is the honest peer's pause between two rounds of one
 	// exchange and one message (default 100 ms).
 	Interval time.Duration
+	// Reconnect: the honest peer closes its connection to the server when
+	// its run begins, so that its first exchange under the flood needs a
+	// new connection (which libp2p's connection limits, full of the
+	// flood's, must let in).
+	Reconnect bool
 }
 
 func (c *Config) fill() {
@@ -110,6 +115,7 @@ type MemSample struct {
 	HeapInuse  int64 // runtime.MemStats.HeapInuse
 	Goroutines int
 	Conns      int // connections of the server's host
+	ConnsIn    int // of which inbound
 	Admission  node.AdmissionStats
 }
 
@@ -167,18 +173,22 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "flood: %d identities from %d addresses in %d /24s (10.78.1.0/24..), %d half-open exchanges and %d message streams each, retry %v; setup %v, flood %v (warm-up %v, honest run %v)\n",
 		c.Identities, c.Addrs, c.Subnets, c.Streams, c.MsgStreams, c.Retry, r.Setup.Round(time.Millisecond),
 		r.FloodLasted.Round(time.Millisecond), c.Warmup, c.Duration)
+	if c.Reconnect {
+		fmt.Fprintf(w, "honest peer closed its connection as its run began and waited 2 s: its first exchange under the flood needed a new one\n")
+	}
 	fmt.Fprintf(w, "honest (known) peer: exchanges %d/%d ok (%.1f %%), messages %d/%d ok; exchange time p50 %v, p99 %v, max %v\n",
 		h.ExchangesOK, h.Exchanges, 100*float64(h.ExchangesOK)/float64(max(h.Exchanges, 1)), h.MessagesOK, h.Messages,
 		h.Percentile(50).Round(time.Microsecond), h.Percentile(99).Round(time.Microsecond), h.Percentile(100).Round(time.Microsecond))
 	for _, e := range h.Errors {
 		fmt.Fprintf(w, "  honest failure: %s\n", e)
 	}
-	fmt.Fprintf(w, "server memory      %12s %12s %10s %6s\n", "RSS", "Go heap", "goroutines", "conns")
+	fmt.Fprintf(w, "server memory      %12s %12s %10s %12s\n", "RSS", "Go heap", "goroutines", "conns (in)")
 	for _, s := range []struct {
 		name string
 		m    MemSample
 	}{{"before", r.Before}, {"during (peak)", r.DuringPeak}, {"during (end)", r.DuringLast}, {"after", r.After}, {"after GC", r.AfterGC}} {
-		fmt.Fprintf(w, "  %-16s %12s %12s %10d %6d\n", s.name, mb(s.m.RSS), mb(s.m.HeapInuse), s.m.Goroutines, s.m.Conns)
+		fmt.Fprintf(w, "  %-16s %12s %12s %10d %12s\n", s.name, mb(s.m.RSS), mb(s.m.HeapInuse), s.m.Goroutines,
+			fmt.Sprintf("%d (%d)", s.m.Conns, s.m.ConnsIn))
 	}
 	a := r.AfterGC.Admission
 	fmt.Fprintf(w, "server admission: admitted %d (unknown %d); refused BUSY: over total %d, over peer %d, over unknown share %d, over origin %d, slot wait %d; timed out %d (unknown %d); message streams reset: no session %d, malformed %d, refused header %d\n",
@@ -281,7 +291,7 @@ func Run(t testing.TB, c Config) *Report {
 		sample()
 	}
 	mark := hon.Mark()
-	hon.Send(t, "run %d", c.Duration)
+	hon.Send(t, "run %d %t", c.Duration, c.Reconnect)
 	for end := time.Now().Add(c.Duration); time.Now().Before(end); time.Sleep(time.Second) {
 		sample()
 	}
@@ -392,6 +402,11 @@ func memSample(n *node.Node) MemSample {
 	runtime.ReadMemStats(&ms)
 	m := MemSample{HeapInuse: int64(ms.HeapInuse), Goroutines: runtime.NumGoroutine(),
 		Conns: len(n.Host().Network().Conns()), Admission: n.AdmissionStats()}
+	for _, c := range n.Host().Network().Conns() {
+		if c.Stat().Direction == network.DirInbound {
+			m.ConnsIn++
+		}
+	}
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
@@ -429,12 +444,17 @@ func honest() error {
 	}
 	fmt.Println("ready")
 	for cmd := range lines() {
-		d, ok := strings.CutPrefix(cmd, "run ")
-		if !ok {
+		var ns int64
+		var reconnect bool
+		if _, err := fmt.Sscanf(cmd, "run %d %t", &ns, &reconnect); err != nil {
 			continue
 		}
-		ns, _ := strconv.ParseInt(d, 10, 64)
 		var res HonestResult
+		if reconnect {
+			// Long enough for the flood to take the connection slot it frees.
+			_ = n.Host().Network().ClosePeer(srv.ID)
+			time.Sleep(2 * time.Second)
+		}
 		fail := func(what string, err error) {
 			if len(res.Errors) < 10 {
 				res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", what, err))

@@ -28,6 +28,7 @@ var (
 	flagRetry      = flag.Duration("flood.retry", 500*time.Millisecond, "pause before an identity opens again")
 	flagWarmup     = flag.Duration("flood.warmup", 3*time.Second, "flood before the honest peer starts")
 	flagDuration   = flag.Duration("flood.duration", 10*time.Second, "the honest peer's run under the flood")
+	flagReconnect  = flag.Bool("flood.reconnect", true, "the honest peer needs a new connection under the flood")
 )
 
 // BenchmarkFlood floods a server node with fresh identities from many
@@ -40,7 +41,7 @@ func BenchmarkFlood(b *testing.B) {
 	r := Run(b, Config{
 		Identities: *flagIdentities, Addrs: *flagAddrs, Subnets: *flagSubnets,
 		Streams: *flagStreams, MsgStreams: *flagMsgStreams, Retry: *flagRetry,
-		Warmup: *flagWarmup, Duration: *flagDuration,
+		Warmup: *flagWarmup, Duration: *flagDuration, Reconnect: *flagReconnect,
 	})
 	r.Print(os.Stdout)
 	h := r.Honest
