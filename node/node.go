@@ -168,7 +168,8 @@ func hostOptions(cfg *config) []libp2p.Option {
 // builds the host itself, to wrap it, say, and attaches the node to it with
 // WithHost, gets the host New would have built. Only the options that
 // concern the host count: listen addresses, WithLibp2pOptions, WithMetrics,
-// WithInboundLimits and WithNoticeSize.
+// WithInboundLimits, WithNoticeSize, WithMessageStreamLimits and
+// WithMaxMessageSize.
 func HostOptions(opts ...Option) ([]libp2p.Option, error) {
 	cfg := defaults()
 	for _, o := range opts {
