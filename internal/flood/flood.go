@@ -54,6 +54,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -85,6 +86,13 @@ type Config struct {
 	// new connection (which libp2p's connection limits, full of the
 	// flood's, must let in).
 	Reconnect bool
+	// ServerConns, if positive, raises the server's inbound connection
+	// limit (libp2p's, scaled from the machine's memory: 252 on 24 GB) to
+	// this, so that more of the identities connect at all. The server then
+	// runs a resource manager built here with the node's service limits
+	// (node.SetServiceLimits, SetMessageServiceLimits) instead of its own,
+	// which it leaves alone: no allowlist for known peers.
+	ServerConns int
 }
 
 func (c *Config) fill() {
@@ -173,6 +181,9 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "flood: %d identities from %d addresses in %d /24s (10.78.1.0/24..), %d half-open exchanges and %d message streams each, retry %v; setup %v, flood %v (warm-up %v, honest run %v)\n",
 		c.Identities, c.Addrs, c.Subnets, c.Streams, c.MsgStreams, c.Retry, r.Setup.Round(time.Millisecond),
 		r.FloodLasted.Round(time.Millisecond), c.Warmup, c.Duration)
+	if c.ServerConns > 0 {
+		fmt.Fprintf(w, "server's inbound connection limit raised to %d (its resource manager built by the harness: no allowlist)\n", c.ServerConns)
+	}
 	if c.Reconnect {
 		fmt.Fprintf(w, "honest peer closed its connection as its run began and waited 2 s: its first exchange under the flood needed a new one\n")
 	}
@@ -255,7 +266,7 @@ func Run(t testing.TB, c Config) *Report {
 		cmd.Env = append(append(os.Environ(), RoleEnv+"="+role), env...)
 		return netnstest.Start(t, role, cmd)
 	}
-	srv := start(nsA, "server")
+	srv := start(nsA, "server", fmt.Sprintf("FLOOD_SERVER_CONNS=%d", c.ServerConns))
 	addr := srv.Await(t, 30*time.Second, "listen ", "")
 	stats := func() MemSample {
 		mark := srv.Mark()
@@ -371,8 +382,22 @@ func server() error {
 		return err
 	}
 	defer store.Close()
-	n, err := node.New(context.Background(), node.WithStore(store),
-		node.WithListenAddrs("/ip4/"+netnstest.AddrA+"/tcp/0"))
+	opts := []node.Option{node.WithStore(store), node.WithListenAddrs("/ip4/" + netnstest.AddrA + "/tcp/0")}
+	if conns := envInt("FLOOD_SERVER_CONNS"); conns > 0 {
+		limits := rcmgr.DefaultLimits
+		libp2p.SetDefaultServiceLimits(&limits)
+		node.SetServiceLimits(&limits, node.DefaultMaxInbound, node.DefaultMaxInboundPerPeer, protocol.DefaultNoticeSize)
+		node.SetMessageServiceLimits(&limits, node.DefaultMaxMessageStreams, node.DefaultMaxMessageStreamsPerPeer, node.DefaultMaxMessageSize)
+		raised := rcmgr.PartialLimitConfig{System: rcmgr.ResourceLimits{
+			ConnsInbound: rcmgr.LimitVal(conns), Conns: rcmgr.LimitVal(2 * conns),
+		}}.Build(limits.AutoScale())
+		mgr, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(raised), rcmgr.WithMetricsDisabled())
+		if err != nil {
+			return err
+		}
+		opts = append(opts, node.WithLibp2pOptions(libp2p.ResourceManager(mgr)))
+	}
+	n, err := node.New(context.Background(), opts...)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ var (
 	flagWarmup     = flag.Duration("flood.warmup", 3*time.Second, "flood before the honest peer starts")
 	flagDuration   = flag.Duration("flood.duration", 10*time.Second, "the honest peer's run under the flood")
 	flagReconnect  = flag.Bool("flood.reconnect", true, "the honest peer needs a new connection under the flood")
+	flagConns      = flag.Int("flood.serverconns", 0, "raise the server's inbound connection limit to this (0: libp2p's, scaled)")
 )
 
 // BenchmarkFlood floods a server node with fresh identities from many
@@ -42,6 +43,7 @@ func BenchmarkFlood(b *testing.B) {
 		Identities: *flagIdentities, Addrs: *flagAddrs, Subnets: *flagSubnets,
 		Streams: *flagStreams, MsgStreams: *flagMsgStreams, Retry: *flagRetry,
 		Warmup: *flagWarmup, Duration: *flagDuration, Reconnect: *flagReconnect,
+		ServerConns: *flagConns,
 	})
 	r.Print(os.Stdout)
 	h := r.Honest
