@@ -337,18 +337,18 @@ type trend struct {
 	HeapLiveGrowth   int64 `json:"heap_live_growth_bytes"`
 	// HeapLiveSlope is the least-squares slope of the live heap against the
 	// pairs run, over the samples from the baseline on.
-	HeapLiveSlope    float64 `json:"heap_live_slope_bytes_per_pair"`
-	HeapInuseGrowth  int64   `json:"heap_inuse_growth_bytes"`
-	GoroutinesFirst  int     `json:"goroutines_baseline"`
-	GoroutinesLast   int     `json:"goroutines_final"`
-	OpenFilesFirst   int     `json:"open_files_baseline"`
-	OpenFilesLast    int     `json:"open_files_final"`
-	StoreBytesFirst  int64   `json:"store_bytes_baseline"`
-	StoreBytesLast   int64   `json:"store_bytes_final"`
-	RSSFirst         int64   `json:"rss_bytes_baseline"`
-	RSSLast          int64   `json:"rss_bytes_final"`
-	BaselinePairs    int     `json:"baseline_pairs"`
-	FinalPairs       int     `json:"final_pairs"`
+	HeapLiveSlope   float64 `json:"heap_live_slope_bytes_per_pair"`
+	HeapInuseGrowth int64   `json:"heap_inuse_growth_bytes"`
+	GoroutinesFirst int     `json:"goroutines_baseline"`
+	GoroutinesLast  int     `json:"goroutines_final"`
+	OpenFilesFirst  int     `json:"open_files_baseline"`
+	OpenFilesLast   int     `json:"open_files_final"`
+	StoreBytesFirst int64   `json:"store_bytes_baseline"`
+	StoreBytesLast  int64   `json:"store_bytes_final"`
+	RSSFirst        int64   `json:"rss_bytes_baseline"`
+	RSSLast         int64   `json:"rss_bytes_final"`
+	BaselinePairs   int     `json:"baseline_pairs"`
+	FinalPairs      int     `json:"final_pairs"`
 }
 
 type report struct {
