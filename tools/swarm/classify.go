@@ -1,0 +1,49 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	lswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
+
+	"github.com/p2pkex/p2pkex/node"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+type protocolAbort = protocol.AbortError
+
+// isTimeout: a deadline ran out (the node's phase timeout, a stream or dial
+// deadline).
+func isTimeout(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	if errors.Is(err, protocol.ErrTimeout) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "timeout") || strings.Contains(s, "deadline exceeded")
+}
+
+// isRefusal: the peer answered, and said no (ABORT, a refused message, a
+// resource limit, a protocol it does not serve).
+func isRefusal(err error) bool {
+	var re *node.RefusedError
+	if errors.As(err, &re) || errors.Is(err, protocol.ErrBusy) || errors.Is(err, network.ErrResourceLimitExceeded) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "protocols not supported") || strings.Contains(s, "resource limit")
+}
+
+// isDial: no connection to the peer could be made.
+func isDial(err error) bool {
+	var de *lswarm.DialError
+	if errors.As(err, &de) || errors.Is(err, lswarm.ErrDialBackoff) || errors.Is(err, lswarm.ErrNoAddresses) {
+		return true
+	}
+	return strings.Contains(err.Error(), "failed to dial")
+}

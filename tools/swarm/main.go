@@ -1,0 +1,861 @@
+// Command swarm runs a network of p2pkex nodes in one process on 127.0.0.1
+// and reports how discovery, exchanges and messages fare while nodes leave
+// and come back (issue 15, item 4).
+//
+//	go run ./tools/swarm -nodes 200 -duration 5m -json swarm.json
+//	go run ./tools/chart -swarm -o swarm.svg swarm.json
+//
+// Every node is a node as the daemon runs it: its own libp2p host (TCP and
+// QUIC on 127.0.0.1, as the daemon's default listen addresses on loopback)
+// and its own bbolt store in its own repo directory (peerstore.OpenBolt).
+// Peers find each other only through the DHT rendezvous (node.WithDHT): the
+// first -bootstrap nodes start with no bootstrap peers, and every other node
+// is given them, and nothing else, as its bootstrap list; mDNS is off.
+//
+// Each node runs, every -op-interval (jittered by ±50 %), an exchange with a
+// peer picked at random among those it has discovered, and, if the exchange
+// succeeded, sends it one message under the new key. Every -churn-period,
+// -churn of the nodes (never a bootstrap node) leave: they stop their work,
+// close their node and store, and -down later come back on the same repo
+// (same identity, same sessions) and the same ports.
+//
+// An exchange or message is counted "between live peers" when neither its
+// initiator nor its peer was away at any moment from its start to its end;
+// a failure of one that was not is counted as "peer gone" whatever its
+// error. The run fails (exit 1) on any failure between live peers.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2pkex/p2pkex/internal/procstat"
+	"github.com/p2pkex/p2pkex/node"
+	"github.com/p2pkex/p2pkex/peerstore"
+)
+
+type config struct {
+	Nodes             int     `json:"nodes"`
+	Bootstrap         int     `json:"bootstrap"`
+	DurationS         float64 `json:"duration_s"`
+	ChurnPeriodS      float64 `json:"churn_period_s"`
+	ChurnFraction     float64 `json:"churn_fraction"`
+	DownS             float64 `json:"down_s"`
+	OpIntervalS       float64 `json:"op_interval_s"`
+	OpTimeoutS        float64 `json:"op_timeout_s"`
+	K                 int     `json:"k"`
+	DiscoveryInterval float64 `json:"discovery_interval_s"`
+	DHTMode           string  `json:"dht_mode"`
+	MsgSize           int     `json:"message_size"`
+	StartParallel     int     `json:"start_parallel"`
+	SampleS           float64 `json:"sample_s"`
+	Seed              uint64  `json:"seed"`
+
+	duration, churnPeriod, down, opInterval, opTimeout, discoveryInterval, sample time.Duration
+	dhtMode                                                                      node.DHTMode
+	jsonOut, dir                                                                 string
+	quiet                                                                        bool
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.Nodes, "nodes", 200, "nodes in the swarm, bootstrap nodes included")
+	flag.IntVar(&c.Bootstrap, "bootstrap", 3, "bootstrap nodes (never leave)")
+	flag.DurationVar(&c.duration, "duration", 5*time.Minute, "how long the swarm runs after all nodes started")
+	flag.DurationVar(&c.churnPeriod, "churn-period", time.Minute, "time between two churn rounds (0: no churn)")
+	flag.Float64Var(&c.ChurnFraction, "churn", 0.10, "fraction of the nodes that leave in each churn round")
+	flag.DurationVar(&c.down, "down", 10*time.Second, "how long a leaving node stays away")
+	flag.DurationVar(&c.opInterval, "op-interval", 10*time.Second, "mean time between two exchanges a node starts")
+	flag.DurationVar(&c.opTimeout, "op-timeout", 30*time.Second, "time limit of one exchange and its message")
+	flag.IntVar(&c.K, "k", 10, "report the time to discover this many peers")
+	flag.DurationVar(&c.discoveryInterval, "discovery-interval", node.DefaultDiscoveryInterval, "longest wait between two DHT lookups of the rendezvous (node.WithDiscoveryInterval)")
+	mode := flag.String("dht-mode", "server", "DHT mode of the nodes other than the bootstrap nodes: server, auto or client")
+	flag.IntVar(&c.MsgSize, "msg-size", 256, "message size in bytes")
+	flag.IntVar(&c.StartParallel, "start-parallel", 8, "nodes starting at once")
+	flag.DurationVar(&c.sample, "sample", 10*time.Second, "time between two samples of the timeline")
+	flag.Uint64Var(&c.Seed, "seed", 1, "seed of the random choices (peers, churn); timing is not reproducible")
+	flag.StringVar(&c.jsonOut, "json", "", "write the report to `FILE` (default stdout)")
+	flag.StringVar(&c.dir, "dir", "", "put the repos under `DIR` and keep them (default: a temporary directory, removed)")
+	flag.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: swarm [flags]\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		usage("unexpected argument %q", flag.Arg(0))
+	}
+	switch *mode {
+	case "server":
+		c.dhtMode = node.DHTModeServer
+	case "auto":
+		c.dhtMode = node.DHTModeAuto
+	case "client":
+		c.dhtMode = node.DHTModeClient
+	default:
+		usage("-dht-mode must be server, auto or client")
+	}
+	c.DHTMode = *mode
+	switch {
+	case c.Bootstrap < 1 || c.Nodes < c.Bootstrap+2:
+		usage("need -bootstrap >= 1 and -nodes >= bootstrap + 2")
+	case c.duration <= 0 || c.opInterval <= 0 || c.opTimeout <= 0 || c.discoveryInterval <= 0 || c.sample <= 0:
+		usage("durations must be positive (-churn-period may be 0)")
+	case c.churnPeriod < 0 || c.ChurnFraction < 0 || c.ChurnFraction > 1:
+		usage("need -churn-period >= 0 and 0 <= -churn <= 1")
+	case c.churnPeriod > 0 && c.down >= c.churnPeriod:
+		usage("-down must be shorter than -churn-period")
+	case c.K < 1 || c.K > c.Nodes-1:
+		usage("need 1 <= -k <= nodes - 1")
+	case c.MsgSize < 1 || c.MsgSize > node.DefaultMaxMessageSize:
+		usage("need 1 <= -msg-size <= %d", node.DefaultMaxMessageSize)
+	case c.StartParallel < 1:
+		usage("need -start-parallel >= 1")
+	}
+	c.DurationS, c.ChurnPeriodS, c.DownS = c.duration.Seconds(), c.churnPeriod.Seconds(), c.down.Seconds()
+	c.OpIntervalS, c.OpTimeoutS = c.opInterval.Seconds(), c.opTimeout.Seconds()
+	c.DiscoveryInterval, c.SampleS = c.discoveryInterval.Seconds(), c.sample.Seconds()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r, err := run(ctx, &c)
+	if r != nil {
+		if werr := writeJSON(c.jsonOut, r); werr != nil && err == nil {
+			err = werr
+		}
+		if err == nil && !r.Pass {
+			err = errors.New(r.Verdict)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "swarm:", err)
+		os.Exit(1)
+	}
+}
+
+func usage(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "swarm: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+// span is a time a member was away; to is zero while it still is.
+type span struct{ from, to time.Time }
+
+// member is one node of the swarm across its incarnations.
+type member struct {
+	idx  int
+	boot bool
+	dir  string
+	id   peer.ID
+
+	mu      sync.Mutex
+	listen  []string // the ports of the first incarnation, kept across restarts
+	inc     *incarnation
+	away    []span
+	gens    int
+	portsNo int // restarts that could not take the same ports
+}
+
+// incarnation is one life of a member: from New to Close.
+type incarnation struct {
+	n        *node.Node
+	store    peerstore.Store
+	gen      int
+	start    time.Time
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+	stopMsgs func()
+}
+
+// up says whether m was present the whole time from t0 to t1.
+func (m *member) up(t0, t1 time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inc == nil && len(m.away) == 0 {
+		return false // not started
+	}
+	for _, s := range m.away {
+		if !s.from.After(t1) && (s.to.IsZero() || !s.to.Before(t0)) {
+			return false
+		}
+	}
+	return true
+}
+
+// Failure causes between live peers.
+const (
+	causeTimeout = "timeout"
+	causeRefused = "refused"
+	causeDial    = "dial"
+	causeOther   = "other"
+)
+
+// tally counts one kind of operation.
+type tally struct {
+	Attempted     int64            `json:"attempted"`
+	Succeeded     int64            `json:"succeeded"`
+	AttemptedLive int64            `json:"attempted_between_live_peers"`
+	SucceededLive int64            `json:"succeeded_between_live_peers"`
+	FailedLive    map[string]int64 `json:"failed_between_live_peers"`
+	PeerGone      int64            `json:"failed_peer_gone"`
+	// SucceededGone counts those that succeeded although a peer left or
+	// came back during them.
+	SucceededGone int64 `json:"succeeded_peer_gone"`
+}
+
+// bucket is one interval of the timeline.
+type bucket struct {
+	T              float64 `json:"t_s"`
+	LiveNodes      int     `json:"live_nodes"`
+	Exchanges      int64   `json:"exchanges"`
+	ExchangesOK    int64   `json:"exchanges_ok"`
+	FailedGone     int64   `json:"failed_peer_gone"`
+	FailedLive     int64   `json:"failed_between_live_peers"`
+	MessagesOK     int64   `json:"messages_ok"`
+	CPUCores       float64 `json:"cpu_cores"`
+	HeapLive       uint64  `json:"heap_live_bytes"`
+	RSS            int64   `json:"rss_bytes"`
+	Goroutines     int     `json:"goroutines"`
+	OpenFiles      int     `json:"open_files"`
+	DiscoveredMean float64 `json:"discovered_mean"`
+}
+
+// discovery is what one incarnation discovered: seconds from its start to
+// its first and k-th discovered peer (-1: not reached), and how many.
+type discovery struct {
+	Node       int     `json:"node"`
+	Gen        int     `json:"gen"`
+	FirstS     float64 `json:"first_s"`
+	KS         float64 `json:"k_s"`
+	Discovered int     `json:"discovered"`
+	LivedS     float64 `json:"lived_s"`
+}
+
+type swarm struct {
+	cfg      *config
+	members  []*member
+	byID     map[peer.ID]*member
+	bootInfo []peer.AddrInfo
+	msg      []byte
+	t0       time.Time
+
+	mu          sync.Mutex
+	exchanges   tally
+	messages    tally
+	examples    map[string][]string
+	discoveries []discovery
+	timeline    []bucket
+	cur         bucket // counts since the last sample
+	churnRounds []float64
+	leaves      int
+	returns     int
+	startErrs   []string
+	received    atomic.Int64
+}
+
+type report struct {
+	Tool       string    `json:"tool"`
+	Start      time.Time `json:"start"`
+	GoVersion  string    `json:"go_version"`
+	GOMAXPROCS int       `json:"gomaxprocs"`
+	Config     *config   `json:"config"`
+	StartAllS  float64   `json:"start_all_s"`
+	RunS       float64   `json:"run_s"`
+
+	Discovery struct {
+		Initial discoveryStats `json:"initial"`
+		Rejoin  discoveryStats `json:"rejoin"`
+	} `json:"discovery"`
+	Exchanges        tally               `json:"exchanges"`
+	Messages         tally               `json:"messages"`
+	MessagesReceived int64               `json:"messages_received"`
+	FailureExamples  map[string][]string `json:"failure_examples,omitempty"`
+	Churn            struct {
+		Rounds       []float64 `json:"rounds_t_s"`
+		Leaves       int       `json:"leaves"`
+		Returns      int       `json:"returns"`
+		PortsChanged int       `json:"restarts_on_new_ports"`
+	} `json:"churn"`
+	Resources struct {
+		CPUSeconds        float64 `json:"cpu_s"`
+		CPUCoresUsed      float64 `json:"cpu_cores_used"`
+		CPUMsPerNodePerS  float64 `json:"cpu_ms_per_node_per_s"`
+		HeapLivePerNode   float64 `json:"heap_live_bytes_per_node"`
+		HeapInusePerNode  float64 `json:"heap_inuse_bytes_per_node"`
+		RSSPerNode        float64 `json:"rss_bytes_per_node"`
+		GoroutinesPerNode float64 `json:"goroutines_per_node"`
+		OpenFilesPerNode  float64 `json:"open_files_per_node"`
+		StoreBytesPerNode float64 `json:"store_bytes_per_node"`
+		Note              string  `json:"note"`
+	} `json:"resources"`
+	Timeline    []bucket    `json:"timeline"`
+	Discoveries []discovery `json:"discoveries"`
+	Pass        bool        `json:"pass"`
+	Verdict     string      `json:"verdict"`
+}
+
+type discoveryStats struct {
+	Incarnations int     `json:"incarnations"`
+	FirstFound   int     `json:"found_first"`
+	FirstP50S    float64 `json:"first_p50_s"`
+	FirstP99S    float64 `json:"first_p99_s"`
+	K            int     `json:"k"`
+	KFound       int     `json:"found_k"`
+	KP50S        float64 `json:"k_p50_s"`
+	KP99S        float64 `json:"k_p99_s"`
+}
+
+func (s *swarm) logf(format string, args ...any) {
+	if !s.cfg.quiet {
+		fmt.Fprintf(os.Stderr, "%6.1fs  "+format+"\n", append([]any{time.Since(s.t0).Seconds()}, args...)...)
+	}
+}
+
+func run(ctx context.Context, c *config) (*report, error) {
+	dir := c.dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "p2pkex-swarm-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	s := &swarm{cfg: c, byID: map[peer.ID]*member{}, msg: make([]byte, c.MsgSize), examples: map[string][]string{}, t0: time.Now()}
+	s.exchanges.FailedLive, s.messages.FailedLive = map[string]int64{}, map[string]int64{}
+	for i := range c.Nodes {
+		s.members = append(s.members, &member{idx: i, boot: i < c.Bootstrap, dir: filepath.Join(dir, fmt.Sprintf("node%03d", i))})
+	}
+	defer s.stopAll()
+
+	// Bootstrap nodes first: the others need their addresses.
+	for _, m := range s.members[:c.Bootstrap] {
+		if err := s.start(m); err != nil {
+			return nil, err
+		}
+		m.mu.Lock()
+		ai := peer.AddrInfo{ID: m.id, Addrs: m.inc.n.Host().Addrs()}
+		m.mu.Unlock()
+		s.bootInfo = append(s.bootInfo, ai)
+	}
+	sem := make(chan struct{}, c.StartParallel)
+	var wg sync.WaitGroup
+	var startErr atomic.Pointer[error]
+	for _, m := range s.members[c.Bootstrap:] {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.start(m); err != nil {
+				startErr.CompareAndSwap(nil, &err)
+			}
+		}()
+	}
+	wg.Wait()
+	if e := startErr.Load(); e != nil {
+		return nil, *e
+	}
+	startAll := time.Since(s.t0)
+	s.logf("%d nodes started (%d bootstrap)", c.Nodes, c.Bootstrap)
+
+	runStart := time.Now()
+	cpu0 := procstat.CPU()
+	end := runStart.Add(c.duration)
+	var churnWG sync.WaitGroup
+	if c.churnPeriod > 0 && c.ChurnFraction > 0 {
+		churnWG.Add(1)
+		go func() {
+			defer churnWG.Done()
+			s.churn(ctx, end)
+		}()
+	}
+	lastCPU, lastT := cpu0, runStart
+	tick := time.NewTicker(c.sample)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-time.After(time.Until(end)):
+			done = true
+		case <-tick.C:
+		}
+		now, cpu := time.Now(), procstat.CPU()
+		s.sample(now, float64(cpu-lastCPU)/float64(now.Sub(lastT)))
+		lastCPU, lastT = cpu, now
+	}
+	tick.Stop()
+	churnWG.Wait() // the last round's nodes are back
+	runFor := time.Since(runStart)
+	cpu := procstat.CPU() - cpu0
+
+	r := &report{Tool: "swarm", Start: s.t0.UTC(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), Config: c,
+		StartAllS: startAll.Seconds(), RunS: runFor.Seconds()}
+	// Resources with every node up, before stopping them.
+	heap := procstat.HeapAfterGC()
+	nodes := float64(c.Nodes)
+	res := &r.Resources
+	res.CPUSeconds = cpu.Seconds()
+	res.CPUCoresUsed = cpu.Seconds() / runFor.Seconds()
+	res.CPUMsPerNodePerS = 1000 * res.CPUCoresUsed / nodes
+	res.HeapLivePerNode = float64(heap.Live) / nodes
+	res.HeapInusePerNode = float64(heap.Inuse) / nodes
+	res.RSSPerNode = float64(procstat.RSS()) / nodes
+	res.GoroutinesPerNode = float64(runtime.NumGoroutine()) / nodes
+	res.OpenFilesPerNode = float64(procstat.OpenFiles()) / nodes
+	res.StoreBytesPerNode = float64(procstat.DirSize(dir)) / nodes
+	res.Note = "process totals divided by the nodes: every node runs in this one process; the harness's own share is included"
+
+	s.stopAll()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.Exchanges, r.Messages = s.exchanges, s.messages
+	r.MessagesReceived = s.received.Load()
+	r.FailureExamples = s.examples
+	r.Churn.Rounds, r.Churn.Leaves, r.Churn.Returns = s.churnRounds, s.leaves, s.returns
+	for _, m := range s.members {
+		r.Churn.PortsChanged += m.portsNo
+	}
+	r.Timeline = s.timeline
+	r.Discoveries = s.discoveries
+	r.Discovery.Initial = discoveryOf(s.discoveries, c.K, func(d discovery) bool { return d.Gen == 0 })
+	r.Discovery.Rejoin = discoveryOf(s.discoveries, c.K, func(d discovery) bool { return d.Gen > 0 })
+	r.verdict(ctx)
+	return r, nil
+}
+
+func (r *report) verdict(ctx context.Context) {
+	var problems []string
+	failed := func(what string, t tally) {
+		var n int64
+		var causes []string
+		for c, k := range t.FailedLive {
+			n += k
+			causes = append(causes, fmt.Sprintf("%s %d", c, k))
+		}
+		sort.Strings(causes)
+		if n > 0 {
+			problems = append(problems, fmt.Sprintf("%d %s failed between live peers (%s)", n, what, strings.Join(causes, ", ")))
+		}
+	}
+	failed("exchanges", r.Exchanges)
+	failed("messages", r.Messages)
+	if r.Exchanges.AttemptedLive == 0 {
+		problems = append(problems, "no exchange between live peers was attempted")
+	}
+	if ctx.Err() != nil {
+		problems = append(problems, "interrupted")
+	}
+	d := r.Discovery.Initial
+	r.Pass = len(problems) == 0
+	r.Verdict = fmt.Sprintf("%d nodes, %.0f s, %d churn rounds (%d leaves): exchanges between live peers %d/%d, messages %d/%d, peer gone %d+%d; "+
+		"first discovery p50 %.1f s p99 %.1f s, %d peers p50 %.1f s p99 %.1f s (%d/%d nodes); %.2f cores, %.1f ms CPU/s and %.1f MiB RSS per node",
+		r.Config.Nodes, r.RunS, len(r.Churn.Rounds), r.Churn.Leaves,
+		r.Exchanges.SucceededLive, r.Exchanges.AttemptedLive, r.Messages.SucceededLive, r.Messages.AttemptedLive,
+		r.Exchanges.PeerGone, r.Messages.PeerGone,
+		d.FirstP50S, d.FirstP99S, d.K, d.KP50S, d.KP99S, d.KFound, d.Incarnations,
+		r.Resources.CPUCoresUsed, r.Resources.CPUMsPerNodePerS, r.Resources.RSSPerNode/(1<<20))
+	if !r.Pass {
+		r.Verdict = "FAIL: " + strings.Join(problems, "; ") + ". " + r.Verdict
+	}
+}
+
+// discoveryOf summarises the incarnations keep selects.
+func discoveryOf(all []discovery, k int, keep func(discovery) bool) discoveryStats {
+	st := discoveryStats{K: k}
+	var first, kth []float64
+	for _, d := range all {
+		if !keep(d) {
+			continue
+		}
+		st.Incarnations++
+		if d.FirstS >= 0 {
+			first = append(first, d.FirstS)
+		}
+		if d.KS >= 0 {
+			kth = append(kth, d.KS)
+		}
+	}
+	st.FirstFound, st.KFound = len(first), len(kth)
+	st.FirstP50S, st.FirstP99S = percentile(first, 50), percentile(first, 99)
+	st.KP50S, st.KP99S = percentile(kth, 50), percentile(kth, 99)
+	return st
+}
+
+// percentile is the nearest-rank percentile of xs; -1 for none.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// listenAddrs are the daemon's default listen addresses on loopback, or the
+// ports a member's first incarnation got.
+func (m *member) listenAddrs() []string {
+	if m.listen != nil {
+		return m.listen
+	}
+	return []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+}
+
+// start opens m's store and node and starts its work.
+func (s *swarm) start(m *member) error {
+	c := s.cfg
+	store, err := peerstore.OpenBolt(m.dir)
+	if err != nil {
+		return fmt.Errorf("node %d: %w", m.idx, err)
+	}
+	dhtOpts := []node.DHTOption{node.WithDiscoveryInterval(c.discoveryInterval)}
+	if m.boot {
+		dhtOpts = append(dhtOpts, node.WithDHTMode(node.DHTModeServer))
+	} else {
+		dhtOpts = append(dhtOpts, node.WithDHTMode(c.dhtMode))
+	}
+	opts := func(listen []string) []node.Option {
+		return []node.Option{node.WithStore(store), node.WithListenAddrs(listen...), node.WithDHT(s.bootInfo, dhtOpts...)}
+	}
+	m.mu.Lock()
+	listen := m.listenAddrs()
+	m.mu.Unlock()
+	started := time.Now()
+	n, err := node.New(context.Background(), opts(listen)...)
+	if err != nil && m.listen != nil {
+		// The ports were taken while the node was away: come back on new
+		// ones (peers then need the DHT to find it again).
+		m.mu.Lock()
+		m.portsNo++
+		m.mu.Unlock()
+		s.logf("node %d: ports taken (%v), new ones", m.idx, err)
+		started = time.Now()
+		n, err = node.New(context.Background(), opts([]string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"})...)
+	}
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("node %d: %w", m.idx, err)
+	}
+	inc := &incarnation{n: n, store: store, start: started}
+	ctx, cancel := context.WithCancel(context.Background())
+	inc.cancel = cancel
+	msgs, stopMsgs := n.Messages(0)
+	inc.stopMsgs = stopMsgs
+	inc.done.Add(2)
+	go func() {
+		defer inc.done.Done()
+		for range msgs {
+			s.received.Add(1)
+		}
+	}()
+
+	m.mu.Lock()
+	if m.listen == nil {
+		for _, a := range n.Host().Network().ListenAddresses() {
+			m.listen = append(m.listen, a.String())
+		}
+	}
+	inc.gen = m.gens
+	m.gens++
+	if m.id == "" {
+		m.id = n.ID()
+		s.mu.Lock()
+		s.byID[m.id] = m
+		s.mu.Unlock()
+	}
+	if k := len(m.away); k > 0 {
+		m.away[k-1].to = time.Now()
+	}
+	m.inc = inc
+	m.mu.Unlock()
+
+	go func() {
+		defer inc.done.Done()
+		s.work(ctx, m, inc)
+	}()
+	return nil
+}
+
+// stop makes m leave: it is away from now on, its work stops, and its
+// node and store close. It records what the incarnation discovered.
+func (s *swarm) stop(m *member) {
+	m.mu.Lock()
+	inc := m.inc
+	if inc == nil {
+		m.mu.Unlock()
+		return
+	}
+	m.inc = nil
+	m.away = append(m.away, span{from: time.Now()})
+	m.mu.Unlock()
+	inc.cancel()
+	d := discovered(inc, s.cfg.K, m.idx)
+	if err := inc.n.Close(); err != nil {
+		s.logf("node %d: close: %v", m.idx, err)
+	}
+	if err := inc.store.Close(); err != nil {
+		s.logf("node %d: close store: %v", m.idx, err)
+	}
+	inc.stopMsgs()
+	inc.done.Wait()
+	s.mu.Lock()
+	s.discoveries = append(s.discoveries, d)
+	s.mu.Unlock()
+}
+
+// stopAll stops every member still running.
+func (s *swarm) stopAll() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, m := range s.members {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s.stop(m)
+		}()
+	}
+	wg.Wait()
+}
+
+// discovered summarises what inc's node discovered since it started.
+func discovered(inc *incarnation, k, idx int) discovery {
+	d := discovery{Node: idx, Gen: inc.gen, FirstS: -1, KS: -1, LivedS: time.Since(inc.start).Seconds()}
+	var firsts []float64
+	for _, p := range inc.n.DiscoveredPeers() {
+		firsts = append(firsts, p.First.Sub(inc.start).Seconds())
+	}
+	sort.Float64s(firsts)
+	d.Discovered = len(firsts)
+	if len(firsts) > 0 {
+		d.FirstS = firsts[0]
+	}
+	if len(firsts) >= k {
+		d.KS = firsts[k-1]
+	}
+	return d
+}
+
+// work runs inc's exchanges and messages until ctx ends.
+func (s *swarm) work(ctx context.Context, m *member, inc *incarnation) {
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, uint64(m.idx)<<20|uint64(inc.gen)))
+	iv := s.cfg.opInterval
+	for {
+		wait := iv/2 + time.Duration(rng.Int64N(int64(iv)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		peers := inc.n.DiscoveredPeers()
+		if len(peers) == 0 {
+			continue
+		}
+		s.mu.Lock()
+		target := s.byID[peers[rng.IntN(len(peers))].ID]
+		s.mu.Unlock()
+		if target == nil {
+			continue // not one of ours; cannot happen on loopback with our bootstrap list
+		}
+		s.op(ctx, m, inc, target)
+	}
+}
+
+// op runs one exchange with p and, if it succeeded, one message, and
+// counts them.
+func (s *swarm) op(ctx context.Context, m *member, inc *incarnation, p *member) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
+	defer cancel()
+	t0 := time.Now()
+	_, xerr := inc.n.Exchange(ctx, p.id)
+	t1 := time.Now()
+	s.count(&s.exchanges, m, p, t0, t1, xerr, "exchange")
+	if xerr != nil {
+		return
+	}
+	merr := inc.n.Send(ctx, p.id, s.msg)
+	s.count(&s.messages, m, p, t1, time.Now(), merr, "message")
+}
+
+func (s *swarm) count(t *tally, m, p *member, t0, t1 time.Time, err error, what string) {
+	live := m.up(t0, t1) && p.up(t0, t1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.Attempted++
+	if what == "exchange" {
+		s.cur.Exchanges++
+	}
+	switch {
+	case err == nil:
+		t.Succeeded++
+		if live {
+			t.SucceededLive++
+		} else {
+			t.SucceededGone++
+		}
+		if what == "exchange" {
+			s.cur.ExchangesOK++
+		} else {
+			s.cur.MessagesOK++
+		}
+	case !live:
+		t.PeerGone++
+		s.cur.FailedGone++
+	default:
+		c := classify(err)
+		t.FailedLive[c]++
+		s.cur.FailedLive++
+		key := what + " " + c
+		if len(s.examples[key]) < 5 {
+			s.examples[key] = append(s.examples[key], fmt.Sprintf("node %d -> node %d at %.1f s after %.1f s: %v",
+				m.idx, p.idx, t0.Sub(s.t0).Seconds(), t1.Sub(t0).Seconds(), err))
+		}
+	}
+	if live {
+		t.AttemptedLive++
+	}
+}
+
+// classify names the cause of a failure between live peers.
+func classify(err error) string {
+	var abort *protocolAbort
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
+		return causeTimeout
+	case errors.As(err, &abort) || isRefusal(err):
+		return causeRefused
+	case isDial(err):
+		return causeDial
+	}
+	return causeOther
+}
+
+// churn makes a fraction of the nodes leave and come back every period
+// until end.
+func (s *swarm) churn(ctx context.Context, end time.Time) {
+	c := s.cfg
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, 1<<63))
+	count := int(math.Round(c.ChurnFraction * float64(c.Nodes)))
+	count = max(1, min(count, c.Nodes-c.Bootstrap))
+	for {
+		next := time.Now().Add(c.churnPeriod)
+		if next.Add(c.down).After(end) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		idx := rng.Perm(c.Nodes - c.Bootstrap)[:count]
+		leaving := make([]*member, 0, count)
+		for _, i := range idx {
+			leaving = append(leaving, s.members[c.Bootstrap+i])
+		}
+		s.mu.Lock()
+		s.churnRounds = append(s.churnRounds, time.Since(s.t0).Seconds())
+		s.leaves += len(leaving)
+		s.mu.Unlock()
+		s.logf("churn: %d nodes leave", len(leaving))
+		var wg sync.WaitGroup
+		for _, m := range leaving {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.stop(m)
+			}()
+		}
+		wg.Wait()
+		select {
+		case <-ctx.Done():
+		case <-time.After(c.down):
+		}
+		for _, m := range leaving {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.start(m); err != nil {
+					s.logf("node %d did not come back: %v", m.idx, err)
+					s.mu.Lock()
+					s.startErrs = append(s.startErrs, err.Error())
+					s.mu.Unlock()
+					return
+				}
+				s.mu.Lock()
+				s.returns++
+				s.mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		s.logf("churn: %d nodes back", len(leaving))
+	}
+}
+
+// sample closes the timeline's current bucket.
+func (s *swarm) sample(now time.Time, cores float64) {
+	live, disc := 0, 0
+	for _, m := range s.members {
+		m.mu.Lock()
+		if inc := m.inc; inc != nil {
+			live++
+			disc += len(inc.n.DiscoveredPeers())
+		}
+		m.mu.Unlock()
+	}
+	heap := procstat.HeapAfterGC()
+	s.mu.Lock()
+	b := s.cur
+	s.cur = bucket{}
+	b.T = now.Sub(s.t0).Seconds()
+	b.LiveNodes = live
+	b.CPUCores = cores
+	b.HeapLive = heap.Live
+	b.RSS = procstat.RSS()
+	b.Goroutines = runtime.NumGoroutine()
+	b.OpenFiles = procstat.OpenFiles()
+	if live > 0 {
+		b.DiscoveredMean = float64(disc) / float64(live)
+	}
+	s.timeline = append(s.timeline, b)
+	s.mu.Unlock()
+	s.logf("live %d, discovered %.1f per node, exchanges %d ok %d, peer gone %d, failed between live peers %d, messages ok %d; %.2f cores, heap %.0f MiB, rss %.0f MiB, %d goroutines, %d files",
+		live, b.DiscoveredMean, b.Exchanges, b.ExchangesOK, b.FailedGone, b.FailedLive, b.MessagesOK, cores,
+		float64(b.HeapLive)/(1<<20), float64(b.RSS)/(1<<20), b.Goroutines, b.OpenFiles)
+}
+
+func writeJSON(path string, v any) error {
+	var w io.Writer = os.Stdout
+	if path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
