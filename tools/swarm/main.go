@@ -71,9 +71,9 @@ type config struct {
 	Seed              uint64  `json:"seed"`
 
 	duration, churnPeriod, down, opInterval, opTimeout, discoveryInterval, sample time.Duration
-	dhtMode                                                                      node.DHTMode
-	jsonOut, dir                                                                 string
-	quiet                                                                        bool
+	dhtMode                                                                       node.DHTMode
+	jsonOut, dir                                                                  string
+	quiet                                                                         bool
 }
 
 func main() {
@@ -858,4 +858,3 @@ func writeJSON(path string, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
-
