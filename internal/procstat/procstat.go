@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -94,4 +95,17 @@ func DirSize(dir string) int64 {
 		return -1
 	}
 	return total
+}
+
+// LiveHeapAtLastGC returns the live heap the last collection marked
+// (runtime/metrics "/gc/heap/live:bytes"), without forcing one: for
+// sampling a long run, where forcing collections would add their cost to
+// the CPU being measured. 0 before the first collection.
+func LiveHeapAtLastGC() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }

@@ -15,6 +15,10 @@
 // every run and their medians:
 //
 //	go run ./tools/chart -table runs.json
+//
+// With -swarm it draws the report of tools/swarm instead (swarm.go):
+//
+//	go run ./tools/chart -swarm -o docs/performance/swarm.svg swarm.json
 package main
 
 import (
@@ -47,8 +51,9 @@ func main() {
 	out := flag.String("o", "", "write the SVG to `FILE` (default stdout)")
 	title := flag.String("title", "", "chart title (default from the runs)")
 	table := flag.Bool("table", false, "print a Markdown table of the runs instead of a chart")
+	swarmMode := flag.Bool("swarm", false, "draw a tools/swarm report instead of bench runs")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: chart [-o FILE] [-title TEXT] [-table] [SUMMARY.json ...]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: chart [-o FILE] [-title TEXT] [-table | -swarm] [SUMMARY.json ...]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -59,10 +64,21 @@ func main() {
 		}
 		return
 	}
-	runs, err := readRuns(flag.Args())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "chart:", err)
-		os.Exit(1)
+	var draw func(io.Writer) error
+	if *swarmMode {
+		s, err := readSwarm(flag.Args())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chart:", err)
+			os.Exit(1)
+		}
+		draw = func(w io.Writer) error { return drawSwarm(w, s, *title) }
+	} else {
+		runs, err := readRuns(flag.Args())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chart:", err)
+			os.Exit(1)
+		}
+		draw = func(w io.Writer) error { return drawRuns(w, runs, *title) }
 	}
 	var w io.Writer = os.Stdout
 	if *out != "" {
@@ -74,7 +90,7 @@ func main() {
 		defer f.Close()
 		w = f
 	}
-	if err := draw(w, runs, *title); err != nil {
+	if err := draw(w); err != nil {
 		fmt.Fprintln(os.Stderr, "chart:", err)
 		os.Exit(1)
 	}
@@ -188,7 +204,7 @@ func (p *panel) legend(items [][2]string, bottom bool) {
 	}
 }
 
-func draw(w io.Writer, runs []run, title string) error {
+func drawRuns(w io.Writer, runs []run, title string) error {
 	var xs, p50, p99, rate, floors []float64
 	for _, r := range runs {
 		if r.P50Ms <= 0 || r.P99Ms <= 0 {

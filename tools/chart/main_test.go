@@ -17,7 +17,7 @@ func TestDraw(t *testing.T) {
 		t.Fatalf("runs not sorted by concurrency: %+v", runs)
 	}
 	var out strings.Builder
-	if err := draw(&out, runs, ""); err != nil {
+	if err := drawRuns(&out, runs, ""); err != nil {
 		t.Fatal(err)
 	}
 	dec := xml.NewDecoder(strings.NewReader(out.String()))

@@ -480,13 +480,24 @@ func runSoak(ctx context.Context, o options) (*report, error) {
 	r.Receiver = summarise(r.Samples[baseline:], func(p point) stats { return p.Receiver })
 	r.Sender = summarise(r.Samples[baseline:], func(p point) stats { return p.Sender })
 
+	r.judge(o.maxGrowth)
+	if !o.quiet {
+		fmt.Fprintln(os.Stderr, r.Verdict)
+	}
+	return r, nil
+}
+
+// judge sets Pass and the verdict: the soak fails on any failed exchange
+// or message, and when the receiver's live heap grew by more than
+// maxGrowth bytes (0: no bound) from the baseline to the end.
+func (r *report) judge(maxGrowth int64) {
 	var problems []string
 	if f := r.ExchangeFailures + r.MessageFailures; f > 0 {
 		problems = append(problems, fmt.Sprintf("%d failed (%d exchanges, %d messages; first: %s)", f, r.ExchangeFailures, r.MessageFailures, r.FirstError))
 	}
-	if o.maxGrowth > 0 && r.Receiver.HeapLiveGrowth > o.maxGrowth {
+	if maxGrowth > 0 && r.Receiver.HeapLiveGrowth > maxGrowth {
 		problems = append(problems, fmt.Sprintf("the receiver's live heap grew by %d bytes from the baseline (pair %d) to the end (pair %d), more than the bound %d",
-			r.Receiver.HeapLiveGrowth, r.Receiver.BaselinePairs, r.Receiver.FinalPairs, o.maxGrowth))
+			r.Receiver.HeapLiveGrowth, r.Receiver.BaselinePairs, r.Receiver.FinalPairs, maxGrowth))
 	}
 	r.Pass = len(problems) == 0
 	r.Verdict += fmt.Sprintf("%d pairs in %.0f s (%.0f/s); receiver live heap %+d bytes (%.1f B/pair), goroutines %d -> %d, files %d -> %d, store %d -> %d bytes",
@@ -496,10 +507,6 @@ func runSoak(ctx context.Context, o options) (*report, error) {
 	if !r.Pass {
 		r.Verdict = "FAIL: " + strings.Join(problems, "; ") + ". " + r.Verdict
 	}
-	if !o.quiet {
-		fmt.Fprintln(os.Stderr, r.Verdict)
-	}
-	return r, nil
 }
 
 func kib(b uint64) float64 { return float64(b) / 1024 }

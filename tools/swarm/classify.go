@@ -39,6 +39,13 @@ func isRefusal(err error) bool {
 	return strings.Contains(s, "protocols not supported") || strings.Contains(s, "resource limit")
 }
 
+// isBackoff: libp2p did not even try to dial the peer, because dials to
+// its addresses failed within the last seconds (the swarm's dial backoff,
+// 5 s and up), typically while the peer was away.
+func isBackoff(err error) bool {
+	return errors.Is(err, lswarm.ErrDialBackoff) || strings.Contains(err.Error(), lswarm.ErrDialBackoff.Error())
+}
+
 // isDial: no connection to the peer could be made.
 func isDial(err error) bool {
 	var de *lswarm.DialError

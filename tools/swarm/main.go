@@ -206,6 +206,7 @@ const (
 	causeTimeout = "timeout"
 	causeRefused = "refused"
 	causeDial    = "dial"
+	causeBackoff = "dial_backoff"
 	causeOther   = "other"
 )
 
@@ -225,6 +226,7 @@ type tally struct {
 // bucket is one interval of the timeline.
 type bucket struct {
 	T              float64 `json:"t_s"`
+	DurS           float64 `json:"dur_s"` // the bucket ends at T
 	LiveNodes      int     `json:"live_nodes"`
 	Exchanges      int64   `json:"exchanges"`
 	ExchangesOK    int64   `json:"exchanges_ok"`
@@ -232,7 +234,7 @@ type bucket struct {
 	FailedLive     int64   `json:"failed_between_live_peers"`
 	MessagesOK     int64   `json:"messages_ok"`
 	CPUCores       float64 `json:"cpu_cores"`
-	HeapLive       uint64  `json:"heap_live_bytes"`
+	HeapLive       uint64  `json:"heap_live_bytes"` // at the last collection
 	RSS            int64   `json:"rss_bytes"`
 	Goroutines     int     `json:"goroutines"`
 	OpenFiles      int     `json:"open_files"`
@@ -265,6 +267,7 @@ type swarm struct {
 	discoveries []discovery
 	timeline    []bucket
 	cur         bucket // counts since the last sample
+	lastSample  time.Time
 	churnRounds []float64
 	leaves      int
 	returns     int
@@ -341,6 +344,7 @@ func run(ctx context.Context, c *config) (*report, error) {
 		dir = tmp
 	}
 	s := &swarm{cfg: c, byID: map[peer.ID]*member{}, msg: make([]byte, c.MsgSize), examples: map[string][]string{}, t0: time.Now()}
+	s.lastSample = s.t0
 	s.exchanges.FailedLive, s.messages.FailedLive = map[string]int64{}, map[string]int64{}
 	for i := range c.Nodes {
 		s.members = append(s.members, &member{idx: i, boot: i < c.Bootstrap, dir: filepath.Join(dir, fmt.Sprintf("node%03d", i))})
@@ -741,6 +745,8 @@ func (s *swarm) count(t *tally, m, p *member, t0, t1 time.Time, err error, what 
 func classify(err error) string {
 	var abort *protocolAbort
 	switch {
+	case isBackoff(err):
+		return causeBackoff
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
 		return causeTimeout
 	case errors.As(err, &abort) || isRefusal(err):
@@ -823,14 +829,16 @@ func (s *swarm) sample(now time.Time, cores float64) {
 		}
 		m.mu.Unlock()
 	}
-	heap := procstat.HeapAfterGC()
+	heapLive := procstat.LiveHeapAtLastGC() // no forced collection: its CPU would count as the nodes'
 	s.mu.Lock()
 	b := s.cur
 	s.cur = bucket{}
 	b.T = now.Sub(s.t0).Seconds()
 	b.LiveNodes = live
 	b.CPUCores = cores
-	b.HeapLive = heap.Live
+	b.HeapLive = heapLive
+	b.DurS = now.Sub(s.lastSample).Seconds()
+	s.lastSample = now
 	b.RSS = procstat.RSS()
 	b.Goroutines = runtime.NumGoroutine()
 	b.OpenFiles = procstat.OpenFiles()
