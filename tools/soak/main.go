@@ -481,7 +481,7 @@ func runSoak(ctx context.Context, o options) (*report, error) {
 	r.Sender = summarise(r.Samples[baseline:], func(p point) stats { return p.Sender })
 
 	r.judge(o.maxGrowth)
-	if !o.quiet {
+	if !o.quiet && r.Pass { // a failure is printed by main
 		fmt.Fprintln(os.Stderr, r.Verdict)
 	}
 	return r, nil

@@ -22,7 +22,21 @@
 // An exchange or message is counted "between live peers" when neither its
 // initiator nor its peer was away at any moment from its start to its end;
 // a failure of one that was not is counted as "peer gone" whatever its
-// error. The run fails (exit 1) on any failure between live peers.
+// error. A failure between live peers is classified by its error (in this
+// order): dial_backoff (libp2p refused to dial because dials to the peer
+// failed in the last seconds, usually while it was away), timeout, refused
+// (the peer answered no: ABORT, a refused message, a resource limit), dial
+// (no connection could be made) or other; the report keeps the first
+// errors of each. The run fails (exit 1) on any failure between live peers.
+//
+// The report (JSON) gives the time from a node's start to its first and to
+// its k-th discovered peer, p50 and p99, for first starts and for returns
+// after churn; the exchanges and messages attempted and succeeded, in all
+// and between live peers, and their failures by cause; the messages the
+// subscribers received; the process's CPU, live heap, resident memory,
+// goroutines, open files and store size divided by the nodes (all nodes
+// share the process); and a timeline, one bucket per -sample, which
+// tools/chart -swarm draws.
 package main
 
 import (
@@ -138,6 +152,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	r, err := run(ctx, &c)
+	if r != nil && !c.quiet {
+		if r.Pass {
+			fmt.Fprintln(os.Stderr, r.Verdict)
+		} else {
+			for what, ex := range r.FailureExamples {
+				fmt.Fprintf(os.Stderr, "%s:\n\t%s\n", what, strings.Join(ex, "\n\t"))
+			}
+		}
+	}
 	if r != nil {
 		if werr := writeJSON(c.jsonOut, r); werr != nil && err == nil {
 			err = werr
