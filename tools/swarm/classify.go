@@ -10,9 +10,22 @@ import (
 
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 type protocolAbort = protocol.AbortError
+
+// resetStatus returns the status a peer's stream reset carries
+// (protocol.AbortCodeBase + status: the node resets a stream it gives up on
+// with the ABORT status, which may come before the initiator has finished
+// negotiating the protocol, where no AbortError is made of it).
+func resetStatus(err error) (pb.Status, bool) {
+	var se *network.StreamError
+	if errors.As(err, &se) && se.Remote && se.ErrorCode > protocol.AbortCodeBase && se.ErrorCode <= protocol.AbortCodeBase+0xff {
+		return pb.Status(se.ErrorCode - protocol.AbortCodeBase), true
+	}
+	return 0, false
+}
 
 // isTimeout: a deadline ran out (the node's phase timeout, a stream or dial
 // deadline).
@@ -24,6 +37,13 @@ func isTimeout(err error) bool {
 	if errors.Is(err, protocol.ErrTimeout) {
 		return true
 	}
+	var abort *protocol.AbortError
+	if errors.As(err, &abort) && abort.Status == pb.Status_TIMEOUT {
+		return true // the peer's deadline ran out
+	}
+	if st, ok := resetStatus(err); ok && st == pb.Status_TIMEOUT {
+		return true
+	}
 	s := err.Error()
 	return strings.Contains(s, "timeout") || strings.Contains(s, "deadline exceeded")
 }
@@ -33,6 +53,9 @@ func isTimeout(err error) bool {
 func isRefusal(err error) bool {
 	var re *node.RefusedError
 	if errors.As(err, &re) || errors.Is(err, protocol.ErrBusy) || errors.Is(err, network.ErrResourceLimitExceeded) {
+		return true
+	}
+	if _, ok := resetStatus(err); ok {
 		return true
 	}
 	s := err.Error()

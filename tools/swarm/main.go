@@ -52,6 +52,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -86,7 +87,7 @@ type config struct {
 
 	duration, churnPeriod, down, opInterval, opTimeout, discoveryInterval, sample time.Duration
 	dhtMode                                                                       node.DHTMode
-	jsonOut, dir                                                                  string
+	jsonOut, dir, cpuProfile                                                      string
 	quiet                                                                         bool
 }
 
@@ -110,6 +111,7 @@ func main() {
 	flag.StringVar(&c.jsonOut, "json", "", "write the report to `FILE` (default stdout)")
 	flag.StringVar(&c.dir, "dir", "", "put the repos under `DIR` and keep them (default: a temporary directory, removed)")
 	flag.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (after all nodes started) to `FILE`")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: swarm [flags]\n")
 		flag.PrintDefaults()
@@ -405,6 +407,17 @@ func run(ctx context.Context, c *config) (*report, error) {
 	startAll := time.Since(s.t0)
 	s.logf("%d nodes started (%d bootstrap)", c.Nodes, c.Bootstrap)
 
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	runStart := time.Now()
 	cpu0 := procstat.CPU()
 	end := runStart.Add(c.duration)
@@ -653,7 +666,9 @@ func (s *swarm) stop(m *member) {
 // stopAll stops every member still running.
 func (s *swarm) stopAll() {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	// Many at once: a Close waits for the node's inbound exchanges, which
+	// the closing of their initiators ends only at a phase timeout.
+	sem := make(chan struct{}, 64)
 	for _, m := range s.members {
 		sem <- struct{}{}
 		wg.Add(1)

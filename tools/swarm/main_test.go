@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	lswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/p2pkex/p2pkex/node"
@@ -87,6 +88,9 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), causeTimeout},
 		{fmt.Errorf("phase 1: %w", protocol.ErrTimeout), causeTimeout},
 		{fmt.Errorf("x: %w", &protocol.AbortError{Status: pb.Status_BUSY}), causeRefused},
+		{&protocol.AbortError{Status: pb.Status_TIMEOUT}, causeTimeout},
+		{fmt.Errorf("failed to negotiate protocol: %w", &network.StreamError{Remote: true, ErrorCode: protocol.AbortCodeBase + network.StreamErrorCode(pb.Status_TIMEOUT)}), causeTimeout},
+		{fmt.Errorf("failed to negotiate protocol: %w", &network.StreamError{Remote: true, ErrorCode: protocol.AbortCodeBase + network.StreamErrorCode(pb.Status_BUSY)}), causeRefused},
 		{&node.RefusedError{Err: node.ErrNotDelivered}, causeRefused},
 		{fmt.Errorf("open stream: %w", lswarm.ErrDialBackoff), causeBackoff},
 		{fmt.Errorf("failed to dial: %w", &lswarm.DialError{}), causeDial},
