@@ -37,15 +37,22 @@ func isTimeout(err error) bool {
 	if errors.Is(err, protocol.ErrTimeout) {
 		return true
 	}
-	var abort *protocol.AbortError
-	if errors.As(err, &abort) && abort.Status == pb.Status_TIMEOUT {
-		return true // the peer's deadline ran out
-	}
-	if st, ok := resetStatus(err); ok && st == pb.Status_TIMEOUT {
-		return true
-	}
+
 	s := err.Error()
 	return strings.Contains(s, "timeout") || strings.Contains(s, "deadline exceeded")
+}
+
+// isPeerTimeout: the peer gave up on a deadline of its own (it sent ABORT
+// TIMEOUT, or reset the stream with that status): for a first contact,
+// usually the responder's phase-1 deadline for unknown peers
+// (node.DefaultUnknownPhase1Timeout, 2 s from the stream's arrival).
+func isPeerTimeout(err error) bool {
+	var abort *protocol.AbortError
+	if errors.As(err, &abort) && abort.Status == pb.Status_TIMEOUT {
+		return true
+	}
+	st, ok := resetStatus(err)
+	return ok && st == pb.Status_TIMEOUT
 }
 
 // isRefusal: the peer answered, and said no (ABORT, a refused message, a

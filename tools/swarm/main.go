@@ -24,7 +24,9 @@
 // a failure of one that was not is counted as "peer gone" whatever its
 // error. A failure between live peers is classified by its error (in this
 // order): dial_backoff (libp2p refused to dial because dials to the peer
-// failed in the last seconds, usually while it was away), timeout, refused
+// failed in the last seconds, usually while it was away), timeout_at_peer
+// (the peer gave up on a deadline of its own: ABORT or reset with status
+// TIMEOUT), timeout (a deadline of the initiator's), refused
 // (the peer answered no: ABORT, a refused message, a resource limit), dial
 // (no connection could be made) or other; the report keeps the first
 // errors of each. The run fails (exit 1) on any failure between live peers.
@@ -229,6 +231,7 @@ func (m *member) up(t0, t1 time.Time) bool {
 // Failure causes between live peers.
 const (
 	causeTimeout = "timeout"
+	causePeerTO  = "timeout_at_peer"
 	causeRefused = "refused"
 	causeDial    = "dial"
 	causeBackoff = "dial_backoff"
@@ -785,6 +788,8 @@ func classify(err error) string {
 	switch {
 	case isBackoff(err):
 		return causeBackoff
+	case isPeerTimeout(err):
+		return causePeerTO
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
 		return causeTimeout
 	case errors.As(err, &abort) || isRefusal(err):
