@@ -807,8 +807,11 @@ func (s *swarm) churn(ctx context.Context, end time.Time) {
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 1<<63))
 	count := int(math.Round(c.ChurnFraction * float64(c.Nodes)))
 	count = max(1, min(count, c.Nodes-c.Bootstrap))
+	// Rounds at fixed times (one period after the start, two, ...), not a
+	// period after the last round ended, which under load comes late.
+	next := time.Now()
 	for {
-		next := time.Now().Add(c.churnPeriod)
+		next = next.Add(c.churnPeriod)
 		if next.Add(c.down).After(end) {
 			return
 		}
