@@ -9,8 +9,8 @@ package main
 //   - exchanges over time: succeeded, failed because a peer was gone, and
 //     failed between live peers, per second, with the churn rounds shaded
 //     (from a round's start for its down time);
-//   - resources over time: the live nodes, and the process's resident
-//     memory and CPU divided by the nodes.
+//   - resources over time: the process's resident memory and CPU divided
+//     by the nodes.
 
 import (
 	"encoding/json"
@@ -155,7 +155,7 @@ func drawSwarm(w io.Writer, s *swarmReport, title string) error {
 		title = fmt.Sprintf("tools/swarm: %d nodes (%d bootstrap), churn every %gs, an exchange every %gs per node",
 			s.Config.Nodes, s.Config.Bootstrap, s.Config.ChurnPeriodS, s.Config.OpIntervalS)
 	}
-	const width, height = 1280, 430
+	const width, height = 1280, 440
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif">`+"\n", width, height, width, height)
 	sb.WriteString(`<style>
@@ -164,7 +164,7 @@ func drawSwarm(w io.Writer, s *swarmReport, title string) error {
 .first{fill:none;stroke:#1f77b4;stroke-width:2}.kth{fill:none;stroke:#2ca02c;stroke-width:2}
 .rfirst{fill:none;stroke:#1f77b4;stroke-width:1.5;stroke-dasharray:5 3}.rkth{fill:none;stroke:#2ca02c;stroke-width:1.5;stroke-dasharray:5 3}
 .ok{fill:none;stroke:#2ca02c;stroke-width:2}.gone{fill:none;stroke:#ff7f0e;stroke-width:2}.live{fill:none;stroke:#d62728;stroke-width:2}
-.nodes{fill:none;stroke:#555;stroke-width:2}.rss{fill:none;stroke:#9467bd;stroke-width:2}.cpu{fill:none;stroke:#8c564b;stroke-width:2}
+.rss{fill:none;stroke:#9467bd;stroke-width:2}.cpu{fill:none;stroke:#8c564b;stroke-width:2}
 </style>
 <rect width="100%" height="100%" fill="white"/>
 `)
@@ -231,13 +231,12 @@ func drawSwarm(w io.Writer, s *swarmReport, title string) error {
 	for _, b := range tl {
 		edges = append(edges, b.T)
 	}
-	var ok, gone, live, nodes, rss, cpu []float64
+	var ok, gone, live, rss, cpu []float64
 	for _, b := range tl {
 		dur := math.Max(b.DurS, 1e-3)
 		ok = append(ok, b.ExchOK/dur)
 		gone = append(gone, b.FailedGone/dur)
 		live = append(live, b.FailedLive/dur)
-		nodes = append(nodes, float64(b.LiveNodes))
 		rss = append(rss, b.RSS/float64(s.Config.Nodes)/(1<<20))
 		cpu = append(cpu, 1000*b.CPUCores/float64(s.Config.Nodes))
 	}
@@ -260,19 +259,21 @@ func drawSwarm(w io.Writer, s *swarmReport, title string) error {
 	e.steps(edges, live, "live")
 	e.legend([][2]string{{"ok", "succeeded"}, {"gone", "failed: a peer left or came back"}, {"live", "failed between live peers"}})
 
-	// Resources: nodes on the same scale as MiB and ms only if they fit;
-	// each line is labelled with its unit instead.
-	top = math.Max(maxOf(nodes), math.Max(maxOf(rss), maxOf(cpu)))
+	// Resources per node (the live nodes are left out: on their scale the
+	// per-node figures, a few MiB and ms, would lie flat on the axis).
+	top = math.Max(maxOf(rss), maxOf(cpu))
 	st = niceStep(top / 5)
-	r := &lin{x: 910, y: 80, w: 330, h: 260, xmin: tmin, xmax: tmax, ymin: 0, ymax: math.Ceil(top*1.1/st) * st, sb: &sb}
+	r := &lin{x: 910, y: 80, w: 330, h: 260, xmin: tmin, xmax: tmax, ymin: 0, ymax: math.Max(st, math.Ceil(top*1.1/st)*st), sb: &sb}
 	shade(r)
-	r.axes("nodes and resources per node", "seconds since the swarm started", "nodes; MiB; ms of CPU per second", "%g")
-	r.steps(edges, nodes, "nodes")
+	r.axes("resources per node", "seconds since the swarm started", "MiB; ms of CPU per second", "%g")
 	r.steps(edges, rss, "rss")
 	r.steps(edges, cpu, "cpu")
-	r.legend([][2]string{{"nodes", "live nodes"}, {"rss", "resident memory per node, MiB"}, {"cpu", "CPU per node, ms per second"}})
+	r.legend([][2]string{{"rss", "resident memory per node, MiB"}, {"cpu", "CPU per node, ms per second"}})
 
-	fmt.Fprintf(&sb, `<text x="%d" y="%d" class="tick" text-anchor="middle">%s</text>`+"\n", width/2, height-28, esc(firstSentence(s.Verdict)))
+	lines := verdictLines(s.Verdict)
+	for i, l := range lines {
+		fmt.Fprintf(&sb, `<text x="%d" y="%d" class="tick" text-anchor="middle">%s</text>`+"\n", width/2, height-10-16*(len(lines)-i), esc(l))
+	}
 	fmt.Fprintf(&sb, `<text x="%d" y="%d" class="tick" text-anchor="middle">shaded: churn rounds (%.0f%% of the nodes away for %gs); data: tools/swarm JSON report</text>`+"\n",
 		width/2, height-10, 100*s.Config.ChurnFrac, s.Config.DownS)
 	sb.WriteString("</svg>\n")
@@ -280,10 +281,18 @@ func drawSwarm(w io.Writer, s *swarmReport, title string) error {
 	return err
 }
 
-// firstSentence shortens the report's verdict to its counts.
-func firstSentence(v string) string {
-	if i := strings.Index(v, "; first discovery"); i > 0 {
-		return v[:i]
+// verdictLines shortens the report's verdict to its counts, with the
+// failures, if any, on a line of their own.
+func verdictLines(v string) []string {
+	var out []string
+	if rest, ok := strings.CutPrefix(v, "FAIL: "); ok {
+		if i := strings.Index(rest, ". "); i > 0 {
+			out = append(out, "FAIL: "+rest[:i])
+			v = rest[i+2:]
+		}
 	}
-	return v
+	if i := strings.Index(v, "; first discovery"); i > 0 {
+		v = v[:i]
+	}
+	return append(out, v)
 }
