@@ -75,8 +75,6 @@ type Node struct {
 	disc    *discovery  // nil without WithMDNS and WithDHT
 	records recordCache // peers' records, parsed (recordcache.go)
 
-	verdicts trustVerdicts // trust.go
-
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -89,6 +87,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 		if err := o(cfg); err != nil {
 			return nil, err
 		}
+	}
+	if err := cfg.finish(); err != nil {
+		return nil, err
 	}
 	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{}}
 	n.store = cfg.store
@@ -224,6 +225,14 @@ func (n *Node) needsRotation(xk *protocol.ExchangeKey) bool {
 			return true
 		}
 	}
+	if n.cfg.requirePQ {
+		// The record must not offer peers a classical key (WithRequirePQ).
+		for s := range xk.Keys {
+			if !s.PostQuantum() {
+				return true
+			}
+		}
+	}
 	return false
 }
 
@@ -328,9 +337,9 @@ func (n *Node) Fingerprint() protocol.Fingerprint {
 	return n.xkey.Fingerprint
 }
 
-// Connect connects to a peer by address. If an address of a known peer
-// answers with another identity, the error is an *IdentityChangeError
-// (identity.go).
+// Connect connects to a peer by address. If another identity answers at
+// an address of pi.ID, Connect fails with an *IdentityChangeError, under
+// every trust policy (identity.go).
 func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 	return n.identityChanged(pi.ID, n.host.Connect(ctx, pi))
 }
