@@ -81,6 +81,9 @@ type Node struct {
 
 // New builds a node: it opens (or creates) the identity and exchange key in
 // the store, builds or attaches to the libp2p host and serves the protocol.
+// When it builds its own host, an explicit listen port another process
+// already holds fails with an error wrapping ErrPortInUse that names the
+// port (ports.go).
 func New(ctx context.Context, opts ...Option) (*Node, error) {
 	cfg := defaults()
 	for _, o := range opts {
@@ -113,6 +116,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	if cfg.host != nil {
 		n.host = cfg.host
 	} else {
+		if err := probePorts(listenAddrs(cfg)); err != nil { // ports.go
+			return nil, err
+		}
 		lopts := append([]libp2p.Option{libp2p.Identity(n.identity)}, hostOptions(cfg)...)
 		if n.host, err = libp2p.New(lopts...); err != nil {
 			return nil, fmt.Errorf("start libp2p host: %w", err)
@@ -138,14 +144,20 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 // chose: libp2p's metrics off unless asked for (metrics.go), the resource
 // manager with the exchange's limits (resources.go).
 func hostOptions(cfg *config) []libp2p.Option {
-	listen := cfg.listen
-	if len(listen) == 0 {
-		for _, a := range DefaultListenAddrs {
-			listen = append(listen, ma.StringCast(a))
-		}
-	}
-	opts := append([]libp2p.Option{libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
+	opts := append([]libp2p.Option{libp2p.ListenAddrs(listenAddrs(cfg)...)}, cfg.libp2pOpts...)
 	return append(opts, libp2pMetrics(cfg), resourceManager(cfg))
+}
+
+// listenAddrs are the addresses the node's own host listens on.
+func listenAddrs(cfg *config) []ma.Multiaddr {
+	if len(cfg.listen) > 0 {
+		return cfg.listen
+	}
+	var listen []ma.Multiaddr
+	for _, a := range DefaultListenAddrs {
+		listen = append(listen, ma.StringCast(a))
+	}
+	return listen
 }
 
 // HostOptions returns the options New gives libp2p.New when it builds its
