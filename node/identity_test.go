@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
@@ -38,7 +39,14 @@ func newAlice(t *testing.T, withHost bool, opts ...Option) *Node {
 func substitute(t *testing.T, a *Node, p *Node) (x *Node, addr ma.Multiaddr) {
 	t.Helper()
 	addr = p.Host().Addrs()[0]
+	id := p.ID()
 	require.NoError(t, p.Close())
+	// p has been gone a while: a has seen its connections close (a stream
+	// opened on a connection a has yet to see closed would fail with a
+	// reset, which is no identity matter).
+	require.Eventually(t, func() bool {
+		return a.Host().Network().Connectedness(id) != network.Connected
+	}, 10*time.Second, 5*time.Millisecond)
 	x = newNode(t, WithListenAddrs(addr.String()))
 	require.Equal(t, addr.String(), x.Host().Addrs()[0].String())
 	return x, addr
