@@ -466,8 +466,9 @@ func (n *Node) trustAfter(p peer.ID, tr *trustRun) (peerstore.TrustState, *Trust
 // carries, unless accept already did: a record the protocol refused as a
 // rollback of its held, valid record (rule V40), or a suite downgrade.
 func (n *Node) reportFailure(p peer.ID, tr *trustRun, err error) {
-	if len(tr.events) > 0 {
-		return
+	var ae *protocol.AbortError
+	if len(tr.events) > 0 || errors.As(err, &ae) {
+		return // reported by accept, or the peer's refusal, not this node's
 	}
 	var tc *TrustChange
 	switch {

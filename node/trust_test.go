@@ -16,6 +16,7 @@ import (
 
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // exchangeEvents runs an exchange of a with p and returns its result and the
@@ -354,9 +355,11 @@ func TestTrustEventsOfErrors(t *testing.T) {
 		return metricValue(t, reg, "p2pkex_trust_events_total", map[string]string{"change": "suite_downgrade", "outcome": "refused"}) == 1
 	}, 10*time.Second, 5*time.Millisecond)
 
-	// An error with no trust event in it adds none.
+	// An error with no trust event in it adds none, and neither does the
+	// peer's ABORT: that refusal is the peer's.
 	tr = &trustRun{}
 	a.reportFailure(b.ID(), tr, protocol.ErrTimeout)
+	a.reportFailure(b.ID(), tr, fmt.Errorf("phase 2: %w", &protocol.AbortError{Status: pb.Status_KEY_REJECTED}))
 	require.Empty(t, tr.events)
 }
 
