@@ -229,6 +229,10 @@ type TrustChange struct {
 	Previous peerstore.TrustState // the trust state before
 	State    peerstore.TrustState // after: first-use or changed if accepted, else Previous
 	Refused  bool
+	// Rollback: refused under every policy as a record older than the held
+	// one (Change is KeyUnaccounted; Reason starts with the text of
+	// protocol.ErrRollback).
+	Rollback bool
 	Policy   string               // the refusing policy, when a policy refused
 	Reason   string               // how the records differ, or why it was refused
 	Known    protocol.Fingerprint // the held record (zero if none)
@@ -269,6 +273,10 @@ func (c TrustChange) String() string {
 		return fmt.Sprintf("KEY CHANGED: %s peer %s lost its key store and presents a new record %s (%s); accepted, peer marked changed%s: compare safety numbers and confirm",
 			c.Previous, c.Peer, c.Received, c.Reason, suite)
 	case KeyUnaccounted:
+		if c.Rollback {
+			return fmt.Sprintf("KEY ROLLED BACK: %s peer %s presented an exchange-key record older than the held one (%s); REFUSED under every trust policy. Ask the peer; to start over, forget the peer",
+				c.Previous, c.Peer, c.Reason)
+		}
 		if c.Refused {
 			return fmt.Sprintf("KEY CHANGED: exchange-key record of %s peer %s is not explained by a rotation or a store reset (%s); %s",
 				c.Previous, c.Peer, c.Reason, verdict)
@@ -404,7 +412,8 @@ func (n *Node) judgeRecord(p peer.ID, held *protocol.PeerRecord, heldOK bool, tr
 		tc.Known = held.Fingerprint
 	}
 	if rel == protocol.RecordRollback && heldOK {
-		tc.Refused = true
+		tc.Refused, tc.Rollback = true, true
+		tc.Reason = protocol.ErrRollback.Error() + ": " + reason // as the protocol's own refusal says it
 		return tc, &KeyChangeError{Peer: p, Change: change, Trust: trust, Reason: reason, Rollback: true}
 	}
 	if err := n.cfg.trust(PeerKeyChange{Peer: p, Known: held, Received: rec, Trust: trust, Change: change, Reason: reason}); err != nil {
@@ -475,7 +484,7 @@ func (n *Node) reportFailure(p peer.ID, tr *trustRun, err error) {
 	case errors.Is(err, protocol.ErrDowngrade):
 		tc = &TrustChange{Peer: p, Change: KeySuiteDowngrade, Refused: true, Reason: err.Error()}
 	case errors.Is(err, protocol.ErrRollback):
-		tc = &TrustChange{Peer: p, Change: KeyUnaccounted, Refused: true, Reason: err.Error()}
+		tc = &TrustChange{Peer: p, Change: KeyUnaccounted, Refused: true, Rollback: true, Reason: err.Error()}
 	default:
 		return
 	}

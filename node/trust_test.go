@@ -196,6 +196,11 @@ func TestTrustKeyChange(t *testing.T) {
 			require.Equal(t, bob.ID(), ev.Peer)
 			require.Equal(t, tc.change, ev.Change)
 			require.Equal(t, tc.refused, ev.Refused)
+			require.Equal(t, tc.rollback, ev.Rollback)
+			if tc.rollback {
+				require.Contains(t, ev.Reason, protocol.ErrRollback.Error())
+				require.Contains(t, ev.String(), "KEY ROLLED BACK")
+			}
 			require.Equal(t, tc.initial, ev.Previous)
 			require.Equal(t, tc.after, ev.State)
 			require.NotEmpty(t, ev.Reason)
@@ -275,6 +280,8 @@ func TestTrustStoreResetHeldValid(t *testing.T) {
 			}
 			if tc.rollback {
 				require.Equal(t, KeyUnaccounted, events[0].Change)
+				require.True(t, events[0].Rollback)
+				require.Contains(t, events[0].Reason, protocol.ErrRollback.Error())
 			}
 		})
 	}
