@@ -64,6 +64,11 @@ type slot struct {
 // If an exchange with p is already running, in either direction, Exchange
 // waits for it and returns its result. Cancelling ctx stops waiting; the
 // exchange itself is cancelled when no caller waits for it any more.
+//
+// The exchange is with p or fails: another identity answering at p's
+// address is an *IdentityChangeError under every trust policy
+// (identity.go). The trust events of the exchange are in KeyInfo.Trust,
+// or, when it failed, in TrustEvents(err) (trust.go).
 func (n *Node) Exchange(ctx context.Context, p peer.ID) (*KeyInfo, error) {
 	if p == n.host.ID() {
 		return nil, errors.New("cannot exchange keys with self")

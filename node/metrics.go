@@ -87,14 +87,15 @@ func WithMetricsTracer(t MetricsTracer) Option {
 // "timeout", "cancelled", "busy" (the peer or this node was over its
 // limit), "conflict" (simultaneous start, resolved by the tie-break),
 // "aborted" (the peer sent ABORT), "refused" (the trust policy, a rollback
-// of the peer's record, or a known peer's address answering with another
-// identity: docs/SECURITY.md section 6), "closed" or "error".
+// of the peer's record, another identity answering at the peer's address,
+// a suite downgrade: docs/SECURITY.md section 6), "closed" or "error".
 func ExchangeResult(err error) string {
 	var ae *protocol.AbortError
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.Is(err, protocol.ErrKeyRejected), errors.Is(err, protocol.ErrRollback), errors.Is(err, ErrIdentityChanged):
+	case errors.Is(err, protocol.ErrKeyRejected), errors.Is(err, protocol.ErrRollback), errors.Is(err, ErrIdentityChanged),
+		errors.Is(err, protocol.ErrDowngrade):
 		return "refused"
 	case errors.Is(err, protocol.ErrBusy):
 		return "busy"
