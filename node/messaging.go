@@ -486,7 +486,10 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, MessageProtocolID)
 	if err != nil {
-		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, n.identityChanged(p, err))
+		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
+			return err // one line of its own (identity.go)
+		}
+		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, err)
 	}
 	if err := s.Scope().SetService(MessageServiceName); err != nil {
 		s.Reset()
