@@ -521,9 +521,11 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	if _, err := s.Write(protocol.AppendFrame(nil, frame)); err != nil {
 		return fail(err)
 	}
-	if err := s.CloseWrite(); err != nil {
-		return fail(err)
-	}
+	// A failed CloseWrite is not returned: go-libp2p's yamux stream returns
+	// the muxer's own error type from CloseWrite (not *network.StreamError,
+	// as from Read and Write), so a receiver's refusal that arrives just then
+	// would lose its status. The read below meets the same reset with it.
+	_ = s.CloseWrite()
 	reply, err := protocol.NewFrameReader(s).ReadFrame(1)
 	if err != nil {
 		return fail(fmt.Errorf("read status: %w", err))
