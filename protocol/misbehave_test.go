@@ -724,7 +724,8 @@ func misbehaviours() []misRow {
 		{name: "key/record-expires-before-created", honest: Initiator, at: pb.Notice_KEY,
 			bad: misKeyItem(func(t *testing.T, s *misScene) []byte {
 				return misSealRecord(t, s.peer.sk, s.peerRecordLike(func(r *KeyRecord) {
-					r.Created, r.Expires = time.Now().Add(2*time.Hour), time.Now().Add(time.Hour)
+					// Created within the clock skew, not yet expired.
+					r.Created, r.Expires = time.Now().Add(5*time.Minute), time.Now().Add(time.Minute)
 				}))
 			}), want: ErrBadRecord},
 		{name: "key/record-of-a-downgrading-responder", honest: Initiator, at: pb.Notice_KEY,

@@ -43,8 +43,10 @@ func TestParsePeerRecordBounds(t *testing.T) {
 		{"exactly MaxRecordLifetime", now.Add(-day), now.Add(-day + MaxRecordLifetime), true, ""},
 		{"one second over MaxRecordLifetime", now.Add(-day), now.Add(-day + MaxRecordLifetime + time.Second), false, "more than"},
 		{"ten years", now.Add(-day), now.Add(10 * 365 * day), false, "more than"},
-		{"expires when created", now.Add(-time.Minute), now.Add(-time.Minute), false, "not after its creation"},
-		{"expires before created", now.Add(time.Minute), now.Add(-time.Minute), false, "not after its creation"},
+		// Within the clock skew and not yet expired: only the lifetime
+		// check can refuse these.
+		{"expires when created", now.Add(5 * time.Minute), now.Add(5 * time.Minute), false, "not after its creation"},
+		{"expires before created", now.Add(5 * time.Minute), now.Add(time.Minute), false, "not after its creation"},
 		{"one second of lifetime", now, now.Add(time.Second), true, ""},
 		{"created at the skew limit", now.Add(MaxClockSkew), now.Add(MaxClockSkew + time.Hour), true, ""},
 		{"created beyond the skew limit", now.Add(MaxClockSkew + time.Second), now.Add(MaxClockSkew + time.Hour), false, "future"},

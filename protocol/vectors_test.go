@@ -612,6 +612,8 @@ const (
 	specMinNoticeSize   = 128
 	specMaxChunks       = 128
 	specMaxClockSkew    = 600 // seconds
+	// specMaxRecordLifetime bounds expires - created: 60 days, in seconds.
+	specMaxRecordLifetime = 60 * 24 * 3600
 )
 
 var specRoles = [2]string{"initiator", "responder"}
@@ -725,6 +727,9 @@ func specCheckRecord(r *vecRecord, pub, peerID []byte, now int64) error {
 	}
 	if !bytes.Equal(m.PeerId, peerID) || m.Seq != r.Seq || m.Created != r.Created || m.Expires != r.Expires {
 		return errors.New("record fields")
+	}
+	if m.Expires <= m.Created || uint64(m.Expires)-uint64(m.Created) > specMaxRecordLifetime {
+		return errors.New("record lifetime out of bounds")
 	}
 	if m.Created > now+specMaxClockSkew || now >= m.Expires {
 		return errors.New("record not valid now")
@@ -862,12 +867,17 @@ func specDerive(f *vecFile, v *vector) (*specDerived, error) {
 		st.Epoch != ini.Epoch || !bytes.Equal(st.KeyFingerprint, ini.KnownFingerprint) {
 		return nil, errors.New("START does not carry the initiator's inputs")
 	}
+	// The responder's choice, which the initiator checks (rules V17, V52):
+	// the first offered suite the responder's record has a key for.
 	var suite uint32
 	for _, s := range st.Suites {
-		if slices.Contains(res.Suites, s) {
+		if slices.ContainsFunc(recs[1].Keys, func(k vecSuiteKey) bool { return k.Suite == s }) {
 			suite = s
 			break
 		}
+	}
+	if !slices.Contains(res.Suites, suite) {
+		return nil, errors.New("the responder chose a suite it does not accept")
 	}
 	size := min(ini.NoticeSize, res.NoticeSize)
 	if co.Suite != suite || int(co.NoticeSize) != size || co.Epoch != res.Epoch ||
