@@ -129,9 +129,14 @@ func serveHonest(t *testing.T, h host.Host, sk crypto.PrivKey, key *protocol.Exc
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()
-		_, err = protocol.Run(ctx, s, m, 0)
+		res, err := protocol.Run(ctx, s, m, 0)
+		if err != nil {
+			_ = s.ResetWithError(protocol.ResetCode(err))
+		} else {
+			res.Wipe()
+			_ = s.Close()
+		}
 		done <- err
-		_ = s.Reset()
 	})
 	return done
 }
