@@ -223,8 +223,8 @@ func WithStreamIdleTimeout(d time.Duration) Option {
 // 1 hour).
 func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
 	return func(c *config) error {
-		if lifetime <= 0 || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
-			return errors.New("key rotation: need 0 < rotateAfter < lifetime and grace >= 0")
+		if lifetime <= 0 || lifetime > protocol.MaxRecordLifetime || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
+			return fmt.Errorf("key rotation: need 0 < rotateAfter < lifetime <= %v and grace >= 0", protocol.MaxRecordLifetime)
 		}
 		c.keyLifetime, c.rotateAfter, c.rotationGrace = lifetime, rotateAfter, grace
 		return nil
