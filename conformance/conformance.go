@@ -343,8 +343,9 @@ func (b *base) judge(x *exchange, w want, res *Result) {
 		res.fail("no ABORT and no reset: %v (it accepted the notice?)", x.endErr)
 	case errors.Is(x.endErr, io.EOF) && !have:
 		res.fail("the stream was closed, not reset, and no ABORT was sent")
-	case w.quiet && len(x.aborts) > 0:
-		res.fail("answered the ABORT with ABORT %v", x.aborts[0])
+	case w.quiet && have:
+		// Neither an ABORT nor a status in the reset: V48.
+		res.fail("answered the ABORT with status %v", st)
 	case w.quiet:
 	case have && st != w.status:
 		res.fail("status %v, want %v", st, w.status)
@@ -437,6 +438,9 @@ func (b *base) afterAbort(x *exchange, res *Result) {
 			break
 		}
 	}
+	if st, ok := x.status(); ok && len(x.aborts) == 0 {
+		res.fail("answered the ABORT with status %v in its reset", st)
+	}
 	b.self.end(x, false)
 }
 
@@ -467,9 +471,10 @@ func RunResponder(ctx context.Context, target peer.AddrInfo, opts Options) (*Rep
 			return nil, err
 		}
 		r.runCase(c, id, res)
-		if res.Outcome != Fail && !c.want.ok && c.script == nil {
+		if res.Outcome != Fail && (!c.want.ok || c.want.quiet) && c.script == nil {
 			// The implementation must still work with this identity, and
-			// show that it installed nothing.
+			// show that it installed nothing (or, after completion, that
+			// it kept its key).
 			if err := r.honest(id); err != nil {
 				res.fail("the next exchange: %v", err)
 			}

@@ -3,7 +3,7 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"errors"
+	"io"
 	"regexp"
 	"sort"
 	"strings"
@@ -56,14 +56,13 @@ func TestSuiteAgainstNodeResponder(t *testing.T) {
 // again.
 func TestSuiteAgainstNodeInitiator(t *testing.T) {
 	n := testNode(t)
-	rep, errs := runInitiatorSuite(t, n, Options{Wait: testWait})
+	rep, _ := runInitiatorSuite(t, n, Options{Wait: testWait}, 0)
 	requireAllPass(t, rep)
-	_ = errs
 }
 
 // runInitiatorSuite runs the initiator-mode suite with n dialling it until
 // the suite ends, and returns the report and the errors of n's exchanges.
-func runInitiatorSuite(t *testing.T, n *node.Node, opts Options) (*Report, []error) {
+func runInitiatorSuite(t *testing.T, n *node.Node, opts Options, minExchanges int) (*Report, []error) {
 	t.Helper()
 	l, err := Listen()
 	require.NoError(t, err)
@@ -90,8 +89,14 @@ func runInitiatorSuite(t *testing.T, n *node.Node, opts Options) (*Report, []err
 		}
 	}()
 	rep, err := l.Run(ctx, opts, 20*time.Second)
-	close(done)
 	require.NoError(t, err)
+	// The node's side of the last exchange may finish after the suite's.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(errs) >= minExchanges
+	}, 10*time.Second, 10*time.Millisecond)
+	close(done)
 	mu.Lock()
 	defer mu.Unlock()
 	return rep, append([]error(nil), errs...)
@@ -127,4 +132,105 @@ func TestRunSelectsCases(t *testing.T) {
 	}
 }
 
-var _ = errors.New
+// Section 16, "After completion", on the initiator's side: the suite
+// rejects the node's last PART_RECEIVED after the node completed (ABORT
+// after its own). The node's next exchange, whose START meets that ABORT
+// on the kept stream, runs again on a new stream and succeeds.
+func TestAbortAfterCompletionInitiator(t *testing.T) {
+	n := testNode(t)
+	rep, errs := runInitiatorSuite(t, n, Options{Wait: testWait, Run: regexp.MustCompile(`^abort/after-completion$`)}, 2)
+	requireAllPassN(t, rep, 2)
+	require.GreaterOrEqual(t, len(errs), 2)
+	require.NoError(t, errs[0], "the exchange the suite aborted after completion")
+	require.NoError(t, errs[1], "the next exchange")
+}
+
+func requireAllPassN(t *testing.T, rep *Report, n int) {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, rep.WriteTable(&buf))
+	t.Log("\n" + buf.String())
+	require.True(t, rep.OK(), "failed cases")
+	require.Equal(t, n, rep.Passed)
+}
+
+// Section 2, "Ending a stream": a node that ends a stream after the last
+// notice half-closes it and waits for the peer's end of stream before it
+// closes: Close does not return before the peer ended its side.
+func TestHalfCloseAfterLastNotice(t *testing.T) {
+	n := testNode(t, node.WithStreamIdleTimeout(0)) // ends the stream at once
+	l, err := Listen()
+	require.NoError(t, err)
+	defer l.Close()
+	n.Host().Peerstore().AddAddrs(l.h.ID(), l.h.Addrs(), libp2ppeerstore.PermanentAddrTTL)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := n.Exchange(ctx, l.h.ID())
+		errc <- err
+	}()
+	var in inbound
+	select {
+	case in = <-l.inbound:
+	case <-ctx.Done():
+		t.Fatal("no exchange")
+	}
+	x, err := newExchange(l.id, in.s, in.fr, protocol.Responder, tactic{}, testWait)
+	require.NoError(t, err)
+	x.run(ctx, in.first)
+	require.True(t, x.m.Done(), "%v %v", x.machineErr, x.endErr)
+	require.NoError(t, <-errc)
+	// The node half-closed: the suite reads a clean end of stream.
+	_, err = x.read()
+	require.ErrorIs(t, err, io.EOF)
+	closed := make(chan struct{})
+	go func() {
+		_ = n.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("Close returned before the peer ended its side of the stream")
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, in.s.CloseWrite())
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the peer ended its side")
+	}
+}
+
+// Section 16, "After completion", on the responder's side: an ABORT where
+// the node waits for the next START belongs to the exchange it completed;
+// it is no failure of a next exchange (the node reports none).
+func TestAbortAfterCompletionResponder(t *testing.T) {
+	n := testNode(t)
+	events, cancelSub := n.Subscribe(256)
+	defer cancelSub()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := RunResponder(ctx, peer.AddrInfo{ID: n.Host().ID(), Addrs: n.Host().Addrs()},
+		Options{Wait: testWait, Run: regexp.MustCompile(`^abort/after-completion$`)})
+	require.NoError(t, err)
+	requireAllPassN(t, rep, 1)
+	var done, failed int
+	for {
+		select {
+		case e := <-events:
+			switch e.Kind {
+			case node.EventDone:
+				done++
+			case node.EventFailed:
+				failed++
+				t.Errorf("the node reported a failed exchange: %v", e.Err)
+			}
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
+	require.Equal(t, 2, done, "the case's exchange and the next one")
+	require.Zero(t, failed)
+}
