@@ -102,10 +102,15 @@ func (r *brokenResponder) exchange(s network.Stream, fr *protocol.FrameReader, f
 			_ = protocol.WriteFrames(s, [][]byte{f.Bytes})
 		}
 		var ae *protocol.AbortError
-		if errors.As(err, &ae) && r.hook.onAbort != nil {
+		switch {
+		case errors.As(err, &ae) && r.hook.onAbort != nil:
 			r.hook.onAbort(st)
+			_ = s.ResetWithError(protocol.ResetCode(protocol.ErrUnexpected))
+		case errors.As(err, &ae):
+			_ = s.Reset() // no answer to an ABORT (V48)
+		default:
+			_ = s.ResetWithError(protocol.ResetCode(err))
 		}
-		_ = s.ResetWithError(protocol.ResetCode(err))
 		return false
 	}
 	for !m.Done() {
