@@ -1,9 +1,11 @@
 package conformance
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -246,7 +248,17 @@ func TestSuiteFindsBrokenResponders(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := runAgainst(t, newBrokenResponder(t, tc.hook))
+			if !slices.Equal(tc.want, failedCases(rep)) {
+				var buf bytes.Buffer
+				_ = rep.WriteTable(&buf)
+				t.Log("\n" + buf.String())
+			}
 			require.Equal(t, tc.want, failedCases(rep), "failed cases")
+			for _, r := range rep.Results {
+				if r.Outcome == Fail {
+					t.Logf("%s: %s", r.Case, r.Detail)
+				}
+			}
 		})
 	}
 }

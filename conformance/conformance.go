@@ -149,6 +149,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if r.Failed > 0 {
+		// What to fix, one case a paragraph, as h2spec ends its report.
+		fmt.Fprintf(w, "\nFailures:\n")
+		for _, res := range r.Results {
+			if res.Outcome == Fail {
+				fmt.Fprintf(w, "\n  %s %s: %s\n    expected: %s\n    actual:   %s\n", res.Section, res.Case, res.Summary, res.Expect, res.Detail)
+			}
+		}
+	}
 	_, err := fmt.Fprintf(w, "\n%d cases: %d passed, %d failed, %d skipped (%.1f s)\n",
 		len(r.Results), r.Passed, r.Failed, r.Skipped, r.Seconds)
 	return err
