@@ -301,16 +301,6 @@ func (x *exchange) status() (pb.Status, bool) {
 	return 0, false
 }
 
-// reset reports whether the IUT ended the stream with a reset.
-func (x *exchange) reset() bool {
-	return x.endErr != nil && (errors.Is(x.endErr, network.ErrReset) || isStreamError(x.endErr))
-}
-
-func isStreamError(err error) bool {
-	var se *network.StreamError
-	return errors.As(err, &se)
-}
-
 func isTimeout(err error) bool {
 	var ne interface{ Timeout() bool }
 	return errors.As(err, &ne) && ne.Timeout()
@@ -549,16 +539,6 @@ func replace(batch []protocol.Frame, typ pb.Notice_Type, with []protocol.Frame) 
 		}
 	}
 	return out
-}
-
-// before returns the frames of batch before the first of type typ.
-func before(batch []protocol.Frame, typ pb.Notice_Type) []protocol.Frame {
-	for i, f := range batch {
-		if f.Type == typ {
-			return batch[:i]
-		}
-	}
-	return batch
 }
 
 // onBatch runs fn on the batch that holds a notice of one of types; every
