@@ -664,7 +664,7 @@ func cases() []*testCase {
 	abortCase("unknown-status", "ABORT with status 200", 200)
 	add(&testCase{name: "time/silent-in-phase-1", section: "§2 V49", roles: iutBoth, slow: true,
 		summary: "the suite sends nothing after the first notice: TIMEOUT after the IUT's phase timeout",
-		tc: is(tactic{out: func(x *exchange, batch []protocol.Frame) {
+		tc: is(tactic{wait: 3 * protocol.DefaultPhaseTimeout, out: func(x *exchange, batch []protocol.Frame) {
 			if has(batch, pb.Notice_START, pb.Notice_CONTINUE) {
 				x.send(batch...)
 				x.silent = true

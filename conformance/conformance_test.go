@@ -39,6 +39,7 @@ func requireAllPass(t *testing.T, rep *Report) {
 	t.Log("\n" + buf.String())
 	require.True(t, rep.OK(), "failed cases")
 	require.Greater(t, rep.Passed, 20)
+	require.Equal(t, 1, rep.Skipped, "only the --slow case is skipped") // TestSlowCases runs it
 }
 
 // The suite against the project's node as responder passes in full.
@@ -233,4 +234,18 @@ func TestAbortAfterCompletionResponder(t *testing.T) {
 	}
 	require.Equal(t, 2, done, "the case's exchange and the next one")
 	require.Zero(t, failed)
+}
+
+// The phase-timeout cases (--slow), against a node with a short phase
+// timeout, in both roles.
+func TestSlowCases(t *testing.T) {
+	opts := Options{Wait: testWait, Slow: true, Run: regexp.MustCompile(`^time/`)}
+	n := testNode(t, node.WithPhaseTimeout(300*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := RunResponder(ctx, peer.AddrInfo{ID: n.Host().ID(), Addrs: n.Host().Addrs()}, opts)
+	require.NoError(t, err)
+	requireAllPassN(t, rep, 1)
+	rep, _ = runInitiatorSuite(t, n, opts, 0)
+	requireAllPassN(t, rep, 2)
 }

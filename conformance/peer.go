@@ -92,6 +92,9 @@ type tactic struct {
 	// after runs once the machine is done, before the outcome is read
 	// (abort after completion).
 	after func(x *exchange)
+	// wait, when longer, replaces the run's bound on each read (for the
+	// cases that wait for the IUT's phase timeout).
+	wait time.Duration
 }
 
 // exchange is one exchange of the suite with the IUT on a stream.
@@ -133,7 +136,7 @@ type exchange struct {
 var errNoAnswer = errors.New("no answer")
 
 func newExchange(id *identity, s network.Stream, fr *protocol.FrameReader, role protocol.Role, tc tactic, wait time.Duration) (*exchange, error) {
-	x := &exchange{id: id, s: s, fr: fr, role: role, tc: tc, wait: wait}
+	x := &exchange{id: id, s: s, fr: fr, role: role, tc: tc, wait: max(wait, tc.wait)}
 	cfg := protocol.Config{
 		Role:      role,
 		Identity:  id.sk,
