@@ -253,8 +253,19 @@ func (b *base) run(id *identity, tc tactic) (*exchange, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.checkProposal(x)
+	b.inspect(x)
 	return x, nil
+}
+
+// inspect checks what every exchange must show: the proposal, and no rule
+// broken by the IUT as a sender.
+func (b *base) inspect(x *exchange) {
+	b.checkProposal(x)
+	for _, v := range x.violations {
+		if b.cur != nil {
+			b.cur.fail("%s", v)
+		}
+	}
 }
 
 // checkProposal compares the IUT's epoch proposal and the record it names
@@ -634,7 +645,7 @@ func keptStream(rn runner, id *identity) error {
 		if err != nil {
 			return err
 		}
-		r.checkProposal(x)
+		r.inspect(x)
 		if _, err := r.succeeded(x, r.cur); err != nil {
 			return fmt.Errorf("exchange %d on the stream: %w", i+1, err)
 		}

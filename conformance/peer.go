@@ -130,6 +130,8 @@ type exchange struct {
 	endErr error
 	silent bool
 	closed bool // the suite half-closed the stream
+	// violations are rules the IUT broke as a sender, seen on the way.
+	violations []string
 }
 
 // errNoAnswer is the end of an exchange in which the IUT stayed silent.
@@ -245,6 +247,13 @@ func (x *exchange) observe(f []byte) {
 	}
 	if len(x.aborts) > 0 {
 		x.afterAbort++
+	}
+	switch n.Type {
+	case pb.Notice_START, pb.Notice_CONTINUE, pb.Notice_NEXT:
+		if len(f) > protocol.MinNoticeSize {
+			// Section 3: within 128 bytes as sent, whatever the encoding.
+			x.violations = append(x.violations, fmt.Sprintf("sent a %d-byte %v; phase-1 notices must fit 128 bytes (§3)", len(f), n.Type))
+		}
 	}
 	switch n.Type {
 	case pb.Notice_ABORT:
