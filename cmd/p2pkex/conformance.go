@@ -157,7 +157,7 @@ func runFlag(c *cli.Command) (*regexp.Regexp, error) {
 	}
 	re, err := regexp.Compile(c.String("run"))
 	if err != nil {
-		return nil, usagef("%s: --run: %v", c.Name, err)
+		return nil, usagef("conformance %s: --run: %v", c.Name, err)
 	}
 	return re, nil
 }
@@ -168,7 +168,7 @@ func conformanceOptions(c *cli.Command) (conformance.Options, error) {
 		return conformance.Options{}, err
 	}
 	if c.Duration("wait") <= 0 {
-		return conformance.Options{}, usagef("%s: --wait must be positive", c.Name)
+		return conformance.Options{}, usagef("conformance %s: --wait must be positive", c.Name)
 	}
 	opts := conformance.Options{Run: re, Wait: c.Duration("wait"), Slow: c.Bool("slow")}
 	if c.Bool("verbose") {
