@@ -26,6 +26,7 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -37,6 +38,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/cryptotest"
 	"time"
@@ -45,6 +47,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/chacha20poly1305"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -94,6 +97,9 @@ type vecFile struct {
 	// RecordChecks are received records judged against a held one
 	// (docs/PROTOCOL.md sections 8 and 8.1).
 	RecordChecks []*vecRecordCheck `json:"record_checks"`
+	// Safety is the safety number of section 11.6: the word list and
+	// known answers.
+	Safety *vecSafety `json:"safety"`
 }
 
 // vecRecordCheck is one record-validation case: a receiver that holds
@@ -114,6 +120,21 @@ type vecRecordCheck struct {
 	// policy), or "first", "rotation", "reset": passed to the trust policy.
 	Verdict string   `json:"verdict"`
 	Rules   []string `json:"rules"`
+}
+
+type vecSafety struct {
+	Words []string        `json:"words"`
+	Cases []vecSafetyCase `json:"cases"`
+}
+
+type vecSafetyCase struct {
+	PeerA     hexBytes `json:"peer_a"`
+	PeerB     hexBytes `json:"peer_b"`
+	PeerAText string   `json:"peer_a_text"`
+	PeerBText string   `json:"peer_b_text"`
+	Digest    hexBytes `json:"digest"`
+	Digits    string   `json:"digits"`
+	Words     string   `json:"words"`
 }
 
 type vecIdentityJSON struct {
@@ -219,6 +240,10 @@ type vecPart struct {
 	SignatureInput hexBytes `json:"signature_input"`
 	Signature      hexBytes `json:"signature"`
 	Opened         hexBytes `json:"opened_part"`
+	// EphemeralPrivateKey is the HPKE ephemeral private key skE of the
+	// encapsulation (suite 2 only): with it the sealed part, and so every
+	// frame of the vector, is a function of the stated inputs.
+	EphemeralPrivateKey hexBytes `json:"hpke_ephemeral_private_key,omitempty"`
 }
 
 type vecSession struct {
@@ -533,6 +558,8 @@ func TestVectors(t *testing.T) {
 		"All byte strings are hex. frames[].frame is exactly what travels on the stream: uvarint length || Notice.",
 		"Everything under transcript, parts, session and result is recomputed from the inputs and frames by the test.",
 		"record_checks[]: a record received in KEY judged against the held one (sections 8, 8.1); verdict is recomputed from the envelopes.",
+		"random_seed is informative (the Go test's seed); the suite-2 vectors give hpke_ephemeral_private_key, so that every frame reproduces from the inputs.",
+		"safety: the safety-number word list (index = byte value) and known answers (docs/PROTOCOL.md section 11.6).",
 	}
 	var book vecBook
 	for _, c := range vecCases() {
@@ -542,6 +569,12 @@ func TestVectors(t *testing.T) {
 			d, err := specDerive(&fresh, v)
 			require.NoError(t, err)
 			v.Transcript, v.Parts, v.Session, v.Result = d.Transcript, d.Parts, d.Session, d.Result
+			if c.suite == SuiteX25519 {
+				vecRecoverEphemeral(t, v)
+				d, err = specDerive(&fresh, v) // now also re-seals with skE
+				require.NoError(t, err)
+				require.Equal(t, v.Parts, d.Parts)
+			}
 
 			// The machines agree with the independent computation.
 			for _, m := range []*Machine{ma, mb} {
@@ -573,6 +606,7 @@ func TestVectors(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	fresh.Safety = vecSafetyVectors(t)
 	got, err := json.MarshalIndent(&fresh, "", "  ")
 	require.NoError(t, err)
 	got = append(got, '\n')
@@ -1218,6 +1252,26 @@ func specDerive(f *vecFile, v *vector) (*specDerived, error) {
 		if !bytes.Equal(p.Opened, sides[i].Part) || !bytes.Equal(specCommitment(specRoles[i], p.Opened), sides[i].Commitment) {
 			return nil, fmt.Errorf("%s: part does not match its commitment", specRoles[i])
 		}
+		if skE := v.Parts.of(i).EphemeralPrivateKey; len(skE) > 0 {
+			// Section 21: the part reproduces from skE.
+			if suite != 2 {
+				return nil, fmt.Errorf("%s: an ephemeral key for suite %d", specRoles[i], suite)
+			}
+			var pkR []byte
+			for _, k := range recs[1-i].Keys {
+				if k.Suite == suite {
+					pkR = k.PublicKey
+				}
+			}
+			enc, ct, err := specSealX25519(skE, pkR, p.HPKEInfo, sides[i].Part)
+			if err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(enc, p.Enc) || !bytes.Equal(ct, p.AEADCiphertext) {
+				return nil, fmt.Errorf("%s: the part does not reproduce from its ephemeral key", specRoles[i])
+			}
+			p.EphemeralPrivateKey = skE
+		}
 		parts[i] = p
 	}
 
@@ -1301,4 +1355,343 @@ func TestVectorsDetectTampering(t *testing.T) {
 			require.Error(t, err, "initiator part changed unnoticed")
 		})
 	}
+}
+
+func (p *vecParts) of(i int) *vecPart {
+	if i == 0 {
+		return &p.Initiator
+	}
+	return &p.Responder
+}
+
+// vecRecoverEphemeral finds the HPKE ephemeral keys of a suite-2 vector:
+// replaying the seed of SetGlobalRandom, the draws after both sides'
+// nonce and part are the two encapsulations' 32-byte X25519 keys (in the
+// order the sides sealed), each identified by its public key.
+func vecRecoverEphemeral(t *testing.T, v *vector) {
+	t.Helper()
+	cryptotest.SetGlobalRandom(t, v.RandomSeed)
+	buf := make([]byte, 4*32+2*32)
+	_, err := io.ReadFull(rand.Reader, buf)
+	require.NoError(t, err)
+	require.Equal(t, []byte(v.Initiator.Random), buf[:64], "replayed draws")
+	require.Equal(t, []byte(v.Responder.Random), buf[64:128], "replayed draws")
+	for _, p := range []*vecPart{&v.Parts.Initiator, &v.Parts.Responder} {
+		for _, cand := range [][]byte{buf[128:160], buf[160:192]} {
+			sk, err := ecdh.X25519().NewPrivateKey(cand)
+			require.NoError(t, err)
+			if bytes.Equal(sk.PublicKey().Bytes(), p.Enc) {
+				p.EphemeralPrivateKey = bytes.Clone(cand)
+			}
+		}
+		require.NotEmpty(t, p.EphemeralPrivateKey, "no draw is the ephemeral key of enc %x", []byte(p.Enc))
+	}
+}
+
+// specSealX25519 is RFC 9180 mode_base single-shot Seal with
+// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305 and the given
+// ephemeral key (sections 4.1, 5.1, 5.2 and 7.1 of the RFC), empty aad and
+// sequence number 0: the oracle that makes the suite-2 vectors
+// reproducible. Test-only; the protocol seals with crypto/hpke.
+func specSealX25519(skE, pkR, info, pt []byte) (enc, ct []byte, err error) {
+	curve := ecdh.X25519()
+	eph, err := curve.NewPrivateKey(skE)
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, err := curve.NewPublicKey(pkR)
+	if err != nil {
+		return nil, nil, err
+	}
+	dh, err := eph.ECDH(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	enc = eph.PublicKey().Bytes()
+	kemID := []byte("KEM\x00\x20")
+	hpkeID := []byte("HPKE\x00\x20\x00\x01\x00\x03")
+	extract := func(suite []byte, salt []byte, label string, ikm []byte) []byte {
+		out, e := hkdf.Extract(sha256.New, specCat([]byte("HPKE-v1"), suite, []byte(label), ikm), salt)
+		if e != nil {
+			err = e
+		}
+		return out
+	}
+	expand := func(suite, prk []byte, label string, info []byte, n int) []byte {
+		lab := specCat(binary.BigEndian.AppendUint16(nil, uint16(n)), []byte("HPKE-v1"), suite, []byte(label), info)
+		out, e := hkdf.Expand(sha256.New, prk, string(lab), n)
+		if e != nil {
+			err = e
+		}
+		return out
+	}
+	shared := expand(kemID, extract(kemID, nil, "eae_prk", dh), "shared_secret", specCat(enc, pkR), 32)
+	ctx := specCat([]byte{0}, extract(hpkeID, nil, "psk_id_hash", nil), extract(hpkeID, nil, "info_hash", info))
+	secret := extract(hpkeID, shared, "secret", nil)
+	key := expand(hpkeID, secret, "key", ctx, chacha20poly1305.KeySize)
+	nonce := expand(hpkeID, secret, "base_nonce", ctx, chacha20poly1305.NonceSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	aead, err := chacha20poly1305.New(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return enc, aead.Seal(nil, nonce, pt, nil), nil
+}
+
+// vecSafetyVectors are the safety-number vectors: the word list and the
+// known answers of section 11.6 and of the vectors' identities.
+func vecSafetyVectors(t *testing.T) *vecSafety {
+	t.Helper()
+	out := &vecSafety{Words: SafetyWords[:]}
+	var pairs [][2]peer.ID
+	a, err := peer.Decode(safetyPeerA)
+	require.NoError(t, err)
+	b, err := peer.Decode(safetyPeerB)
+	require.NoError(t, err)
+	pairs = append(pairs, [2]peer.ID{a, b})
+	alice, err := peer.IDFromPrivateKey(vecIdentity(t, "alice"))
+	require.NoError(t, err)
+	bob, err := peer.IDFromPrivateKey(vecIdentity(t, "bob"))
+	require.NoError(t, err)
+	pairs = append(pairs, [2]peer.ID{alice, bob})
+	for _, p := range pairs {
+		sn := NewSafetyNumber(p[0], p[1])
+		c := vecSafetyCase{PeerA: []byte(p[0]), PeerB: []byte(p[1]), PeerAText: p[0].String(), PeerBText: p[1].String(),
+			Digest: sn[:], Digits: sn.Digits(), Words: sn.Words()}
+		require.NoError(t, specSafety(out.Words, &c))
+		out.Cases = append(out.Cases, c)
+	}
+	return out
+}
+
+// specSafety recomputes a safety-number case from the two peer IDs and the
+// word list alone (section 11.6).
+func specSafety(words []string, c *vecSafetyCase) error {
+	if len(words) != 256 {
+		return fmt.Errorf("%d words, want 256", len(words))
+	}
+	lo, hi := []byte(c.PeerA), []byte(c.PeerB)
+	if bytes.Compare(lo, hi) > 0 {
+		lo, hi = hi, lo
+	}
+	d := sha512.Sum512(specCat(specLP([]byte("p2pkex/1.0.0 safety number")), specLP(lo), specLP(hi)))
+	if !bytes.Equal(d[:], c.Digest) {
+		return errors.New("safety digest")
+	}
+	var digits, ws []string
+	for i := range 12 {
+		var b [8]byte
+		copy(b[3:], d[5*i:5*i+5])
+		digits = append(digits, fmt.Sprintf("%05d", binary.BigEndian.Uint64(b[:])%100000))
+		ws = append(ws, words[d[i]])
+	}
+	if strings.Join(digits, " ") != c.Digits || strings.Join(ws, " ") != c.Words {
+		return errors.New("safety digits or words")
+	}
+	return nil
+}
+
+// TestSafetyVectors recomputes the committed safety-number vectors.
+func TestSafetyVectors(t *testing.T) {
+	b, err := os.ReadFile(vectorsFile)
+	require.NoError(t, err)
+	var f vecFile
+	require.NoError(t, json.Unmarshal(b, &f))
+	require.NotNil(t, f.Safety)
+	require.Equal(t, SafetyWords[:], f.Safety.Words)
+	require.NotEmpty(t, f.Safety.Cases)
+	for i := range f.Safety.Cases {
+		require.NoError(t, specSafety(f.Safety.Words, &f.Safety.Cases[i]))
+	}
+	// Not vacuous: another word list gives other words.
+	c := f.Safety.Cases[0]
+	w := slices.Clone(f.Safety.Words)
+	w[c.Digest[0]] = "other"
+	require.Error(t, specSafety(w, &c))
+}
+
+// TestVectorsReproduceEveryFrame rebuilds every frame of each suite-2
+// vector from its stated inputs alone — identities, records, each side's
+// suites, notice size, epoch, random bytes and HPKE ephemeral key — as a
+// second implementation would send them, and compares the bytes (section
+// 21). Only the order of the frames is taken from the file.
+func TestVectorsReproduceEveryFrame(t *testing.T) {
+	b, err := os.ReadFile(vectorsFile)
+	require.NoError(t, err)
+	var f vecFile
+	require.NoError(t, json.Unmarshal(b, &f))
+	n := 0
+	for _, v := range f.Vectors {
+		if v.Result.Suite != 2 {
+			continue
+		}
+		n++
+		t.Run(v.Name, func(t *testing.T) {
+			frames, err := specRebuild(&f, v)
+			require.NoError(t, err)
+			require.Len(t, frames, len(v.Frames))
+			for i, w := range v.Frames {
+				require.Equal(t, w.Frame.String(), hexBytes(frames[i]).String(), "frame %d (%s from the %s)", i, w.Type, w.From)
+			}
+		})
+	}
+	require.Equal(t, 10, n, "suite-2 vectors")
+}
+
+func (h hexBytes) String() string { return hex.EncodeToString(h) }
+
+// specRebuild builds the frames of v, in the order of v.Frames, from the
+// inputs.
+func specRebuild(f *vecFile, v *vector) ([][]byte, error) {
+	identity := func(name string) *vecIdentityJSON {
+		for _, x := range f.Identities {
+			if x.Name == name {
+				return x
+			}
+		}
+		return nil
+	}
+	recordOf := func(id string) *vecRecord {
+		for _, x := range f.Records {
+			if x.ID == id {
+				return x
+			}
+		}
+		return nil
+	}
+	sides := [2]*vecSide{&v.Initiator, &v.Responder}
+	var recs [2]*vecRecord
+	var seeds [2][]byte
+	var peerIDs [2][]byte
+	for i, s := range sides {
+		id := identity(s.Identity)
+		recs[i] = recordOf(s.Record)
+		if id == nil || recs[i] == nil {
+			return nil, fmt.Errorf("%s: identity or record", specRoles[i])
+		}
+		seeds[i], peerIDs[i] = id.Seed, id.PeerID
+	}
+	ini, res := sides[0], sides[1]
+	var suite uint32
+	for _, s := range ini.Suites {
+		if slices.Contains(res.Suites, s) {
+			suite = s
+			break
+		}
+	}
+	size := min(ini.NoticeSize, res.NoticeSize)
+	marshal := func(n *pb.Notice) []byte {
+		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(n)
+		return b
+	}
+	chunk := func(typ pb.Notice_Type, item []byte, k int) []byte {
+		per := size - specChunkOverhead
+		count := (len(item) + per - 1) / per
+		if k >= count {
+			return nil
+		}
+		return marshal(&pb.Notice{Type: typ, Chunk: &pb.Chunk{Index: uint32(k), Count: uint32(count),
+			Data: item[k*per : min((k+1)*per, len(item))]}})
+	}
+	keyOf := func(r *vecRecord) []byte {
+		for _, k := range r.Keys {
+			if k.Suite == suite {
+				return k.PublicKey
+			}
+		}
+		return nil
+	}
+	// The transcript over the notices rebuilt so far.
+	var built [][]byte
+	var from []int
+	t0 := specSHA256(specLP([]byte(specLabelTranscript)), specLP([]byte(specProtocolID)), specLP(peerIDs[0]), specLP(peerIDs[1]))
+	checkpoint := func(upto int) []byte {
+		prev := t0
+		for si, name := range []string{"phase 1", "phase 2", "phase 3"}[:upto] {
+			var dir [2][]byte
+			for j, raw := range built {
+				var n pb.Notice
+				_ = proto.Unmarshal(raw, &n)
+				if vecStage(n.Type) == si+1 {
+					dir[from[j]] = append(dir[from[j]], specLP(raw)...)
+				}
+			}
+			prev = specSHA256(specLP([]byte(specLabelTranscript)), specLP([]byte(name)), prev, specSHA256(dir[0]), specSHA256(dir[1]))
+		}
+		return prev
+	}
+	sealed := [2][]byte{}
+	sealedPart := func(i int) ([]byte, error) {
+		if sealed[i] != nil {
+			return sealed[i], nil
+		}
+		role := []byte(specRoles[i])
+		t2 := checkpoint(2)
+		info := specCat(specLP([]byte(specLabelPart)), specLP(role), t2)
+		enc, ct, err := specSealX25519(v.Parts.of(i).EphemeralPrivateKey, keyOf(recs[1-i]), info, sides[i].Part)
+		if err != nil {
+			return nil, err
+		}
+		c := specCat(enc, ct)
+		sig := ed25519.Sign(ed25519.NewKeyFromSeed(seeds[i]), specCat(specLP([]byte(specLabelPartSig)), specLP(role), t2, specLP(c)))
+		sealed[i], err = proto.Marshal(&pb.SealedPart{Ciphertext: c, Signature: sig})
+		return sealed[i], err
+	}
+	counts := map[[2]int]int{}
+	var out [][]byte
+	for _, w := range v.Frames {
+		i := slices.Index(specRoles[:], w.From)
+		typ := pb.Notice_Type(pb.Notice_Type_value[w.Type])
+		k := counts[[2]int{i, int(typ)}]
+		counts[[2]int{i, int(typ)}]++
+		var notice []byte
+		switch typ {
+		case pb.Notice_START:
+			notice = marshal(&pb.Notice{Type: typ, Start: &pb.Start{Version: 1, Suites: ini.Suites, Nonce: ini.Nonce,
+				KeyFingerprint: ini.KnownFingerprint, Commitment: specCommitment(specRoles[0], ini.Part),
+				NoticeSize: uint32(ini.NoticeSize), Epoch: ini.Epoch}})
+		case pb.Notice_CONTINUE:
+			notice = marshal(&pb.Notice{Type: typ, Continue: &pb.Continue{Nonce: res.Nonce, Suite: suite,
+				KeyMatched: bytes.Equal(ini.KnownFingerprint, recs[1].Fingerprint), KeyFingerprint: res.KnownFingerprint,
+				Commitment: specCommitment(specRoles[1], res.Part), NoticeSize: uint32(size), Epoch: res.Epoch}})
+		case pb.Notice_NEXT:
+			notice = marshal(&pb.Notice{Type: typ, Next: &pb.Next{KeyMatched: bytes.Equal(res.KnownFingerprint, recs[0].Fingerprint)}})
+		case pb.Notice_KEY:
+			notice = chunk(typ, recs[i].Envelope, k)
+		case pb.Notice_KEY_RECEIVED:
+			notice = marshal(&pb.Notice{Type: typ, KeyReceived: &pb.KeyReceived{Fingerprint: recs[1-i].Fingerprint}})
+		case pb.Notice_PART:
+			item, err := sealedPart(i)
+			if err != nil {
+				return nil, err
+			}
+			notice = chunk(typ, item, k)
+		case pb.Notice_PART_RECEIVED:
+			ikm := make([]byte, 32)
+			for j := range ikm {
+				ikm[j] = ini.Part[j] ^ res.Part[j]
+			}
+			prk, err := hkdf.Extract(sha256.New, ikm, checkpoint(3))
+			if err != nil {
+				return nil, err
+			}
+			confirm, err := hkdf.Expand(sha256.New, prk, specLabelConfirm+specRoles[i], 32)
+			if err != nil {
+				return nil, err
+			}
+			h := hmac.New(sha256.New, confirm)
+			h.Write(checkpoint(3))
+			notice = marshal(&pb.Notice{Type: typ, PartReceived: &pb.PartReceived{Mac: h.Sum(nil)}})
+		default:
+			return nil, fmt.Errorf("unexpected %s", w.Type)
+		}
+		if notice == nil {
+			return nil, fmt.Errorf("%s %s %d: no such notice", w.From, w.Type, k)
+		}
+		built, from = append(built, notice), append(from, i)
+		out = append(out, AppendFrame(nil, notice))
+	}
+	return out, nil
 }

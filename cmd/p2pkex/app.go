@@ -104,6 +104,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			keysCommand(),
 			statusCommand(),
 			benchCommand(),
+			conformanceCommand(), // conformance.go
 		},
 	}
 }
