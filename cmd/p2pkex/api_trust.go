@@ -212,38 +212,22 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 }
 
 func trustWarning(p peer.ID, tc *node.TrustChange) string {
-	if tc.Change == node.KeyNewIdentity { // identity.go
-		return identityWarning(p, tc.Previous, tc.Presented, tc.Addr, tc.Refused)
-	}
-	what := fmt.Sprintf("WARNING: KEY CHANGED: the exchange key of %s peer %s changed without a rotation that accounts for it (%s)",
-		tc.Previous, p, tc.Reason)
-	if tc.Refused {
-		return what + "; REFUSED. Ask the peer; compare safety numbers with \"p2pkex verify " + p.String() + "\""
-	}
-	return what + "; accepted by the trust policy, peer marked changed. Compare safety numbers and confirm with \"p2pkex verify --confirm " + p.String() + "\""
+	return "WARNING: " + trustEventOf(p, tc).Message // trustevents.go
 }
 
-// safetyLine is the last line of "p2pkex exchange".
-func safetyLine(self, p peer.ID) string {
-	return "safety number " + protocol.NewSafetyNumber(self, p).Digits()
-}
-
-// safetyLineAPI is safetyLine for a peer exchanged with through the daemon.
-func safetyLineAPI(ctx context.Context, api *apiClient, peerID string) string {
+// safetyNumberAPI is the safety number of the daemon's node and a peer it
+// exchanged with, or "" if the daemon does not say who it is.
+func safetyNumberAPI(ctx context.Context, api *apiClient, peerID string) string {
 	var id idReply
-	self, err1 := peer.Decode(peerIDOrEmpty(ctx, api, &id))
+	if err := api.getJSON(ctx, http.MethodGet, "/v0/id", &id); err != nil {
+		return ""
+	}
+	self, err1 := peer.Decode(id.PeerID)
 	p, err2 := peer.Decode(peerID)
 	if err1 != nil || err2 != nil {
 		return ""
 	}
-	return safetyLine(self, p)
-}
-
-func peerIDOrEmpty(ctx context.Context, api *apiClient, id *idReply) string {
-	if err := api.getJSON(ctx, http.MethodGet, "/v0/id", id); err != nil {
-		return ""
-	}
-	return id.PeerID
+	return protocol.NewSafetyNumber(self, p).Digits()
 }
 
 func verifyCommand() *cli.Command {
