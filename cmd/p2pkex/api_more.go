@@ -173,7 +173,7 @@ func serveMoreAPI(mux *http.ServeMux, n *node.Node, dir, sock string) (stop func
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		var rep connectReply
-		watch := watchTrust(n) // trustevents.go
+		watch := watchTrust(n)   // trustevents.go
 		err := reach(ctx, n, pi) // identity.go
 		rep.TrustEvents = watch.done(pi.ID)
 		if err != nil {

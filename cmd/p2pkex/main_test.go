@@ -30,12 +30,13 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"waitdaemon":  cmdWaitDaemon,
-			"waitfile":    cmdWaitFile,
-			"waitmetrics": cmdWaitMetrics, // main_more_test.go
-			"httpget":     cmdHTTPGet,
-			"peerid":      cmdPeerID,
-			"freeport":    cmdFreePort, // main_more_test.go
+			"waitdaemon":   cmdWaitDaemon,
+			"waitfile":     cmdWaitFile,
+			"waitmetrics":  cmdWaitMetrics, // main_more_test.go
+			"httpget":      cmdHTTPGet,
+			"peerid":       cmdPeerID,
+			"freeport":     cmdFreePort,     // main_more_test.go
+			"safetynumber": cmdSafetyNumber, // main_more_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")
