@@ -203,6 +203,7 @@ func shortDialError(err error) string {
 
 func explainExchangeError(p peer.ID, err error) error {
 	s := err.Error()
+	var kc *node.KeyChangeError
 	switch {
 	case strings.Contains(s, "protocols not supported") || strings.Contains(s, "protocol not supported"):
 		return fmt.Errorf("%s does not speak %s (not a p2pkex node?)", p, protocol.ID)
@@ -210,6 +211,10 @@ func explainExchangeError(p peer.ID, err error) error {
 		return fmt.Errorf("exchange with %s timed out", p)
 	case wrongIdentity(&peer.AddrInfo{ID: p}, err) != nil: // identity.go
 		return wrongIdentity(&peer.AddrInfo{ID: p}, err)
+	case errors.As(err, &kc): // the trust policy refused a key change
+		return fmt.Errorf("exchange with %s refused: %s", p, kc)
+	case errors.Is(err, protocol.ErrDowngrade):
+		return fmt.Errorf("exchange with %s refused: it chose a weaker suite than both sides support (suite downgrade)", p)
 	case errors.Is(err, protocol.ErrRollback): // a key change no policy may accept (docs/SECURITY.md)
 		return fmt.Errorf("KEY CHANGED: %s presented an exchange key its held record rules out (%s); refused: ask the peer, compare safety numbers (\"p2pkex verify %s\")", p, err, p)
 	}

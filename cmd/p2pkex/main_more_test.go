@@ -116,3 +116,16 @@ func cmdSafetyNumber(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ts.Setenv(args[2], strings.ReplaceAll(protocol.NewSafetyNumber(a, b).Digits(), " ", ""))
 }
+
+// cmdSleep waits, for a record that must be created in a later second
+// than another (records carry whole seconds):
+//
+//	sleep DURATION
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
+}

@@ -37,6 +37,7 @@ func TestScripts(t *testing.T) {
 			"peerid":       cmdPeerID,
 			"freeport":     cmdFreePort,     // main_more_test.go
 			"safetynumber": cmdSafetyNumber, // main_more_test.go
+			"sleep":        cmdSleep,        // main_more_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")
