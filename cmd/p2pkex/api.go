@@ -56,17 +56,17 @@ type apiLine struct {
 }
 
 // exchangeJSON is an exchange's result, in the API and in "exchange
-// --json" (which adds the safety number and the trust events).
+// --json" (which adds the safety number, and the trust events:
+// exchangeOutput).
 type exchangeJSON struct {
-	Peer            string       `json:"peer"`
-	Epoch           uint64       `json:"epoch"`
-	KeyID           string       `json:"key_id"`
-	Suite           string       `json:"suite"`
-	PostQuantum     bool         `json:"post_quantum"`
-	SentOwnKey      bool         `json:"sent_own_key"`
-	ReceivedPeerKey bool         `json:"received_peer_key"`
-	SafetyNumber    string       `json:"safety_number,omitempty"`
-	TrustEvents     []trustEvent `json:"trust_events,omitempty"`
+	Peer            string `json:"peer"`
+	Epoch           uint64 `json:"epoch"`
+	KeyID           string `json:"key_id"`
+	Suite           string `json:"suite"`
+	PostQuantum     bool   `json:"post_quantum"`
+	SentOwnKey      bool   `json:"sent_own_key"`
+	ReceivedPeerKey bool   `json:"received_peer_key"`
+	SafetyNumber    string `json:"safety_number,omitempty"`
 }
 
 // apiErrorJSON is the body of a failed request that has trust events to

@@ -130,8 +130,7 @@ func reportExchange(c *cli.Command, p peer.ID, res *exchangeJSON, events []trust
 			_ = printJSON(w, exchangeFailure{Peer: p.String(), Error: oneLine(err), TrustEvents: events})
 			return err
 		}
-		res.TrustEvents = events
-		return printJSON(w, res)
+		return printJSON(w, exchangeOutput{res, events})
 	}
 	if err != nil {
 		return err
@@ -142,6 +141,12 @@ func reportExchange(c *cli.Command, p peer.ID, res *exchangeJSON, events []trust
 		fmt.Fprintf(w, "safety number %s\n", res.SafetyNumber)
 	}
 	return nil
+}
+
+// exchangeOutput is --json's output of an exchange.
+type exchangeOutput struct {
+	*exchangeJSON
+	TrustEvents []trustEvent `json:"trust_events"`
 }
 
 // exchangeFailure is --json's output of a failed exchange.
