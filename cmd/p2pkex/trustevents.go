@@ -82,7 +82,7 @@ func trustEventOf(p peer.ID, tc *node.TrustChange) trustEvent {
 	default:
 		if tc.Refused && strings.Contains(tc.Reason, "rolled back") {
 			e.Event = "rollback"
-			e.Message = fmt.Sprintf("KEY ROLLED BACK: %s peer %s presented an exchange key older than the one held (%s); REFUSED under every policy",
+			e.Message = fmt.Sprintf("KEY ROLLED BACK: %s peer %s presented an exchange key that cannot follow the one held (%s); REFUSED under every policy",
 				tc.Previous, p, tc.Reason)
 			break
 		}
