@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	golog "github.com/ipfs/go-log/v2"
@@ -27,7 +28,14 @@ func init() {
 // run is main without the process: it returns the exit code. Every error is
 // one line on stderr, prefixed "p2pkex: ".
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runIO is run with standard input stdin (what verify and forget read a
+// person's answer from).
+func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	app.Reader = stdin
 	err := app.Run(ctx, args)
 	if err == nil {
 		return 0

@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// isTerminal reports whether r is a terminal a person types at (not a
+// isTerminalFile reports whether r is a terminal a person types at (not a
 // pipe, a file or /dev/null): only then do verify and forget ask.
-func isTerminal(r io.Reader) bool {
+func isTerminalFile(r io.Reader) bool {
 	f, ok := r.(*os.File)
 	if !ok {
 		return false

@@ -7,9 +7,9 @@ import (
 	"os"
 )
 
-// isTerminal reports whether r is a character device (a terminal, or
+// isTerminalFile reports whether r is a character device (a terminal, or
 // /dev/null): only then do verify and forget ask.
-func isTerminal(r io.Reader) bool {
+func isTerminalFile(r io.Reader) bool {
 	f, ok := r.(*os.File)
 	if !ok {
 		return false

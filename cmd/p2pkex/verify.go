@@ -55,6 +55,10 @@ type verifyReply struct {
 	Known       bool   `json:"known"`         // an exchange took place
 }
 
+// isTerminal reports whether r is a terminal a person types at
+// (term_*.go); tests replace it.
+var isTerminal = isTerminalFile
+
 // errSafetyNumberMismatch: the number typed is not the safety number.
 var errSafetyNumberMismatch = errors.New("safety number does not match")
 
