@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -291,7 +292,15 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any) (*htt
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("daemon control API: %w", err)
+		// Not the transport's URL and wrappings: what happened.
+		if ctx.Err() != nil {
+			return nil, &lineError{"the daemon did not answer in time", ctx.Err()} // app.go
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("the daemon's control socket failed: %v", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()

@@ -20,6 +20,16 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// lineError is the line a user reads, keeping the error behind it for
+// errors.Is and errors.As (a cancelled context, a node's trust events).
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
+
 func init() {
 	// One log format: go-libp2p's slog output goes through go-log.
 	gologshim.SetDefaultHandler(golog.SlogHandler())
