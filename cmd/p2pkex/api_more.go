@@ -64,6 +64,7 @@ type peerJSON struct {
 	// The last exchange: the active epoch and when it was installed.
 	Epoch        uint64     `json:"epoch,omitempty"`
 	KeyID        string     `json:"key_id,omitempty"`
+	Suite        string     `json:"suite,omitempty"`
 	LastExchange *time.Time `json:"last_exchange,omitempty"`
 }
 
@@ -298,7 +299,7 @@ func peersOf(n *node.Node) ([]peerJSON, error) {
 		pj.Known = true
 		pj.Trust = k.Trust.String()
 		if act, err := n.Store().ActiveSession(k.Peer); err == nil {
-			pj.Epoch, pj.KeyID = act.Epoch, act.ID.String()
+			pj.Epoch, pj.KeyID, pj.Suite = act.Epoch, act.ID.String(), protocol.Suite(act.Suite).String()
 			t := act.Created.UTC()
 			pj.LastExchange = &t
 			clear(act.Key[:])

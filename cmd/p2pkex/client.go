@@ -189,7 +189,7 @@ Example:
 					fmt.Fprintf(w, "  exchange key %s\n", p.Fingerprint)
 				}
 				for _, s := range p.Sessions {
-					fmt.Fprintf(w, "  epoch %d  key ID %s  %s  created %s\n", s.Epoch, s.KeyID, s.Suite, ts(s.Created))
+					fmt.Fprintf(w, "  epoch %d  key ID %s  %s  created %s\n", s.Epoch, s.KeyID, suiteLabel(s.Suite), ts(s.Created))
 				}
 			}
 			return nil

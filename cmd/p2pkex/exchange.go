@@ -137,6 +137,9 @@ func reportExchange(c *cli.Command, p peer.ID, res *exchangeJSON, events []trust
 	}
 	fmt.Fprintf(w, "epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
 		describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
+	if res.Suite != "" {
+		fmt.Fprintf(w, "suite %s\n", suiteLabel(res.Suite)) // progress.go
+	}
 	if res.SafetyNumber != "" {
 		fmt.Fprintf(w, "safety number %s\n", res.SafetyNumber)
 	}
