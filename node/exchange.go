@@ -33,6 +33,11 @@ type KeyInfo struct {
 	// sealed to.
 	PeerFingerprint protocol.Fingerprint
 	NoticeSize      int
+	// Trust holds the trust events of the exchange, each also published as
+	// EventTrustChanged: the peer's first record pinned (KeyFirstContact),
+	// a store reset or unaccounted change accepted (the peer is now
+	// changed). Nil when there were none (a rotation is none).
+	Trust []TrustChange
 }
 
 // slot is the one exchange with a peer that may run at a time.
@@ -52,6 +57,10 @@ type slot struct {
 	answered bool
 	info     *KeyInfo
 	err      error
+	// phase is the phase the slot's exchange has reached, under the node
+	// lock: a message from a peer without a session waits only for an
+	// exchange in phase 3 or later (msgadmit.go).
+	phase protocol.Phase
 }
 
 // Exchange runs the key exchange with p (connecting through the host's
@@ -59,6 +68,11 @@ type slot struct {
 // If an exchange with p is already running, in either direction, Exchange
 // waits for it and returns its result. Cancelling ctx stops waiting; the
 // exchange itself is cancelled when no caller waits for it any more.
+//
+// The exchange is with p or fails: another identity answering at p's
+// address is an *IdentityChangeError under every trust policy
+// (identity.go). The trust events of the exchange are in KeyInfo.Trust,
+// or, when it failed, in TrustEvents(err) (trust.go).
 func (n *Node) Exchange(ctx context.Context, p peer.ID) (*KeyInfo, error) {
 	if p == n.host.ID() {
 		return nil, errors.New("cannot exchange keys with self")
@@ -168,7 +182,10 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
 	if err != nil {
-		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, n.identityChanged(p, err))
+		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
+			return nil, err // one line of its own (identity.go)
+		}
+		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
 	}
 	release, err := protocol.PrepareStream(s, n.cfg.noticeSize)
 	if err != nil {
@@ -176,7 +193,7 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		return nil, err
 	}
 	defer release()
-	return n.run(ctx, s, protocol.Initiator, sl)
+	return n.run(ctx, s, protocol.Initiator, sl, time.Time{})
 }
 
 // handleStream serves the exchanges of an inbound stream: the first, and
@@ -193,31 +210,35 @@ func (n *Node) handleStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	for cur := network.Stream(s); cur != nil; cur = n.awaitNext(s) {
-		if !n.serve(cur) {
+	// Each exchange's phase-1 deadline runs from the arrival of its stream
+	// or, on a kept stream, of its START (admission.go).
+	for cur, arrived := network.Stream(s), time.Now(); cur != nil; cur, arrived = n.awaitNext(s), time.Now() {
+		if !n.serve(cur, arrived) {
 			return
 		}
 	}
 }
 
-// serve runs one inbound exchange on s. It reports whether the exchange
-// succeeded; otherwise s has been reset or, on a refusal, closed.
-func (n *Node) serve(s network.Stream) bool {
+// serve runs one inbound exchange on s, which arrived at arrived. It
+// reports whether the exchange succeeded; otherwise s has been reset or, on
+// a refusal, closed. Admission (admission.go) decides first, from counts
+// alone: nothing is reserved for an exchange it refuses.
+func (n *Node) serve(s network.Stream, arrived time.Time) bool {
 	p := s.Conn().RemotePeer()
+	t := n.classify(s)
 	n.mu.Lock()
-	if n.closed || n.inbound >= n.cfg.maxInbound || n.perPeer[p] >= n.cfg.maxPerPeer {
-		closed := n.closed
+	if n.closed {
 		n.mu.Unlock()
-		log.Debugw("refusing exchange: over the inbound limit", "peer", p)
-		if closed {
-			refuse(s, ErrClosed)
-		} else {
-			refuse(s, protocol.ErrBusy)
-		}
+		refuse(s, ErrClosed)
 		return false
 	}
-	n.inbound++
-	n.perPeer[p]++
+	if over := n.admitLocked(p, t); over != nil {
+		n.mu.Unlock()
+		over.Add(1)
+		log.Debugw("refusing exchange: over an inbound limit", "peer", p, "known", t.known, "origin", t.origin)
+		refuse(s, protocol.ErrBusy)
+		return false
+	}
 	n.wg.Add(1)
 	n.mu.Unlock()
 	defer n.wg.Done()
@@ -226,10 +247,7 @@ func (n *Node) serve(s network.Stream) bool {
 	// the peer's next START arrive, while this goroutine has yet to leave.
 	leave := sync.OnceFunc(func() {
 		n.mu.Lock()
-		n.inbound--
-		if n.perPeer[p]--; n.perPeer[p] == 0 {
-			delete(n.perPeer, p)
-		}
+		n.leaveLocked(p, t)
 		n.mu.Unlock()
 	})
 	defer leave()
@@ -241,23 +259,34 @@ func (n *Node) serve(s network.Stream) bool {
 		return false
 	}
 	defer release()
-	si, refusal := n.claimInbound(p)
+	// Waiting for the slot counts against phase 1.
+	until := arrived.Add(n.phase1Timeout(t.known))
+	si, refusal := n.claimInbound(p, until)
 	if refusal != nil {
+		if errors.Is(refusal, protocol.ErrBusy) {
+			n.admit.slotWait.Add(1)
+		}
 		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
 		refuse(s, refusal)
 		return false
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	info, err := n.run(ctx, s, protocol.Responder, si)
+	info, err := n.run(ctx, s, protocol.Responder, si, until)
 	leave()
+	if errors.Is(err, protocol.ErrTimeout) {
+		n.admit.timedOut.Add(1)
+		if !t.known {
+			n.admit.timedOutUnknown.Add(1)
+		}
+	}
 	n.finish(p, si, info, err)
 	return err == nil
 }
 
 // claimInbound takes the peer's slot for an inbound exchange. An exchange
 // with the peer still finishing (its last notice may trail the peer's next
-// START) is waited for, up to one phase timeout. On a simultaneous start —
+// START) is waited for, up to until, the exchange's phase-1 deadline. On a simultaneous start —
 // an outbound exchange the peer has not answered yet — the tie-break
 // decides: the smaller peer ID keeps its outbound exchange and refuses the
 // inbound one with CONFLICT; the other side's outbound gives way, and its
@@ -265,8 +294,8 @@ func (n *Node) serve(s network.Stream) bool {
 // answered is waited for like an inbound one: the peer's START is its next
 // exchange, started after its responder finished ours (protocol/model,
 // finding 3).
-func (n *Node) claimInbound(p peer.ID) (*slot, error) {
-	timer := time.NewTimer(n.cfg.phaseTimeout)
+func (n *Node) claimInbound(p peer.ID, until time.Time) (*slot, error) {
+	timer := time.NewTimer(time.Until(until))
 	defer timer.Stop()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -324,19 +353,29 @@ func refuse(s network.Stream, reason error) {
 }
 
 // run drives one exchange over a prepared stream and installs its key. On
-// failure it resets s.
-func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
+// failure it resets s. A non-zero phase1 is the deadline of phase 1 (an
+// inbound exchange's, admission.go), which Run's phase deadlines then do
+// not extend.
+func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot, phase1 time.Time) (*KeyInfo, error) {
 	p := s.Conn().RemotePeer()
-	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl)
+	tr := &trustRun{} // trust.go
+	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl, tr)
 	if err != nil {
 		s.Reset()
 		return nil, err
 	}
 	defer m.Wipe()
-	res, err := protocol.Run(ctx, s, m, n.cfg.phaseTimeout)
+	var rs protocol.Stream = s
+	if !phase1.IsZero() {
+		rs = &deadlineStream{Stream: s, until: phase1, m: m}
+	}
+	res, err := protocol.Run(ctx, rs, m, n.cfg.phaseTimeout)
 	if err != nil {
 		log.Debugw("exchange failed", "peer", p, "role", role, "err", err)
-		n.reportRollback(p, err) // trust.go
+		n.reportFailure(p, tr, err) // trust.go
+		if len(tr.events) > 0 {
+			err = &trustEventsError{err: err, events: tr.events}
+		}
 		var ae *protocol.AbortError
 		if errors.As(err, &ae) {
 			s.Reset()
@@ -364,11 +403,12 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		s.Reset()
 		return nil, errGaveWay
 	}
-	info, err := n.install(res)
+	info, err := n.install(res, tr)
 	if err != nil {
 		s.Reset()
 		return nil, err
 	}
+	n.markKnown(p, s.Conn()) // knownconns.go
 	// The stream carries the next exchange with p (streams.go): the
 	// initiator keeps it, the responder's handler waits on it.
 	if role == protocol.Initiator {
@@ -378,7 +418,7 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 }
 
 // machine builds the state machine for an exchange with p from the store.
-func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot) (*protocol.Machine, error) {
+func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot, tr *trustRun) (*protocol.Machine, error) {
 	n.mu.Lock()
 	xk := n.xkey
 	n.mu.Unlock()
@@ -404,11 +444,16 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 		Suites:     n.cfg.suites,
 		NoticeSize: n.cfg.noticeSize,
 		Epoch:      epoch,
-		Accept:     n.accept(p, trust), // trust.go
+		Accept:     n.accept(p, trust, tr), // trust.go
 		Trace: func(e protocol.Event) {
 			if role == protocol.Initiator && e.Kind == protocol.EventNoticeReceived && e.Notice == pb.Notice_CONTINUE {
 				n.mu.Lock()
 				sl.answered = true // claimInbound
+				n.mu.Unlock()
+			}
+			if e.Kind == protocol.EventPhaseEntered && e.Phase >= protocol.Phase3 {
+				n.mu.Lock()
+				sl.phase = e.Phase // mayMessage
 				n.mu.Unlock()
 			}
 			n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
@@ -443,7 +488,7 @@ func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustStat
 
 // install commits a finished exchange: the new epoch and, if phase 2
 // brought one, the peer's record, in one transaction.
-func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
+func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	now := n.cfg.now()
 	c := peerstore.Commit{
 		Session: peerstore.SessionKey{
@@ -457,8 +502,10 @@ func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
 		Seen: now,
 	}
 	defer clear(c.Session.Key[:])
+	var event *TrustChange
 	if res.Received {
-		trust := n.trustAfter(res.Remote) // trust.go
+		var trust peerstore.TrustState
+		trust, event = n.trustAfter(res.Remote, tr) // trust.go
 		rec := res.PeerRecord
 		c.PeerKey = &peerstore.PeerKey{
 			Peer:        res.Remote,
@@ -483,6 +530,13 @@ func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
 		ResponderKeySent: res.ResponderKeySent,
 		PeerFingerprint:  res.PeerRecord.Fingerprint,
 		NoticeSize:       res.NoticeSize,
+	}
+	if event != nil {
+		// Reported once the key and the record are in, never for an
+		// exchange that stored nothing.
+		event.Suite = res.Suite
+		n.reportTrust(tr, event)
+		info.Trust = tr.events
 	}
 	if res.Role == protocol.Initiator {
 		info.SentOwnKey, info.ReceivedPeerKey = res.InitiatorKeySent, res.ResponderKeySent

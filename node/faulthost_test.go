@@ -425,7 +425,8 @@ func requireScopesIdle(t testing.TB, h host.Host, peers ...peer.ID) {
 func nodeIdle(n *Node) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.inbound == 0 && len(n.perPeer) == 0 && len(n.slots) == 0
+	return n.inbound == 0 && len(n.perPeer) == 0 && len(n.slots) == 0 &&
+		n.unknownInbound == 0 && len(n.perOrigin) == 0
 }
 
 // noExchangeStreams reports whether h's connections to p carry no stream

@@ -420,7 +420,10 @@ func TestLimitsServiceScopeConfigured(t *testing.T) {
 func TestLimitsBurstFromOnePeer(t *testing.T) {
 	running := goleak.IgnoreCurrent()
 	t.Cleanup(func() { requireNoLeak(t, running, "goroutines left after the test") })
-	honest := newNode(t)
+	// The admitted exchanges stay in phase 1 until the burst settled: give
+	// the (unknown) peer the phase timeout for it, not the 2 s of
+	// DefaultUnknownPhase1Timeout (admission_test.go tests that).
+	honest := newNode(t, WithUnknownPhase1Timeout(protocol.DefaultPhaseTimeout))
 	lp := newLimitPeer(t)
 	require.NoError(t, lp.h.Connect(context.Background(), peer.AddrInfo{ID: honest.ID(), Addrs: honest.Host().Addrs()}))
 
@@ -452,12 +455,16 @@ func TestLimitsBurstFromOnePeer(t *testing.T) {
 // TestLimitsBurstFromManyPeers: the total limit. Eight peers open 128
 // attempts each, at once, against a node that admits 6 inbound exchanges in
 // total and 2 per peer: exactly 6 are admitted, the other 1,018 are refused
-// with BUSY.
+// with BUSY. The peers are unknown and share one origin (loopback): no
+// slots are kept for known peers here, the origin may take them all, and
+// phase 1 has the phase timeout, as in TestLimitsBurstFromOnePeer
+// (admission_test.go tests those limits).
 func TestLimitsBurstFromManyPeers(t *testing.T) {
 	const total, perPeer, peers = 6, 2, 8
 	running := goleak.IgnoreCurrent()
 	t.Cleanup(func() { requireNoLeak(t, running, "goroutines left after the test") })
-	honest := newNode(t, WithInboundLimits(total, perPeer))
+	honest := newNode(t, WithInboundLimits(total, perPeer), WithKnownReserve(0),
+		WithUnknownPhase1Timeout(protocol.DefaultPhaseTimeout))
 	lps := make([]*limitPeer, peers)
 	ids := make([]peer.ID, peers)
 	for i := range lps {

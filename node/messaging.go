@@ -24,7 +24,12 @@ package node
 // with the 41-byte header as the AEAD's additional data and the 12-byte
 // nonce 0x00000000 || counter. The sender then closes its side; the receiver
 // answers with one frame of one byte, a status (msgStatus below: 0 accepted,
-// else the reason of the refusal) and closes the stream.
+// else the reason of the refusal) and closes the stream. A receiver that
+// refuses a message from its length or header alone (no session with the
+// sender, a malformed or oversize header, an epoch or key ID it does not
+// accept) does not read the body: it resets the stream with the error code
+// MessageResetCodeBase + status instead, and the sender takes the status
+// from the code (msgadmit.go).
 //
 // # Keys
 //
@@ -74,6 +79,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -377,14 +383,7 @@ func parseMsgHeader(frame []byte) (*msgHeader, error) {
 	if len(frame) < MessageHeaderSize+msgTagSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMessageMalformed, len(frame))
 	}
-	if frame[0] != msgVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrMessageMalformed, frame[0])
-	}
-	h := &msgHeader{epoch: binary.BigEndian.Uint64(frame[1:9])}
-	copy(h.keyID[:], frame[9:17])
-	copy(h.salt[:], frame[17:33])
-	h.counter = binary.BigEndian.Uint64(frame[33:41])
-	return h, nil
+	return decodeMsgHeader((*[MessageHeaderSize]byte)(frame)) // msgadmit.go
 }
 
 // Send seals data to p under the active session key with p and sends it.
@@ -487,7 +486,10 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, MessageProtocolID)
 	if err != nil {
-		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, n.identityChanged(p, err))
+		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
+			return err // one line of its own (identity.go)
+		}
+		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, err)
 	}
 	if err := s.Scope().SetService(MessageServiceName); err != nil {
 		s.Reset()
@@ -506,6 +508,11 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 
 	fail := func(err error) error {
 		s.Reset()
+		// A refusal from the header comes as a reset (msgadmit.go); it may
+		// cut the write short.
+		if st, ok := statusFromReset(err); ok {
+			return refusedBy(p, epoch, st)
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			err = fmt.Errorf("%w (%v)", cerr, err)
 		}
@@ -514,9 +521,11 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	if _, err := s.Write(protocol.AppendFrame(nil, frame)); err != nil {
 		return fail(err)
 	}
-	if err := s.CloseWrite(); err != nil {
-		return fail(err)
-	}
+	// A failed CloseWrite is not returned: go-libp2p's yamux stream returns
+	// the muxer's own error type from CloseWrite (not *network.StreamError,
+	// as from Read and Write), so a receiver's refusal that arrives just then
+	// would lose its status. The read below meets the same reset with it.
+	_ = s.CloseWrite()
 	reply, err := protocol.NewFrameReader(s).ReadFrame(1)
 	if err != nil {
 		return fail(fmt.Errorf("read status: %w", err))
@@ -526,6 +535,11 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	if st == msgOK {
 		return nil
 	}
+	return refusedBy(p, epoch, st)
+}
+
+// refusedBy is p's refusal, with status st, of a message under epoch.
+func refusedBy(p peer.ID, epoch uint64, st msgStatus) error {
 	reason, ok := msgStatusErrs[st]
 	if !ok {
 		reason = fmt.Errorf("%w: status %d", ErrMessageMalformed, st)
@@ -533,21 +547,21 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	return &RefusedError{Peer: p, Epoch: epoch, Err: reason}
 }
 
-// handleMessageStream serves one inbound message.
+// handleMessageStream serves one inbound message. Nothing is reserved or
+// allocated for the body before the header checked out (msgadmit.go).
 func (n *Node) handleMessageStream(s network.Stream) {
 	p := s.Conn().RemotePeer()
+	if !n.mayMessage(p) {
+		n.admit.msgNoSession.Add(1)
+		log.Debugw("refusing message stream: no session with the peer", "peer", p)
+		resetMessage(s, msgUnknownEpoch)
+		return
+	}
 	if err := s.Scope().SetService(MessageServiceName); err != nil {
 		log.Debugw("refusing message stream", "peer", p, "err", err)
 		s.Reset()
 		return
 	}
-	size := n.cfg.msg.maxFrame() + 16
-	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
-		log.Debugw("refusing message stream", "peer", p, "err", err)
-		s.Reset()
-		return
-	}
-	defer s.Scope().ReleaseMemory(size)
 	if err := s.SetDeadline(time.Now().Add(MessageTimeout)); err != nil {
 		s.Reset()
 		return
@@ -564,12 +578,34 @@ func (n *Node) handleMessageStream(s network.Stream) {
 	ctx, cancel := context.WithTimeout(n.ctx, MessageTimeout)
 	defer cancel()
 
-	frame, err := protocol.NewFrameReader(s).ReadFrame(n.cfg.msg.maxFrame())
+	h, raw, size, err := readMsgHeader(s, n.cfg.msg.maxFrame())
 	if err != nil {
-		if errors.Is(err, protocol.ErrFrameTooLarge) {
-			n.refuseMessage(s, p, 0, fmt.Errorf("%w: %v", ErrMessageTooLarge, err))
+		if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrMessageMalformed) {
+			n.admit.msgMalformed.Add(1)
+			n.refuseHeader(s, p, 0, err)
 			return
 		}
+		log.Debugw("reading message", "peer", p, "err", err)
+		s.Reset()
+		return
+	}
+	if err := n.checkMessageHeader(ctx, p, h); err != nil {
+		n.admit.msgRefusedHeader.Add(1)
+		n.refuseHeader(s, p, h.epoch, err)
+		return
+	}
+	if hook := testHookMsgBody.Load(); hook != nil {
+		(*hook)(p, size)
+	}
+	if err := s.Scope().ReserveMemory(size+msgReserveSlack, network.ReservationPriorityAlways); err != nil {
+		log.Debugw("refusing message", "peer", p, "err", err)
+		s.Reset()
+		return
+	}
+	defer s.Scope().ReleaseMemory(size + msgReserveSlack)
+	frame := make([]byte, size)
+	copy(frame, raw[:])
+	if _, err := io.ReadFull(s, frame[MessageHeaderSize:]); err != nil {
 		log.Debugw("reading message", "peer", p, "err", err)
 		s.Reset()
 		return
@@ -579,11 +615,7 @@ func (n *Node) handleMessageStream(s network.Stream) {
 		err = n.msg.deliver(ctx, msg)
 	}
 	if err != nil {
-		var epoch uint64
-		if h, herr := parseMsgHeader(frame); herr == nil {
-			epoch = h.epoch
-		}
-		n.refuseMessage(s, p, epoch, err)
+		n.refuseMessage(s, p, h.epoch, err)
 		return
 	}
 	n.answer(s, msgOK)

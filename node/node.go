@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -34,7 +35,9 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pkex/p2pkex/peerstore"
@@ -69,13 +72,20 @@ type Node struct {
 	idleInbound int
 	perPeer     map[peer.ID]int
 	closed      bool
+	// Admission (admission.go): inbound exchanges of unknown peers, in all
+	// and by network origin, and the counts of its decisions.
+	unknownInbound int
+	perOrigin      map[netip.Prefix]int
+	admit          admissionCounters
+	// Known peers' connections (knownconns.go).
+	notifee     *network.NotifyBundle
+	allowlist   *rcmgr.Allowlist // nil unless the node built the resource manager
+	allowlisted map[string]struct{}
 
 	events  events
 	msg     messaging   // messaging.go
 	disc    *discovery  // nil without WithMDNS and WithDHT
 	records recordCache // peers' records, parsed (recordcache.go)
-
-	verdicts trustVerdicts // trust.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -83,6 +93,9 @@ type Node struct {
 
 // New builds a node: it opens (or creates) the identity and exchange key in
 // the store, builds or attaches to the libp2p host and serves the protocol.
+// When it builds its own host, an explicit listen port another process
+// already holds fails with an error wrapping ErrPortInUse that names the
+// port (ports.go).
 func New(ctx context.Context, opts ...Option) (*Node, error) {
 	cfg := defaults()
 	for _, o := range opts {
@@ -90,7 +103,11 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{}}
+	if err := cfg.finish(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{},
+		perOrigin: map[netip.Prefix]int{}}
 	n.store = cfg.store
 	if n.store == nil {
 		n.store, n.ownsStore = peerstore.NewMemory(), true
@@ -112,6 +129,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	if cfg.host != nil {
 		n.host = cfg.host
 	} else {
+		if err := probePorts(listenAddrs(cfg)); err != nil { // ports.go
+			return nil, err
+		}
 		lopts := append([]libp2p.Option{libp2p.Identity(n.identity)}, hostOptions(cfg)...)
 		if n.host, err = libp2p.New(lopts...); err != nil {
 			return nil, fmt.Errorf("start libp2p host: %w", err)
@@ -124,7 +144,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.host.SetStreamHandler(protocol.ID, n.handleStream)
 	n.host.SetStreamHandler(MessageProtocolID, n.handleMessageStream)
-	n.startMetrics() // metrics.go
+	n.allowlist, n.allowlisted = builtAllowlist(cfg, n.host.Network()), map[string]struct{}{}
+	n.watchKnownConns() // knownconns.go
+	n.startMetrics()    // metrics.go
 	n.wg.Add(1)
 	go n.maintain()
 	ok = true
@@ -137,14 +159,20 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 // chose: libp2p's metrics off unless asked for (metrics.go), the resource
 // manager with the exchange's limits (resources.go).
 func hostOptions(cfg *config) []libp2p.Option {
-	listen := cfg.listen
-	if len(listen) == 0 {
-		for _, a := range DefaultListenAddrs {
-			listen = append(listen, ma.StringCast(a))
-		}
-	}
-	opts := append([]libp2p.Option{libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
+	opts := append([]libp2p.Option{libp2p.ListenAddrs(listenAddrs(cfg)...)}, cfg.libp2pOpts...)
 	return append(opts, libp2pMetrics(cfg), resourceManager(cfg))
+}
+
+// listenAddrs are the addresses the node's own host listens on.
+func listenAddrs(cfg *config) []ma.Multiaddr {
+	if len(cfg.listen) > 0 {
+		return cfg.listen
+	}
+	var listen []ma.Multiaddr
+	for _, a := range DefaultListenAddrs {
+		listen = append(listen, ma.StringCast(a))
+	}
+	return listen
 }
 
 // HostOptions returns the options New gives libp2p.New when it builds its
@@ -153,7 +181,8 @@ func hostOptions(cfg *config) []libp2p.Option {
 // builds the host itself, to wrap it, say, and attaches the node to it with
 // WithHost, gets the host New would have built. Only the options that
 // concern the host count: listen addresses, WithLibp2pOptions, WithMetrics,
-// WithInboundLimits and WithNoticeSize.
+// WithInboundLimits, WithNoticeSize, WithMessageStreamLimits and
+// WithMaxMessageSize.
 func HostOptions(opts ...Option) ([]libp2p.Option, error) {
 	cfg := defaults()
 	for _, o := range opts {
@@ -222,6 +251,14 @@ func (n *Node) needsRotation(xk *protocol.ExchangeKey) bool {
 	for _, s := range n.cfg.suites {
 		if xk.Keys[s] == nil {
 			return true
+		}
+	}
+	if n.cfg.requirePQ {
+		// The record must not offer peers a classical key (WithRequirePQ).
+		for s := range xk.Keys {
+			if !s.PostQuantum() {
+				return true
+			}
 		}
 	}
 	return false
@@ -328,9 +365,9 @@ func (n *Node) Fingerprint() protocol.Fingerprint {
 	return n.xkey.Fingerprint
 }
 
-// Connect connects to a peer by address. If an address of a known peer
-// answers with another identity, the error is an *IdentityChangeError
-// (identity.go).
+// Connect connects to a peer by address. If another identity answers at
+// an address of pi.ID, Connect fails with an *IdentityChangeError, under
+// every trust policy (identity.go).
 func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 	return n.identityChanged(pi.ID, n.host.Connect(ctx, pi))
 }
@@ -351,6 +388,7 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		n.host.RemoveStreamHandler(protocol.ID)
 		n.host.RemoveStreamHandler(MessageProtocolID)
+		n.host.Network().StopNotify(n.notifee)
 		n.closeKept()
 		n.cancel()
 		n.wg.Wait()

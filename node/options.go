@@ -52,6 +52,7 @@ type config struct {
 	maxInbound    int
 	maxPerPeer    int
 	trust         TrustPolicy
+	requirePQ     bool // WithRequirePQ
 	now           func() time.Time
 	mdns          *mdnsConfig   // WithMDNS; nil: off (discovery.go)
 	dht           *dhtConfig    // WithDHT; nil: off (discovery.go)
@@ -60,6 +61,8 @@ type config struct {
 	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
 	// it the node's own host runs without them (metrics.go).
 	libp2pMetrics bool
+
+	admit admissionConfig // admission.go
 }
 
 // Defaults. Every option's default is one of these.
@@ -97,6 +100,7 @@ func defaults() *config {
 		maxPerPeer:    DefaultMaxInboundPerPeer,
 		trust:         TrustTOFU,
 		now:           time.Now,
+		admit:         defaultAdmission(), // admission.go
 	}
 }
 
@@ -219,8 +223,8 @@ func WithStreamIdleTimeout(d time.Duration) Option {
 // 1 hour).
 func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
 	return func(c *config) error {
-		if lifetime <= 0 || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
-			return errors.New("key rotation: need 0 < rotateAfter < lifetime and grace >= 0")
+		if lifetime <= 0 || lifetime > protocol.MaxRecordLifetime || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
+			return fmt.Errorf("key rotation: need 0 < rotateAfter < lifetime <= %v and grace >= 0", protocol.MaxRecordLifetime)
 		}
 		c.keyLifetime, c.rotateAfter, c.rotationGrace = lifetime, rotateAfter, grace
 		return nil
@@ -256,6 +260,38 @@ func WithTrustPolicy(p TrustPolicy) Option {
 		c.trust = p
 		return nil
 	}
+}
+
+// WithRequirePQ, when on, makes the node offer and accept only
+// post-quantum suites (protocol.Suite.PostQuantum): the classical suites
+// are dropped from WithSuites (or the defaults), the node's own
+// exchange-key record covers only the post-quantum ones (an older record
+// with a classical key is rotated at start), and an exchange with a peer
+// that supports none of them fails with protocol.ErrNoCommonSuite.
+// WithSuites with only classical suites is then an error of New. Default
+// off.
+func WithRequirePQ(on bool) Option {
+	return func(c *config) error {
+		c.requirePQ = on
+		return nil
+	}
+}
+
+// finish checks the options together, once all are applied.
+func (c *config) finish() error {
+	if c.requirePQ {
+		var pq []protocol.Suite
+		for _, s := range c.suites {
+			if s.PostQuantum() {
+				pq = append(pq, s)
+			}
+		}
+		if len(pq) == 0 {
+			return fmt.Errorf("WithRequirePQ: none of the suites %v is post-quantum", c.suites)
+		}
+		c.suites = pq
+	}
+	return nil
 }
 
 // WithClock sets the node's clock, for tests. Default time.Now.

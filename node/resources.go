@@ -76,6 +76,31 @@ func SetServiceLimits(limits *rcmgr.ScalingLimitConfig, total, perPeer, noticeSi
 	limits.AddProtocolPeerLimit(protocol.ID, pp, inc)
 }
 
+// SetMessageServiceLimits adds to limits the service limits of messaging
+// (MessageServiceName) for the given stream limits (see
+// WithMessageStreamLimits) and largest message: total inbound streams and
+// total outbound ones (the node's own messages), perPeer each per peer, and
+// memory for one frame of the largest message per stream. A receiver
+// attaches a stream to the service only once the peer is known to share a
+// session with it, and reserves memory for the body only once its header
+// checked out (messaging.go), so streams of peers without a session never
+// count here. The limits do not scale with the machine.
+func SetMessageServiceLimits(limits *rcmgr.ScalingLimitConfig, total, perPeer, maxMessage int) {
+	frame := int64(MessageHeaderSize + maxMessage + msgTagSize + msgReserveSlack)
+	limits.AddServiceLimit(MessageServiceName, rcmgr.BaseLimit{
+		StreamsInbound:  total,
+		StreamsOutbound: total,
+		Streams:         2 * total,
+		Memory:          2 * int64(total) * frame,
+	}, rcmgr.BaseLimitIncrease{})
+	limits.AddServicePeerLimit(MessageServiceName, rcmgr.BaseLimit{
+		StreamsInbound:  perPeer,
+		StreamsOutbound: perPeer,
+		Streams:         2 * perPeer,
+		Memory:          2 * int64(perPeer) * frame,
+	}, rcmgr.BaseLimitIncrease{})
+}
+
 // resourceManager is the libp2p option that gives the node's own host a
 // resource manager with the exchange's service limits. It goes after the
 // options of WithLibp2pOptions and does nothing when one of them set a
@@ -89,6 +114,7 @@ func resourceManager(cfg *config) libp2p.Option {
 		limits := rcmgr.DefaultLimits
 		libp2p.SetDefaultServiceLimits(&limits)
 		SetServiceLimits(&limits, cfg.maxInbound, cfg.maxPerPeer, cfg.noticeSize)
+		SetMessageServiceLimits(&limits, cfg.admit.msgStreams, cfg.admit.msgPerPeer, cfg.msg.maxMessage())
 		var opts []rcmgr.Option
 		if lc.DisableMetrics {
 			// Without this the resource manager reports every reservation
@@ -102,6 +128,7 @@ func resourceManager(cfg *config) libp2p.Option {
 			return fmt.Errorf("resource manager: %w", err)
 		}
 		lc.ResourceManager = mgr
+		cfg.admit.rcmgr = mgr // knownconns.go
 		return nil
 	}
 }

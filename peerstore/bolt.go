@@ -577,11 +577,70 @@ func commitTx(tx *bolt.Tx, c *Commit, secrets *[][]byte) error {
 		epochs = append(epochs, bytes.Clone(k))
 	}
 	for i := 0; i < len(epochs)-KeepEpochs; i++ {
-		if err := sb.Delete(epochs[i]); err != nil {
+		if err := deleteSession(sb, epochs[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// deleteSession destroys the session key of one epoch in a peer's session
+// bucket sb. Every path that removes a session key (epoch pruning, Forget)
+// goes through it.
+func deleteSession(sb *bolt.Bucket, epoch []byte) error {
+	return sb.Delete(epoch)
+}
+
+// deletePeer removes the stored record (and trust state) of p. Every path
+// that removes a peer's record goes through it.
+func deletePeer(tx *bolt.Tx, p peer.ID) error {
+	b, err := bucket(tx, bucketPeers)
+	if err != nil {
+		return err
+	}
+	return b.Delete([]byte(p))
+}
+
+// Forget removes p's record, trust state and session keys in one
+// transaction, through deletePeer and deleteSession.
+func (s *boltStore) Forget(p peer.ID) (ForgetResult, error) {
+	if err := checkPeerID(p); err != nil {
+		return ForgetResult{}, err
+	}
+	var res ForgetResult
+	err := s.update(func(tx *bolt.Tx) error {
+		res = ForgetResult{}
+		pk, err := getPeer(tx, p)
+		if err != nil {
+			return err
+		}
+		if pk != nil {
+			res.Record, res.Trust = true, pk.Trust
+			if err := deletePeer(tx, p); err != nil {
+				return err
+			}
+		}
+		sb, err := peerSessions(tx, p)
+		if err != nil || sb == nil {
+			return err
+		}
+		var epochs [][]byte
+		cur := sb.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			epochs = append(epochs, bytes.Clone(k))
+		}
+		for _, k := range epochs {
+			if err := deleteSession(sb, k); err != nil {
+				return err
+			}
+		}
+		res.Sessions = len(epochs)
+		return tx.Bucket(bucketSessions).DeleteBucket([]byte(p))
+	})
+	if err != nil {
+		return ForgetResult{}, err
+	}
+	return res, nil
 }
 
 func (s *boltStore) ActiveSession(p peer.ID) (*SessionKey, error) {

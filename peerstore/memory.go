@@ -231,6 +231,29 @@ func (s *memStore) Sessions(p peer.ID) ([]SessionKey, error) {
 	return slices.Clone(sess), nil
 }
 
+func (s *memStore) Forget(p peer.ID) (ForgetResult, error) {
+	if err := checkPeerID(p); err != nil {
+		return ForgetResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ForgetResult{}, ErrClosed
+	}
+	var res ForgetResult
+	if k, ok := s.peers[p]; ok {
+		res.Record, res.Trust = true, k.Trust
+		delete(s.peers, p)
+	}
+	sess := s.sessions[p]
+	res.Sessions = len(sess)
+	for i := range sess {
+		clear(sess[i].Key[:])
+	}
+	delete(s.sessions, p)
+	return res, nil
+}
+
 // Close forgets everything, overwriting the keys it held.
 func (s *memStore) Close() error {
 	s.mu.Lock()

@@ -154,6 +154,13 @@ type Commit struct {
 	Seen time.Time
 }
 
+// ForgetResult says what Store.Forget removed.
+type ForgetResult struct {
+	Record   bool       // the peer's exchange-key record was held
+	Trust    TrustState // the trust state it had (TrustUnknown if none)
+	Sessions int        // the session keys destroyed
+}
+
 // Store is the node's persistent state. All methods are safe for concurrent
 // use. Values returned are copies: changing them does not change the store.
 type Store interface {
@@ -191,6 +198,14 @@ type Store interface {
 	// Sessions returns the kept session keys of a peer, oldest first. A store
 	// keeps at least the active epoch and the one before it (KeepEpochs).
 	Sessions(peer.ID) ([]SessionKey, error)
+
+	// Forget removes everything the store holds of a peer, in one
+	// transaction: its exchange-key record, its trust state and all its
+	// session keys (destroyed as the store destroys an old epoch). It is
+	// the way back from a refused record (like ssh-keygen -R): the peer's
+	// next record is a first contact again. A peer the store does not know
+	// gives a zero ForgetResult and no error.
+	Forget(peer.ID) (ForgetResult, error)
 
 	// Close releases the store. It is idempotent; every other method returns
 	// ErrClosed afterwards.

@@ -48,6 +48,8 @@ type config struct {
 	Limits    limitsConfig    `json:"limits"`
 	Messages  messagesConfig  `json:"messages"`
 	Trust     trustConfig     `json:"trust"`
+	// Admission: config_admission.go.
+	Admission admissionConfig `json:"admission"`
 }
 
 type trustConfig struct {
@@ -129,8 +131,9 @@ func defaultConfig() *config {
 			NoticeSize:     protocol.DefaultNoticeSize,
 			PhaseTimeout:   duration(protocol.DefaultPhaseTimeout),
 		},
-		Messages: messagesConfig{Grace: duration(node.DefaultMessageGrace)},
-		Trust:    trustConfig{Policy: node.TrustPolicyNames[0]},
+		Messages:  messagesConfig{Grace: duration(node.DefaultMessageGrace)},
+		Trust:     trustConfig{Policy: node.TrustPolicyNames[0]},
+		Admission: defaultAdmissionConfig(),
 	}
 }
 
@@ -192,6 +195,9 @@ func (c *config) check() error {
 	}
 	if l.PhaseTimeout <= 0 {
 		return errors.New("limits.phase_timeout must be positive")
+	}
+	if err := c.Admission.check(l.InboundTotal); err != nil {
+		return err
 	}
 	if c.Messages.Grace < 0 {
 		return errors.New("messages.grace must not be negative")
@@ -331,7 +337,8 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 	if len(listen) > 0 {
 		opts = append(opts, node.WithListenAddrs(listen...))
 	}
-	// The protocol, limits and trust settings: nodeSettings (nodeconfig.go).
+	// The protocol, limits, admission and trust settings: nodeSettings
+	// (nodeconfig.go).
 
 	natOpts, err := natConfig(cfg, c)
 	if err != nil {

@@ -37,8 +37,8 @@ type nodeFlagReader interface {
 
 // nodeSettings turns cfg and the node flags (which win) into the options
 // every node of the repo runs with: suites, post-quantum requirement,
-// notice size, phase timeout, inbound limits, message grace and trust
-// policy. The daemon adds its network options (daemonConfig), a one-shot
+// notice size, phase timeout, inbound limits, admission, message grace and
+// trust policy. The daemon adds its network options (daemonConfig), a one-shot
 // command its "listen nowhere" (newRepoNode).
 func nodeSettings(cfg *config, c nodeFlagReader) ([]node.Option, error) {
 	suites, err := parseSuites(cfg.Suites, "suites (config.json)")
@@ -85,14 +85,15 @@ func nodeSettings(cfg *config, c nodeFlagReader) ([]node.Option, error) {
 		}
 		return nil, err // loadConfig checked it already
 	}
-	return []node.Option{
+	opts := []node.Option{
 		node.WithSuites(suites...),
 		node.WithNoticeSize(size),
 		node.WithPhaseTimeout(time.Duration(cfg.Limits.PhaseTimeout)),
 		node.WithInboundLimits(cfg.Limits.InboundTotal, cfg.Limits.InboundPerPeer),
 		node.WithMessageGrace(time.Duration(cfg.Messages.Grace)),
 		node.WithTrustPolicy(policy),
-	}, nil
+	}
+	return append(opts, cfg.Admission.options()...), nil // config_admission.go
 }
 
 // checkNodeFlags rejects bad node flags before anything runs (on the
