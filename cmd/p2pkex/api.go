@@ -92,8 +92,8 @@ func writeAPIError(w http.ResponseWriter, code int, err error, events []trustEve
 	_ = json.NewEncoder(w).Encode(apiErrorJSON{Error: oneLine(err), TrustEvents: events})
 }
 
-// trustEventsOf returns the trust events an API client's error carries.
-func trustEventsOf(err error) []trustEvent {
+// apiTrustEvents returns the trust events an API client's error carries.
+func apiTrustEvents(err error) []trustEvent {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae.events

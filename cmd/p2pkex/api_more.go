@@ -174,9 +174,8 @@ func serveMoreAPI(mux *http.ServeMux, n *node.Node, dir, sock string) (stop func
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		var rep connectReply
-		watch := watchTrust(n)   // trustevents.go
-		err := reach(ctx, n, pi) // identity.go
-		rep.TrustEvents = watch.done(pi.ID)
+		err := reach(ctx, n, pi)                  // identity.go
+		rep.TrustEvents = trustEventsOf(nil, err) // trustevents.go
 		if err != nil {
 			writeAPIError(w, http.StatusBadGateway, err, rep.TrustEvents)
 			return

@@ -48,6 +48,7 @@ func parsePeerIDArg(s string) (peer.ID, error) {
 // handleTrustAPI serves the verify and chat endpoints on the control API.
 func handleTrustAPI(mux *http.ServeMux, n *node.Node) {
 	handleVerifyAPI(mux, n) // verify.go
+	handleForgetAPI(mux, n) // forget.go
 	mux.HandleFunc("GET /v0/messages", func(w http.ResponseWriter, r *http.Request) {
 		var from peer.ID
 		if s := r.URL.Query().Get("peer"); s != "" {
@@ -99,7 +100,7 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 		defer wg.Done()
 		for e := range events {
 			if e.Kind == node.EventTrustChanged && e.Trust != nil {
-				out.printf("%s\n", trustWarning(e.Peer, e.Trust))
+				out.printf("%s\n", trustWarning(e.Trust))
 			}
 		}
 	}()
@@ -109,8 +110,8 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 	}
 }
 
-func trustWarning(p peer.ID, tc *node.TrustChange) string {
-	return "WARNING: " + trustEventOf(p, tc).Message // trustevents.go
+func trustWarning(tc *node.TrustChange) string {
+	return "WARNING: " + trustEventOf(*tc).Message // trustevents.go
 }
 
 // safetyNumberAPI is the safety number of the daemon's node and a peer it

@@ -115,7 +115,8 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			idCommand(),
 			rotateCommand(),
 			sendCommand(),
-			verifyCommand(), // api_trust.go
+			verifyCommand(), // verify.go
+			forgetCommand(), // forget.go
 			chatCommand(),   // api_trust.go
 			peersCommand(),
 			connectCommand(),

@@ -126,7 +126,7 @@ Example:
 			defer cancel()
 			resp, err := api.do(ctx, http.MethodPost, "/v0/connect", connectRequest{Addr: c.Args().First()})
 			if err != nil {
-				printTrust(c.Root().ErrWriter, withNext(c, trustEventsOf(err))) // trustevents.go
+				printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 				return err
 			}
 			defer resp.Body.Close()

@@ -163,12 +163,11 @@ type exchangeFailure struct {
 // another identity: identity.go), with errors a user can act on, and
 // returns the exchange's trust events, also when it failed.
 func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo) (*node.KeyInfo, []trustEvent, error) {
-	watch := watchTrust(n) // trustevents.go
 	if err := reach(ctx, n, pi); err != nil {
-		return nil, watch.done(pi.ID), err
+		return nil, trustEventsOf(nil, err), err // trustevents.go
 	}
 	info, err := n.Exchange(ctx, pi.ID)
-	events := watch.done(pi.ID)
+	events := trustEventsOf(info, err)
 	if err != nil {
 		return nil, events, explainExchangeError(pi.ID, err)
 	}
@@ -219,12 +218,16 @@ func explainExchangeError(p peer.ID, err error) error {
 		return fmt.Errorf("exchange with %s timed out", p)
 	case wrongIdentity(&peer.AddrInfo{ID: p}, err) != nil: // identity.go
 		return wrongIdentity(&peer.AddrInfo{ID: p}, err)
-	case errors.As(err, &kc): // the trust policy refused a key change
-		return fmt.Errorf("exchange with %s refused: %s", p, kc)
+	case errors.As(err, &kc) && kc.Rollback: // the warning line says more
+		return fmt.Errorf("exchange with %s refused under every trust policy: its exchange-key record cannot follow the one held (%s)", p, kc.Reason)
+	case errors.As(err, &kc) && kc.Change == node.KeyReset:
+		return fmt.Errorf("exchange with %s refused by trust policy %q: its key store was reset", p, kc.Policy)
+	case errors.As(err, &kc):
+		return fmt.Errorf("exchange with %s refused by trust policy %q: its exchange key changed without a rotation", p, kc.Policy)
 	case errors.Is(err, protocol.ErrDowngrade):
 		return fmt.Errorf("exchange with %s refused: it chose a weaker suite than both sides support (suite downgrade)", p)
 	case errors.Is(err, protocol.ErrRollback): // a key change no policy may accept (docs/SECURITY.md)
-		return fmt.Errorf("KEY CHANGED: %s presented an exchange key its held record rules out (%s); refused: ask the peer, compare safety numbers (\"p2pkex verify %s\")", p, err, p)
+		return fmt.Errorf("exchange with %s refused under every trust policy: its exchange-key record cannot follow the one held (%s)", p, err)
 	}
 	return fmt.Errorf("exchange with %s failed: %s", p, shortDialError(err))
 }

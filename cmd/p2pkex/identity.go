@@ -27,17 +27,26 @@ import (
 func reach(ctx context.Context, n *node.Node, pi *peer.AddrInfo) error {
 	clearBackoff(n, pi.ID)
 	err := n.Connect(ctx, *pi)
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
+	case wrongIdentity(pi, err) != nil:
+		return wrongIdentity(pi, err)
+	case ctx.Err() != nil:
+		return &trustError{fmt.Sprintf("cannot reach %s: timed out", pi.ID), err}
 	}
-	if wi := wrongIdentity(pi, err); wi != nil {
-		return wi
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("cannot reach %s: timed out", pi.ID)
-	}
-	return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
+	return &trustError{fmt.Sprintf("cannot reach %s: %s", pi.ID, shortDialError(err)), err}
 }
+
+// trustError is a line for the user that keeps the node's error for the
+// trust events it carries (node.TrustEvents).
+type trustError struct {
+	msg string
+	err error
+}
+
+func (e *trustError) Error() string { return e.msg }
+func (e *trustError) Unwrap() error { return e.err }
 
 // clearBackoff forgets the failed dials to p: the user asked for this one,
 // as kubo's "ipfs swarm connect" does.
@@ -54,7 +63,10 @@ type wrongIdentityError struct {
 	Presented peer.ID              // answered
 	Addr      ma.Multiaddr         // where; nil if unknown
 	Trust     peerstore.TrustState // Peer's trust state (TrustUnknown: not a known peer)
+	err       error                // the node's, for its trust events
 }
+
+func (e *wrongIdentityError) Unwrap() error { return e.err }
 
 func (e *wrongIdentityError) Error() string {
 	at := "its address"
@@ -74,14 +86,14 @@ func (e *wrongIdentityError) Error() string {
 func wrongIdentity(pi *peer.AddrInfo, err error) *wrongIdentityError {
 	var ice *node.IdentityChangeError
 	if errors.As(err, &ice) {
-		return &wrongIdentityError{Peer: ice.Peer, Presented: ice.Presented, Addr: ice.Addr, Trust: ice.Trust}
+		return &wrongIdentityError{Peer: ice.Peer, Presented: ice.Presented, Addr: ice.Addr, Trust: ice.Trust, err: err}
 	}
 	// A peer the node does not know: libp2p's own mismatch error.
 	var mm sec.ErrPeerIDMismatch
 	if !errors.As(err, &mm) || mm.Actual == "" || mm.Actual == pi.ID {
 		return nil
 	}
-	e := &wrongIdentityError{Peer: pi.ID, Presented: mm.Actual}
+	e := &wrongIdentityError{Peer: pi.ID, Presented: mm.Actual, err: err}
 	var de *swarm.DialError
 	if errors.As(err, &de) {
 		for _, te := range de.DialErrors {

@@ -19,8 +19,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"p2pkex":    main,
-		"plainhost": plainHost,
+		"p2pkex":     main,
+		"plainhost":  plainHost,
+		"downgrader": downgrader, // main_hostile_test.go
 	})
 }
 
@@ -38,6 +39,7 @@ func TestScripts(t *testing.T) {
 			"freeport":     cmdFreePort,     // main_more_test.go
 			"safetynumber": cmdSafetyNumber, // main_more_test.go
 			"sleep":        cmdSleep,        // main_more_test.go
+			"forgerecord":  cmdForgeRecord,  // main_hostile_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")

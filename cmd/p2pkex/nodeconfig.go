@@ -87,6 +87,7 @@ func nodeSettings(cfg *config, c nodeFlagReader) ([]node.Option, error) {
 	}
 	opts := []node.Option{
 		node.WithSuites(suites...),
+		node.WithRequirePQ(requirePQ),
 		node.WithNoticeSize(size),
 		node.WithPhaseTimeout(time.Duration(cfg.Limits.PhaseTimeout)),
 		node.WithInboundLimits(cfg.Limits.InboundTotal, cfg.Limits.InboundPerPeer),

@@ -72,7 +72,7 @@ Example:
 				var rep sendReply
 				resp, err := api.do(ctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: msg})
 				if err != nil {
-					printTrust(c.Root().ErrWriter, withNext(c, trustEventsOf(err))) // trustevents.go
+					printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 					return err
 				}
 				defer resp.Body.Close()
@@ -108,12 +108,11 @@ func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []
 		return nil, fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	}
 	clear(k.Key[:])
-	watch := watchTrust(n) // trustevents.go
 	if err := reach(ctx, n, pi); err != nil {
-		return watch.done(pi.ID), err
+		return trustEventsOf(nil, err), err // trustevents.go
 	}
 	err = n.Send(ctx, pi.ID, msg)
-	events := watch.done(pi.ID)
+	events := trustEventsOf(nil, err)
 	switch {
 	case err == nil:
 		return events, nil

@@ -15,7 +15,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/node"
@@ -52,8 +51,9 @@ type trustEvent struct {
 	Next string `json:"next,omitempty"`
 }
 
-// trustEventOf describes a node's trust event about p.
-func trustEventOf(p peer.ID, tc *node.TrustChange) trustEvent {
+// trustEventOf describes one of a node's trust events.
+func trustEventOf(tc node.TrustChange) trustEvent {
+	p := tc.Peer
 	e := trustEvent{Peer: p.String(), Refused: tc.Refused, TrustBefore: tc.Previous.String(),
 		TrustAfter: tc.State.String(), Reason: tc.Reason}
 	if tc.Presented != "" {
@@ -61,6 +61,9 @@ func trustEventOf(p peer.ID, tc *node.TrustChange) trustEvent {
 	}
 	if tc.Addr != nil {
 		e.Addr = tc.Addr.String()
+	}
+	if tc.Suite != 0 {
+		e.Suite = tc.Suite.String()
 	}
 	verdict := "accepted by the trust policy, peer marked " + tc.State.String()
 	if tc.Refused {
@@ -78,9 +81,19 @@ func trustEventOf(p peer.ID, tc *node.TrustChange) trustEvent {
 		}
 		e.Message = fmt.Sprintf("IDENTITY CHANGED: %s of %s peer %s answered as %s; REFUSED, nothing stored for %s",
 			at, tc.Previous, p, tc.Presented, tc.Presented)
-		e.Refused, e.TrustAfter = true, tc.Previous.String() // never gone on with (identity.go)
+	case node.KeyReset:
+		e.Event = "store-reset"
+		e.Message = fmt.Sprintf("KEY CHANGED: %s peer %s started over with a new exchange key (%s); %s",
+			tc.Previous, p, tc.Reason, verdict)
+	case node.KeySuiteDowngrade:
+		e.Event = "suite-downgrade"
+		e.Message = fmt.Sprintf("SUITE DOWNGRADE: %s answered with a weaker suite than both sides support (%s); REFUSED", p, tc.Reason)
+	case node.KeyRotated:
+		e.Event = "rotation"
+		e.Message = fmt.Sprintf("%s rotated its exchange key", p)
 	default:
-		if tc.Refused && strings.Contains(tc.Reason, "rolled back") {
+		// A rollback is refused by no policy (Policy is empty): under all.
+		if tc.Refused && (tc.Policy == "" || strings.Contains(tc.Reason, "rolled back")) {
 			e.Event = "rollback"
 			e.Message = fmt.Sprintf("KEY ROLLED BACK: %s peer %s presented an exchange key that cannot follow the one held (%s); REFUSED under every policy",
 				tc.Previous, p, tc.Reason)
@@ -93,27 +106,17 @@ func trustEventOf(p peer.ID, tc *node.TrustChange) trustEvent {
 	return e
 }
 
-// trustWatch collects the trust events a node publishes while one
-// operation runs.
-type trustWatch struct {
-	events <-chan node.Event
-	stop   func()
-}
-
-func watchTrust(n *node.Node) *trustWatch {
-	ch, stop := n.Subscribe(0)
-	return &trustWatch{events: ch, stop: stop}
-}
-
-// done stops the watch and returns the events about p. The node publishes
-// an event before the operation that caused it returns, so none is lost.
-func (w *trustWatch) done(p peer.ID) []trustEvent {
-	w.stop()
+// trustEventsOf describes the trust events of an operation: those of its
+// result (KeyInfo.Trust) and those its error carries (node.TrustEvents).
+func trustEventsOf(info *node.KeyInfo, err error) []trustEvent {
+	var tcs []node.TrustChange
+	if info != nil {
+		tcs = append(tcs, info.Trust...)
+	}
+	tcs = append(tcs, node.TrustEvents(err)...)
 	var out []trustEvent
-	for e := range w.events {
-		if e.Kind == node.EventTrustChanged && e.Trust != nil && e.Peer == p {
-			out = append(out, trustEventOf(e.Peer, e.Trust))
-		}
+	for _, tc := range tcs {
+		out = append(out, trustEventOf(tc))
 	}
 	return out
 }
@@ -142,7 +145,7 @@ func withNext(c *cli.Command, events []trustEvent) []trustEvent {
 		case e.Event == "identity-changed":
 			e.Next = fmt.Sprintf("ask the owner of %s; to reach %s instead, name it", e.Peer, e.Presented)
 		case e.Event == "rollback":
-			e.Next = "ask the peer's owner: an old record of it was replayed, or an old copy of its repo runs"
+			e.Next = "ask the peer's owner: no honest rotation makes this record (an old record replayed, an old copy of its repo, or a forged one)"
 		case e.Event == "suite-downgrade":
 			e.Next = "something between you and the peer, or the peer itself, chose a weaker suite: ask the peer's owner"
 		case e.Refused:

@@ -15,16 +15,13 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/node"
@@ -59,9 +56,6 @@ type verifyReply struct {
 // (term_*.go); tests replace it.
 var isTerminal = isTerminalFile
 
-// errSafetyNumberMismatch: the number typed is not the safety number.
-var errSafetyNumberMismatch = errors.New("safety number does not match")
-
 // verifyOn reads p's trust on n and, as req asks, confirms or revokes it.
 func verifyOn(n *node.Node, req verifyRequest) (*verifyReply, error) {
 	p, err := parsePeerIDArg(req.Peer)
@@ -92,10 +86,9 @@ func verifyOn(n *node.Node, req verifyRequest) (*verifyReply, error) {
 	}
 	switch {
 	case req.Revoke:
-		if pk.Trust != peerstore.TrustVerified {
+		if err := n.RevokePeer(p); errors.Is(err, node.ErrNotVerified) {
 			return nil, fmt.Errorf("%s is not verified (it is %s): nothing to revoke", p, pk.Trust)
-		}
-		if err := n.Store().SetTrust(p, peerstore.TrustFirstUse); err != nil {
+		} else if err != nil {
 			return nil, err
 		}
 		r.Trust, r.Revoked = peerstore.TrustFirstUse.String(), true
@@ -104,7 +97,7 @@ func verifyOn(n *node.Node, req verifyRequest) (*verifyReply, error) {
 		if req.Yes {
 			number = sn.Digits() // the user compared them and says they match
 		}
-		if err := confirmPeer(n, p, number); errors.Is(err, errSafetyNumberMismatch) {
+		if err := n.ConfirmPeer(p, number); errors.Is(err, node.ErrSafetyNumberMismatch) {
 			return nil, fmt.Errorf("the number typed is not the safety number of this repo and %s: %s stays %s; compare again with the peer's owner", p, p, pk.Trust)
 		} else if err != nil {
 			return nil, err
@@ -112,25 +105,6 @@ func verifyOn(n *node.Node, req verifyRequest) (*verifyReply, error) {
 		r.Trust, r.Confirmed = peerstore.TrustVerified.String(), true
 	}
 	return r, nil
-}
-
-// confirmPeer marks p verified if number is the safety number's digits
-// (whitespace ignored, compared in constant time).
-func confirmPeer(n *node.Node, p peer.ID, number string) error {
-	want := stripSpace(n.SafetyNumber(p).Digits())
-	if subtle.ConstantTimeCompare([]byte(stripSpace(number)), []byte(want)) != 1 {
-		return errSafetyNumberMismatch
-	}
-	return n.Store().SetTrust(p, peerstore.TrustVerified)
-}
-
-func stripSpace(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsSpace(r) {
-			return -1
-		}
-		return r
-	}, s)
 }
 
 // handleVerifyAPI serves /v0/verify on the control API.
@@ -219,7 +193,7 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 		return usagef("verify: --number and --yes exclude each other")
 	case c.Bool("json") && c.Bool("qr"):
 		return usagef("verify: --json and --qr do not go together")
-	case c.IsSet("number") && stripSpace(req.Number) == "":
+	case c.IsSet("number") && strings.TrimSpace(req.Number) == "":
 		return usagef("verify: --number is empty")
 	}
 	call, done, err := verifyClient(ctx, c)
