@@ -33,20 +33,11 @@ func reach(ctx context.Context, n *node.Node, pi *peer.AddrInfo) error {
 	case wrongIdentity(pi, err) != nil:
 		return wrongIdentity(pi, err)
 	case ctx.Err() != nil:
-		return &trustError{fmt.Sprintf("cannot reach %s: timed out", pi.ID), err}
+		return &lineError{fmt.Sprintf("cannot reach %s: timed out", pi.ID), err}
 	}
-	return &trustError{fmt.Sprintf("cannot reach %s: %s", pi.ID, shortDialError(err)), err}
+	// The node's error stays behind the line for its trust events.
+	return &lineError{fmt.Sprintf("cannot reach %s: %s", pi.ID, shortDialError(err)), err} // app.go
 }
-
-// trustError is a line for the user that keeps the node's error for the
-// trust events it carries (node.TrustEvents).
-type trustError struct {
-	msg string
-	err error
-}
-
-func (e *trustError) Error() string { return e.msg }
-func (e *trustError) Unwrap() error { return e.err }
 
 // clearBackoff forgets the failed dials to p: the user asked for this one,
 // as kubo's "ipfs swarm connect" does.
