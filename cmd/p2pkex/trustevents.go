@@ -92,8 +92,7 @@ func trustEventOf(tc node.TrustChange) trustEvent {
 		e.Event = "rotation"
 		e.Message = fmt.Sprintf("%s rotated its exchange key", p)
 	default:
-		// A rollback is refused by no policy (Policy is empty): under all.
-		if tc.Refused && (tc.Policy == "" || strings.Contains(tc.Reason, "rolled back")) {
+		if tc.Rollback { // refused under every policy
 			e.Event = "rollback"
 			e.Message = fmt.Sprintf("KEY ROLLED BACK: %s peer %s presented an exchange key that cannot follow the one held (%s); REFUSED under every policy",
 				tc.Previous, p, tc.Reason)
