@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,93 +15,18 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/node"
-	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
-// Trust and chat on the command line: "p2pkex verify", "p2pkex chat", the
-// daemon's endpoints for them, and the daemon's key-change warnings.
+// Chat on the command line: "p2pkex chat", the daemon's endpoints for it
+// and for verify (verify.go), and the daemon's key-change warnings.
 //
-//	GET  /v0/verify?peer=ID           -> verifyReply
-//	POST /v0/verify {"peer": ID}      -> verifyReply (marks the peer verified)
-//	POST /v0/verify {"peer": ID, "revoke": true}
-//	                                  -> verifyReply (withdraws the verification)
 //	GET  /v0/messages?peer=ID         -> NDJSON stream of chatLine, until the client leaves
-
-type verifyRequest struct {
-	Peer   string `json:"peer"`
-	Revoke bool   `json:"revoke,omitempty"`
-}
-
-// verifyAction is what "p2pkex verify" does to a peer's trust state.
-type verifyAction uint8
-
-const (
-	verifyShow    verifyAction = iota
-	verifyConfirm              // --confirm: verified
-	verifyRevoke               // --revoke: back to first-use
-)
-
-type verifyReply struct {
-	Self        string `json:"self"`
-	Peer        string `json:"peer"`
-	Trust       string `json:"trust"`         // the trust state (after --confirm)
-	Previous    string `json:"previous"`      // before --confirm
-	Fingerprint string `json:"fingerprint"`   // the peer's exchange-key record, if known
-	Digits      string `json:"safety_number"` // 12 groups of 5 digits
-	Words       string `json:"safety_words"`  // 12 words
-	Confirmed   bool   `json:"confirmed"`     // --confirm ran
-	Revoked     bool   `json:"revoked"`       // --revoke ran
-	Known       bool   `json:"known"`         // an exchange took place
-}
 
 type chatLine struct {
 	From  string `json:"from"`
 	Epoch uint64 `json:"epoch"`
 	Text  string `json:"text"`
-}
-
-// verifyPeer reads (and with verifyConfirm or verifyRevoke sets) the trust
-// of p in store.
-func verifyPeer(store peerstore.Store, self, p peer.ID, action verifyAction) (*verifyReply, error) {
-	if p == self {
-		return nil, usagef("verify: %s is this repo's own peer ID", p)
-	}
-	sn := protocol.NewSafetyNumber(self, p)
-	r := &verifyReply{Self: self.String(), Peer: p.String(), Digits: sn.Digits(), Words: sn.Words(),
-		Trust: peerstore.TrustUnknown.String()}
-	pk, err := store.Peer(p)
-	switch {
-	case errors.Is(err, peerstore.ErrNotFound):
-		if action != verifyShow {
-			return nil, fmt.Errorf("no key of %s known: run \"p2pkex exchange\" first", p)
-		}
-		r.Previous = r.Trust
-		return r, nil
-	case err != nil:
-		return nil, err
-	}
-	r.Known = true
-	r.Trust, r.Previous = pk.Trust.String(), pk.Trust.String()
-	if fp, err := protocol.ParseFingerprint(pk.Fingerprint); err == nil {
-		r.Fingerprint = fp.String()
-	}
-	switch action {
-	case verifyConfirm:
-		if err := store.SetTrust(p, peerstore.TrustVerified); err != nil {
-			return nil, err
-		}
-		r.Trust, r.Confirmed = peerstore.TrustVerified.String(), true
-	case verifyRevoke:
-		if pk.Trust != peerstore.TrustVerified {
-			return nil, fmt.Errorf("%s is not verified (it is %s): nothing to revoke", p, pk.Trust)
-		}
-		if err := store.SetTrust(p, peerstore.TrustFirstUse); err != nil {
-			return nil, err
-		}
-		r.Trust, r.Revoked = peerstore.TrustFirstUse.String(), true
-	}
-	return r, nil
 }
 
 // parsePeerIDArg takes a peer ID or a multiaddr ending in /p2p/<peer ID>.
@@ -121,35 +45,10 @@ func parsePeerIDArg(s string) (peer.ID, error) {
 	return id, nil
 }
 
-// handleTrustAPI serves the trust and chat endpoints on the control API.
+// handleTrustAPI serves the verify and chat endpoints on the control API.
 func handleTrustAPI(mux *http.ServeMux, n *node.Node) {
-	verify := func(w http.ResponseWriter, s string, action verifyAction) {
-		p, err := parsePeerIDArg(s)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		rep, err := verifyPeer(n.Store(), n.ID(), p, action)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		writeJSON(w, rep)
-	}
-	mux.HandleFunc("GET /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		verify(w, r.URL.Query().Get("peer"), verifyShow)
-	})
-	mux.HandleFunc("POST /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		var req verifyRequest
-		if !decodeRequest(w, r, 4096, &req) {
-			return
-		}
-		action := verifyConfirm
-		if req.Revoke {
-			action = verifyRevoke
-		}
-		verify(w, req.Peer, action)
-	})
+	handleVerifyAPI(mux, n) // verify.go
+	handleForgetAPI(mux, n) // forget.go
 	mux.HandleFunc("GET /v0/messages", func(w http.ResponseWriter, r *http.Request) {
 		var from peer.ID
 		if s := r.URL.Query().Get("peer"); s != "" {
@@ -201,7 +100,7 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 		defer wg.Done()
 		for e := range events {
 			if e.Kind == node.EventTrustChanged && e.Trust != nil {
-				out.printf("%s\n", trustWarning(e.Peer, e.Trust))
+				out.printf("%s\n", trustWarning(e.Trust))
 			}
 		}
 	}()
@@ -211,137 +110,23 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 	}
 }
 
-func trustWarning(p peer.ID, tc *node.TrustChange) string {
-	if tc.Change == node.KeyNewIdentity { // identity.go
-		return identityWarning(p, tc.Previous, tc.Presented, tc.Addr, tc.Refused)
-	}
-	what := fmt.Sprintf("WARNING: KEY CHANGED: the exchange key of %s peer %s changed without a rotation that accounts for it (%s)",
-		tc.Previous, p, tc.Reason)
-	if tc.Refused {
-		return what + "; REFUSED. Ask the peer; compare safety numbers with \"p2pkex verify " + p.String() + "\""
-	}
-	return what + "; accepted by the trust policy, peer marked changed. Compare safety numbers and confirm with \"p2pkex verify --confirm " + p.String() + "\""
+func trustWarning(tc *node.TrustChange) string {
+	return "WARNING: " + trustEventOf(*tc).Message // trustevents.go
 }
 
-// safetyLine is the last line of "p2pkex exchange".
-func safetyLine(self, p peer.ID) string {
-	return "safety number " + protocol.NewSafetyNumber(self, p).Digits()
-}
-
-// safetyLineAPI is safetyLine for a peer exchanged with through the daemon.
-func safetyLineAPI(ctx context.Context, api *apiClient, peerID string) string {
+// safetyNumberAPI is the safety number of the daemon's node and a peer it
+// exchanged with, or "" if the daemon does not say who it is.
+func safetyNumberAPI(ctx context.Context, api *apiClient, peerID string) string {
 	var id idReply
-	self, err1 := peer.Decode(peerIDOrEmpty(ctx, api, &id))
+	if err := api.getJSON(ctx, http.MethodGet, "/v0/id", &id); err != nil {
+		return ""
+	}
+	self, err1 := peer.Decode(id.PeerID)
 	p, err2 := peer.Decode(peerID)
 	if err1 != nil || err2 != nil {
 		return ""
 	}
-	return safetyLine(self, p)
-}
-
-func peerIDOrEmpty(ctx context.Context, api *apiClient, id *idReply) string {
-	if err := api.getJSON(ctx, http.MethodGet, "/v0/id", id); err != nil {
-		return ""
-	}
-	return id.PeerID
-}
-
-func verifyCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "verify",
-		Usage:     "show the safety number of a peer; --confirm marks the peer verified, --revoke withdraws that",
-		ArgsUsage: "PEER",
-		Description: `PEER is a peer ID or a multiaddr ending in /p2p/<peer ID>. The safety
-number is derived from both peers' identities (docs/PROTOCOL.md, section
-11.6): the peer's "p2pkex verify" shows the same one. Compare it over a
-channel you trust (in person, a call), as digits or as words; if it
-matches, run again with --confirm. A verified peer whose exchange key then
-changes without a rotation that accounts for it is refused (trust policy
-"tofu", the default; see docs/SECURITY.md), and so is another identity
-answering at its address. To accept such a change once you know why it
-happened, withdraw the verification with --revoke (the peer is back to
-first-use), run the exchange again (the peer becomes "changed"), compare
-safety numbers and confirm. Through the repo's daemon if it runs, else on
-the repo directly.
-
-Examples:
-  p2pkex verify --repo /tmp/alice 12D3KooW...
-  p2pkex verify --repo /tmp/alice --confirm 12D3KooW...
-  p2pkex verify --repo /tmp/alice --revoke 12D3KooW...`,
-		Flags: []cli.Flag{repoFlag(),
-			&cli.BoolFlag{Name: "confirm", Usage: "mark the peer verified (after comparing the safety numbers)"},
-			&cli.BoolFlag{Name: "revoke", Usage: "withdraw the peer's verification (back to first-use), to accept a key or identity change"},
-			&cli.BoolFlag{Name: "quiet", Usage: "print only the safety number: digits, then words"},
-		},
-		Action: func(ctx context.Context, c *cli.Command) error {
-			if c.Args().Len() != 1 {
-				return usagef("verify: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Args().Len())
-			}
-			p, err := parsePeerIDArg(c.Args().First())
-			if err != nil {
-				return err
-			}
-			action := verifyShow
-			switch {
-			case c.Bool("confirm") && c.Bool("revoke"):
-				return usagef("verify: --confirm and --revoke exclude each other")
-			case c.Bool("confirm"):
-				action = verifyConfirm
-			case c.Bool("revoke"):
-				action = verifyRevoke
-			}
-			dir := c.String("repo")
-			var rep *verifyReply
-			if api := dialAPI(dir); api != nil {
-				rep = &verifyReply{}
-				var resp *http.Response
-				if action != verifyShow {
-					resp, err = api.do(ctx, http.MethodPost, "/v0/verify", verifyRequest{Peer: p.String(), Revoke: action == verifyRevoke})
-				} else {
-					resp, err = api.do(ctx, http.MethodGet, "/v0/verify?peer="+url.QueryEscape(p.String()), nil)
-				}
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
-				if err := json.NewDecoder(resp.Body).Decode(rep); err != nil {
-					return fmt.Errorf("daemon reply: %w", err)
-				}
-			} else {
-				r, err := openRepo(dir, false)
-				if err != nil {
-					return err
-				}
-				defer r.Close()
-				if rep, err = verifyPeer(r.store, peerIDOf(r), p, action); err != nil {
-					return err
-				}
-			}
-			w := c.Root().Writer
-			if c.Bool("quiet") {
-				fmt.Fprintf(w, "%s\n%s\n", rep.Digits, rep.Words)
-				return nil
-			}
-			fmt.Fprintf(w, "peer           %s\n", rep.Peer)
-			fmt.Fprintf(w, "trust          %s\n", rep.Trust)
-			if rep.Fingerprint != "" {
-				fmt.Fprintf(w, "exchange key   %s\n", rep.Fingerprint)
-			}
-			fmt.Fprintf(w, "safety number  %s\n", rep.Digits)
-			fmt.Fprintf(w, "words          %s\n", rep.Words)
-			switch {
-			case rep.Confirmed:
-				fmt.Fprintf(w, "%s is now verified (was %s)\n", rep.Peer, rep.Previous)
-			case rep.Revoked:
-				fmt.Fprintf(w, "%s is no longer verified (now %s)\n", rep.Peer, rep.Trust)
-			case !rep.Known:
-				fmt.Fprintf(w, "no exchange with this peer yet\n")
-			case rep.Trust != peerstore.TrustVerified.String():
-				fmt.Fprintf(w, "compare with the peer's \"p2pkex verify\"; if they match: p2pkex verify --confirm %s\n", rep.Peer)
-			}
-			return nil
-		},
-	}
+	return protocol.NewSafetyNumber(self, p).Digits()
 }
 
 func chatCommand() *cli.Command {

@@ -126,6 +126,7 @@ Example:
 			defer cancel()
 			resp, err := api.do(ctx, http.MethodPost, "/v0/connect", connectRequest{Addr: c.Args().First()})
 			if err != nil {
+				printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 				return err
 			}
 			defer resp.Body.Close()
@@ -133,9 +134,7 @@ Example:
 			if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 				return fmt.Errorf("daemon reply: %w", err)
 			}
-			if rep.Warning != "" {
-				fmt.Fprintln(c.Root().Writer, rep.Warning)
-			}
+			printTrust(c.Root().ErrWriter, withNext(c, rep.TrustEvents))
 			fmt.Fprintf(c.Root().Writer, "connected to %s\n", rep.Peer)
 			return nil
 		},
@@ -190,7 +189,7 @@ Example:
 					fmt.Fprintf(w, "  exchange key %s\n", p.Fingerprint)
 				}
 				for _, s := range p.Sessions {
-					fmt.Fprintf(w, "  epoch %d  key ID %s  %s  created %s\n", s.Epoch, s.KeyID, s.Suite, ts(s.Created))
+					fmt.Fprintf(w, "  epoch %d  key ID %s  %s  created %s\n", s.Epoch, s.KeyID, suiteLabel(s.Suite), ts(s.Created))
 				}
 			}
 			return nil

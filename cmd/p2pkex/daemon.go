@@ -68,8 +68,7 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			opts, err := nodeOptions(c)
-			if err != nil {
+			if err := checkNodeFlags(c); err != nil { // nodeconfig.go
 				return err
 			}
 			dir := c.String("repo")
@@ -77,6 +76,10 @@ Examples:
 				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
 			}
 			cfg, err := loadConfig(dir) // config.go; defaults without one
+			if err != nil {
+				return err
+			}
+			opts, err := nodeSettings(cfg, c) // the same as every one-shot command's
 			if err != nil {
 				return err
 			}

@@ -25,7 +25,8 @@ type sendRequest struct {
 }
 
 type sendReply struct {
-	Peer string `json:"peer"`
+	Peer        string       `json:"peer"`
+	TrustEvents []trustEvent `json:"trust_events,omitempty"` // trustevents.go
 }
 
 func sendCommand() *cli.Command {
@@ -57,7 +58,7 @@ Example:
 			if len(msg) > node.DefaultMaxMessageSize {
 				return usagef("send: message of %d bytes, limit %d", len(msg), node.DefaultMaxMessageSize)
 			}
-			if _, err := nodeOptions(c); err != nil { // bad flags fail before anything runs
+			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
@@ -71,12 +72,14 @@ Example:
 				var rep sendReply
 				resp, err := api.do(ctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: msg})
 				if err != nil {
+					printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 					return err
 				}
 				defer resp.Body.Close()
 				if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 					return fmt.Errorf("daemon reply: %w", err)
 				}
+				printTrust(c.Root().ErrWriter, withNext(c, rep.TrustEvents))
 				fmt.Fprintf(w, "delivered to %s\n", rep.Peer)
 				return nil
 			}
@@ -85,7 +88,9 @@ Example:
 				return err
 			}
 			defer closeNode()
-			if err := connectAndSend(ctx, n, pi, []byte(msg)); err != nil {
+			events, err := connectAndSend(ctx, n, pi, []byte(msg))
+			printTrust(c.Root().ErrWriter, withNext(c, events))
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(w, "delivered to %s\n", pi.ID)
@@ -94,41 +99,33 @@ Example:
 	}
 }
 
-// connectAndSend dials pi and sends one message, with errors a user can
-// act on.
-func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []byte) error {
+// connectAndSend dials pi and sends one message to pi.ID (never to another
+// identity: identity.go), with errors a user can act on, and returns the
+// trust events on the way.
+func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []byte) ([]trustEvent, error) {
 	k, err := n.ActiveKey(pi.ID)
 	if err != nil {
-		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
+		return nil, fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	}
 	clear(k.Key[:])
-	var ice *node.IdentityChangeError
-	clearBackoff(n, pi.ID) // identity.go
-	if err := n.Connect(ctx, *pi); err != nil {
-		switch {
-		case errors.As(err, &ice) && ice.Refused: // identity.go
-			return identityRefused(ice)
-		case errors.As(err, &ice):
-			return fmt.Errorf("%s: no key with it yet, run \"p2pkex exchange %s\" first", ice, ice.Presented)
-		case ctx.Err() != nil:
-			return fmt.Errorf("cannot reach %s: timed out", pi.ID)
-		}
-		return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
+	if err := reach(ctx, n, pi); err != nil {
+		return trustEventsOf(nil, err), err // trustevents.go
 	}
 	err = n.Send(ctx, pi.ID, msg)
+	events := trustEventsOf(nil, err)
 	switch {
 	case err == nil:
-		return nil
-	case errors.As(err, &ice) && ice.Refused:
-		return identityRefused(ice)
+		return events, nil
+	case wrongIdentity(pi, err) != nil:
+		return events, wrongIdentity(pi, err)
 	case errors.Is(err, node.ErrNoKey):
-		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
+		return events, fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	case errors.Is(err, node.ErrNotDelivered):
-		return fmt.Errorf("%s received the message but nothing there reads messages", pi.ID)
+		return events, fmt.Errorf("%s received the message but nothing there reads messages", pi.ID)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("send to %s timed out", pi.ID)
+		return events, fmt.Errorf("send to %s timed out", pi.ID)
 	}
-	return fmt.Errorf("send to %s failed: %s", pi.ID, shortDialError(err))
+	return events, fmt.Errorf("send to %s failed: %s", pi.ID, shortDialError(err))
 }
 
 // handleSendAPI serves POST /v0/send on the daemon's control API.
@@ -147,11 +144,12 @@ func handleSendAPI(mux *http.ServeMux, n *node.Node) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if err := connectAndSend(r.Context(), n, pi, []byte(req.Message)); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		events, err := connectAndSend(r.Context(), n, pi, []byte(req.Message))
+		if err != nil {
+			writeAPIError(w, http.StatusBadGateway, err, events)
 			return
 		}
-		writeJSON(w, sendReply{Peer: pi.ID.String()})
+		writeJSON(w, sendReply{Peer: pi.ID.String(), TrustEvents: events})
 	})
 }
 
