@@ -268,10 +268,10 @@ func TestBoltCorruptFile(t *testing.T) {
 		dir := t.TempDir()
 		require.NoError(t, openBolt(t, dir).Close())
 		rawUpdate(t, dir, func(tx *bolt.Tx) error {
-			return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, 2))
+			return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, 3))
 		})
 		_, err := peerstore.OpenBolt(dir)
-		require.ErrorContains(t, err, "schema version 2")
+		require.ErrorContains(t, err, "schema version 3")
 		require.NotErrorIs(t, err, peerstore.ErrCorrupt)
 	})
 
