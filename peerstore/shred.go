@@ -55,6 +55,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/p2pkex/p2pkex/internal/failpoint"
 )
 
 // KeysFileName is the name of the shredding-key file inside the directory
@@ -267,6 +269,7 @@ func (k *keyFile) wipe(slots []uint64) error {
 			return fmt.Errorf("peerstore: wipe key slot: %w", err)
 		}
 	}
+	failpoint.Inject(failpoint.ShredAfterWipe)
 	if err := k.f.Sync(); err != nil {
 		k.failed = true
 		return fmt.Errorf("peerstore: sync key file: %w", err)
