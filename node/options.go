@@ -48,7 +48,6 @@ type config struct {
 	streamIdle    time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
 	keyLifetime   time.Duration
 	rotateAfter   time.Duration
-	rotationGrace time.Duration
 	maxInbound    int
 	maxPerPeer    int
 	trust         TrustPolicy
@@ -67,9 +66,6 @@ const (
 	// DefaultRotateAfter is the age after which the node rotates its
 	// exchange key on its own.
 	DefaultRotateAfter = 7 * 24 * time.Hour
-	// DefaultRotationGrace is how long the previous exchange key is kept
-	// after a rotation before it is destroyed.
-	DefaultRotationGrace = time.Hour
 	// DefaultMaxInbound bounds the inbound exchanges running at once.
 	DefaultMaxInbound = 256
 	// DefaultMaxInboundPerPeer bounds the inbound exchanges of one peer,
@@ -92,7 +88,6 @@ func defaults() *config {
 		streamIdle:    DefaultStreamIdleTimeout,
 		keyLifetime:   protocol.DefaultRecordLifetime,
 		rotateAfter:   DefaultRotateAfter,
-		rotationGrace: DefaultRotationGrace,
 		maxInbound:    DefaultMaxInbound,
 		maxPerPeer:    DefaultMaxInboundPerPeer,
 		trust:         TrustTOFU,
@@ -213,16 +208,16 @@ func WithStreamIdleTimeout(d time.Duration) Option {
 }
 
 // WithKeyRotation sets how long a new exchange-key record is valid
-// (default protocol.DefaultRecordLifetime, 30 days), after what age the node
-// rotates it on its own (default DefaultRotateAfter, 7 days) and how long
-// the previous key is kept after a rotation (default DefaultRotationGrace,
-// 1 hour).
-func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
+// (default protocol.DefaultRecordLifetime, 30 days) and after what age the
+// node rotates it on its own (default DefaultRotateAfter, 7 days). The old
+// private key is destroyed by the rotation itself: there is no grace period
+// (see Node.RotateExchangeKey for why nothing needs one).
+func WithKeyRotation(lifetime, rotateAfter time.Duration) Option {
 	return func(c *config) error {
-		if lifetime <= 0 || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
-			return errors.New("key rotation: need 0 < rotateAfter < lifetime and grace >= 0")
+		if lifetime <= 0 || rotateAfter <= 0 || rotateAfter >= lifetime {
+			return errors.New("key rotation: need 0 < rotateAfter < lifetime")
 		}
-		c.keyLifetime, c.rotateAfter, c.rotationGrace = lifetime, rotateAfter, grace
+		c.keyLifetime, c.rotateAfter = lifetime, rotateAfter
 		return nil
 	}
 }
