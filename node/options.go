@@ -38,24 +38,24 @@ type PeerKeyChange struct {
 }
 
 type config struct {
-	host          host.Host
-	store         peerstore.Store
-	listen        []ma.Multiaddr
-	libp2pOpts    []libp2p.Option
-	suites        []protocol.Suite
-	noticeSize    int
-	phaseTimeout  time.Duration
-	streamIdle    time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
-	keyLifetime   time.Duration
-	rotateAfter   time.Duration
-	maxInbound    int
-	maxPerPeer    int
-	trust         TrustPolicy
-	now           func() time.Time
-	mdns          *mdnsConfig   // WithMDNS; nil: off (discovery.go)
-	dht           *dhtConfig    // WithDHT; nil: off (discovery.go)
-	msg           msgConfig     // messaging.go
-	metrics       MetricsTracer // WithMetrics; nil: none (metrics.go)
+	host         host.Host
+	store        peerstore.Store
+	listen       []ma.Multiaddr
+	libp2pOpts   []libp2p.Option
+	suites       []protocol.Suite
+	noticeSize   int
+	phaseTimeout time.Duration
+	streamIdle   time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
+	keyLifetime  time.Duration
+	rotateAfter  time.Duration
+	maxInbound   int
+	maxPerPeer   int
+	trust        TrustPolicy
+	now          func() time.Time
+	mdns         *mdnsConfig   // WithMDNS; nil: off (discovery.go)
+	dht          *dhtConfig    // WithDHT; nil: off (discovery.go)
+	msg          msgConfig     // messaging.go
+	metrics      MetricsTracer // WithMetrics; nil: none (metrics.go)
 	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
 	// it the node's own host runs without them (metrics.go).
 	libp2pMetrics bool
@@ -82,16 +82,16 @@ var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic
 
 func defaults() *config {
 	return &config{
-		suites:        protocol.DefaultSuites(),
-		noticeSize:    protocol.DefaultNoticeSize,
-		phaseTimeout:  protocol.DefaultPhaseTimeout,
-		streamIdle:    DefaultStreamIdleTimeout,
-		keyLifetime:   protocol.DefaultRecordLifetime,
-		rotateAfter:   DefaultRotateAfter,
-		maxInbound:    DefaultMaxInbound,
-		maxPerPeer:    DefaultMaxInboundPerPeer,
-		trust:         TrustTOFU,
-		now:           time.Now,
+		suites:       protocol.DefaultSuites(),
+		noticeSize:   protocol.DefaultNoticeSize,
+		phaseTimeout: protocol.DefaultPhaseTimeout,
+		streamIdle:   DefaultStreamIdleTimeout,
+		keyLifetime:  protocol.DefaultRecordLifetime,
+		rotateAfter:  DefaultRotateAfter,
+		maxInbound:   DefaultMaxInbound,
+		maxPerPeer:   DefaultMaxInboundPerPeer,
+		trust:        TrustTOFU,
+		now:          time.Now,
 	}
 }
 
