@@ -59,6 +59,9 @@ func TestBoltModes(t *testing.T) {
 	fi, err = os.Stat(filepath.Join(dir, peerstore.BoltFileName))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "file mode")
+	fi, err = os.Stat(filepath.Join(dir, peerstore.KeysFileName))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "key file mode")
 }
 
 func TestBoltRefusesLoosePermissions(t *testing.T) {
