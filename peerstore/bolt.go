@@ -17,7 +17,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/p2pkex/p2pkex/internal/failpoint"
+	"github.com/p2pkex/p2pkex/peerstore/pb"
 )
 
 // The bbolt store's layout, schema version 2. Values are protobuf messages
@@ -202,19 +205,24 @@ func (s *boltStore) recoverKeys() error {
 }
 
 // forEachSealed calls fn with the slot of every sealed value in the store.
+// It reads only the sealed fields: a value that is damaged elsewhere still
+// keeps its key (reading it reports the damage), and one that does not
+// parse at all names no slot.
 func forEachSealed(tx *bolt.Tx, fn func(slot uint64)) error {
 	ex, err := bucket(tx, bucketExchange)
 	if err != nil {
 		return err
 	}
+	sealedSlotOf := func(b []byte) {
+		if n, err := sealedSlot(b, -1); err == nil {
+			fn(n)
+		}
+	}
 	for _, name := range [][]byte{keyCurrent, keyPrevious} {
-		if v := ex.Get(name); v != nil {
-			slots, err := exchangeSlots(v)
-			if err != nil {
-				return err
-			}
-			for _, n := range slots {
-				fn(n)
+		var m pb.ExchangeKey
+		if v := ex.Get(name); v != nil && proto.Unmarshal(v, &m) == nil {
+			for _, sk := range m.Keys {
+				sealedSlotOf(sk.GetSealed())
 			}
 		}
 	}
@@ -224,11 +232,11 @@ func forEachSealed(tx *bolt.Tx, fn func(slot uint64)) error {
 	}
 	return all.ForEachBucket(func(p []byte) error {
 		return all.Bucket(p).ForEach(func(k, v []byte) error {
-			n, err := sessionSlot(p, k, v)
-			if err == nil {
-				fn(n)
+			var m pb.SessionKey
+			if v != nil && proto.Unmarshal(v, &m) == nil {
+				sealedSlotOf(m.GetSealed())
 			}
-			return err
+			return nil
 		})
 	})
 }

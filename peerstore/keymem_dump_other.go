@@ -2,4 +2,8 @@
 
 package peerstore
 
+import "os"
+
 func dontDump([]byte) {}
+
+func fdatasync(f *os.File) error { return f.Sync() }

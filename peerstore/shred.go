@@ -246,7 +246,7 @@ func (k *keyFile) grow(size int) error {
 
 // sync makes the keys written so far durable.
 func (k *keyFile) sync() error {
-	if err := k.f.Sync(); err != nil {
+	if err := fdatasync(k.f); err != nil {
 		return fmt.Errorf("peerstore: sync key file: %w", err)
 	}
 	return nil
@@ -270,7 +270,7 @@ func (k *keyFile) wipe(slots []uint64) error {
 		}
 	}
 	failpoint.Inject(failpoint.ShredAfterWipe)
-	if err := k.f.Sync(); err != nil {
+	if err := fdatasync(k.f); err != nil {
 		k.failed = true
 		return fmt.Errorf("peerstore: sync key file: %w", err)
 	}
