@@ -163,6 +163,7 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 	}
 	if err != nil {
 		s.db.Close()
+		keys.failed = true // not checked: the next open checks it again
 		keys.close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -479,6 +480,10 @@ func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
+	}
+	// Before anything can leave a slot that nothing names.
+	if err := s.keys.markOpen(); err != nil {
+		return err
 	}
 	w := &writeTx{keys: s.keys}
 	err := s.db.Update(func(tx *bolt.Tx) error {

@@ -40,6 +40,9 @@ func (s *boltStore) migrate(dir string, cfg *boltConfig) error {
 	if err := removeFile(tmp); err != nil {
 		return err
 	}
+	if err := s.keys.markOpen(); err != nil {
+		return err
+	}
 	// No value of a version-1 store names a slot.
 	if err := s.keys.use(func(uint64) bool { return false }); err != nil {
 		return err

@@ -27,8 +27,10 @@ package peerstore
 // still referred to. A crash can leave a slot holding a key nothing refers
 // to (killed between the key's write and the commit, or between the commit
 // and the wipe). The key file's header says whether the store was closed
-// cleanly; an unclean one makes the next OpenBolt walk every sealed value in
-// bbolt and wipe every slot none of them names, before it returns. So a
+// cleanly (it is marked open, and synced, before the first write of a run,
+// so a store that is only read costs no write); an unclean one makes the
+// next OpenBolt walk every sealed value in bbolt and wipe every slot none of
+// them names, before it returns. So a
 // secret destroyed by an operation that a crash interrupted is gone once the
 // store has been opened again (docs/SECURITY.md, "Destroyed keys").
 //
@@ -94,12 +96,14 @@ type keyFile struct {
 	mem    *keyMem  // slot n at mem.b[n*slotSize:]; len(mem.b) is the capacity
 	n      uint64   // slots 0..n-1 exist in the file
 	free   []uint64 // free slots below n
+	dirty  bool     // the file is marked open (markOpen)
 	failed bool     // a wipe failed: do not mark the file clean at Close
 }
 
 // openKeyFile opens or creates the key file at path. clean reports whether
-// the file was closed cleanly (a new file is clean). The file is marked open
-// (unclean) before openKeyFile returns; use then fixes up the free slots.
+// the file was closed cleanly (a new file is clean); use then fixes up the
+// free slots. The file is marked open (unclean) only before the first write
+// (markOpen), so that a store only read costs no write.
 func openKeyFile(path string) (k *keyFile, clean bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -126,25 +130,40 @@ func openKeyFile(path string) (k *keyFile, clean bool, err error) {
 	if k.mem, err = newKeyMem(int(max(k.n, 64) * slotSize)); err != nil {
 		return nil, false, err
 	}
-	if !fresh {
-		if _, err := io.ReadFull(io.NewSectionReader(f, 0, size), k.mem.b[:size]); err != nil {
-			k.mem.free()
-			return nil, false, fmt.Errorf("peerstore: read %s: %w", path, err)
-		}
-		if string(k.mem.b[:len(keysMagic)]) != keysMagic {
-			k.mem.free()
-			return nil, false, fmt.Errorf("open %s: %w: not a key file of this package", path, ErrCorrupt)
-		}
-		clean = k.mem.b[len(keysMagic)] == keysClean
-	} else {
+	if fresh {
 		copy(k.mem.b, keysMagic)
-		clean = true
+		if err := k.setState(keysClean); err != nil {
+			k.mem.free()
+			return nil, false, err
+		}
+		return k, true, nil
+	}
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, size), k.mem.b[:size]); err != nil {
+		k.mem.free()
+		return nil, false, fmt.Errorf("peerstore: read %s: %w", path, err)
+	}
+	if string(k.mem.b[:len(keysMagic)]) != keysMagic {
+		k.mem.free()
+		return nil, false, fmt.Errorf("open %s: %w: not a key file of this package", path, ErrCorrupt)
+	}
+	clean = k.mem.b[len(keysMagic)] == keysClean
+	k.dirty = !clean
+	return k, clean, nil
+}
+
+// markOpen marks the file open (unclean), durably, before the first write
+// of this run: from then on a crash makes the next open check every slot.
+func (k *keyFile) markOpen() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.dirty {
+		return nil
 	}
 	if err := k.setState(keysOpen); err != nil {
-		k.mem.free()
-		return nil, false, err
+		return err
 	}
-	return k, clean, nil
+	k.dirty = true
+	return nil
 }
 
 // setState writes the header's state byte and syncs the file.
@@ -153,15 +172,16 @@ func (k *keyFile) setState(st byte) error {
 	if _, err := k.f.WriteAt(k.mem.b[:slotSize], 0); err != nil {
 		return fmt.Errorf("peerstore: write key file header: %w", err)
 	}
-	if err := k.f.Sync(); err != nil {
+	if err := fdatasync(k.f); err != nil {
 		return fmt.Errorf("peerstore: sync key file: %w", err)
 	}
 	return nil
 }
 
 // use sets the free slots. With inUse nil (a clean file) every zero slot is
-// free. Otherwise (after a crash) inUse(n) says whether bbolt refers to slot
-// n; every other slot is wiped, and the wipes synced, before use returns.
+// free. Otherwise (after a crash, or to start a migration) inUse(n) says
+// whether bbolt refers to slot n; every other slot is wiped, and the wipes
+// synced, before use returns. The file must be marked open before a wipe.
 func (k *keyFile) use(inUse func(uint64) bool) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -284,7 +304,7 @@ func (k *keyFile) close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var err error
-	if !k.failed {
+	if k.dirty && !k.failed {
 		err = k.setState(keysClean)
 	}
 	err = errors.Join(err, k.f.Close())
