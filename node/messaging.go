@@ -158,8 +158,8 @@ var (
 	// not have.
 	ErrUnknownEpoch = errors.New("message under an epoch the receiver does not have")
 	// ErrEpochExpired: the message is sealed under an epoch no longer
-	// accepted (older than the previous one, or the previous one after the
-	// grace period).
+	// accepted (older than the previous one, the previous one after the
+	// grace period, or one the receiver installed before it last started).
 	ErrEpochExpired = errors.New("message under an epoch no longer accepted")
 	// ErrKeyMismatch: the message's key ID is not the one of its epoch.
 	ErrKeyMismatch = errors.New("message key ID does not match the epoch's key")
