@@ -212,13 +212,9 @@ func (k *keyFile) use(inUse func(uint64) bool) error {
 
 func (k *keyFile) slot(n uint64) []byte { return k.mem.b[n*slotSize : (n+1)*slotSize] }
 
-func isZero(b []byte) bool {
-	var acc byte
-	for _, x := range b {
-		acc |= x
-	}
-	return acc == 0
-}
+// isZero reports whether a slot is all zeros (not in constant time: whether
+// a slot is free is no secret).
+func isZero(b []byte) bool { return [slotSize]byte(b) == [slotSize]byte{} }
 
 // alloc takes a free slot, fills it with a new random key and writes it to
 // the file (not synced: the caller syncs before anything refers to it).
@@ -333,7 +329,7 @@ func (k *keyFile) gcm(n uint64) (cipher.AEAD, error) {
 	var key shredKey
 	defer clear(key[:])
 	copy(key[:], k.slot(n))
-	if isZero(key[:]) {
+	if key == (shredKey{}) {
 		return nil, corrupt("key slot %d is empty (destroyed)", n)
 	}
 	block, err := aes.NewCipher(key[:])
