@@ -28,9 +28,6 @@ func TestProtectProcess(t *testing.T) {
 		}
 		return
 	}
-	if runtime.GOOS == "windows" {
-		t.Skip("nothing to protect with on Windows")
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Skipf("cannot re-execute the test binary: %v", err)
