@@ -1,11 +1,10 @@
-//go:build unix
+//go:build linux
 
 package node
 
 import (
 	"os"
 	"os/exec"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,11 +20,9 @@ func TestProtectProcess(t *testing.T) {
 		require.NoError(t, unix.Getrlimit(unix.RLIMIT_CORE, &lim))
 		require.Zero(t, lim.Cur)
 		require.Zero(t, lim.Max)
-		if runtime.GOOS == "linux" {
-			d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
-			require.NoError(t, err)
-			require.Zero(t, d, "dumpable")
-		}
+		d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+		require.NoError(t, err)
+		require.Zero(t, d, "dumpable")
 		return
 	}
 	exe, err := os.Executable()
