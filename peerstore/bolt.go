@@ -149,6 +149,14 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 		return nil, err
 	}
 	s := &boltStore{db: db, keys: keys}
+	if keys.fresh && version == schemaVersion {
+		if err := checkNoSealed(db); err != nil {
+			db.Close()
+			keys.close()
+			return nil, errors.Join(fmt.Errorf("open %s: %w: %s is missing, and it holds the keys of the secrets in %s (copy the two files together)",
+				path, ErrCorrupt, KeysFileName, BoltFileName), removeFile(keysPath))
+		}
+	}
 	if version == 1 {
 		err = s.migrate(dir, &cfg) // migrate.go
 	} else {
@@ -239,6 +247,23 @@ func forEachSealed(tx *bolt.Tx, fn func(slot uint64)) error {
 			}
 			return nil
 		})
+	})
+}
+
+// errSealed: checkNoSealed found a sealed value.
+var errSealed = errors.New("sealed value")
+
+// checkNoSealed fails with errSealed if the store holds a sealed value.
+func checkNoSealed(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		found := false
+		if err := forEachSealed(tx, func(uint64) { found = true }); err != nil {
+			return err
+		}
+		if found {
+			return errSealed
+		}
+		return nil
 	})
 }
 

@@ -311,3 +311,18 @@ func TestBoltIdentityEncoding(t *testing.T) {
 		return nil
 	}))
 }
+
+// TestBoltMissingKeyFile: a store file copied without its key file is
+// refused with a message that names the missing file, and left as it was.
+func TestBoltMissingKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: peerstore.SessionKey{Peer: storetest.RandPeerID(t), Epoch: 1}}))
+	require.NoError(t, st.Close())
+	require.NoError(t, os.Remove(filepath.Join(dir, peerstore.KeysFileName)))
+	_, err := peerstore.OpenBolt(dir)
+	require.ErrorIs(t, err, peerstore.ErrCorrupt)
+	require.ErrorContains(t, err, peerstore.KeysFileName+" is missing")
+	_, err = os.Stat(filepath.Join(dir, peerstore.KeysFileName))
+	require.True(t, os.IsNotExist(err), "no empty key file left behind")
+}

@@ -97,6 +97,7 @@ type keyFile struct {
 	n      uint64   // slots 0..n-1 exist in the file
 	free   []uint64 // free slots below n
 	dirty  bool     // the file is marked open (markOpen)
+	fresh  bool     // openKeyFile created the file
 	failed bool     // a wipe failed: do not mark the file clean at Close
 }
 
@@ -136,6 +137,7 @@ func openKeyFile(path string) (k *keyFile, clean bool, err error) {
 			k.mem.free()
 			return nil, false, err
 		}
+		k.fresh = true
 		return k, true, nil
 	}
 	if _, err := io.ReadFull(io.NewSectionReader(f, 0, size), k.mem.b[:size]); err != nil {
