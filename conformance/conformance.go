@@ -444,9 +444,15 @@ func (b *base) refused(x *exchange, w want, res *Result) {
 	if x.m.Done() && x.machineErr == nil && x.endErr == nil {
 		// The suite's side finished; the IUT must not have.
 		x.drain()
-		if errors.Is(x.endErr, errNoAnswer) {
+		switch {
+		case errors.Is(x.endErr, errNoAnswer):
 			res.fail("the implementation completed the exchange (no ABORT, no reset within %v)", x.wait)
 			b.self.end(x, false)
+			return
+		case errors.Is(x.endErr, io.EOF) && len(x.aborts) == 0:
+			res.fail("the implementation completed the exchange (and closed the stream)")
+			b.self.end(x, false)
+			x.id.iut.by, x.id.iut.failed = res, true
 			return
 		}
 	}
