@@ -215,7 +215,12 @@ func (n *Node) awaitNext(s network.Stream) network.Stream {
 		if errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrMalformed) {
 			abortStream(s, err)
 		} else {
-			_ = s.Reset()
+			// A reset by the peer, the idle timeout, or this node
+			// closing the stream: nothing is owed to the peer, so end it
+			// as before, with Close. (A Reset here would race a Close of
+			// the stream by this node: go-yamux's CloseRead wakes this
+			// read with ErrStreamReset, and the Close then fails.)
+			_ = s.Close()
 		}
 		return nil
 	}
