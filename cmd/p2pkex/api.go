@@ -30,6 +30,9 @@ import (
 //	POST /v0/exchange  {"addr": MULTIADDR or peer ID} -> NDJSON stream of apiLine
 //	POST /v0/rotate    -> rotateReply
 //
+// and more in api_more.go, api_trust.go (chat, verify), forget.go, send.go
+// and inbox.go.
+//
 // An endpoint that fails with trust events to report (send, connect,
 // verify, forget) answers with a JSON body, apiErrorJSON; other failures
 // are a text line.

@@ -22,6 +22,7 @@ import (
 // and for verify (verify.go), and the daemon's key-change warnings.
 //
 //	GET  /v0/messages?peer=ID         -> NDJSON stream of chatLine, until the client leaves
+//	POST /v0/chat {"addr": PEER}      -> chatReady: is there a session key and an address
 
 type chatLine struct {
 	From  string `json:"from"`

@@ -115,7 +115,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			idCommand(),
 			rotateCommand(),
 			sendCommand(),
-			inboxCommand(), // inbox.go
+			inboxCommand(),  // inbox.go
 			verifyCommand(), // verify.go
 			forgetCommand(), // forget.go
 			chatCommand(),   // api_trust.go

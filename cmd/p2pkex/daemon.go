@@ -115,7 +115,7 @@ Examples:
 			defer n.Close()
 
 			defer printRefusedMessages(n, out)() // send.go
-			defer printTrustWarnings(n, out)() // api_trust.go
+			defer printTrustWarnings(n, out)()   // api_trust.go
 			if metricsAddr != "" {
 				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
 				if err != nil {
