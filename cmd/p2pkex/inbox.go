@@ -85,6 +85,9 @@ func openDaemonInbox(c *cli.Command, dir string, cfg *config, out *progress) (*d
 	if errors.Is(err, inbox.ErrLocked) {
 		return nil, fmt.Errorf("%s is locked by another p2pkex process", path)
 	}
+	if errors.Is(err, inbox.ErrCorrupt) {
+		return nil, fmt.Errorf("%s is not an inbox: move it aside (the daemon then starts a new one)", path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -344,6 +347,8 @@ func inboxFromFile(dir string, from peer.ID, print func(inboxJSON) error) (int, 
 		return 0, nil // no daemon ever ran here: nothing received
 	case errors.Is(err, inbox.ErrLocked):
 		return 0, fmt.Errorf("%s is locked by another p2pkex process (a daemon starting or stopping?): try again", path)
+	case errors.Is(err, inbox.ErrCorrupt):
+		return 0, fmt.Errorf("%s is not an inbox: move it aside (the daemon then starts a new one)", path)
 	case err != nil:
 		return 0, err
 	}
