@@ -321,8 +321,15 @@ func inboxFromDaemon(ctx context.Context, api *apiClient, from peer.ID, follow b
 		}
 		n++
 	}
+	if ctx.Err() != nil {
+		return n, ctx.Err()
+	}
 	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
 		return n, fmt.Errorf("reading the daemon's answer: %v", err)
+	}
+	if follow {
+		// A follower's stream ends only when the daemon stops.
+		return n, errors.New("inbox --follow: the daemon stopped")
 	}
 	return n, nil
 }

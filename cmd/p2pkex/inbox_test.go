@@ -35,8 +35,8 @@ func (l *lockedBuffer) String() string {
 }
 
 // startDaemon runs the daemon of dir in this process, on loopback, until
-// the test ends, and returns its first address.
-func startDaemon(t *testing.T, dir string) string {
+// stop is called or the test ends, and returns its first address.
+func startDaemon(t *testing.T, dir string) (addr string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lockedBuffer{}
@@ -45,18 +45,19 @@ func startDaemon(t *testing.T, dir string) string {
 		done <- run(ctx, []string{"p2pkex", "daemon", "--repo", dir, "--no-mdns", "--no-dht",
 			"--listen", "/ip4/127.0.0.1/tcp/0"}, out, out)
 	}()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		if code := <-done; code != 0 {
 			t.Errorf("daemon exit %d: %s", code, out.String())
 		}
 	})
+	t.Cleanup(stop)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if api := dialAPI(dir); api != nil {
 			var id idReply
 			if err := api.getJSON(context.Background(), "GET", "/v0/id", &id); err == nil && len(id.Addrs) > 0 {
-				return id.Addrs[0]
+				return id.Addrs[0], stop
 			}
 		}
 		select {
@@ -66,7 +67,7 @@ func startDaemon(t *testing.T, dir string) string {
 		}
 	}
 	t.Fatalf("daemon of %s did not start: %s", dir, out.String())
-	return ""
+	return "", nil
 }
 
 // TestChatInterrupt: Ctrl-C (SIGINT) ends a chat waiting for input at
@@ -115,7 +116,7 @@ func TestChatInterrupt(t *testing.T) {
 // then each new one as it arrives, and ends on Ctrl-C with exit 130.
 func TestInboxFollow(t *testing.T) {
 	alice, bob, aliceID, _ := exchangedRepos(t) // verify_test.go
-	bobAddr := startDaemon(t, bob)
+	bobAddr, stopBob := startDaemon(t, bob)
 	send := func(msg string) {
 		t.Helper()
 		var out, errOut strings.Builder
@@ -161,5 +162,23 @@ func TestInboxFollow(t *testing.T) {
 		require.Equal(t, 130, code, errOut.String())
 	case <-time.After(20 * time.Second): // a hang, not a speed limit
 		t.Fatal("inbox --follow did not end on cancel")
+	}
+
+	// A follower whose daemon stops is told so.
+	var out lockedBuffer
+	var errOut2 strings.Builder
+	go func() {
+		done <- runIO(context.Background(), []string{"p2pkex", "inbox", "--repo", bob, "--follow"}, strings.NewReader(""), &out, &errOut2)
+	}()
+	for dialAPI(bob) != nil && !strings.Contains(out.String(), "while following") {
+		time.Sleep(10 * time.Millisecond) // polled, not timed: the follower printed both
+	}
+	stopBob()
+	select {
+	case code := <-done:
+		require.Equal(t, 1, code)
+		require.Equal(t, "p2pkex: inbox --follow: the daemon stopped\n", errOut2.String())
+	case <-time.After(20 * time.Second): // a hang, not a speed limit
+		t.Fatal("inbox --follow did not end with its daemon")
 	}
 }
