@@ -634,7 +634,7 @@ func (n *Node) handleMessageStream(s network.Stream) {
 	}
 	msg, err := n.openMessage(ctx, p, frame)
 	if err == nil {
-		err = n.msg.deliver(ctx, msg)
+		err = n.keepMessage(ctx, msg) // msgkeep.go: the keeper, then subscribers
 	}
 	if err != nil {
 		n.refuseMessage(s, p, h.epoch, err)
@@ -846,7 +846,8 @@ func (n *Node) acceptedKey(p peer.ID, act *peerstore.SessionKey, epoch uint64) (
 // A message is delivered to every subscriber; a full subscriber is waited
 // for (up to MessageTimeout, which also holds back other messages). The
 // sender's Send succeeds once one subscriber took it; a node without
-// subscribers refuses messages with ErrNotDelivered.
+// subscribers (and without a keeper: WithMessageKeeper) refuses messages
+// with ErrNotDelivered.
 func (n *Node) Messages(buffer int) (<-chan Message, func()) {
 	if buffer <= 0 {
 		buffer = DefaultSubscriptionBuffer

@@ -56,6 +56,7 @@ type config struct {
 	mdns         *mdnsConfig   // WithMDNS; nil: off (discovery.go)
 	dht          *dhtConfig    // WithDHT; nil: off (discovery.go)
 	msg          msgConfig     // messaging.go
+	msgKeep      MessageKeeper // WithMessageKeeper; nil: none (msgkeep.go)
 	metrics      MetricsTracer // WithMetrics; nil: none (metrics.go)
 	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
 	// it the node's own host runs without them (metrics.go).

@@ -30,6 +30,9 @@ import (
 //	POST /v0/exchange  {"addr": MULTIADDR or peer ID} -> NDJSON stream of apiLine
 //	POST /v0/rotate    -> rotateReply
 //
+// and more in api_more.go, api_trust.go (chat, verify), forget.go, send.go
+// and inbox.go.
+//
 // An endpoint that fails with trust events to report (send, connect,
 // verify, forget) answers with a JSON body, apiErrorJSON; other failures
 // are a text line.
@@ -114,8 +117,9 @@ func idOf(n *node.Node) idReply {
 	return r
 }
 
-// serveAPI serves the control API of n until the returned stop is called.
-func serveAPI(n *node.Node, dir string) (stop func(), err error) {
+// serveAPI serves the control API of n until the returned stop is called;
+// each of more registers more endpoints (the daemon's inbox: inbox.go).
+func serveAPI(n *node.Node, dir string, more ...func(*http.ServeMux)) (stop func(), err error) {
 	path := filepath.Join(dir, apiSocket)
 	// The caller holds the repo's lock, so a socket file left here is stale.
 	_ = os.Remove(path)
@@ -148,6 +152,9 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 	})
 	handleTrustAPI(mux, n) // api_trust.go
 	handleSendAPI(mux, n)  // send.go
+	for _, f := range more {
+		f(mux)
+	}
 	// status, peers, connect, keys and the api file: api_more.go
 	stopMore, err := serveMoreAPI(mux, n, dir, path)
 	if err != nil {

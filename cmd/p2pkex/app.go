@@ -115,6 +115,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			idCommand(),
 			rotateCommand(),
 			sendCommand(),
+			inboxCommand(),  // inbox.go
 			verifyCommand(), // verify.go
 			forgetCommand(), // forget.go
 			chatCommand(),   // api_trust.go

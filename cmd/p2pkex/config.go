@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pkex/p2pkex/inbox"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/protocol"
 )
@@ -98,6 +99,13 @@ type messagesConfig struct {
 	// Grace: how long messages under the previous epoch are accepted after
 	// a new exchange. Default node.DefaultMessageGrace ("1m0s").
 	Grace duration `json:"grace"`
+	// InboxMax: the daemon keeps at most this many received messages in
+	// the repo's inbox.db, dropping the oldest. Default
+	// inbox.DefaultMaxCount (1000).
+	InboxMax int `json:"inbox_max"`
+	// InboxMaxAge: a kept message older than this is dropped (and never
+	// shown). Default inbox.DefaultMaxAge ("720h0m0s", 30 days).
+	InboxMaxAge duration `json:"inbox_max_age"`
 }
 
 // duration is a time.Duration written as a Go duration string ("10s").
@@ -131,7 +139,8 @@ func defaultConfig() *config {
 			NoticeSize:     protocol.DefaultNoticeSize,
 			PhaseTimeout:   duration(protocol.DefaultPhaseTimeout),
 		},
-		Messages:  messagesConfig{Grace: duration(node.DefaultMessageGrace)},
+		Messages: messagesConfig{Grace: duration(node.DefaultMessageGrace),
+			InboxMax: inbox.DefaultMaxCount, InboxMaxAge: duration(inbox.DefaultMaxAge)},
 		Trust:     trustConfig{Policy: node.TrustPolicyNames[0]},
 		Admission: defaultAdmissionConfig(),
 	}
@@ -201,6 +210,12 @@ func (c *config) check() error {
 	}
 	if c.Messages.Grace < 0 {
 		return errors.New("messages.grace must not be negative")
+	}
+	if c.Messages.InboxMax < 1 {
+		return errors.New("messages.inbox_max must be at least 1")
+	}
+	if c.Messages.InboxMaxAge <= 0 {
+		return errors.New("messages.inbox_max_age must be positive")
 	}
 	if _, err := node.ParseTrustPolicy(c.Trust.Policy); err != nil {
 		return fmt.Errorf("trust.policy: %v", err)

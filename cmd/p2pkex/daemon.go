@@ -18,7 +18,9 @@ func daemonCommand() *cli.Command {
 		Usage: "serve the key exchange until interrupted",
 		Description: `Creates the repo on first use (identity, config.json, store), listens,
 prints its full addresses and answers exchanges, printing each as it
-happens. SIGINT or SIGTERM stops it cleanly. While it runs, the other
+happens. Received messages are kept in the repo's inbox ("p2pkex inbox"
+reads them); only a line of metadata (sender, size) is printed. SIGINT or
+SIGTERM stops it cleanly. While it runs, the other
 commands work through its control socket (DIR/api.sock; DIR/api holds
 its path).
 
@@ -105,15 +107,20 @@ Examples:
 				return err
 			}
 			defer r.Close()
-			n, err := node.New(ctx, append(opts, node.WithStore(r.store))...)
+			out := &progress{w: c.Root().Writer}
+			ib, err := openDaemonInbox(c, dir, cfg, out) // inbox.go
+			if err != nil {
+				return err
+			}
+			defer ib.Close() // after the node closed: no message is kept after it
+			n, err := node.New(ctx, append(opts, node.WithStore(r.store), node.WithMessageKeeper(ib.keep))...)
 			if err != nil {
 				return err
 			}
 			defer n.Close()
 
-			out := &progress{w: c.Root().Writer}
-			defer printMessages(n, out)()      // send.go
-			defer printTrustWarnings(n, out)() // api_trust.go
+			defer printRefusedMessages(n, out)() // send.go
+			defer printTrustWarnings(n, out)()   // api_trust.go
 			if metricsAddr != "" {
 				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
 				if err != nil {
@@ -121,11 +128,12 @@ Examples:
 				}
 				defer stopMetrics()
 			}
-			stopAPI, err := serveAPI(n, r.dir)
+			stopAPI, err := serveAPI(n, r.dir, ib.handler)
 			if err != nil {
 				return err
 			}
 			defer stopAPI()
+			defer ib.stopFollowers() // before the API server waits for its streams
 			out.printf("p2pkex daemon %s\n", n.ID())
 			out.printf("exchange key %s\n", n.Fingerprint())
 			for _, a := range n.Addrs() {

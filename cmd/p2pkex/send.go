@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,16 +36,20 @@ func sendCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "send",
 		Usage:     "send an encrypted message to a peer you exchanged keys with",
-		ArgsUsage: "PEER MESSAGE",
+		ArgsUsage: "PEER MESSAGE|-",
 		Description: `PEER is the peer's full address, ending in /p2p/<peer ID>; or, through
 a running daemon, just the peer ID of a peer it can reach ("p2pkex peers"
-lists them). The peer's daemon prints the message. It is sealed under the session key of the
-last exchange with the peer ("p2pkex exchange" first). Through the repo's
-daemon if it runs, else with a node of its own on the repo.
+lists them). MESSAGE "-" reads the message from standard input (exactly
+its bytes, up to 64 KiB); an empty message (or one of white space only) is
+refused. It is sealed under the session key of the last exchange with the
+peer ("p2pkex exchange" first); "delivered" means the peer's daemon has
+it in its inbox, on disk ("p2pkex inbox" there shows it). Through the
+repo's daemon if it runs, else with a node of its own on the repo.
 
-Example:
+Examples:
   p2pkex send --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... 'hello bob'
-  p2pkex send --repo /tmp/alice 12D3KooW... 'hello again'`,
+  p2pkex send --repo /tmp/alice 12D3KooW... 'hello again'
+  date | p2pkex send --repo /tmp/alice 12D3KooW... -`,
 		Flags: append(nodeFlags(), repoFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
 		),
@@ -55,8 +62,16 @@ Example:
 			if err != nil {
 				return err
 			}
+			if msg == "-" {
+				if msg, err = readMessage(c.Root().Reader); err != nil {
+					return err
+				}
+			}
 			if len(msg) > node.DefaultMaxMessageSize {
 				return usagef("send: message of %d bytes, limit %d", len(msg), node.DefaultMaxMessageSize)
+			}
+			if strings.TrimSpace(msg) == "" {
+				return errors.New("send: empty message: nothing sent")
 			}
 			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
 				return err
@@ -97,6 +112,19 @@ Example:
 			return nil
 		},
 	}
+}
+
+// readMessage reads "send PEER -"'s message from r, at most one byte more
+// than a message may have (so that the size check sees it is too long).
+func readMessage(r io.Reader) (string, error) {
+	if r == nil {
+		r = os.Stdin
+	}
+	b, err := io.ReadAll(io.LimitReader(r, node.DefaultMaxMessageSize+1))
+	if err != nil {
+		return "", fmt.Errorf("send: reading the message from standard input: %v", err)
+	}
+	return string(b), nil
 }
 
 // connectAndSend dials pi and sends one message to pi.ID (never to another
@@ -153,20 +181,13 @@ func handleSendAPI(mux *http.ServeMux, n *node.Node) {
 	})
 }
 
-// printMessages prints the messages n receives, and the ones it refuses,
-// until the returned function is called.
-func printMessages(n *node.Node, out *progress) (stop func()) {
-	msgs, stopMsgs := n.Messages(0)
+// printRefusedMessages prints the messages n refuses (never their text:
+// the messages it takes are kept in the inbox, inbox.go, which prints their
+// metadata), until the returned function is called.
+func printRefusedMessages(n *node.Node, out *progress) (stop func()) {
 	events, stopEvents := n.Subscribe(0)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for m := range msgs {
-			// Quoted: a peer's bytes never reach the terminal raw.
-			out.printf("message from %s (epoch %d): %q\n", m.From, m.Epoch, m.Data)
-		}
-	}()
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for e := range events {
@@ -176,7 +197,6 @@ func printMessages(n *node.Node, out *progress) (stop func()) {
 		}
 	}()
 	return func() {
-		stopMsgs()
 		stopEvents()
 		wg.Wait()
 	}
