@@ -65,6 +65,8 @@ Examples:
 			&cli.StringFlag{Name: "reachability", Usage: "`public` or `private`: skip AutoNAT's detection (private: reserve relay slots at once)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
+			ctx, requestShutdown := context.WithCancel(ctx) // "p2pkex shutdown" (shutdown.go)
+			defer requestShutdown()
 			if err := noArgs(c); err != nil {
 				return err
 			}
@@ -116,7 +118,7 @@ Examples:
 				}
 				defer stopMetrics()
 			}
-			stopAPI, err := serveAPI(n, r.dir)
+			stopAPI, err := serveAPI(n, r.dir, requestShutdown)
 			if err != nil {
 				return err
 			}
