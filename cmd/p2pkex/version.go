@@ -67,6 +67,12 @@ func printVersion(w io.Writer, asJSON bool) error {
 	if asJSON {
 		return printJSON(w, v)
 	}
+	writeVersion(w, v)
+	return nil
+}
+
+// writeVersion prints v as "p2pkex version" does.
+func writeVersion(w io.Writer, v versionJSON) {
 	fmt.Fprintf(w, "p2pkex %s\n", v.Version)
 	rev := "unknown (the build recorded no VCS information)"
 	if v.Revision != "" {
@@ -81,7 +87,6 @@ func printVersion(w io.Writer, asJSON bool) error {
 	fmt.Fprintf(w, "revision %s\n", rev)
 	fmt.Fprintf(w, "go       %s %s/%s\n", v.Go, v.OS, v.Arch)
 	fmt.Fprintf(w, "protocol %s\n", v.Protocol)
-	return nil
 }
 
 func init() {
