@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"regexp"
 	"slices"
 	"sync"
 	"testing"
@@ -36,6 +37,21 @@ type brokenHook struct {
 	// installOnSentConfirmation installs the key as soon as the responder
 	// has sent its PART_RECEIVED, before it verified the peer's.
 	installOnSentConfirmation bool
+	// forgetsExpiredRecords drops a held record of the peer once it has
+	// expired, so that an older record passes as a first contact (section
+	// 8.1 orders a received record against the held one, expired or not).
+	forgetsExpiredRecords bool
+	// accept is the trust policy (Config.Accept); nil accepts.
+	accept func(remote peer.ID, known, received *protocol.PeerRecord) error
+}
+
+// heldRecord is the record of p a test peer passes to its machine as
+// Config.Known.
+func (h brokenHook) heldRecord(rec *protocol.PeerRecord) *protocol.PeerRecord {
+	if rec != nil && h.forgetsExpiredRecords && !time.Now().Before(rec.Expires) {
+		return nil
+	}
+	return rec
 }
 
 type brokenResponder struct {
@@ -55,6 +71,8 @@ type brokenExchange struct {
 	started bool
 	start   *pb.Start
 	sentPR  bool
+	// known is the peer's record held (the test initiator's).
+	known *protocol.PeerRecord
 }
 
 func newBrokenResponder(t *testing.T, hook brokenHook) *brokenResponder {
@@ -91,7 +109,8 @@ func (r *brokenResponder) exchange(s network.Stream, fr *protocol.FrameReader, f
 	p := s.Conn().RemotePeer()
 	r.mu.Lock()
 	cfg := protocol.Config{Role: protocol.Responder, Identity: r.h.Peerstore().PrivKey(r.h.ID()), Remote: p,
-		RemoteKey: s.Conn().RemotePublicKey(), Own: r.key, Known: r.known[p], Epoch: r.active[p] + 1}
+		RemoteKey: s.Conn().RemotePublicKey(), Own: r.key, Known: r.hook.heldRecord(r.known[p]), Epoch: r.active[p] + 1,
+		Accept: r.hook.accept}
 	r.mu.Unlock()
 	m, err := protocol.NewMachine(cfg)
 	if err != nil {
@@ -245,6 +264,13 @@ func TestSuiteFindsBrokenResponders(t *testing.T) {
 			hook: brokenHook{installOnSentConfirmation: true},
 			want: []string{"part-received/bad-mac", "part-received/reflected", "part-received/short-mac"},
 		},
+		{
+			// Section 8.1, V40: an expired held record is dropped, and a
+			// record older than it passes as a first contact.
+			name: "forgets-expired-records",
+			hook: brokenHook{forgetsExpiredRecords: true},
+			want: []string{"key/rollback-against-expired-held-record"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := runAgainst(t, newBrokenResponder(t, tc.hook))
@@ -259,6 +285,37 @@ func TestSuiteFindsBrokenResponders(t *testing.T) {
 					t.Logf("%s: %s", r.Case, r.Detail)
 				}
 			}
+		})
+	}
+}
+
+// key/store-reset reports the IUT's trust policy and passes with either:
+// the test responder accepting every record (as tofu does for an
+// unverified peer) and one refusing store resets (as strict does).
+func TestStoreResetIsInformative(t *testing.T) {
+	strict := func(_ peer.ID, known, rec *protocol.PeerRecord) error {
+		if rel, _ := protocol.RelateRecords(known, rec); rel == protocol.RecordReset {
+			return errors.New("store reset refused")
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name   string
+		accept func(peer.ID, *protocol.PeerRecord, *protocol.PeerRecord) error
+		note   string
+	}{
+		{"accepts", nil, "accepted"},
+		{"refuses", strict, "refused with KEY_REJECTED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newBrokenResponder(t, brokenHook{accept: tc.accept})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rep, err := RunResponder(ctx, r.addrInfo(), Options{Wait: testWait, Run: regexp.MustCompile(`^key/store-reset$`)})
+			require.NoError(t, err)
+			requireAllPassN(t, rep, 1)
+			require.Len(t, rep.Results[0].Notes, 1)
+			require.Contains(t, rep.Results[0].Notes[0], tc.note)
 		})
 	}
 }

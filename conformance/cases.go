@@ -74,6 +74,9 @@ type testCase struct {
 	script func(r runner, id *identity) error
 	// slow: waits for the IUT's phase timeout; run only with Options.Slow.
 	slow bool
+	// expect, when set, is the expected outcome as listed (a script case
+	// whose outcome depends on the IUT's trust policy).
+	expect string
 }
 
 func (c *testCase) appliesTo(iut protocol.Role) bool {
@@ -200,6 +203,7 @@ func cases() []*testCase {
 				return nil
 			}})
 	}
+	suiteChoiceCases(add)
 	add(&testCase{name: "happy/stale-record-after-rotation", section: "§7.5", roles: iutBoth, prior: 1,
 		summary: "the suite rotated: the IUT names the stale record and receives the new one",
 		setup:   func(_ runner, id *identity) error { return id.rotate(protocol.DefaultSuites()) },
@@ -517,7 +521,10 @@ func cases() []*testCase {
 			r.Created = r.Expires - int64(protocol.DefaultRecordLifetime/time.Second)
 		}))
 	})
-	recordCase("record-without-the-negotiated-suite", "§8 V39", "a record holding only the suite not negotiated", func(x *exchange) ([]byte, error) {
+	// Section 8 checks V39 (step 8) before V52 (step 9): a record without
+	// the negotiated suite is KEY_REJECTED, not SUITE_DOWNGRADE, although
+	// the initiator's downgrade check would also refuse it.
+	recordCase("record-without-the-negotiated-suite", "§8 V39", "a record holding only the suite not negotiated (V39 before V52: KEY_REJECTED)", func(x *exchange) ([]byte, error) {
 		neg := x.suite()
 		return x.id.rawRecord(x.id.sk, protocol.RecordDomain, protocol.RecordCodec, x.id.payload(func(r *pb.ExchangeKeyRecord) {
 			var keep []*pb.ExchangeKeyRecord_SuiteKey
@@ -529,7 +536,7 @@ func cases() []*testCase {
 			r.Keys = keep
 		}))
 	})
-	add(&testCase{name: "key/rollback-of-seq", section: "§8 V40", roles: iutBoth, prior: 1,
+	add(&testCase{name: "key/rollback-of-seq", section: "§8.1 V40", roles: iutBoth, prior: 1,
 		summary: "after the IUT imported seq n+1, the record of seq n",
 		setup: func(r runner, id *identity) error {
 			if err := id.rotate(nil); err != nil {
@@ -541,15 +548,22 @@ func cases() []*testCase {
 			c.Own = x.id.old[len(x.id.old)-1]
 		}}),
 		want: keyRejected()})
-	add(&testCase{name: "key/equal-seq-different-record", section: "§8 V40", roles: iutBoth, prior: 1,
-		summary: "another record with the sequence number the IUT holds",
+	// Section 8.1: the same sequence number created in the same second is
+	// a rollback; created later it would be a store reset, which the trust
+	// policy judges (key/store-reset): the record is created in the held
+	// record's second, whatever the time now.
+	add(&testCase{name: "key/equal-seq-different-record", section: "§8.1 V40", roles: iutBoth, prior: 1,
+		summary: "another record with the sequence number and the creation second of the record the IUT holds",
 		tc: is(tactic{config: func(x *exchange, c *protocol.Config) {
-			k, err := protocol.NewExchangeKey(x.id.sk, x.id.key.Suites(), x.id.key.Seq, time.Now(), protocol.DefaultRecordLifetime)
-			if err == nil {
-				c.Own = k
+			k, err := protocol.NewExchangeKey(x.id.sk, x.id.key.Suites(), x.id.key.Seq, x.id.key.Created, protocol.DefaultRecordLifetime)
+			if err != nil {
+				x.machineErr = fmt.Errorf("suite: %w", err)
+				return
 			}
+			c.Own = k
 		}}),
 		want: keyRejected()})
+	recordOrderCases(add, recordCase)
 
 	// -----------------------------------------------------------------
 	// KEY_RECEIVED (V42): the IUT's record travels (the suite names none).

@@ -79,6 +79,13 @@ func (id *identity) rotate(suites []protocol.Suite) error {
 	return nil
 }
 
+// replaceKey makes k the identity's current record (a record the suite
+// builds itself, with a chosen sequence number, creation time or lifetime).
+func (id *identity) replaceKey(k *protocol.ExchangeKey) {
+	id.old = append(id.old, id.key)
+	id.key = k
+}
+
 // tactic is how the suite's side deviates in one exchange. The zero tactic
 // is an honest peer.
 type tactic struct {
@@ -130,6 +137,9 @@ type exchange struct {
 	endErr error
 	silent bool
 	closed bool // the suite half-closed the stream
+	// skip, when set by a tactic, ends the exchange: the case cannot be
+	// built against this IUT (the reason).
+	skip string
 	// violations are rules the IUT broke as a sender, seen on the way.
 	violations []string
 }
@@ -191,6 +201,9 @@ func (x *exchange) run(ctx context.Context, first []byte) {
 				x.send(out...)
 			}
 			out = nil
+			if x.skip != "" {
+				return
+			}
 		}
 		if live && x.m.Done() {
 			if x.tc.after != nil {

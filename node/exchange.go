@@ -520,6 +520,7 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	if err := n.store.CommitExchange(c); err != nil {
 		return nil, fmt.Errorf("install key: %w", err)
 	}
+	n.msg.installed(res.Remote, res.Epoch) // messaging.go: a fresh epoch
 	info := &KeyInfo{
 		Peer:             res.Remote,
 		Role:             res.Role,

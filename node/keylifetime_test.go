@@ -14,10 +14,10 @@ import (
 // records its peers refuse for their lifetime (docs/PROTOCOL.md section 8,
 // protocol.MaxRecordLifetime); the longest allowed lifetime works.
 func TestKeyRotationLifetimeBounded(t *testing.T) {
-	_, err := New(context.Background(), WithKeyRotation(protocol.MaxRecordLifetime+time.Second, time.Hour, 0))
+	_, err := New(context.Background(), WithKeyRotation(protocol.MaxRecordLifetime+time.Second, time.Hour))
 	require.ErrorContains(t, err, "lifetime <=")
 
-	n, err := New(context.Background(), WithListenAddrs("/ip4/127.0.0.1/tcp/0"), WithKeyRotation(protocol.MaxRecordLifetime, time.Hour, 0))
+	n, err := New(context.Background(), WithListenAddrs("/ip4/127.0.0.1/tcp/0"), WithKeyRotation(protocol.MaxRecordLifetime, time.Hour))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, n.Close()) }()
 	rec, err := protocol.ParsePeerRecord(n.ExchangeKey().Envelope, n.ID(), time.Now())

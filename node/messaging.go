@@ -67,6 +67,24 @@ package node
 // msgWindow counters: a counter seen before, or older than the window, is
 // refused with ErrReplay. The windows live in memory; they are dropped with
 // the epochs that are no longer accepted.
+//
+// # Replays across restarts
+//
+// Windows in memory die with the process, so a receiver accepts messages
+// only under epochs it installed itself since it started (fresh epochs):
+// every message it ever accepted under such an epoch went through windows
+// it still holds. An epoch that was already in the store when the node
+// started — before a clean restart or a SIGKILL alike — is refused with
+// ErrEpochExpired, and the sender's Send answers that with a new exchange
+// and sends again under the new epoch. Nothing is written per message; the
+// cost is one exchange per peer after each restart of the receiver. A
+// message accepted once is thus refused forever after under its key: in
+// this run by the window, after a restart because its epoch is not fresh.
+//
+// An epoch does not also expire by time. Replay protection does not need
+// it (the rule above holds however old the epoch is), and the exposure of
+// a session key in use is bounded by the next exchange, which a restart of
+// either side forces and the application may run at any time.
 
 import (
 	"context"
@@ -146,8 +164,8 @@ var (
 	// not have.
 	ErrUnknownEpoch = errors.New("message under an epoch the receiver does not have")
 	// ErrEpochExpired: the message is sealed under an epoch no longer
-	// accepted (older than the previous one, or the previous one after the
-	// grace period).
+	// accepted (older than the previous one, the previous one after the
+	// grace period, or one the receiver installed before it last started).
 	ErrEpochExpired = errors.New("message under an epoch no longer accepted")
 	// ErrKeyMismatch: the message's key ID is not the one of its epoch.
 	ErrKeyMismatch = errors.New("message key ID does not match the epoch's key")
@@ -286,6 +304,10 @@ type messaging struct {
 	mu   sync.Mutex
 	send map[peer.ID]*msgSender
 	recv map[peer.ID]*msgPeer
+	// fresh is, per peer, the lowest epoch this node installed since it
+	// started; only epochs from it up are accepted (see "Replays across
+	// restarts" at the top of this file).
+	fresh map[peer.ID]uint64
 
 	subsMu     sync.RWMutex
 	subs       map[*msgSub]struct{}
@@ -649,6 +671,10 @@ func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Messa
 		return nil, err
 	}
 	defer clear(sess.Key[:])
+	if !n.msg.isFresh(p, h.epoch) {
+		return nil, fmt.Errorf("%w: epoch %d was installed before this node started: its replay windows are gone",
+			ErrEpochExpired, h.epoch)
+	}
 	if subtle.ConstantTimeCompare(sess.ID[:], h.keyID[:]) != 1 {
 		return nil, fmt.Errorf("%w: got %s, epoch %d has %s", ErrKeyMismatch, h.keyID, h.epoch, sess.ID)
 	}
@@ -674,6 +700,28 @@ func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Messa
 		return nil, err
 	}
 	return &Message{From: p, Epoch: h.epoch, KeyID: h.keyID, Data: data, Time: n.cfg.now()}, nil
+}
+
+// installed records that the node installed epoch for p (node.install):
+// messages under it, and under later epochs, are accepted from now on.
+func (m *messaging) installed(p peer.ID, epoch uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fresh == nil {
+		m.fresh = map[peer.ID]uint64{}
+	}
+	if f, ok := m.fresh[p]; !ok || epoch < f {
+		m.fresh[p] = epoch
+	}
+}
+
+// isFresh reports whether the node installed epoch of p, or an earlier one,
+// since it started.
+func (m *messaging) isFresh(p peer.ID, epoch uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.fresh[p]
+	return ok && epoch >= f
 }
 
 // accept marks counter in the window of (p, sk), creating it, and drops the

@@ -236,12 +236,22 @@ func loadIdentity(store peerstore.Store, h host.Host) (crypto.PrivKey, error) {
 // loadExchangeKey reads the current exchange key from the store, or makes
 // the first one, and rotates it if it is too old or lacks a suite.
 func (n *Node) loadExchangeKey() error {
-	cur, _, err := n.store.ExchangeKeys()
+	cur, prev, err := n.store.ExchangeKeys()
 	if errors.Is(err, peerstore.ErrNotFound) {
 		return n.rotate(0)
 	}
 	if err != nil {
 		return fmt.Errorf("read exchange key: %w", err)
+	}
+	defer wipeStoredKey(cur)
+	if prev != nil {
+		// A previous key in its grace period, kept by an older version (or
+		// by another user of the store): nothing here opens with it
+		// (RotateExchangeKey), so it is destroyed now.
+		wipeStoredKey(prev)
+		if _, err := n.store.PruneExchangeKeys(prev.Retire); err != nil {
+			return fmt.Errorf("destroy previous exchange key: %w", err)
+		}
 	}
 	priv := map[protocol.Suite][]byte{}
 	for _, k := range cur.Keys {
@@ -293,11 +303,15 @@ func (n *Node) rotate(prev uint64) error {
 	for _, s := range xk.Suites() {
 		rec.Keys = append(rec.Keys, peerstore.SuiteKey{Suite: uint16(s), Private: priv[s]})
 	}
-	if err := n.store.RotateExchangeKey(rec, now, n.cfg.rotationGrace); err != nil {
+	defer func() {
+		for _, b := range priv {
+			clear(b)
+		}
+	}()
+	// No grace period: the old private key is destroyed in the same
+	// transaction (RotateExchangeKey says why nothing needs it).
+	if err := n.store.RotateExchangeKey(rec, now, 0); err != nil {
 		return fmt.Errorf("store exchange key: %w", err)
-	}
-	for _, b := range priv {
-		clear(b)
 	}
 	n.mu.Lock()
 	n.xkey = xk
@@ -308,7 +322,17 @@ func (n *Node) rotate(prev uint64) error {
 
 // RotateExchangeKey replaces the node's exchange key with a new one. Peers
 // holding the old fingerprint get the new record in their next exchange's
-// phase 2; the old private key is destroyed after the grace period.
+// phase 2; the old private key is destroyed in the store by the rotation
+// itself.
+//
+// There is no grace period, because nothing opens a part with an old key
+// from the store: the protocol machine only ever opens with the key it was
+// built with (Config.Own; a peer naming an old fingerprint is sent the new
+// record in phase 2 and seals to that, docs/PROTOCOL.md section 7.5), and the
+// node builds every machine from its current key. An exchange that started
+// before the rotation holds the old key in memory (protocol.ExchangeKey)
+// until it ends, bounded by the phase timeouts; a restart ends it. Nothing
+// reads the previous key back from the store.
 func (n *Node) RotateExchangeKey() error {
 	n.mu.Lock()
 	if n.closed {
@@ -320,7 +344,8 @@ func (n *Node) RotateExchangeKey() error {
 	return n.rotate(seq)
 }
 
-// maintain rotates the exchange key by age and destroys retired keys.
+// maintain rotates the exchange key by age (and destroys a previous key
+// that another user of the store kept with a grace period).
 func (n *Node) maintain() {
 	defer n.wg.Done()
 	t := time.NewTicker(time.Minute)
@@ -428,4 +453,14 @@ func (n *Node) release() error {
 		errs = append(errs, n.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// wipeStoredKey overwrites the private keys the store returned.
+func wipeStoredKey(k *peerstore.ExchangeKey) {
+	if k == nil {
+		return
+	}
+	for _, sk := range k.Keys {
+		clear(sk.Private)
+	}
 }

@@ -38,26 +38,25 @@ type PeerKeyChange struct {
 }
 
 type config struct {
-	host          host.Host
-	store         peerstore.Store
-	listen        []ma.Multiaddr
-	libp2pOpts    []libp2p.Option
-	suites        []protocol.Suite
-	noticeSize    int
-	phaseTimeout  time.Duration
-	streamIdle    time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
-	keyLifetime   time.Duration
-	rotateAfter   time.Duration
-	rotationGrace time.Duration
-	maxInbound    int
-	maxPerPeer    int
-	trust         TrustPolicy
-	requirePQ     bool // WithRequirePQ
-	now           func() time.Time
-	mdns          *mdnsConfig   // WithMDNS; nil: off (discovery.go)
-	dht           *dhtConfig    // WithDHT; nil: off (discovery.go)
-	msg           msgConfig     // messaging.go
-	metrics       MetricsTracer // WithMetrics; nil: none (metrics.go)
+	host         host.Host
+	store        peerstore.Store
+	listen       []ma.Multiaddr
+	libp2pOpts   []libp2p.Option
+	suites       []protocol.Suite
+	noticeSize   int
+	phaseTimeout time.Duration
+	streamIdle   time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
+	keyLifetime  time.Duration
+	rotateAfter  time.Duration
+	maxInbound   int
+	maxPerPeer   int
+	trust        TrustPolicy
+	requirePQ    bool // WithRequirePQ
+	now          func() time.Time
+	mdns         *mdnsConfig   // WithMDNS; nil: off (discovery.go)
+	dht          *dhtConfig    // WithDHT; nil: off (discovery.go)
+	msg          msgConfig     // messaging.go
+	metrics      MetricsTracer // WithMetrics; nil: none (metrics.go)
 	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
 	// it the node's own host runs without them (metrics.go).
 	libp2pMetrics bool
@@ -70,9 +69,6 @@ const (
 	// DefaultRotateAfter is the age after which the node rotates its
 	// exchange key on its own.
 	DefaultRotateAfter = 7 * 24 * time.Hour
-	// DefaultRotationGrace is how long the previous exchange key is kept
-	// after a rotation before it is destroyed.
-	DefaultRotationGrace = time.Hour
 	// DefaultMaxInbound bounds the inbound exchanges running at once.
 	DefaultMaxInbound = 256
 	// DefaultMaxInboundPerPeer bounds the inbound exchanges of one peer,
@@ -89,18 +85,17 @@ var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic
 
 func defaults() *config {
 	return &config{
-		suites:        protocol.DefaultSuites(),
-		noticeSize:    protocol.DefaultNoticeSize,
-		phaseTimeout:  protocol.DefaultPhaseTimeout,
-		streamIdle:    DefaultStreamIdleTimeout,
-		keyLifetime:   protocol.DefaultRecordLifetime,
-		rotateAfter:   DefaultRotateAfter,
-		rotationGrace: DefaultRotationGrace,
-		maxInbound:    DefaultMaxInbound,
-		maxPerPeer:    DefaultMaxInboundPerPeer,
-		trust:         TrustTOFU,
-		now:           time.Now,
-		admit:         defaultAdmission(), // admission.go
+		suites:       protocol.DefaultSuites(),
+		noticeSize:   protocol.DefaultNoticeSize,
+		phaseTimeout: protocol.DefaultPhaseTimeout,
+		streamIdle:   DefaultStreamIdleTimeout,
+		keyLifetime:  protocol.DefaultRecordLifetime,
+		rotateAfter:  DefaultRotateAfter,
+		maxInbound:   DefaultMaxInbound,
+		maxPerPeer:   DefaultMaxInboundPerPeer,
+		trust:        TrustTOFU,
+		now:          time.Now,
+		admit:        defaultAdmission(), // admission.go
 	}
 }
 
@@ -226,16 +221,16 @@ func WithStreamIdleTimeout(d time.Duration) Option {
 }
 
 // WithKeyRotation sets how long a new exchange-key record is valid
-// (default protocol.DefaultRecordLifetime, 30 days), after what age the node
-// rotates it on its own (default DefaultRotateAfter, 7 days) and how long
-// the previous key is kept after a rotation (default DefaultRotationGrace,
-// 1 hour).
-func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
+// (default protocol.DefaultRecordLifetime, 30 days) and after what age the
+// node rotates it on its own (default DefaultRotateAfter, 7 days). The old
+// private key is destroyed by the rotation itself: there is no grace period
+// (see Node.RotateExchangeKey for why nothing needs one).
+func WithKeyRotation(lifetime, rotateAfter time.Duration) Option {
 	return func(c *config) error {
-		if lifetime <= 0 || lifetime > protocol.MaxRecordLifetime || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
-			return fmt.Errorf("key rotation: need 0 < rotateAfter < lifetime <= %v and grace >= 0", protocol.MaxRecordLifetime)
+		if lifetime <= 0 || lifetime > protocol.MaxRecordLifetime || rotateAfter <= 0 || rotateAfter >= lifetime {
+			return fmt.Errorf("key rotation: need 0 < rotateAfter < lifetime <= %v", protocol.MaxRecordLifetime)
 		}
-		c.keyLifetime, c.rotateAfter, c.rotationGrace = lifetime, rotateAfter, grace
+		c.keyLifetime, c.rotateAfter = lifetime, rotateAfter
 		return nil
 	}
 }

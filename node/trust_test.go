@@ -154,7 +154,7 @@ func TestTrustKeyChange(t *testing.T) {
 				offset.Store(int64(-time.Hour))
 				bob2Store = ps.NewMemory()
 				require.NoError(t, bob2Store.SetIdentity(sk))
-				bob2Opts = append(bob2Opts, WithKeyRotation(45*24*time.Hour, 40*24*time.Hour, time.Hour))
+				bob2Opts = append(bob2Opts, WithKeyRotation(45*24*time.Hour, 40*24*time.Hour))
 			case "rotation":
 				offset.Store(int64(month))
 			}

@@ -19,6 +19,18 @@
 // new. An exchange that never reaches CommitExchange leaves the previous epoch
 // active.
 //
+// # Destruction
+//
+// A secret the store drops — an exchange private key replaced by a rotation
+// or pruned, a session epoch beyond KeepEpochs — is destroyed, not only
+// unlinked: the memory store overwrites it; the bbolt store makes it
+// unrecoverable from its files (even from the pages bbolt frees) by
+// crypto-shredding, see shred.go and docs/SECURITY.md section 10. Each
+// implementation deletes secrets through one internal path (bolt.go:
+// writeTx.deleteSession, deletePeerSessions, deleteExchangeKey; memory.go:
+// wipeSessions, deletePeerSessions), which any new way of dropping them
+// (forgetting a peer) must use.
+//
 // The store treats records and keys as opaque bytes: it never parses a signed
 // record. Callers (package node) validate before they store, and re-validate
 // what they read back.
@@ -172,9 +184,11 @@ type Store interface {
 	// ExchangeKeys returns the current exchange key (ErrNotFound if none) and
 	// the previous one, still in its grace period (nil if none).
 	ExchangeKeys() (current *ExchangeKey, previous *ExchangeKey, err error)
-	// RotateExchangeKey makes next the current key; the current one becomes
-	// the previous one, retired at now+grace; an older previous key is
-	// destroyed. next.Seq must be above the current key's Seq.
+	// RotateExchangeKey makes next the current key. With grace > 0 the
+	// current one becomes the previous one, retired at now+grace; with grace
+	// 0 it is destroyed at once (package node rotates so: nothing uses an
+	// old key). A previous key is destroyed. next.Seq must be above the
+	// current key's Seq.
 	RotateExchangeKey(next ExchangeKey, now time.Time, grace time.Duration) error
 	// PruneExchangeKeys destroys the previous exchange key if its grace
 	// period has ended at now. It reports whether one was destroyed.

@@ -45,7 +45,8 @@ func peersCommand() *cli.Command {
 		Usage: "list connected, discovered and known peers (through the daemon)",
 		Description: `One line per peer: whether the daemon is connected to it, how it was
 discovered (mdns, dht), its trust state (first-use, verified, changed;
-unknown before any exchange) and the epoch and time of the last exchange.
+unknown before any exchange), the epoch, suite and time of the last
+exchange; a classical (not post-quantum) suite is marked "(classical)".
 
 Example:
   p2pkex peers --repo /tmp/alice`,
@@ -71,9 +72,9 @@ Example:
 				return nil
 			}
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tLAST EXCHANGE")
+			fmt.Fprintln(tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tSUITE\tLAST EXCHANGE")
 			for _, p := range peers {
-				conn, disc, epoch, last := "no", "-", "-", "-"
+				conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
 				if p.Connected {
 					conn = "yes"
 					if p.Connection == "relayed" {
@@ -87,7 +88,10 @@ Example:
 					epoch = fmt.Sprint(p.Epoch)
 					last = p.LastExchange.Local().Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, last)
+				if p.Suite != "" {
+					suite = suiteLabel(p.Suite)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, suite, last)
 			}
 			return tw.Flush()
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -96,6 +97,10 @@ Examples:
 					return err
 				}
 				opts = append(opts, node.WithMetrics(prometheus.DefaultRegisterer))
+			}
+			// No core dumps of the daemon's keys (docs/SECURITY.md).
+			if err := node.ProtectProcess(); err != nil {
+				fmt.Fprintf(c.Root().ErrWriter, "p2pkex: warning: %v\n", err)
 			}
 			r, err := openRepo(dir, true)
 			if err != nil {

@@ -92,7 +92,7 @@ func rotateCommand() *cli.Command {
 		Name:  "rotate",
 		Usage: "replace the repo's exchange key (through the daemon if it runs)",
 		Description: `Peers holding the old fingerprint receive the new key in phase 2 of
-their next exchange; the old private key is destroyed after the grace period.`,
+their next exchange; the old private key is destroyed by the rotation.`,
 		Flags: append(nodeFlags(), repoFlag()),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {

@@ -303,13 +303,14 @@ func (s *suite) testExchangeKeyRotate(t *testing.T) {
 	k2.Retire = at(2*time.Minute + grace)
 	RequireExchangeKeyEqual(t, &k2, prev)
 
-	// A zero grace period retires the old key at once.
+	// A zero grace period destroys the old key with the rotation: it is not
+	// kept as the previous one, and the previous one is destroyed too.
 	k4 := newExchangeKey(t, 8)
 	require.NoError(t, st.RotateExchangeKey(k4, at(3*time.Minute), 0))
-	_, prev, err = st.ExchangeKeys()
+	cur, prev, err = st.ExchangeKeys()
 	require.NoError(t, err)
-	k3.Retire = at(3 * time.Minute)
-	RequireExchangeKeyEqual(t, &k3, prev)
+	RequireExchangeKeyEqual(t, &k4, cur)
+	require.Nil(t, prev)
 
 	require.Error(t, st.RotateExchangeKey(newExchangeKey(t, 9), at(4*time.Minute), -time.Second),
 		"negative grace period")
