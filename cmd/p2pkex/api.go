@@ -29,8 +29,9 @@ import (
 //	GET  /v0/id        -> idReply
 //	POST /v0/exchange  {"addr": MULTIADDR or peer ID} -> NDJSON stream of apiLine
 //	POST /v0/rotate    -> rotateReply
-//	POST /v0/export-key exportKeyRequest -> exportKeyReply (exportkey.go)
-//	POST /v0/shutdown  -> shutdownReply, then the daemon stops (shutdown.go)
+//
+// and more in api_more.go, api_trust.go (chat, verify), forget.go, send.go
+// and inbox.go.
 //
 // An endpoint that fails with trust events to report (send, connect,
 // verify, forget) answers with a JSON body, apiErrorJSON; other failures
@@ -117,8 +118,8 @@ func idOf(n *node.Node) idReply {
 }
 
 // serveAPI serves the control API of n until the returned stop is called;
-// POST /v0/shutdown calls shutdown.
-func serveAPI(n *node.Node, dir string, shutdown func()) (stop func(), err error) {
+// each of more registers more endpoints (the daemon's inbox: inbox.go).
+func serveAPI(n *node.Node, dir string, more ...func(*http.ServeMux)) (stop func(), err error) {
 	path := filepath.Join(dir, apiSocket)
 	// The caller holds the repo's lock, so a socket file left here is stale.
 	_ = os.Remove(path)
@@ -149,10 +150,11 @@ func serveAPI(n *node.Node, dir string, shutdown func()) (stop func(), err error
 		}
 		apiExchange(r.Context(), n, req.Addr, w)
 	})
-	handleTrustAPI(mux, n)              // api_trust.go
-	handleSendAPI(mux, n)               // send.go
-	handleExportKeyAPI(mux, n)          // exportkey.go
-	handleShutdownAPI(mux, n, shutdown) // shutdown.go
+	handleTrustAPI(mux, n) // api_trust.go
+	handleSendAPI(mux, n)  // send.go
+	for _, f := range more {
+		f(mux)
+	}
 	// status, peers, connect, keys and the api file: api_more.go
 	stopMore, err := serveMoreAPI(mux, n, dir, path)
 	if err != nil {

@@ -123,7 +123,7 @@ Examples:
 				}
 				defer stopMetrics()
 			}
-			stopAPI, err := serveAPI(n, r.dir, requestShutdown)
+			stopAPI, err := serveAPI(n, r.dir, exportKeyAPI(n), shutdownAPI(n, requestShutdown)) // exportkey.go, shutdown.go
 			if err != nil {
 				return err
 			}

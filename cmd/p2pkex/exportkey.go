@@ -175,7 +175,12 @@ func exportKeyOf(n *node.Node, p peer.ID, req exportKeyRequest) (*exportKeyReply
 	return &exportKeyReply{Peer: p.String(), Epoch: k.Epoch, KeyID: k.KeyID.String(), Key: k.Key}, nil
 }
 
-// handleExportKeyAPI serves POST /v0/export-key on the daemon's control API.
+// exportKeyAPI serves POST /v0/export-key on the daemon's control API
+// (given to serveAPI).
+func exportKeyAPI(n *node.Node) func(*http.ServeMux) {
+	return func(mux *http.ServeMux) { handleExportKeyAPI(mux, n) }
+}
+
 func handleExportKeyAPI(mux *http.ServeMux, n *node.Node) {
 	mux.HandleFunc("POST /v0/export-key", func(w http.ResponseWriter, r *http.Request) {
 		var req exportKeyRequest

@@ -20,9 +20,13 @@ type shutdownReply struct {
 	PeerID string `json:"peer_id"`
 }
 
-// handleShutdownAPI serves POST /v0/shutdown on the daemon's control API:
-// it answers, then calls stop, which ends the daemon as a SIGINT would
-// (the daemon then stops its API, node and store in order).
+// shutdownAPI serves POST /v0/shutdown on the daemon's control API (given
+// to serveAPI): it answers, then calls stop, which ends the daemon as a
+// SIGINT would (the daemon then stops its API, node and store in order).
+func shutdownAPI(n *node.Node, stop func()) func(*http.ServeMux) {
+	return func(mux *http.ServeMux) { handleShutdownAPI(mux, n, stop) }
+}
+
 func handleShutdownAPI(mux *http.ServeMux, n *node.Node, stop func()) {
 	mux.HandleFunc("POST /v0/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, shutdownReply{PeerID: n.ID().String()})
