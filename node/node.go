@@ -9,6 +9,12 @@
 //	err = n.Send(ctx, peerID, []byte("hi"))  // an encrypted message
 //	key, err := n.ExportKey(peerID, "myapp file key v1", nil, 32)  // a key of the app's own
 //
+// A node either builds its own libp2p host (identity from the store) or
+// attaches to a host the application already runs ([WithHost]). It serves
+// the protocol to every peer, keeps its own exchange key and rotates it by
+// age or on request ([Node.RotateExchangeKey]), and stores each agreed key as
+// a new epoch only after both sides confirmed it.
+//
 // # Keys for applications
 //
 // An application that needs keys of its own derives them with
@@ -20,12 +26,6 @@
 // node's own messages ([Node.Send]): an application that used it, or
 // derived keys from it its own way, could reuse a message key or collide
 // with another application's keys. It is there for tools, not for apps.
-//
-// A node either builds its own libp2p host (identity from the store) or
-// attaches to a host the application already runs ([WithHost]). It serves
-// the protocol to every peer, keeps its own exchange key and rotates it by
-// age or on request ([Node.RotateExchangeKey]), and stores each agreed key as
-// a new epoch only after both sides confirmed it.
 //
 // # Concurrency
 //
@@ -416,7 +416,7 @@ func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 //
 // Applications use ExportKey instead: this is the raw key that also keys
 // the node's messages, and a key derived from it outside the exporter may
-// equal one of them (see "Keys for applications" above).
+// equal one of them (the package documentation, "Keys for applications").
 func (n *Node) ActiveKey(p peer.ID) (*peerstore.SessionKey, error) {
 	return n.store.ActiveSession(p)
 }
