@@ -6,13 +6,26 @@
 //	...
 //	defer n.Close()
 //	info, err := n.Exchange(ctx, peerID)  // runs /p2pkex/1.0.0
-//	key, err := n.ActiveKey(peerID)       // the key for talking to peerID
+//	err = n.Send(ctx, peerID, []byte("hi"))  // an encrypted message
+//	key, err := n.ExportKey(peerID, "myapp file key v1", nil, 32)  // a key of the app's own
 //
 // A node either builds its own libp2p host (identity from the store) or
 // attaches to a host the application already runs ([WithHost]). It serves
 // the protocol to every peer, keeps its own exchange key and rotates it by
 // age or on request ([Node.RotateExchangeKey]), and stores each agreed key as
 // a new epoch only after both sides confirmed it.
+//
+// # Keys for applications
+//
+// An application that needs keys of its own derives them with
+// [Node.ExportKey]: a labelled exporter over the session key, modelled on
+// TLS 1.3 exporters (docs/PROTOCOL.md, section 11.7). Each label and
+// context gives an independent key that both peers compute alike, and a new
+// exchange gives new keys ([Node.Export] says which epoch a key belongs
+// to). [Node.ActiveKey] hands out the raw session key, which also keys the
+// node's own messages ([Node.Send]): an application that used it, or
+// derived keys from it its own way, could reuse a message key or collide
+// with another application's keys. It is there for tools, not for apps.
 //
 // # Concurrency
 //
@@ -200,7 +213,8 @@ func loadIdentity(store peerstore.Store, h host.Host) (crypto.PrivKey, error) {
 	switch {
 	case err == nil:
 		if h != nil && !sk.GetPublic().Equals(h.Peerstore().PubKey(h.ID())) {
-			return nil, fmt.Errorf("store identity differs from the host's (%s)", h.ID())
+			id, _ := peer.IDFromPrivateKey(sk)
+			return nil, fmt.Errorf("store identity %s differs from the host's %s: build the host with libp2p.Identity of the store's key", id, h.ID())
 		}
 		return sk, nil
 	case !errors.Is(err, peerstore.ErrNotFound):
@@ -399,6 +413,10 @@ func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 
 // ActiveKey returns the session key currently in use with p: the one with
 // the highest epoch. peerstore.ErrNotFound if there is none.
+//
+// Applications use ExportKey instead: this is the raw key that also keys
+// the node's messages, and a key derived from it outside the exporter may
+// equal one of them (the package documentation, "Keys for applications").
 func (n *Node) ActiveKey(p peer.ID) (*peerstore.SessionKey, error) {
 	return n.store.ActiveSession(p)
 }

@@ -106,6 +106,15 @@ func defaults() *config {
 // store's identity must be the host's (an empty store takes the host's key).
 // The host keeps its own resource manager: the node does not add its
 // service limits to it (SetServiceLimits does, for the application).
+//
+// To keep the identity a store already holds, build the host from it:
+// libp2p.New(libp2p.Identity(key)) with key from the store's Identity
+// (see the example); a host with another key fails New with an error
+// naming both peer IDs. The node reports another identity answering at a
+// peer's address (an *IdentityChangeError) for the dials it makes itself,
+// in Connect, Exchange and Send; the application's own dials on the host
+// (h.Connect, h.NewStream) get only libp2p's error, which the node never
+// sees.
 func WithHost(h host.Host) Option {
 	return func(c *config) error {
 		if h == nil {

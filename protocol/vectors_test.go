@@ -100,6 +100,9 @@ type vecFile struct {
 	// Safety is the safety number of section 11.6: the word list and
 	// known answers.
 	Safety *vecSafety `json:"safety"`
+	// Exporter are the exporter's known answers (section 11.7,
+	// exporter_test.go).
+	Exporter *vecExporter `json:"exporter"`
 }
 
 // vecRecordCheck is one record-validation case: a receiver that holds
@@ -560,6 +563,7 @@ func TestVectors(t *testing.T) {
 		"record_checks[]: a record received in KEY judged against the held one (sections 8, 8.1); verdict is recomputed from the envelopes.",
 		"random_seed is informative (the Go test's seed); the suite-2 vectors give hpke_ephemeral_private_key, so that every frame reproduces from the inputs.",
 		"safety: the safety-number word list (index = byte value) and known answers (docs/PROTOCOL.md section 11.6).",
+		"exporter: keys exported from the first vector's session key (docs/PROTOCOL.md section 11.7); label is a string, the rest hex.",
 	}
 	var book vecBook
 	for _, c := range vecCases() {
@@ -607,6 +611,7 @@ func TestVectors(t *testing.T) {
 		return
 	}
 	fresh.Safety = vecSafetyVectors(t)
+	fresh.Exporter = vecExporterVectors(t, fresh.Vectors[0]) // exporter_test.go
 	got, err := json.MarshalIndent(&fresh, "", "  ")
 	require.NoError(t, err)
 	got = append(got, '\n')
@@ -632,6 +637,7 @@ func TestVectors(t *testing.T) {
 		require.Equal(t, old.Vectors[i], fresh.Vectors[i], "vector %d (%s)", i, old.Vectors[i].Name)
 	}
 	require.Equal(t, old.RecordChecks, fresh.RecordChecks)
+	require.Equal(t, old.Exporter, fresh.Exporter)
 	require.Equal(t, string(want), string(got), "%s differs from a fresh run", vectorsFile)
 }
 

@@ -93,6 +93,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Name:        "p2pkex",
 		Usage:       "peer-to-peer key exchange on libp2p",
 		Description: appDescription,
+		Version:     buildVersion().Version, // version.go; --version
 		Writer:      stdout,
 		ErrWriter:   stderr,
 		Suggest:     true,
@@ -125,6 +126,9 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			statusCommand(),
 			benchCommand(),
 			conformanceCommand(), // conformance.go
+			exportKeyCommand(),   // exportkey.go
+			versionCommand(),     // version.go
+			shutdownCommand(),    // shutdown.go
 		},
 	}
 }

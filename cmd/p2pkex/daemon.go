@@ -68,6 +68,8 @@ Examples:
 			&cli.StringFlag{Name: "reachability", Usage: "`public` or `private`: skip AutoNAT's detection (private: reserve relay slots at once)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
+			ctx, requestShutdown := context.WithCancel(ctx) // "p2pkex shutdown" (shutdown.go)
+			defer requestShutdown()
 			if err := noArgs(c); err != nil {
 				return err
 			}
@@ -128,7 +130,7 @@ Examples:
 				}
 				defer stopMetrics()
 			}
-			stopAPI, err := serveAPI(n, r.dir, ib.handler)
+			stopAPI, err := serveAPI(n, r.dir, ib.handler, exportKeyAPI(n), shutdownAPI(n, requestShutdown)) // inbox.go, exportkey.go, shutdown.go
 			if err != nil {
 				return err
 			}
