@@ -10,6 +10,7 @@ package peerstore_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,6 +148,23 @@ var shredOps = []struct {
 			return err
 		},
 	},
+	{
+		// Forget: a peer's record, trust and session keys, in one
+		// transaction through the same delete path as delete-sessions.
+		name: "forget", epochs: peerstore.KeepEpochs,
+		secrets: func(t *testing.T, st peerstore.Store, f *shredFixture) ([][]byte, [][]byte) {
+			ss, err := st.Sessions(f.peer)
+			require.NoError(t, err)
+			return sessionSecrets(ss), nil
+		},
+		run: func(t *testing.T, st peerstore.Store, f *shredFixture) error {
+			res, err := st.Forget(f.peer)
+			if err == nil && res.Sessions != peerstore.KeepEpochs {
+				err = fmt.Errorf("forget removed %d sessions, want %d", res.Sessions, peerstore.KeepEpochs)
+			}
+			return err
+		},
+	},
 }
 
 // TestShredRawBytes: once the method returns, and after Close, no piece of
@@ -250,6 +268,9 @@ func TestShredCrash(t *testing.T) {
 			{failpoint.CommitAfterWrite, false}, {failpoint.CommitAfterCommit, true}, {failpoint.ShredAfterWipe, true},
 		},
 		"delete-sessions": {
+			{failpoint.DeleteSessionsAfterWrite, false}, {failpoint.DeleteSessionsAfterCommit, true}, {failpoint.ShredAfterWipe, true},
+		},
+		"forget": {
 			{failpoint.DeleteSessionsAfterWrite, false}, {failpoint.DeleteSessionsAfterCommit, true}, {failpoint.ShredAfterWipe, true},
 		},
 	}
