@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/p2pkex/p2pkex/internal/failpoint"
 	ps "github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/peerstore/storetest"
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
@@ -45,6 +47,9 @@ const (
 	// crashAddrPrefix starts the stdout line on which a responding child
 	// tells the parent its address.
 	crashAddrPrefix = "P2PKEX_CRASH_ADDR="
+	// crashMsgPrefix starts the stdout line on which a receiving child
+	// reports a message it accepted.
+	crashMsgPrefix = "P2PKEX_CRASH_MSG="
 )
 
 // What the child does at the failpoint.
@@ -52,6 +57,7 @@ const (
 	crashInitiate = "initiate" // run an exchange with the honest peer as initiator
 	crashRespond  = "respond"  // serve the honest peer's exchange as responder
 	crashRotate   = "rotate"   // rotate the exchange key
+	crashReceive  = "receive"  // receive messages until killed (TestCrashReplay)
 )
 
 // crashChildTimeout bounds a child that never reaches its failpoint.
@@ -75,6 +81,19 @@ func TestCrashChild(t *testing.T) {
 	switch action := os.Getenv(envCrashAction); action {
 	case crashRotate:
 		err = n.RotateExchangeKey()
+	case crashReceive:
+		msgs, stop := n.Messages(0)
+		defer stop()
+		_, err = os.Stdout.WriteString(crashAddrPrefix + n.Addrs()[0].String() + "\n")
+		require.NoError(t, err)
+		for err == nil {
+			select {
+			case m := <-msgs:
+				_, err = os.Stdout.WriteString(crashMsgPrefix + string(m.Data) + "\n")
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
 	case crashInitiate:
 		var ai *peer.AddrInfo
 		ai, err = peer.AddrInfoFromString(os.Getenv(envCrashPeer))
@@ -128,6 +147,7 @@ func TestCrash(t *testing.T) {
 		{failpoint.RotateBeforeWrite, crashRotate},
 		{failpoint.RotateAfterWrite, crashRotate},
 		{failpoint.RotateAfterCommit, crashRotate},
+		{failpoint.ShredAfterWipe, crashRotate},
 	} {
 		t.Run(c.failpoint+"/"+c.action, func(t *testing.T) {
 			t.Parallel()
@@ -184,14 +204,30 @@ func crashCase(t *testing.T, exe, fp, action string) {
 	t.Cleanup(func() { c0.Close(); childStore.Close() }) // if the setup fails; both idempotent
 	childID := c0.ID()
 	introduce(c0, honest)
-	exchange(t, c0, honest)
+	// KeepEpochs epochs, so that the crashing commit also prunes the
+	// oldest one: its key must be destroyed with the commit.
+	for range ps.KeepEpochs {
+		exchange(t, c0, honest)
+	}
 	if action == crashRotate {
 		require.NoError(t, c0.RotateExchangeKey())
 	} else {
 		require.NoError(t, honest.RotateExchangeKey())
 	}
 	before := readCrashState(t, childStore, honest.ID())
-	require.Len(t, before.sessions, 1)
+	require.Len(t, before.sessions, ps.KeepEpochs)
+	require.Nil(t, before.prev, "no previous exchange key is kept")
+	// The secrets a committed crash destroys: the pruned epoch's key, the
+	// rotated-out exchange private keys (both suites).
+	var destroyed [][]byte
+	if action == crashRotate {
+		for _, sk := range before.cur.Keys {
+			destroyed = append(destroyed, bytes.Clone(sk.Private))
+		}
+		require.Len(t, destroyed, 2, "both suites")
+	} else {
+		destroyed = append(destroyed, bytes.Clone(before.sessions[0].Key[:]))
+	}
 	require.NoError(t, c0.Close())
 	require.NoError(t, childStore.Close())
 	require.NoError(t, honest.Host().Network().ClosePeer(childID))
@@ -230,6 +266,14 @@ func crashCase(t *testing.T, exe, fp, action string) {
 
 	// Reopen: the file passes bbolt's consistency check and the store opens.
 	checkBoltFile(t, childDir)
+	committed := fp == failpoint.CommitAfterCommit || fp == failpoint.RotateAfterCommit || fp == failpoint.ShredAfterWipe
+	if committed && fp != failpoint.ShredAfterWipe {
+		// Killed between the commit and the wipe of the destroyed keys'
+		// slots: still recoverable from the files until the store is
+		// opened again (peerstore/shred.go). This shows the check below
+		// can fail.
+		require.NotEmpty(t, storetest.RecoverableSecrets(t, childDir, destroyed...))
+	}
 	reopened, err := ps.OpenBolt(childDir)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, reopened.Close()) }()
@@ -252,13 +296,14 @@ func crashCase(t *testing.T, exe, fp, action string) {
 		oldState()
 
 	case failpoint.CommitAfterCommit:
-		// Wholly new: the epoch and the record arrived together.
+		// Wholly new: the epoch and the record arrived together, and the
+		// oldest epoch was pruned.
 		require.Equal(t, before.cur, after.cur)
 		require.Equal(t, before.prev, after.prev)
-		require.Len(t, after.sessions, 2)
-		requireSessions(t, before.sessions, after.sessions[:1])
-		s := after.sessions[1]
-		require.EqualValues(t, 2, s.Epoch)
+		require.Len(t, after.sessions, ps.KeepEpochs)
+		requireSessions(t, before.sessions[1:], after.sessions[:ps.KeepEpochs-1])
+		s := after.sessions[ps.KeepEpochs-1]
+		require.EqualValues(t, ps.KeepEpochs+1, s.Epoch)
 		rec := honest.ExchangeKey()
 		require.Equal(t, rec.Seq, after.peer.Seq, "the record the epoch's phase 2 brought")
 		require.Equal(t, rec.Envelope, after.peer.Record)
@@ -278,19 +323,22 @@ func crashCase(t *testing.T, exe, fp, action string) {
 			t.Log("honest peer did not install the epoch the child committed")
 		}
 
-	case failpoint.RotateAfterCommit:
-		// Wholly new: the old current key is now the previous one.
+	case failpoint.RotateAfterCommit, failpoint.ShredAfterWipe:
+		// Wholly new: a new current key, and the old one destroyed (no
+		// grace period: node.go).
 		require.Equal(t, before.cur.Seq+1, after.cur.Seq)
 		require.True(t, after.cur.Retire.IsZero())
-		require.Equal(t, before.cur.Seq, after.prev.Seq)
-		require.Equal(t, before.cur.Record, after.prev.Record)
-		require.Equal(t, before.cur.Keys, after.prev.Keys)
-		require.True(t, after.prev.Retire.After(after.prev.Created))
+		require.Nil(t, after.prev)
 		require.Equal(t, before.peer, after.peer)
 		requireSessions(t, before.sessions, after.sessions)
 
 	default:
 		t.Fatalf("no assertions for failpoint %q", fp)
+	}
+	if committed {
+		// Nothing destroyed remains: not in the clear, not recoverable
+		// with the key file, in any file of the child's store.
+		storetest.RequireNoSecretInFiles(t, childDir, "destroyed by the crashed "+action, destroyed...)
 	}
 
 	// Both converge on the next exchange.
@@ -426,4 +474,93 @@ func requireSessions(t *testing.T, want, got []ps.SessionKey) {
 		w.Key, g.Key = ps.Key{}, ps.Key{}
 		require.Equal(t, w, g, "session %d", i)
 	}
+}
+
+// TestCrashReplay: a receiver accepts a message, is killed with SIGKILL,
+// and comes back on the same store: the recorded message, replayed, is
+// refused, and the sender's next Send converges.
+func TestCrashReplay(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("crash tests need SIGKILL")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skipf("cannot re-execute the test binary: %v", err)
+	}
+	leakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newNode(t)
+	dir := filepath.Join(t.TempDir(), "receiver")
+
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = append(os.Environ(), envCrashChild+"=1", envCrashDir+"="+dir, envCrashAction+"="+crashReceive)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	next := func(prefix string) string {
+		for {
+			select {
+			case l, ok := <-lines:
+				require.True(t, ok, "child ended: %s", stderr.String())
+				if v, found := strings.CutPrefix(l, prefix); found {
+					return v
+				}
+			case <-ctx.Done():
+				t.Fatal("child silent")
+			}
+		}
+	}
+	ai, err := peer.AddrInfoFromString(next(crashAddrPrefix))
+	require.NoError(t, err)
+	a.Host().Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	info, err := a.Exchange(ctx, ai.ID)
+	require.NoError(t, err)
+	f := seal(t, a, ai.ID, "once")
+	require.NoError(t, sendRaw(t, a, ai.ID, f))
+	require.Equal(t, "once", next(crashMsgPrefix))
+	require.ErrorIs(t, sendRaw(t, a, ai.ID, f), ErrReplay)
+
+	require.NoError(t, cmd.Process.Kill()) // SIGKILL
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "%v", err)
+	require.NoError(t, a.Host().Network().ClosePeer(ai.ID))
+	a.Host().Peerstore().ClearAddrs(ai.ID)
+
+	checkBoltFile(t, dir)
+	requireReplayRefused(t, a, dir, f, info.Epoch)
+}
+
+// lockedBuffer is a bytes.Buffer that a child's output may be written to
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

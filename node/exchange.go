@@ -33,6 +33,11 @@ type KeyInfo struct {
 	// sealed to.
 	PeerFingerprint protocol.Fingerprint
 	NoticeSize      int
+	// Trust holds the trust events of the exchange, each also published as
+	// EventTrustChanged: the peer's first record pinned (KeyFirstContact),
+	// a store reset or unaccounted change accepted (the peer is now
+	// changed). Nil when there were none (a rotation is none).
+	Trust []TrustChange
 }
 
 // slot is the one exchange with a peer that may run at a time.
@@ -63,6 +68,11 @@ type slot struct {
 // If an exchange with p is already running, in either direction, Exchange
 // waits for it and returns its result. Cancelling ctx stops waiting; the
 // exchange itself is cancelled when no caller waits for it any more.
+//
+// The exchange is with p or fails: another identity answering at p's
+// address is an *IdentityChangeError under every trust policy
+// (identity.go). The trust events of the exchange are in KeyInfo.Trust,
+// or, when it failed, in TrustEvents(err) (trust.go).
 func (n *Node) Exchange(ctx context.Context, p peer.ID) (*KeyInfo, error) {
 	if p == n.host.ID() {
 		return nil, errors.New("cannot exchange keys with self")
@@ -172,7 +182,10 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
 	if err != nil {
-		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, n.identityChanged(p, err))
+		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
+			return nil, err // one line of its own (identity.go)
+		}
+		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
 	}
 	release, err := protocol.PrepareStream(s, n.cfg.noticeSize)
 	if err != nil {
@@ -345,7 +358,8 @@ func refuse(s network.Stream, reason error) {
 // not extend.
 func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot, phase1 time.Time) (*KeyInfo, error) {
 	p := s.Conn().RemotePeer()
-	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl)
+	tr := &trustRun{} // trust.go
+	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl, tr)
 	if err != nil {
 		s.Reset()
 		return nil, err
@@ -358,7 +372,10 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 	res, err := protocol.Run(ctx, rs, m, n.cfg.phaseTimeout)
 	if err != nil {
 		log.Debugw("exchange failed", "peer", p, "role", role, "err", err)
-		n.reportRollback(p, err) // trust.go
+		n.reportFailure(p, tr, err) // trust.go
+		if len(tr.events) > 0 {
+			err = &trustEventsError{err: err, events: tr.events}
+		}
 		var ae *protocol.AbortError
 		if errors.As(err, &ae) {
 			s.Reset()
@@ -386,7 +403,7 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		s.Reset()
 		return nil, errGaveWay
 	}
-	info, err := n.install(res)
+	info, err := n.install(res, tr)
 	if err != nil {
 		s.Reset()
 		return nil, err
@@ -401,7 +418,7 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 }
 
 // machine builds the state machine for an exchange with p from the store.
-func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot) (*protocol.Machine, error) {
+func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot, tr *trustRun) (*protocol.Machine, error) {
 	n.mu.Lock()
 	xk := n.xkey
 	n.mu.Unlock()
@@ -427,7 +444,7 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 		Suites:     n.cfg.suites,
 		NoticeSize: n.cfg.noticeSize,
 		Epoch:      epoch,
-		Accept:     n.accept(p, trust), // trust.go
+		Accept:     n.accept(p, trust, tr), // trust.go
 		Trace: func(e protocol.Event) {
 			if role == protocol.Initiator && e.Kind == protocol.EventNoticeReceived && e.Notice == pb.Notice_CONTINUE {
 				n.mu.Lock()
@@ -471,7 +488,7 @@ func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustStat
 
 // install commits a finished exchange: the new epoch and, if phase 2
 // brought one, the peer's record, in one transaction.
-func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
+func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	now := n.cfg.now()
 	c := peerstore.Commit{
 		Session: peerstore.SessionKey{
@@ -485,8 +502,10 @@ func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
 		Seen: now,
 	}
 	defer clear(c.Session.Key[:])
+	var event *TrustChange
 	if res.Received {
-		trust := n.trustAfter(res.Remote) // trust.go
+		var trust peerstore.TrustState
+		trust, event = n.trustAfter(res.Remote, tr) // trust.go
 		rec := res.PeerRecord
 		c.PeerKey = &peerstore.PeerKey{
 			Peer:        res.Remote,
@@ -501,6 +520,7 @@ func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
 	if err := n.store.CommitExchange(c); err != nil {
 		return nil, fmt.Errorf("install key: %w", err)
 	}
+	n.msg.installed(res.Remote, res.Epoch) // messaging.go: a fresh epoch
 	info := &KeyInfo{
 		Peer:             res.Remote,
 		Role:             res.Role,
@@ -511,6 +531,13 @@ func (n *Node) install(res *protocol.Result) (*KeyInfo, error) {
 		ResponderKeySent: res.ResponderKeySent,
 		PeerFingerprint:  res.PeerRecord.Fingerprint,
 		NoticeSize:       res.NoticeSize,
+	}
+	if event != nil {
+		// Reported once the key and the record are in, never for an
+		// exchange that stored nothing.
+		event.Suite = res.Suite
+		n.reportTrust(tr, event)
+		info.Trust = tr.events
 	}
 	if res.Role == protocol.Initiator {
 		info.SentOwnKey, info.ReceivedPeerKey = res.InitiatorKeySent, res.ResponderKeySent

@@ -209,6 +209,18 @@ func (s *faultStream) Close() error {
 	return s.Stream.Close()
 }
 
+// CloseWrite is Close's half: a stalled stream does not end either
+// (streams.go ends a stream with CloseWrite first).
+func (s *faultStream) CloseWrite() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stalled {
+		s.closeHeld = true
+		return nil
+	}
+	return s.Stream.CloseWrite()
+}
+
 // errFault is what the cutting side's own write returns.
 var errFault = errors.New("fault injected")
 

@@ -1,33 +1,31 @@
 package node
 
-// A known peer presenting a new identity.
+// The peer ID is the identity.
 //
-// A peer is its peer ID, and libp2p's secure channel refuses a connection
-// whose remote proves another identity than the one dialled: dialling a
-// peer at an address where another node now answers fails with
-// sec.ErrPeerIDMismatch. For a peer the node holds a record of, that is
-// what SSH reports as "REMOTE HOST IDENTIFICATION HAS CHANGED": the machine
-// the user knows by this address was reinstalled with a new identity key,
-// or something else took its place. The node reports it loudly
-// (EventTrustChanged with Change KeyNewIdentity, and a WARN log line) and
-// asks the trust policy, as for an unaccounted key change:
+// A peer named by the user or the application (Connect, Exchange, Send,
+// and so the command line's /p2p/<ID> addresses and bare peer IDs) is the
+// only peer an operation can be with. libp2p's secure channel refuses a
+// connection whose remote proves another identity than the one dialled:
+// dialling peer P at an address where X now answers fails with
+// sec.ErrPeerIDMismatch. The node turns that into an *IdentityChangeError
+// naming the address, P and X, under every trust policy: there is no
+// "allowed, go on with X". Nothing is stored for X; to talk to X, the user
+// names X (and X is then a first contact like any other).
 //
-//   - refused (a verified peer under TrustTOFU; any known peer under
-//     TrustStrict): the dial fails with an *IdentityChangeError that says
-//     so; nothing is stored.
-//   - accepted: the dial still fails (the peer dialled is not there), with
-//     an *IdentityChangeError whose Refused is false. The caller may go on
-//     with the presented identity (Connect, Exchange); the first record
-//     the node stores for it gets the trust state TrustChanged rather than
-//     TrustFirstUse, so that the user is asked to verify it.
+// For a peer the node holds a record of, that is also what SSH reports as
+// "REMOTE HOST IDENTIFICATION HAS CHANGED": the machine the user knows by
+// this address was reinstalled with a new identity key, or something else
+// took its place. The node reports it as a trust event (EventTrustChanged
+// with KeyNewIdentity, a WARN log line, the trust-event metric), carried by
+// the error too (TrustEvents). For a peer it knows nothing of, it is a
+// wrong address: the same error, but no trust event.
 //
-// A mismatch when dialling a peer the node knows nothing of is a wrong
-// address, not a changed identity: the dial error is returned as it is.
+// The trust policy is not asked: no answer of it could make X be P. It
+// judges records (trust.go); this is the trust engine's identity rule.
 
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/sec"
@@ -38,69 +36,84 @@ import (
 )
 
 // ErrIdentityChanged is wrapped by every *IdentityChangeError.
-var ErrIdentityChanged = errors.New("a known peer's address answers with another identity")
+var ErrIdentityChanged = errors.New("another identity answered at the peer's address")
 
-// IdentityChangeError is the failure of a dial to a known peer whose
-// address answered with another identity.
+// IdentityChangeError is the failure of a dial to Peer at an address where
+// another identity, Presented, answered. It is returned under every trust
+// policy.
 type IdentityChangeError struct {
 	Peer      peer.ID              // the peer dialled
 	Presented peer.ID              // the identity that answered
 	Addr      ma.Multiaddr         // where it answered; nil if unknown
-	Trust     peerstore.TrustState // Peer's trust state
-	// Refused: the trust policy refused the change. Otherwise the caller
-	// may go on with Presented.
+	Trust     peerstore.TrustState // Peer's trust state; TrustUnknown for a peer the node does not know
+	// Refused is always true: no trust policy lets another identity stand
+	// in for the peer dialled. Kept for callers written when one could.
 	Refused bool
-	Policy  string // the refusing policy's name, if it gave one
+	// Err is the dial error.
+	Err error
+
+	event *TrustChange // the trust event, for a known peer
 }
 
+// Error is one line naming the address, the peer dialled and the identity
+// that answered.
 func (e *IdentityChangeError) Error() string {
-	at := ""
+	at := "an address of it"
 	if e.Addr != nil {
-		at = " at " + e.Addr.String()
+		at = e.Addr.String()
 	}
-	what := fmt.Sprintf("IDENTITY CHANGED: %s peer %s%s answers with another identity, %s", e.Trust, e.Peer, at, e.Presented)
-	if e.Refused {
-		return fmt.Sprintf("%s; refused by trust policy %q", what, e.Policy)
+	if e.Trust == peerstore.TrustUnknown {
+		return fmt.Sprintf("wrong identity: dialled peer %s, but %s answered with another identity, %s; refused (to talk to %s, name it)",
+			e.Peer, at, e.Presented, e.Presented)
 	}
-	return what + "; allowed by the trust policy"
+	return fmt.Sprintf("IDENTITY CHANGED: dialled %s peer %s, but %s answered with another identity, %s; refused (to talk to %s, name it)",
+		e.Trust, e.Peer, at, e.Presented, e.Presented)
 }
 
-func (e *IdentityChangeError) Unwrap() error { return ErrIdentityChanged }
+func (e *IdentityChangeError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrIdentityChanged}
+	}
+	return []error{ErrIdentityChanged, e.Err}
+}
 
-// identityChanged turns a dial error to p that is an identity mismatch at
-// an address of a known peer into an *IdentityChangeError, reported and
-// judged by the trust policy. Any other error is returned unchanged.
+func (e *IdentityChangeError) trustEvents() []TrustChange {
+	if e.event == nil {
+		return nil
+	}
+	return []TrustChange{*e.event}
+}
+
+// identityChanged turns a dial error to p that is an identity mismatch into
+// an *IdentityChangeError, reported as a trust event when p is a peer the
+// node knows. Any other error is returned unchanged.
 func (n *Node) identityChanged(p peer.ID, err error) error {
 	var mm sec.ErrPeerIDMismatch
 	if err == nil || !errors.As(err, &mm) || mm.Expected != p || mm.Actual == "" || mm.Actual == p {
 		return err
 	}
+	e := &IdentityChangeError{Peer: p, Presented: mm.Actual, Addr: mismatchAddr(err, mm.Actual), Refused: true, Err: err}
 	held, trust, _, serr := n.heldRecord(p)
-	if serr != nil || trust == peerstore.TrustUnknown {
-		return err // not a peer the node knows: a wrong address
+	if serr != nil {
+		log.Debugw("identity mismatch: cannot read the peer's record", "peer", p, "err", serr)
+		return e
 	}
-	e := &IdentityChangeError{Peer: p, Presented: mm.Actual, Addr: mismatchAddr(err, mm.Actual), Trust: trust}
-	reason := fmt.Sprintf("its address answers with identity %s", mm.Actual)
+	if trust == peerstore.TrustUnknown {
+		log.Debugw("identity mismatch at an address of an unknown peer", "peer", p, "presented", mm.Actual, "addr", e.Addr)
+		return e // not a peer the node knows: a wrong address, no trust event
+	}
+	e.Trust = trust
+	reason := fmt.Sprintf("its address answered with identity %s", mm.Actual)
 	if e.Addr != nil {
-		reason = fmt.Sprintf("%s answers with identity %s", e.Addr, mm.Actual)
+		reason = fmt.Sprintf("%s answered with identity %s", e.Addr, mm.Actual)
 	}
-	if perr := n.cfg.trust(PeerKeyChange{Peer: p, Known: held, Trust: trust, Change: KeyNewIdentity, Reason: reason}); perr != nil {
-		e.Refused = true
-		var kc *KeyChangeError
-		if errors.As(perr, &kc) {
-			e.Policy = kc.Policy
-		}
-	} else {
-		n.verdicts.putSuccessor(mm.Actual)
-	}
-	tc := &TrustChange{Change: KeyNewIdentity, Previous: trust, State: trust, Refused: e.Refused,
+	tc := &TrustChange{Peer: p, Change: KeyNewIdentity, Previous: trust, State: trust, Refused: true,
 		Reason: reason, Presented: mm.Actual, Addr: e.Addr}
 	if held != nil {
 		tc.Known = held.Fingerprint
 	}
-	log.Warnw("IDENTITY CHANGED: a known peer's address answers with another identity",
-		"peer", p, "trust", trust.String(), "presented", mm.Actual, "addr", e.Addr, "refused", e.Refused)
-	n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventTrustChanged, Trust: tc})
+	n.reportTrust(nil, tc) // trust.go
+	e.event = tc
 	return e
 }
 
@@ -118,24 +131,4 @@ func mismatchAddr(err error, presented peer.ID) ma.Multiaddr {
 		}
 	}
 	return nil
-}
-
-// putSuccessor marks p as an identity a trust policy accepted in place of a
-// known peer's: the first record the node stores of p is stored as
-// TrustChanged (trustAfter).
-func (v *trustVerdicts) putSuccessor(p peer.ID) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.succ == nil {
-		v.succ = map[peer.ID]struct{}{}
-	}
-	v.succ[p] = struct{}{}
-}
-
-func (v *trustVerdicts) takeSuccessor(p peer.ID) bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	_, ok := v.succ[p]
-	delete(v.succ, p)
-	return ok
 }

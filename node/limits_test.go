@@ -420,10 +420,14 @@ func TestLimitsServiceScopeConfigured(t *testing.T) {
 func TestLimitsBurstFromOnePeer(t *testing.T) {
 	running := goleak.IgnoreCurrent()
 	t.Cleanup(func() { requireNoLeak(t, running, "goroutines left after the test") })
-	// The admitted exchanges stay in phase 1 until the burst settled: give
-	// the (unknown) peer the phase timeout for it, not the 2 s of
-	// DefaultUnknownPhase1Timeout (admission_test.go tests that).
-	honest := newNode(t, WithUnknownPhase1Timeout(protocol.DefaultPhaseTimeout))
+	// The admitted exchanges stay in phase 1 until the burst settled, and
+	// the second waits for the first, which counts against its phase 1:
+	// give the (unknown) peer a generous phase timeout, not the 2 s of
+	// DefaultUnknownPhase1Timeout (admission_test.go tests that), so that
+	// a loaded machine (-race, two cores) does not turn the count this
+	// test is about into a timeout.
+	const phase = 3 * protocol.DefaultPhaseTimeout
+	honest := newNode(t, WithPhaseTimeout(phase), WithUnknownPhase1Timeout(phase))
 	lp := newLimitPeer(t)
 	require.NoError(t, lp.h.Connect(context.Background(), peer.AddrInfo{ID: honest.ID(), Addrs: honest.Host().Addrs()}))
 

@@ -68,6 +68,24 @@ package node
 // refused with ErrReplay. The windows live in memory; they are dropped with
 // the epochs that are no longer accepted, so that a peer has windows of two
 // epochs at most (the active one and the one before it).
+//
+// # Replays across restarts
+//
+// Windows in memory die with the process, so a receiver accepts messages
+// only under epochs it installed itself since it started (fresh epochs):
+// every message it ever accepted under such an epoch went through windows
+// it still holds. An epoch that was already in the store when the node
+// started — before a clean restart or a SIGKILL alike — is refused with
+// ErrEpochExpired, and the sender's Send answers that with a new exchange
+// and sends again under the new epoch. Nothing is written per message; the
+// cost is one exchange per peer after each restart of the receiver. A
+// message accepted once is thus refused forever after under its key: in
+// this run by the window, after a restart because its epoch is not fresh.
+//
+// An epoch does not also expire by time. Replay protection does not need
+// it (the rule above holds however old the epoch is), and the exposure of
+// a session key in use is bounded by the next exchange, which a restart of
+// either side forces and the application may run at any time.
 
 import (
 	"context"
@@ -147,8 +165,8 @@ var (
 	// not have.
 	ErrUnknownEpoch = errors.New("message under an epoch the receiver does not have")
 	// ErrEpochExpired: the message is sealed under an epoch no longer
-	// accepted (older than the previous one, or the previous one after the
-	// grace period).
+	// accepted (older than the previous one, the previous one after the
+	// grace period, or one the receiver installed before it last started).
 	ErrEpochExpired = errors.New("message under an epoch no longer accepted")
 	// ErrKeyMismatch: the message's key ID is not the one of its epoch.
 	ErrKeyMismatch = errors.New("message key ID does not match the epoch's key")
@@ -287,6 +305,10 @@ type messaging struct {
 	mu   sync.Mutex
 	send map[peer.ID]*msgSender
 	recv map[peer.ID]*msgPeer
+	// fresh is, per peer, the lowest epoch this node installed since it
+	// started; only epochs from it up are accepted (see "Replays across
+	// restarts" at the top of this file).
+	fresh map[peer.ID]uint64
 
 	subsMu     sync.RWMutex
 	subs       map[*msgSub]struct{}
@@ -487,7 +509,10 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	// A relayed (limited) connection will do (nat.go).
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, MessageProtocolID)
 	if err != nil {
-		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, n.identityChanged(p, err))
+		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
+			return err // one line of its own (identity.go)
+		}
+		return fmt.Errorf("open %s stream to %s: %w", MessageProtocolID, p, err)
 	}
 	if err := s.Scope().SetService(MessageServiceName); err != nil {
 		s.Reset()
@@ -519,9 +544,11 @@ func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []b
 	if _, err := s.Write(protocol.AppendFrame(nil, frame)); err != nil {
 		return fail(err)
 	}
-	if err := s.CloseWrite(); err != nil {
-		return fail(err)
-	}
+	// A failed CloseWrite is not returned: go-libp2p's yamux stream returns
+	// the muxer's own error type from CloseWrite (not *network.StreamError,
+	// as from Read and Write), so a receiver's refusal that arrives just then
+	// would lose its status. The read below meets the same reset with it.
+	_ = s.CloseWrite()
 	reply, err := protocol.NewFrameReader(s).ReadFrame(1)
 	if err != nil {
 		return fail(fmt.Errorf("read status: %w", err))
@@ -608,7 +635,7 @@ func (n *Node) handleMessageStream(s network.Stream) {
 	}
 	msg, err := n.openMessage(ctx, p, frame)
 	if err == nil {
-		err = n.msg.deliver(ctx, msg)
+		err = n.keepMessage(ctx, msg) // msgkeep.go: the keeper, then subscribers
 	}
 	if err != nil {
 		n.refuseMessage(s, p, h.epoch, err)
@@ -645,6 +672,10 @@ func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Messa
 		return nil, err
 	}
 	defer clear(sess.Key[:])
+	if !n.msg.isFresh(p, h.epoch) {
+		return nil, fmt.Errorf("%w: epoch %d was installed before this node started: its replay windows are gone",
+			ErrEpochExpired, h.epoch)
+	}
 	if subtle.ConstantTimeCompare(sess.ID[:], h.keyID[:]) != 1 {
 		return nil, fmt.Errorf("%w: got %s, epoch %d has %s", ErrKeyMismatch, h.keyID, h.epoch, sess.ID)
 	}
@@ -670,6 +701,28 @@ func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Messa
 		return nil, err
 	}
 	return &Message{From: p, Epoch: h.epoch, KeyID: h.keyID, Data: data, Time: n.cfg.now()}, nil
+}
+
+// installed records that the node installed epoch for p (node.install):
+// messages under it, and under later epochs, are accepted from now on.
+func (m *messaging) installed(p peer.ID, epoch uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fresh == nil {
+		m.fresh = map[peer.ID]uint64{}
+	}
+	if f, ok := m.fresh[p]; !ok || epoch < f {
+		m.fresh[p] = epoch
+	}
+}
+
+// isFresh reports whether the node installed epoch of p, or an earlier one,
+// since it started.
+func (m *messaging) isFresh(p peer.ID, epoch uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.fresh[p]
+	return ok && epoch >= f
 }
 
 // accept marks counter in the window of (p, sk), creating it, and drops the
@@ -818,7 +871,8 @@ func (n *Node) acceptedKey(p peer.ID, act *peerstore.SessionKey, epoch uint64) (
 // A message is delivered to every subscriber; a full subscriber is waited
 // for (up to MessageTimeout, which also holds back other messages). The
 // sender's Send succeeds once one subscriber took it; a node without
-// subscribers refuses messages with ErrNotDelivered.
+// subscribers (and without a keeper: WithMessageKeeper) refuses messages
+// with ErrNotDelivered.
 func (n *Node) Messages(buffer int) (<-chan Message, func()) {
 	if buffer <= 0 {
 		buffer = DefaultSubscriptionBuffer

@@ -495,3 +495,56 @@ func TestMessageOptions(t *testing.T) {
 	require.Equal(t, time.Duration(0), c.msg.graceTime())
 	require.Equal(t, DefaultMaxMessageSize, c.msg.maxMessage())
 }
+
+// TestMessagingReplayAfterRestart: a message accepted once is refused
+// after the receiver restarts on the same bbolt store, and the sender's
+// next Send converges with a new exchange.
+func TestMessagingReplayAfterRestart(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	a := newNode(t)
+	store1, err := ps.OpenBolt(dir)
+	require.NoError(t, err)
+	b1 := newNode(t, WithStore(store1))
+	introduce(a, b1)
+	first := exchange(t, a, b1)
+	inb, stop := b1.Messages(0)
+	f := seal(t, a, b1.ID(), "once")
+	require.NoError(t, sendRaw(t, a, b1.ID(), f))
+	require.Equal(t, "once", string(receive(t, inb).Data))
+	require.ErrorIs(t, sendRaw(t, a, b1.ID(), f), ErrReplay, "replay in the same run")
+	stop()
+	require.NoError(t, b1.Close())
+	require.NoError(t, store1.Close())
+	requireReplayRefused(t, a, dir, f, first.Epoch)
+}
+
+// requireReplayRefused opens a receiver on the bbolt store in dir (the
+// same identity as before), replays frame f of epoch into it, and checks
+// that it is refused and not delivered; then that Send still works.
+func requireReplayRefused(t *testing.T, a *Node, dir string, f []byte, epoch uint64) {
+	t.Helper()
+	store2, err := ps.OpenBolt(dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, store2.Close()) })
+	b2 := newNode(t, WithStore(store2))
+	introduce(a, b2)
+	inb, stop := b2.Messages(0)
+	defer stop()
+	act, err := store2.ActiveSession(a.ID())
+	require.NoError(t, err)
+	require.Equal(t, epoch, act.Epoch, "the receiver still holds the epoch")
+	clear(act.Key[:])
+	err = sendRaw(t, a, b2.ID(), f)
+	require.ErrorIs(t, err, ErrEpochExpired, "a message accepted before the restart, replayed after it")
+	require.NoError(t, a.Send(ctxT(t), b2.ID(), []byte("after the restart")))
+	m := receive(t, inb)
+	require.Equal(t, "after the restart", string(m.Data))
+	require.Greater(t, m.Epoch, epoch, "a new exchange made a fresh epoch")
+	require.Error(t, sendRaw(t, a, b2.ID(), f), "still refused")
+	select {
+	case m := <-inb:
+		t.Fatalf("replay delivered: %q", m.Data)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -30,11 +30,16 @@ type MetricsTracer interface {
 	PeerDiscovered(source DiscoverySource)
 	// MessageRefused: an incoming message was refused.
 	MessageRefused()
+	// TrustEvent: a trust event (EventTrustChanged) of the given change
+	// ("first_use", "store_reset", "unaccounted", "identity_changed",
+	// "suite_downgrade") and outcome ("accepted" or "refused").
+	TrustEvent(change, outcome string)
 }
 
 // WithMetrics records the node's metrics with Prometheus in reg: exchanges
 // by result, exchange and phase durations, notices and their bytes by
-// direction and type, discovered peers and refused messages (all named
+// direction and type, discovered peers, refused messages and trust events
+// by change and outcome (all named
 // "p2pkex_..."). When the node builds its own host, libp2p's own metrics go
 // to reg too (do not also pass libp2p.PrometheusRegisterer). Default: no
 // metrics, neither the node's nor libp2p's (see libp2pMetrics).
@@ -82,14 +87,15 @@ func WithMetricsTracer(t MetricsTracer) Option {
 // "timeout", "cancelled", "busy" (the peer or this node was over its
 // limit), "conflict" (simultaneous start, resolved by the tie-break),
 // "aborted" (the peer sent ABORT), "refused" (the trust policy, a rollback
-// of the peer's record, or a known peer's address answering with another
-// identity: docs/SECURITY.md section 6), "closed" or "error".
+// of the peer's record, another identity answering at the peer's address,
+// a suite downgrade: docs/SECURITY.md section 6), "closed" or "error".
 func ExchangeResult(err error) string {
 	var ae *protocol.AbortError
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.Is(err, protocol.ErrKeyRejected), errors.Is(err, protocol.ErrRollback), errors.Is(err, ErrIdentityChanged):
+	case errors.Is(err, protocol.ErrKeyRejected), errors.Is(err, protocol.ErrRollback), errors.Is(err, ErrIdentityChanged),
+		errors.Is(err, protocol.ErrDowngrade):
 		return "refused"
 	case errors.Is(err, protocol.ErrBusy):
 		return "busy"
@@ -153,11 +159,22 @@ func feedMetrics(t MetricsTracer, events <-chan Event) {
 			t.PeerDiscovered(e.Source)
 		case EventMessageRefused:
 			t.MessageRefused()
+		case EventTrustChanged:
+			if e.Trust != nil {
+				t.TrustEvent(e.Trust.Change.label(), trustOutcome(e.Trust))
+			}
 		}
 	}
 }
 
 func noticeName(s protocol.Event) string { return s.Notice.String() }
+
+func trustOutcome(c *TrustChange) string {
+	if c.Refused {
+		return "refused"
+	}
+	return "accepted"
+}
 
 // promTracer is the Prometheus MetricsTracer.
 type promTracer struct {
@@ -168,6 +185,7 @@ type promTracer struct {
 	noticeBytes *prometheus.CounterVec
 	discovered  *prometheus.CounterVec
 	refused     prometheus.Counter
+	trust       *prometheus.CounterVec
 }
 
 // NewMetricsTracer returns a MetricsTracer that records in reg. Nodes that
@@ -204,6 +222,10 @@ func NewMetricsTracer(reg prometheus.Registerer) MetricsTracer {
 			Namespace: ns, Name: "messages_refused_total",
 			Help: "Incoming messages refused (no key, replay, tampering, ...).",
 		})),
+		trust: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "trust_events_total",
+			Help: "Trust events (first use, store reset, unaccounted change, identity changed, suite downgrade), by change and outcome (accepted, refused).",
+		}, []string{"change", "outcome"})),
 	}
 	return t
 }
@@ -248,6 +270,10 @@ func (t *promTracer) PeerDiscovered(source DiscoverySource) {
 }
 
 func (t *promTracer) MessageRefused() { t.refused.Inc() }
+
+func (t *promTracer) TrustEvent(change, outcome string) {
+	t.trust.WithLabelValues(change, outcome).Inc()
+}
 
 func phaseLabel(p protocol.Phase) string {
 	switch p {

@@ -86,6 +86,7 @@ func TestExchangeResult(t *testing.T) {
 	require.Equal(t, "refused", ExchangeResult(protocol.ErrKeyRejected))
 	require.Equal(t, "refused", ExchangeResult(fmt.Errorf("phase 2: %w", protocol.ErrRollback)))
 	require.Equal(t, "refused", ExchangeResult(fmt.Errorf("open stream: %w", &IdentityChangeError{Refused: true})))
+	require.Equal(t, "refused", ExchangeResult(fmt.Errorf("phase 1: %w", protocol.ErrDowngrade)))
 }
 
 // Without WithMetrics the node has no tracer and runs as before.

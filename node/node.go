@@ -6,13 +6,26 @@
 //	...
 //	defer n.Close()
 //	info, err := n.Exchange(ctx, peerID)  // runs /p2pkex/1.0.0
-//	key, err := n.ActiveKey(peerID)       // the key for talking to peerID
+//	err = n.Send(ctx, peerID, []byte("hi"))  // an encrypted message
+//	key, err := n.ExportKey(peerID, "myapp file key v1", nil, 32)  // a key of the app's own
 //
 // A node either builds its own libp2p host (identity from the store) or
 // attaches to a host the application already runs ([WithHost]). It serves
 // the protocol to every peer, keeps its own exchange key and rotates it by
 // age or on request ([Node.RotateExchangeKey]), and stores each agreed key as
 // a new epoch only after both sides confirmed it.
+//
+// # Keys for applications
+//
+// An application that needs keys of its own derives them with
+// [Node.ExportKey]: a labelled exporter over the session key, modelled on
+// TLS 1.3 exporters (docs/PROTOCOL.md, section 11.7). Each label and
+// context gives an independent key that both peers compute alike, and a new
+// exchange gives new keys ([Node.Export] says which epoch a key belongs
+// to). [Node.ActiveKey] hands out the raw session key, which also keys the
+// node's own messages ([Node.Send]): an application that used it, or
+// derived keys from it its own way, could reuse a message key or collide
+// with another application's keys. It is there for tools, not for apps.
 //
 // # Concurrency
 //
@@ -87,20 +100,24 @@ type Node struct {
 	disc    *discovery  // nil without WithMDNS and WithDHT
 	records recordCache // peers' records, parsed (recordcache.go)
 
-	verdicts trustVerdicts // trust.go
-
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // New builds a node: it opens (or creates) the identity and exchange key in
 // the store, builds or attaches to the libp2p host and serves the protocol.
+// When it builds its own host, an explicit listen port another process
+// already holds fails with an error wrapping ErrPortInUse that names the
+// port (ports.go).
 func New(ctx context.Context, opts ...Option) (*Node, error) {
 	cfg := defaults()
 	for _, o := range opts {
 		if err := o(cfg); err != nil {
 			return nil, err
 		}
+	}
+	if err := cfg.finish(); err != nil {
+		return nil, err
 	}
 	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{},
 		perOrigin: map[netip.Prefix]int{}}
@@ -125,6 +142,9 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 	if cfg.host != nil {
 		n.host = cfg.host
 	} else {
+		if err := probePorts(listenAddrs(cfg)); err != nil { // ports.go
+			return nil, err
+		}
 		lopts := append([]libp2p.Option{libp2p.Identity(n.identity)}, hostOptions(cfg)...)
 		if n.host, err = libp2p.New(lopts...); err != nil {
 			return nil, fmt.Errorf("start libp2p host: %w", err)
@@ -152,14 +172,20 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 // chose: libp2p's metrics off unless asked for (metrics.go), the resource
 // manager with the exchange's limits (resources.go).
 func hostOptions(cfg *config) []libp2p.Option {
-	listen := cfg.listen
-	if len(listen) == 0 {
-		for _, a := range DefaultListenAddrs {
-			listen = append(listen, ma.StringCast(a))
-		}
-	}
-	opts := append([]libp2p.Option{libp2p.ListenAddrs(listen...)}, cfg.libp2pOpts...)
+	opts := append([]libp2p.Option{libp2p.ListenAddrs(listenAddrs(cfg)...)}, cfg.libp2pOpts...)
 	return append(opts, libp2pMetrics(cfg), resourceManager(cfg))
+}
+
+// listenAddrs are the addresses the node's own host listens on.
+func listenAddrs(cfg *config) []ma.Multiaddr {
+	if len(cfg.listen) > 0 {
+		return cfg.listen
+	}
+	var listen []ma.Multiaddr
+	for _, a := range DefaultListenAddrs {
+		listen = append(listen, ma.StringCast(a))
+	}
+	return listen
 }
 
 // HostOptions returns the options New gives libp2p.New when it builds its
@@ -187,7 +213,8 @@ func loadIdentity(store peerstore.Store, h host.Host) (crypto.PrivKey, error) {
 	switch {
 	case err == nil:
 		if h != nil && !sk.GetPublic().Equals(h.Peerstore().PubKey(h.ID())) {
-			return nil, fmt.Errorf("store identity differs from the host's (%s)", h.ID())
+			id, _ := peer.IDFromPrivateKey(sk)
+			return nil, fmt.Errorf("store identity %s differs from the host's %s: build the host with libp2p.Identity of the store's key", id, h.ID())
 		}
 		return sk, nil
 	case !errors.Is(err, peerstore.ErrNotFound):
@@ -209,12 +236,22 @@ func loadIdentity(store peerstore.Store, h host.Host) (crypto.PrivKey, error) {
 // loadExchangeKey reads the current exchange key from the store, or makes
 // the first one, and rotates it if it is too old or lacks a suite.
 func (n *Node) loadExchangeKey() error {
-	cur, _, err := n.store.ExchangeKeys()
+	cur, prev, err := n.store.ExchangeKeys()
 	if errors.Is(err, peerstore.ErrNotFound) {
 		return n.rotate(0)
 	}
 	if err != nil {
 		return fmt.Errorf("read exchange key: %w", err)
+	}
+	defer wipeStoredKey(cur)
+	if prev != nil {
+		// A previous key in its grace period, kept by an older version (or
+		// by another user of the store): nothing here opens with it
+		// (RotateExchangeKey), so it is destroyed now.
+		wipeStoredKey(prev)
+		if _, err := n.store.PruneExchangeKeys(prev.Retire); err != nil {
+			return fmt.Errorf("destroy previous exchange key: %w", err)
+		}
 	}
 	priv := map[protocol.Suite][]byte{}
 	for _, k := range cur.Keys {
@@ -240,6 +277,14 @@ func (n *Node) needsRotation(xk *protocol.ExchangeKey) bool {
 			return true
 		}
 	}
+	if n.cfg.requirePQ {
+		// The record must not offer peers a classical key (WithRequirePQ).
+		for s := range xk.Keys {
+			if !s.PostQuantum() {
+				return true
+			}
+		}
+	}
 	return false
 }
 
@@ -258,11 +303,15 @@ func (n *Node) rotate(prev uint64) error {
 	for _, s := range xk.Suites() {
 		rec.Keys = append(rec.Keys, peerstore.SuiteKey{Suite: uint16(s), Private: priv[s]})
 	}
-	if err := n.store.RotateExchangeKey(rec, now, n.cfg.rotationGrace); err != nil {
+	defer func() {
+		for _, b := range priv {
+			clear(b)
+		}
+	}()
+	// No grace period: the old private key is destroyed in the same
+	// transaction (RotateExchangeKey says why nothing needs it).
+	if err := n.store.RotateExchangeKey(rec, now, 0); err != nil {
 		return fmt.Errorf("store exchange key: %w", err)
-	}
-	for _, b := range priv {
-		clear(b)
 	}
 	n.mu.Lock()
 	n.xkey = xk
@@ -273,7 +322,17 @@ func (n *Node) rotate(prev uint64) error {
 
 // RotateExchangeKey replaces the node's exchange key with a new one. Peers
 // holding the old fingerprint get the new record in their next exchange's
-// phase 2; the old private key is destroyed after the grace period.
+// phase 2; the old private key is destroyed in the store by the rotation
+// itself.
+//
+// There is no grace period, because nothing opens a part with an old key
+// from the store: the protocol machine only ever opens with the key it was
+// built with (Config.Own; a peer naming an old fingerprint is sent the new
+// record in phase 2 and seals to that, docs/PROTOCOL.md section 7.5), and the
+// node builds every machine from its current key. An exchange that started
+// before the rotation holds the old key in memory (protocol.ExchangeKey)
+// until it ends, bounded by the phase timeouts; a restart ends it. Nothing
+// reads the previous key back from the store.
 func (n *Node) RotateExchangeKey() error {
 	n.mu.Lock()
 	if n.closed {
@@ -285,7 +344,8 @@ func (n *Node) RotateExchangeKey() error {
 	return n.rotate(seq)
 }
 
-// maintain rotates the exchange key by age and destroys retired keys.
+// maintain rotates the exchange key by age (and destroys a previous key
+// that another user of the store kept with a grace period).
 func (n *Node) maintain() {
 	defer n.wg.Done()
 	t := time.NewTicker(time.Minute)
@@ -344,15 +404,19 @@ func (n *Node) Fingerprint() protocol.Fingerprint {
 	return n.xkey.Fingerprint
 }
 
-// Connect connects to a peer by address. If an address of a known peer
-// answers with another identity, the error is an *IdentityChangeError
-// (identity.go).
+// Connect connects to a peer by address. If another identity answers at
+// an address of pi.ID, Connect fails with an *IdentityChangeError, under
+// every trust policy (identity.go).
 func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 	return n.identityChanged(pi.ID, n.host.Connect(ctx, pi))
 }
 
 // ActiveKey returns the session key currently in use with p: the one with
 // the highest epoch. peerstore.ErrNotFound if there is none.
+//
+// Applications use ExportKey instead: this is the raw key that also keys
+// the node's messages, and a key derived from it outside the exporter may
+// equal one of them (the package documentation, "Keys for applications").
 func (n *Node) ActiveKey(p peer.ID) (*peerstore.SessionKey, error) {
 	return n.store.ActiveSession(p)
 }
@@ -389,4 +453,14 @@ func (n *Node) release() error {
 		errs = append(errs, n.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// wipeStoredKey overwrites the private keys the store returned.
+func wipeStoredKey(k *peerstore.ExchangeKey) {
+	if k == nil {
+		return
+	}
+	for _, sk := range k.Keys {
+		clear(sk.Private)
+	}
 }

@@ -272,7 +272,7 @@ func TestWithHostIdentityMismatch(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 	_, err = New(context.Background(), WithHost(h), WithStore(store))
-	require.ErrorContains(t, err, "identity differs")
+	require.ErrorContains(t, err, "identity "+first.ID().String()+" differs from the host's "+h.ID().String())
 }
 
 func TestExchangeUnreachablePeer(t *testing.T) {

@@ -38,25 +38,26 @@ type PeerKeyChange struct {
 }
 
 type config struct {
-	host          host.Host
-	store         peerstore.Store
-	listen        []ma.Multiaddr
-	libp2pOpts    []libp2p.Option
-	suites        []protocol.Suite
-	noticeSize    int
-	phaseTimeout  time.Duration
-	streamIdle    time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
-	keyLifetime   time.Duration
-	rotateAfter   time.Duration
-	rotationGrace time.Duration
-	maxInbound    int
-	maxPerPeer    int
-	trust         TrustPolicy
-	now           func() time.Time
-	mdns          *mdnsConfig   // WithMDNS; nil: off (discovery.go)
-	dht           *dhtConfig    // WithDHT; nil: off (discovery.go)
-	msg           msgConfig     // messaging.go
-	metrics       MetricsTracer // WithMetrics; nil: none (metrics.go)
+	host         host.Host
+	store        peerstore.Store
+	listen       []ma.Multiaddr
+	libp2pOpts   []libp2p.Option
+	suites       []protocol.Suite
+	noticeSize   int
+	phaseTimeout time.Duration
+	streamIdle   time.Duration // WithStreamIdleTimeout; 0: a new stream per exchange
+	keyLifetime  time.Duration
+	rotateAfter  time.Duration
+	maxInbound   int
+	maxPerPeer   int
+	trust        TrustPolicy
+	requirePQ    bool // WithRequirePQ
+	now          func() time.Time
+	mdns         *mdnsConfig   // WithMDNS; nil: off (discovery.go)
+	dht          *dhtConfig    // WithDHT; nil: off (discovery.go)
+	msg          msgConfig     // messaging.go
+	msgKeep      MessageKeeper // WithMessageKeeper; nil: none (msgkeep.go)
+	metrics      MetricsTracer // WithMetrics; nil: none (metrics.go)
 	// libp2pMetrics: WithMetrics asked for libp2p's metrics too; without
 	// it the node's own host runs without them (metrics.go).
 	libp2pMetrics bool
@@ -69,9 +70,6 @@ const (
 	// DefaultRotateAfter is the age after which the node rotates its
 	// exchange key on its own.
 	DefaultRotateAfter = 7 * 24 * time.Hour
-	// DefaultRotationGrace is how long the previous exchange key is kept
-	// after a rotation before it is destroyed.
-	DefaultRotationGrace = time.Hour
 	// DefaultMaxInbound bounds the inbound exchanges running at once.
 	DefaultMaxInbound = 256
 	// DefaultMaxInboundPerPeer bounds the inbound exchanges of one peer,
@@ -88,18 +86,17 @@ var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic
 
 func defaults() *config {
 	return &config{
-		suites:        protocol.DefaultSuites(),
-		noticeSize:    protocol.DefaultNoticeSize,
-		phaseTimeout:  protocol.DefaultPhaseTimeout,
-		streamIdle:    DefaultStreamIdleTimeout,
-		keyLifetime:   protocol.DefaultRecordLifetime,
-		rotateAfter:   DefaultRotateAfter,
-		rotationGrace: DefaultRotationGrace,
-		maxInbound:    DefaultMaxInbound,
-		maxPerPeer:    DefaultMaxInboundPerPeer,
-		trust:         TrustTOFU,
-		now:           time.Now,
-		admit:         defaultAdmission(), // admission.go
+		suites:       protocol.DefaultSuites(),
+		noticeSize:   protocol.DefaultNoticeSize,
+		phaseTimeout: protocol.DefaultPhaseTimeout,
+		streamIdle:   DefaultStreamIdleTimeout,
+		keyLifetime:  protocol.DefaultRecordLifetime,
+		rotateAfter:  DefaultRotateAfter,
+		maxInbound:   DefaultMaxInbound,
+		maxPerPeer:   DefaultMaxInboundPerPeer,
+		trust:        TrustTOFU,
+		now:          time.Now,
+		admit:        defaultAdmission(), // admission.go
 	}
 }
 
@@ -109,6 +106,15 @@ func defaults() *config {
 // store's identity must be the host's (an empty store takes the host's key).
 // The host keeps its own resource manager: the node does not add its
 // service limits to it (SetServiceLimits does, for the application).
+//
+// To keep the identity a store already holds, build the host from it:
+// libp2p.New(libp2p.Identity(key)) with key from the store's Identity
+// (see the example); a host with another key fails New with an error
+// naming both peer IDs. The node reports another identity answering at a
+// peer's address (an *IdentityChangeError) for the dials it makes itself,
+// in Connect, Exchange and Send; the application's own dials on the host
+// (h.Connect, h.NewStream) get only libp2p's error, which the node never
+// sees.
 func WithHost(h host.Host) Option {
 	return func(c *config) error {
 		if h == nil {
@@ -216,16 +222,16 @@ func WithStreamIdleTimeout(d time.Duration) Option {
 }
 
 // WithKeyRotation sets how long a new exchange-key record is valid
-// (default protocol.DefaultRecordLifetime, 30 days), after what age the node
-// rotates it on its own (default DefaultRotateAfter, 7 days) and how long
-// the previous key is kept after a rotation (default DefaultRotationGrace,
-// 1 hour).
-func WithKeyRotation(lifetime, rotateAfter, grace time.Duration) Option {
+// (default protocol.DefaultRecordLifetime, 30 days) and after what age the
+// node rotates it on its own (default DefaultRotateAfter, 7 days). The old
+// private key is destroyed by the rotation itself: there is no grace period
+// (see Node.RotateExchangeKey for why nothing needs one).
+func WithKeyRotation(lifetime, rotateAfter time.Duration) Option {
 	return func(c *config) error {
-		if lifetime <= 0 || rotateAfter <= 0 || grace < 0 || rotateAfter >= lifetime {
-			return errors.New("key rotation: need 0 < rotateAfter < lifetime and grace >= 0")
+		if lifetime <= 0 || lifetime > protocol.MaxRecordLifetime || rotateAfter <= 0 || rotateAfter >= lifetime {
+			return fmt.Errorf("key rotation: need 0 < rotateAfter < lifetime <= %v", protocol.MaxRecordLifetime)
 		}
-		c.keyLifetime, c.rotateAfter, c.rotationGrace = lifetime, rotateAfter, grace
+		c.keyLifetime, c.rotateAfter = lifetime, rotateAfter
 		return nil
 	}
 }
@@ -259,6 +265,38 @@ func WithTrustPolicy(p TrustPolicy) Option {
 		c.trust = p
 		return nil
 	}
+}
+
+// WithRequirePQ, when on, makes the node offer and accept only
+// post-quantum suites (protocol.Suite.PostQuantum): the classical suites
+// are dropped from WithSuites (or the defaults), the node's own
+// exchange-key record covers only the post-quantum ones (an older record
+// with a classical key is rotated at start), and an exchange with a peer
+// that supports none of them fails with protocol.ErrNoCommonSuite.
+// WithSuites with only classical suites is then an error of New. Default
+// off.
+func WithRequirePQ(on bool) Option {
+	return func(c *config) error {
+		c.requirePQ = on
+		return nil
+	}
+}
+
+// finish checks the options together, once all are applied.
+func (c *config) finish() error {
+	if c.requirePQ {
+		var pq []protocol.Suite
+		for _, s := range c.suites {
+			if s.PostQuantum() {
+				pq = append(pq, s)
+			}
+		}
+		if len(pq) == 0 {
+			return fmt.Errorf("WithRequirePQ: none of the suites %v is post-quantum", c.suites)
+		}
+		c.suites = pq
+	}
+	return nil
 }
 
 // WithClock sets the node's clock, for tests. Default time.Now.

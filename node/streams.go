@@ -8,8 +8,10 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // Streams that carry one exchange after another (docs/PROTOCOL.md section 2).
@@ -32,6 +34,12 @@ const DefaultStreamIdleTimeout = 5 * time.Minute
 
 const responderIdleTimeout = DefaultStreamIdleTimeout + time.Minute
 
+// closeWait bounds how long a side that ends a stream after its last notice
+// waits for the peer's end of stream (docs/PROTOCOL.md section 2): closing
+// the connection, or exiting, while the peer has not read everything can
+// drop the last PART_RECEIVED (a TCP close with unread data resets).
+const closeWait = 2 * time.Second
+
 // keptStream is an initiator's idle stream to a peer.
 type keptStream struct {
 	s     network.Stream
@@ -47,14 +55,14 @@ type keptStream struct {
 // have opened since (NewStream prefers it).
 func (n *Node) keepOutbound(p peer.ID, s network.Stream) {
 	if s.Conn().Stat().Limited {
-		_ = s.Close()
+		n.closeGracefully(s)
 		return
 	}
 	n.mu.Lock()
 	old := n.kept[p]
 	if n.closed || n.cfg.streamIdle == 0 || (old == nil && len(n.kept) >= n.cfg.maxInbound) {
 		n.mu.Unlock()
-		_ = s.Close()
+		n.closeGracefully(s)
 		return
 	}
 	k := &keptStream{s: s}
@@ -69,6 +77,30 @@ func (n *Node) keepOutbound(p peer.ID, s network.Stream) {
 		old.timer.Stop()
 		_ = old.s.Close()
 	}
+}
+
+// closeGracefully ends a stream after the last notice of an exchange:
+// half-close, then wait (in the background, at most closeWait) for the
+// peer's end of stream before closing, so that the notices written last
+// reach the peer even if the node closes its host right after
+// (docs/PROTOCOL.md section 2). Close waits for it.
+func (n *Node) closeGracefully(s network.Stream) {
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		_ = s.SetReadDeadline(time.Now().Add(closeWait))
+		// The peer sends nothing more after its last notice; bound what
+		// is read in case it does.
+		if _, err := io.Copy(io.Discard, io.LimitReader(s, protocol.MaxNoticeSize)); err != nil {
+			_ = s.Reset()
+			return
+		}
+		_ = s.Close()
+	}()
 }
 
 // takeKept removes k from the kept streams; it reports whether k was there.
@@ -109,7 +141,7 @@ func (n *Node) closeKept() {
 	n.mu.Unlock()
 	for _, k := range kept {
 		k.timer.Stop()
-		_ = k.s.Close()
+		n.closeGracefully(k.s)
 	}
 }
 
@@ -131,9 +163,16 @@ func (n *Node) initiateOnKept(ctx context.Context, s network.Stream, sl *slot) (
 	n.mu.Lock()
 	answered := sl.answered
 	n.mu.Unlock()
+	// Before the peer's CONTINUE, an ABORT (or a reset with a status) other
+	// than a refusal may be the end of the previous exchange on this stream:
+	// the peer rejected our last PART_RECEIVED after we had verified its
+	// own and installed (docs/PROTOCOL.md section 16). It is not this
+	// exchange's answer, so this exchange runs again on a new stream. A
+	// START the peer really rejected is rejected there again.
 	var ae *protocol.AbortError
+	stale := errors.As(err, &ae) && !errors.Is(err, protocol.ErrBusy) && !errors.Is(err, protocol.ErrConflict)
 	closed := errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, network.ErrReset)
-	return nil, !answered && closed && !errors.As(err, &ae), err
+	return nil, !answered && (stale || (closed && ae == nil)), err
 }
 
 // awaitNext waits on s, whose exchange as responder has succeeded, for the
@@ -161,28 +200,66 @@ func (n *Node) awaitNext(s network.Stream) network.Stream {
 	// ends it on a stream that ignores deadlines (mocknet's).
 	stop := context.AfterFunc(n.ctx, func() { _ = s.Reset() })
 	defer stop()
+	// The idle timeout runs until the next START; Run then sets the phase
+	// deadline (docs/PROTOCOL.md section 2).
 	_ = s.SetReadDeadline(time.Now().Add(responderIdleTimeout))
-	var b [1]byte
-	if _, err := io.ReadFull(s, b[:]); err != nil {
+	frame, err := protocol.NewFrameReader(s).ReadFrame(n.cfg.noticeSize)
+	switch {
+	case errors.Is(err, io.EOF):
 		_ = s.Close()
 		return nil
+	case err != nil:
+		// A reset (with or without a status: either ends the previous
+		// exchange, see below), or a first frame that breaks V1-V3.
+		log.Debugw("idle exchange stream ended", "peer", s.Conn().RemotePeer(), "err", err)
+		if errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrMalformed) {
+			abortStream(s, err)
+		} else {
+			// A reset by the peer, the idle timeout, or this node
+			// closing the stream: nothing is owed to the peer, so end it
+			// as before, with Close. (A Reset here would race a Close of
+			// the stream by this node: go-yamux's CloseRead wakes this
+			// read with ErrStreamReset, and the Close then fails.)
+			_ = s.Close()
+		}
+		return nil
 	}
-	return &resumedStream{Stream: s, first: b[0]}
+	var notice pb.Notice
+	if proto.Unmarshal(frame, &notice) == nil && notice.Type == pb.Notice_ABORT {
+		// The peer gave up on the exchange this side completed (it
+		// rejected our PART_RECEIVED after we verified its own). It
+		// belongs to that exchange, not to a next one: this side keeps its
+		// key (docs/PROTOCOL.md section 16) and ends the stream.
+		log.Debugw("ABORT after a completed exchange", "peer", s.Conn().RemotePeer(), "status", notice.GetAbort().GetStatus())
+		_ = s.Reset()
+		return nil
+	}
+	return &resumedStream{Stream: s, first: protocol.AppendFrame(nil, frame)}
 }
 
-// resumedStream is a kept inbound stream whose first byte awaitNext has
-// read; Read gives it back first. (The FrameReader reads a frame's length
-// byte by byte, so nothing else is ever buffered.)
+// abortStream answers a notice that breaks a rule with ABORT and a reset
+// that carries the status (docs/PROTOCOL.md section 16).
+func abortStream(s network.Stream, err error) {
+	if b, mErr := protocol.AbortNotice(err); mErr == nil {
+		_ = s.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = protocol.WriteFrames(s, [][]byte{b})
+	}
+	_ = s.ResetWithError(protocol.ResetCode(err))
+}
+
+// resumedStream is a kept inbound stream whose first frame awaitNext has
+// read; Read gives it back first. (The FrameReader reads nothing beyond the
+// frame, so nothing else is ever buffered.)
 type resumedStream struct {
 	network.Stream
-	first byte
-	given bool
+	first []byte
 }
 
 func (r *resumedStream) Read(b []byte) (int, error) {
-	if !r.given && len(b) > 0 {
-		b[0], r.given = r.first, true
-		return 1, nil
+	if len(r.first) > 0 {
+		n := copy(b, r.first)
+		r.first = r.first[n:]
+		return n, nil
 	}
 	return r.Stream.Read(b)
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/test"
-	bolt "go.etcd.io/bbolt"
 )
 
 // benchPeers is the size of the stores the benchmarks run on.
@@ -76,14 +75,12 @@ func newBenchStore(b *testing.B) *benchStore {
 // setup uses it.
 func bulkCommit(st Store, cs []Commit) error {
 	s := st.(*boltStore)
-	var secrets [][]byte
-	defer func() { wipe(secrets...) }()
-	return s.update(func(tx *bolt.Tx) error {
+	return s.write("", func(w *writeTx) error {
 		for i := range cs {
 			if err := checkCommit(&cs[i]); err != nil {
 				return err
 			}
-			if err := commitTx(tx, &cs[i], &secrets); err != nil {
+			if err := commitTx(w, &cs[i]); err != nil {
 				return err
 			}
 		}

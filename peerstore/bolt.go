@@ -17,21 +17,31 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/p2pkex/p2pkex/internal/failpoint"
+	"github.com/p2pkex/p2pkex/peerstore/pb"
 )
 
-// The bbolt store's layout, schema version 1. Values are protobuf messages
+// The bbolt store's layout, schema version 2. Values are protobuf messages
 // of package peerstore/pb.
 //
 //	meta/version           8 bytes, big-endian schema version
 //	meta/identity          crypto.MarshalPrivateKey of the identity key
-//	exchange/current       pb.ExchangeKey
-//	exchange/previous      pb.ExchangeKey, in its grace period
+//	exchange/current       pb.ExchangeKey, private keys sealed
+//	exchange/previous      pb.ExchangeKey, private keys sealed, in its grace period
 //	peers/<peer ID bytes>  pb.PeerKey
-//	sessions/<peer ID bytes>/<epoch, 8 bytes big-endian>  pb.SessionKey
+//	sessions/<peer ID bytes>/<epoch, 8 bytes big-endian>  pb.SessionKey, key sealed
 //
 // The epoch keys sort numerically, so a peer's active session is the last
 // key of its bucket and the oldest is the first.
+//
+// Every secret that the store ever destroys (exchange private keys, session
+// keys) is sealed under a key of its own in the key file beside store.db
+// (KeysFileName), which is what makes destroying it possible: see shred.go.
+// The identity key is never destroyed and is stored as it is. Version 1
+// stored the secrets in the clear; OpenBolt migrates such a store
+// (migrate.go).
 var (
 	bucketMeta     = []byte("meta")
 	bucketExchange = []byte("exchange")
@@ -44,7 +54,7 @@ var (
 	keyPrevious = []byte("previous")
 )
 
-const schemaVersion = 1
+const schemaVersion = 2
 
 const (
 	// BoltFileName is the name of the store's file inside the directory given
@@ -83,10 +93,11 @@ type boltStore struct {
 	mu     sync.RWMutex
 	closed bool
 	db     *bolt.DB
+	keys   *keyFile // the shredding keys of the sealed secrets (shred.go)
 }
 
 // OpenBolt opens the store in directory dir, creating dir (mode 0700) and its
-// file BoltFileName (mode 0600) if they do not exist.
+// files BoltFileName and KeysFileName (mode 0600) if they do not exist.
 //
 // The store's private keys are protected by file permissions only, so
 // OpenBolt refuses a directory that group or others can write to, and a file
@@ -98,7 +109,10 @@ type boltStore struct {
 //
 // Every write is one bbolt transaction, synced to disk before the method
 // returns. Times read back are the instants that were stored, in the local
-// time zone.
+// time zone. A destroyed secret (a pruned session key, a replaced exchange
+// key) is unrecoverable from the store's files once the method that
+// destroyed it returns, or, if the process died in it, once the store is
+// opened again (shred.go). A store of schema version 1 is migrated.
 func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 	cfg := boltConfig{lockTimeout: DefaultLockTimeout}
 	for _, o := range opts {
@@ -113,9 +127,59 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, BoltFileName)
-	if err := checkFile(path); err != nil {
+	keysPath := filepath.Join(dir, KeysFileName)
+	for _, p := range []string{path, keysPath} {
+		if err := checkFile(p); err != nil {
+			return nil, err
+		}
+	}
+	db, err := openDB(path, &cfg)
+	if err != nil {
 		return nil, err
 	}
+	// The key file is only touched under store.db's lock.
+	version, err := initSchema(db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	keys, clean, err := openKeyFile(keysPath)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &boltStore{db: db, keys: keys}
+	if keys.fresh && version == schemaVersion {
+		if err := checkNoSealed(db); err != nil {
+			db.Close()
+			keys.close()
+			return nil, errors.Join(fmt.Errorf("open %s: %w: %s is missing, and it holds the keys of the secrets in %s (copy the two files together)",
+				path, ErrCorrupt, KeysFileName, BoltFileName), removeFile(keysPath))
+		}
+	}
+	if version == 1 {
+		err = s.migrate(dir, &cfg) // migrate.go
+	} else {
+		// A migration that died before its rename left this behind: it
+		// holds only sealed values, whose slots the check below wipes.
+		err = removeFile(path + migrateSuffix)
+		if err == nil && !clean {
+			err = s.recoverKeys()
+		} else if err == nil {
+			err = keys.use(nil)
+		}
+	}
+	if err != nil {
+		s.db.Close()
+		keys.failed = true // not checked: the next open checks it again
+		keys.close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openDB opens the bbolt file, mapping its errors to the store's.
+func openDB(path string, cfg *boltConfig) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      cfg.lockTimeout,
 		FreelistType: bolt.FreelistMapType,
@@ -131,11 +195,114 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("peerstore: open %s: %w", path, err)
 	}
-	if err := initSchema(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+	return db, nil
+}
+
+// recoverKeys runs after a crash (the key file was not closed cleanly): it
+// wipes every shredding slot that no sealed value in bbolt names. Those are
+// the slots of secrets whose deletion committed but whose wipe the crash
+// prevented, and of secrets sealed for a transaction that never committed.
+func (s *boltStore) recoverKeys() error {
+	refs := map[uint64]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return forEachSealed(tx, func(slot uint64) { refs[slot] = true })
+	})
+	if err != nil {
+		return err
 	}
-	return &boltStore{db: db}, nil
+	return s.keys.use(func(n uint64) bool { return refs[n] })
+}
+
+// forEachSealed calls fn with the slot of every sealed value in the store.
+// It reads only the sealed fields: a value that is damaged elsewhere still
+// keeps its key (reading it reports the damage), and one that does not
+// parse at all names no slot.
+func forEachSealed(tx *bolt.Tx, fn func(slot uint64)) error {
+	ex, err := bucket(tx, bucketExchange)
+	if err != nil {
+		return err
+	}
+	sealedSlotOf := func(b []byte) {
+		if n, err := sealedSlot(b, -1); err == nil {
+			fn(n)
+		}
+	}
+	for _, name := range [][]byte{keyCurrent, keyPrevious} {
+		var m pb.ExchangeKey
+		if v := ex.Get(name); v != nil && proto.Unmarshal(v, &m) == nil {
+			for _, sk := range m.Keys {
+				sealedSlotOf(sk.GetSealed())
+			}
+		}
+	}
+	all, err := bucket(tx, bucketSessions)
+	if err != nil {
+		return err
+	}
+	return all.ForEachBucket(func(p []byte) error {
+		return all.Bucket(p).ForEach(func(k, v []byte) error {
+			var m pb.SessionKey
+			if v != nil && proto.Unmarshal(v, &m) == nil {
+				sealedSlotOf(m.GetSealed())
+			}
+			return nil
+		})
+	})
+}
+
+// errSealed: checkNoSealed found a sealed value.
+var errSealed = errors.New("sealed value")
+
+// checkNoSealed fails with errSealed if the store holds a sealed value.
+func checkNoSealed(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		found := false
+		if err := forEachSealed(tx, func(uint64) { found = true }); err != nil {
+			return err
+		}
+		if found {
+			return errSealed
+		}
+		return nil
+	})
+}
+
+// exchangeSlots returns the shredding slots of a stored exchange key.
+func exchangeSlots(v []byte) ([]uint64, error) {
+	k, sealed, err := decodeExchangeKey(v)
+	if err != nil {
+		return nil, err
+	}
+	wipeExchangeKey(k)
+	var slots []uint64
+	for _, b := range sealed {
+		if b == nil {
+			return nil, corrupt("exchange key: plaintext private key in a version %d store", schemaVersion)
+		}
+		n, _ := sealedSlot(b, -1) // decodeExchangeKey checked it
+		slots = append(slots, n)
+	}
+	return slots, nil
+}
+
+// sessionSlot returns the shredding slot of a stored session epoch.
+func sessionSlot(p, k, v []byte) (uint64, error) {
+	sk, sealed, err := decodeSession(p, k, v)
+	if err != nil {
+		return 0, err
+	}
+	clear(sk.Key[:])
+	if sealed == nil {
+		return 0, corrupt("session: plaintext key in a version %d store", schemaVersion)
+	}
+	return sealedSlot(sealed, KeySize)
+}
+
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("peerstore: %w", err)
+	}
+	return nil
 }
 
 // prepareDir creates dir, or checks that it is a directory only its owner
@@ -178,9 +345,11 @@ func checkFile(path string) error {
 }
 
 // initSchema creates the buckets of a new store, or checks those of an
-// existing one.
-func initSchema(db *bolt.DB) error {
+// existing one, and returns its schema version: 1 (to be migrated) or
+// schemaVersion.
+func initSchema(db *bolt.DB) (uint64, error) {
 	fresh := false
+	var version uint64
 	err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
@@ -196,8 +365,8 @@ func initSchema(db *bolt.DB) error {
 		if len(v) != 8 {
 			return corrupt("schema version is %d bytes, want 8", len(v))
 		}
-		if n := binary.BigEndian.Uint64(v); n != schemaVersion {
-			return fmt.Errorf("peerstore: store has schema version %d; this build reads version %d", n, schemaVersion)
+		if version = binary.BigEndian.Uint64(v); version != schemaVersion && version != 1 {
+			return fmt.Errorf("peerstore: store has schema version %d; this build reads versions 1 and %d", version, schemaVersion)
 		}
 		for _, name := range [][]byte{bucketExchange, bucketPeers, bucketSessions} {
 			if tx.Bucket(name) == nil {
@@ -207,41 +376,163 @@ func initSchema(db *bolt.DB) error {
 		return nil
 	})
 	if err != nil || !fresh {
-		return err
+		return version, err
 	}
-	return db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucket(bucketMeta)
-		if err != nil {
-			return err
-		}
-		if err := meta.Put(keyVersion, binary.BigEndian.AppendUint64(nil, schemaVersion)); err != nil {
-			return err
-		}
-		for _, name := range [][]byte{bucketExchange, bucketPeers, bucketSessions} {
-			if _, err := tx.CreateBucket(name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return schemaVersion, db.Update(createSchema)
 }
 
+// createSchema makes the buckets of an empty store of version schemaVersion.
+func createSchema(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if err := meta.Put(keyVersion, binary.BigEndian.AppendUint64(nil, schemaVersion)); err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bucketExchange, bucketPeers, bucketSessions} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// view runs a read transaction. It holds the key file's lock shared, so
+// that no slot a snapshot names is wiped under it (shred.go).
 func (s *boltStore) view(fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
+	s.keys.mu.RLock()
+	defer s.keys.mu.RUnlock()
 	return s.db.View(fn)
 }
 
-func (s *boltStore) update(fn func(tx *bolt.Tx) error) error {
+// writeTx is a write transaction that may seal and destroy secrets. Every
+// secret the store writes goes through seal, and every one it destroys
+// through shred: the two places that keep the key file in step with bbolt.
+type writeTx struct {
+	tx    *bolt.Tx
+	keys  *keyFile
+	fresh []uint64 // slots sealed in this transaction: wiped if it fails
+	dead  []uint64 // slots of the secrets it deleted: wiped once it committed
+}
+
+// seal seals secret for place (kind, where) under a new slot.
+func (w *writeTx) seal(kind string, where, secret []byte) ([]byte, error) {
+	sealed, slot, err := w.keys.seal(kind, where, secret)
+	if err != nil {
+		return nil, err
+	}
+	w.fresh = append(w.fresh, slot)
+	return sealed, nil
+}
+
+// shred marks the slots of deleted secrets for wiping after the commit.
+func (w *writeTx) shred(slots ...uint64) { w.dead = append(w.dead, slots...) }
+
+// deleteSession deletes one epoch of a peer's session bucket b and shreds
+// its key. It is the only way a session key leaves the store.
+func (w *writeTx) deleteSession(b *bolt.Bucket, p peer.ID, epochKey []byte) error {
+	v := b.Get(epochKey)
+	if v == nil {
+		return nil
+	}
+	slot, err := sessionSlot([]byte(p), epochKey, v)
+	if err != nil {
+		return err
+	}
+	if err := b.Delete(epochKey); err != nil {
+		return err
+	}
+	w.shred(slot)
+	return nil
+}
+
+// deletePeerSessions deletes every session epoch of p, and p's session
+// bucket, shredding the keys; it returns how many there were. A store-level
+// "forget this peer" must delete the sessions through it, so that their
+// keys are destroyed and not only unlinked.
+func (w *writeTx) deletePeerSessions(p peer.ID) (int, error) {
+	all, err := bucket(w.tx, bucketSessions)
+	if err != nil {
+		return 0, err
+	}
+	sb, err := peerSessions(w.tx, p)
+	if err != nil || sb == nil {
+		return 0, err
+	}
+	var epochs [][]byte
+	if err := sb.ForEach(func(k, _ []byte) error { epochs = append(epochs, bytes.Clone(k)); return nil }); err != nil {
+		return 0, err
+	}
+	for _, k := range epochs {
+		if err := w.deleteSession(sb, p, k); err != nil {
+			return 0, err
+		}
+	}
+	failpoint.Inject(failpoint.DeleteSessionsAfterWrite)
+	return len(epochs), all.DeleteBucket([]byte(p))
+}
+
+// deleteExchangeKey deletes the exchange key stored under name and shreds
+// its private keys. It is the only way an exchange private key leaves the
+// store.
+func (w *writeTx) deleteExchangeKey(b *bolt.Bucket, name []byte) error {
+	v := b.Get(name)
+	if v == nil {
+		return nil
+	}
+	slots, err := exchangeSlots(v)
+	if err != nil {
+		return err
+	}
+	if err := b.Delete(name); err != nil {
+		return err
+	}
+	w.shred(slots...)
+	return nil
+}
+
+// write runs a write transaction. The keys sealed in it are synced before
+// it commits; the slots of the secrets it deleted are wiped after it
+// committed, after failpoint afterCommit ("" for none).
+func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	return s.db.Update(fn)
+	// Before anything can leave a slot that nothing names.
+	if err := s.keys.markOpen(); err != nil {
+		return err
+	}
+	w := &writeTx{keys: s.keys}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w.tx = tx
+		if err := fn(w); err != nil {
+			return err
+		}
+		if len(w.fresh) > 0 {
+			// What the transaction refers to must be on disk before it.
+			return s.keys.sync()
+		}
+		return nil
+	})
+	if err != nil {
+		// Nothing refers to the new slots.
+		return errors.Join(err, s.keys.wipe(w.fresh))
+	}
+	if afterCommit != "" {
+		failpoint.Inject(afterCommit)
+	}
+	if err := s.keys.wipe(w.dead); err != nil {
+		return fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
+	}
+	return nil
 }
 
 // bucket returns a top-level bucket; initSchema made them all, so a missing
@@ -293,8 +584,8 @@ func (s *boltStore) SetIdentity(k crypto.PrivKey) error {
 		return err
 	}
 	defer wipe(b) // bbolt needs b until the transaction ends
-	return s.update(func(tx *bolt.Tx) error {
-		meta, err := bucket(tx, bucketMeta)
+	return s.write("", func(w *writeTx) error {
+		meta, err := bucket(w.tx, bucketMeta)
 		if err != nil {
 			return err
 		}
@@ -303,6 +594,39 @@ func (s *boltStore) SetIdentity(k crypto.PrivKey) error {
 		}
 		return meta.Put(keyIdentity, b)
 	})
+}
+
+// openExchangeKey decodes a stored exchange key and opens its private keys.
+// The caller holds the key file's lock shared (view).
+func (s *boltStore) openExchangeKey(v []byte) (*ExchangeKey, error) {
+	k, sealed, err := decodeExchangeKey(v)
+	if err != nil {
+		return nil, err
+	}
+	for i, b := range sealed {
+		if b == nil {
+			wipeExchangeKey(k)
+			return nil, corrupt("exchange key: plaintext private key in a version %d store", schemaVersion)
+		}
+		out := make([]byte, len(b)-sealedOverhead)
+		if k.Keys[i].Private, err = s.keys.open(out, "exchange", exchangeWhere(k.Seq, k.Keys[i].Suite), b); err != nil {
+			wipeExchangeKey(k)
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// sealExchangeKey encodes k with its private keys sealed in w.
+func sealExchangeKey(w *writeTx, k *ExchangeKey) ([]byte, error) {
+	sealed := make([][]byte, len(k.Keys))
+	for i, sk := range k.Keys {
+		var err error
+		if sealed[i], err = w.seal("exchange", exchangeWhere(k.Seq, sk.Suite), sk.Private); err != nil {
+			return nil, err
+		}
+	}
+	return encodeExchangeKey(k, sealed)
 }
 
 func (s *boltStore) ExchangeKeys() (cur *ExchangeKey, prev *ExchangeKey, err error) {
@@ -315,11 +639,11 @@ func (s *boltStore) ExchangeKeys() (cur *ExchangeKey, prev *ExchangeKey, err err
 		if v == nil {
 			return ErrNotFound
 		}
-		if cur, err = decodeExchangeKey(v); err != nil {
+		if cur, err = s.openExchangeKey(v); err != nil {
 			return err
 		}
 		if v := b.Get(keyPrevious); v != nil {
-			if prev, err = decodeExchangeKey(v); err != nil {
+			if prev, err = s.openExchangeKey(v); err != nil {
 				wipeExchangeKey(cur)
 				return err
 			}
@@ -332,46 +656,48 @@ func (s *boltStore) ExchangeKeys() (cur *ExchangeKey, prev *ExchangeKey, err err
 	return cur, prev, nil
 }
 
-// RotateExchangeKey overwrites "previous" with the current key. bbolt copies
-// on write, so the destroyed key's bytes can stay in a free page of the file
-// until bbolt reuses it: the file's permissions are what protects them.
+// RotateExchangeKey stores next as the current key. With a grace period the
+// current key becomes the previous one (its sealed private keys move as they
+// are); without one it is destroyed with the rotation. The previous key it
+// replaces is destroyed.
 func (s *boltStore) RotateExchangeKey(next ExchangeKey, now time.Time, grace time.Duration) error {
 	failpoint.Inject(failpoint.RotateBeforeWrite)
 	next.Retire = time.Time{}
-	nb, err := encodeExchangeKey(&next)
-	if err != nil {
-		return err
-	}
-	var prevBuf []byte
-	defer func() { wipe(nb, prevBuf) }()
-	err = s.update(func(tx *bolt.Tx) error {
-		b, err := bucket(tx, bucketExchange)
+	return s.write(failpoint.RotateAfterCommit, func(w *writeTx) error {
+		b, err := bucket(w.tx, bucketExchange)
 		if err != nil {
 			return err
 		}
 		var cur *ExchangeKey
-		if v := b.Get(keyCurrent); v != nil {
-			if cur, err = decodeExchangeKey(v); err != nil {
+		var curSealed [][]byte
+		curV := b.Get(keyCurrent)
+		if curV != nil {
+			if cur, curSealed, err = decodeExchangeKey(curV); err != nil {
 				return err
 			}
-			defer wipeExchangeKey(cur)
+			wipeExchangeKey(cur) // a version-2 value has no plaintext; to be sure
 		}
 		if err := checkRotate(cur, &next, grace); err != nil {
 			return err
 		}
-		if cur == nil {
-			// No current key, so there is no previous one either.
-			if err := b.Delete(keyPrevious); err != nil {
-				return err
-			}
-		} else {
+		if err := w.deleteExchangeKey(b, keyPrevious); err != nil {
+			return err
+		}
+		if cur != nil && grace > 0 {
 			cur.Retire = now.Add(grace)
-			if prevBuf, err = encodeExchangeKey(cur); err != nil {
+			v, err := encodeExchangeKey(cur, curSealed)
+			if err != nil {
 				return err
 			}
-			if err := b.Put(keyPrevious, prevBuf); err != nil {
+			if err := b.Put(keyPrevious, v); err != nil {
 				return err
 			}
+		} else if err := w.deleteExchangeKey(b, keyCurrent); err != nil {
+			return err
+		}
+		nb, err := sealExchangeKey(w, &next)
+		if err != nil {
+			return err
 		}
 		if err := b.Put(keyCurrent, nb); err != nil {
 			return err
@@ -379,10 +705,6 @@ func (s *boltStore) RotateExchangeKey(next ExchangeKey, now time.Time, grace tim
 		failpoint.Inject(failpoint.RotateAfterWrite)
 		return nil
 	})
-	if err == nil {
-		failpoint.Inject(failpoint.RotateAfterCommit)
-	}
-	return err
 }
 
 func (s *boltStore) PruneExchangeKeys(now time.Time) (bool, error) {
@@ -396,7 +718,7 @@ func (s *boltStore) PruneExchangeKeys(now time.Time) (bool, error) {
 		if v == nil {
 			return false, nil
 		}
-		prev, err := decodeExchangeKey(v)
+		prev, _, err := decodeExchangeKey(v)
 		if err != nil {
 			return false, err
 		}
@@ -411,11 +733,11 @@ func (s *boltStore) PruneExchangeKeys(now time.Time) (bool, error) {
 	if err != nil || !pruned {
 		return false, err
 	}
-	err = s.update(func(tx *bolt.Tx) (err error) {
-		if pruned, err = due(tx); err != nil || !pruned {
+	err = s.write("", func(w *writeTx) (err error) {
+		if pruned, err = due(w.tx); err != nil || !pruned {
 			return err
 		}
-		return tx.Bucket(bucketExchange).Delete(keyPrevious)
+		return w.deleteExchangeKey(w.tx.Bucket(bucketExchange), keyPrevious)
 	})
 	if err != nil {
 		return false, err
@@ -487,8 +809,8 @@ func (s *boltStore) SetTrust(p peer.ID, t TrustState) error {
 	if err := checkTrust(t); err != nil {
 		return err
 	}
-	return s.update(func(tx *bolt.Tx) error {
-		pk, err := getPeer(tx, p)
+	return s.write("", func(w *writeTx) error {
+		pk, err := getPeer(w.tx, p)
 		if err != nil {
 			return err
 		}
@@ -496,7 +818,7 @@ func (s *boltStore) SetTrust(p peer.ID, t TrustState) error {
 			return ErrNotFound
 		}
 		pk.Trust = t
-		return putPeer(tx, pk)
+		return putPeer(w.tx, pk)
 	})
 }
 
@@ -506,25 +828,18 @@ func (s *boltStore) CommitExchange(c Commit) error {
 	if err := checkCommit(&c); err != nil {
 		return err
 	}
-	var secrets [][]byte
-	defer func() { wipe(secrets...) }()
-	err := s.update(func(tx *bolt.Tx) error {
-		if err := commitTx(tx, &c, &secrets); err != nil {
+	return s.write(failpoint.CommitAfterCommit, func(w *writeTx) error {
+		if err := commitTx(w, &c); err != nil {
 			return err
 		}
 		failpoint.Inject(failpoint.CommitAfterWrite)
 		return nil
 	})
-	if err == nil {
-		failpoint.Inject(failpoint.CommitAfterCommit)
-	}
-	return err
 }
 
-// commitTx is CommitExchange inside transaction tx. The encoded session keys
-// it writes are appended to secrets, for the caller to overwrite once the
-// transaction has ended (bbolt needs them until then).
-func commitTx(tx *bolt.Tx, c *Commit, secrets *[][]byte) error {
+// commitTx is CommitExchange inside write transaction w.
+func commitTx(w *writeTx, c *Commit) error {
+	tx := w.tx
 	p := c.Session.Peer
 	all, err := bucket(tx, bucketSessions)
 	if err != nil {
@@ -561,12 +876,16 @@ func commitTx(tx *bolt.Tx, c *Commit, secrets *[][]byte) error {
 		}
 	}
 
-	v, err := encodeSession(&c.Session)
+	ek := encodeEpoch(c.Session.Epoch)
+	sealed, err := w.seal("session", sessionWhere([]byte(p), ek), c.Session.Key[:])
 	if err != nil {
 		return err
 	}
-	*secrets = append(*secrets, v)
-	if err := sb.Put(encodeEpoch(c.Session.Epoch), v); err != nil {
+	v, err := encodeSession(&c.Session, sealed)
+	if err != nil {
+		return err
+	}
+	if err := sb.Put(ek, v); err != nil {
 		return err
 	}
 
@@ -577,11 +896,68 @@ func commitTx(tx *bolt.Tx, c *Commit, secrets *[][]byte) error {
 		epochs = append(epochs, bytes.Clone(k))
 	}
 	for i := 0; i < len(epochs)-KeepEpochs; i++ {
-		if err := sb.Delete(epochs[i]); err != nil {
+		if err := w.deleteSession(sb, p, epochs[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// deletePeer removes the stored record (and trust state) of p. Every path
+// that removes a peer's record goes through it. A record holds no secret.
+func deletePeer(tx *bolt.Tx, p peer.ID) error {
+	b, err := bucket(tx, bucketPeers)
+	if err != nil {
+		return err
+	}
+	return b.Delete([]byte(p))
+}
+
+// Forget removes p's record, trust state and session keys in one
+// transaction, through deletePeer and deletePeerSessions, so that the
+// session keys are shredded as every other deleted secret is.
+func (s *boltStore) Forget(p peer.ID) (ForgetResult, error) {
+	if err := checkPeerID(p); err != nil {
+		return ForgetResult{}, err
+	}
+	var res ForgetResult
+	err := s.write(failpoint.DeleteSessionsAfterCommit, func(w *writeTx) error {
+		res = ForgetResult{}
+		pk, err := getPeer(w.tx, p)
+		if err != nil {
+			return err
+		}
+		if pk != nil {
+			res.Record, res.Trust = true, pk.Trust
+			if err := deletePeer(w.tx, p); err != nil {
+				return err
+			}
+		}
+		res.Sessions, err = w.deletePeerSessions(p)
+		return err
+	})
+	if err != nil {
+		return ForgetResult{}, err
+	}
+	return res, nil
+}
+
+// openSession decodes a stored session epoch and opens its key. The caller
+// holds the key file's lock shared (view).
+func (s *boltStore) openSession(p peer.ID, k, v []byte) (*SessionKey, error) {
+	sk, sealed, err := decodeSession([]byte(p), k, v)
+	if err != nil {
+		return nil, err
+	}
+	if sealed == nil {
+		clear(sk.Key[:])
+		return nil, corrupt("session: plaintext key in a version %d store", schemaVersion)
+	}
+	// Opened straight into the fixed-size key: no other copy.
+	if _, err := s.keys.open(sk.Key[:], "session", sessionWhere([]byte(p), k), sealed); err != nil {
+		return nil, err
+	}
+	return sk, nil
 }
 
 func (s *boltStore) ActiveSession(p peer.ID) (*SessionKey, error) {
@@ -598,7 +974,7 @@ func (s *boltStore) ActiveSession(p peer.ID) (*SessionKey, error) {
 		if k == nil {
 			return ErrNotFound
 		}
-		sk, err = decodeSession([]byte(p), k, v)
+		sk, err = s.openSession(p, k, v)
 		return err
 	})
 	return sk, err
@@ -619,7 +995,7 @@ func (s *boltStore) Session(p peer.ID, epoch uint64) (*SessionKey, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		sk, err = decodeSession([]byte(p), k, v)
+		sk, err = s.openSession(p, k, v)
 		return err
 	})
 	return sk, err
@@ -636,11 +1012,12 @@ func (s *boltStore) Sessions(p peer.ID) ([]SessionKey, error) {
 			return ErrNotFound
 		}
 		err = b.ForEach(func(k, v []byte) error {
-			sk, err := decodeSession([]byte(p), k, v)
+			sk, err := s.openSession(p, k, v)
 			if err != nil {
 				return err
 			}
 			out = append(out, *sk)
+			clear(sk.Key[:])
 			return nil
 		})
 		if err == nil && len(out) == 0 {
@@ -657,8 +1034,8 @@ func (s *boltStore) Sessions(p peer.ID) ([]SessionKey, error) {
 	return out, nil
 }
 
-// Close waits for the methods in flight and closes the file, releasing its
-// lock.
+// Close waits for the methods in flight, closes the file, releasing its
+// lock, and marks the key file cleanly closed.
 func (s *boltStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -666,5 +1043,5 @@ func (s *boltStore) Close() error {
 		return nil
 	}
 	s.closed = true
-	return s.db.Close()
+	return errors.Join(s.db.Close(), s.keys.close())
 }

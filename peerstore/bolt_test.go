@@ -59,6 +59,9 @@ func TestBoltModes(t *testing.T) {
 	fi, err = os.Stat(filepath.Join(dir, peerstore.BoltFileName))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "file mode")
+	fi, err = os.Stat(filepath.Join(dir, peerstore.KeysFileName))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "key file mode")
 }
 
 func TestBoltRefusesLoosePermissions(t *testing.T) {
@@ -268,10 +271,10 @@ func TestBoltCorruptFile(t *testing.T) {
 		dir := t.TempDir()
 		require.NoError(t, openBolt(t, dir).Close())
 		rawUpdate(t, dir, func(tx *bolt.Tx) error {
-			return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, 2))
+			return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, 3))
 		})
 		_, err := peerstore.OpenBolt(dir)
-		require.ErrorContains(t, err, "schema version 2")
+		require.ErrorContains(t, err, "schema version 3")
 		require.NotErrorIs(t, err, peerstore.ErrCorrupt)
 	})
 
@@ -307,4 +310,19 @@ func TestBoltIdentityEncoding(t *testing.T) {
 		require.Equal(t, want, tx.Bucket([]byte("meta")).Get([]byte("identity")))
 		return nil
 	}))
+}
+
+// TestBoltMissingKeyFile: a store file copied without its key file is
+// refused with a message that names the missing file, and left as it was.
+func TestBoltMissingKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: peerstore.SessionKey{Peer: storetest.RandPeerID(t), Epoch: 1}}))
+	require.NoError(t, st.Close())
+	require.NoError(t, os.Remove(filepath.Join(dir, peerstore.KeysFileName)))
+	_, err := peerstore.OpenBolt(dir)
+	require.ErrorIs(t, err, peerstore.ErrCorrupt)
+	require.ErrorContains(t, err, peerstore.KeysFileName+" is missing")
+	_, err = os.Stat(filepath.Join(dir, peerstore.KeysFileName))
+	require.True(t, os.IsNotExist(err), "no empty key file left behind")
 }

@@ -78,25 +78,39 @@ func decodeIdentity(v []byte) (crypto.PrivKey, error) {
 	return k, nil
 }
 
-func encodeExchangeKey(k *ExchangeKey) ([]byte, error) {
+// encodeExchangeKey encodes one of the node's exchange keys with its
+// private keys sealed: sealed[i] is k.Keys[i].Private sealed (shred.go).
+// k's plaintext private keys are not written.
+func encodeExchangeKey(k *ExchangeKey, sealed [][]byte) ([]byte, error) {
+	if len(sealed) != len(k.Keys) {
+		return nil, fmt.Errorf("peerstore: %d sealed keys for %d suites", len(sealed), len(k.Keys))
+	}
 	m := &pb.ExchangeKey{
 		Seq:     k.Seq,
 		Record:  k.Record,
 		Created: encodeTime(k.Created),
 		Retire:  encodeTime(k.Retire),
 	}
-	for _, sk := range k.Keys {
-		m.Keys = append(m.Keys, &pb.SuiteKey{Suite: uint32(sk.Suite), Private: sk.Private})
+	for i, sk := range k.Keys {
+		m.Keys = append(m.Keys, &pb.SuiteKey{Suite: uint32(sk.Suite), Sealed: sealed[i]})
 	}
 	return proto.Marshal(m)
 }
 
-// decodeExchangeKey decodes one of the node's exchange keys. The message's
-// copies of the private keys are overwritten once they are copied out.
-func decodeExchangeKey(v []byte) (*ExchangeKey, error) {
+// exchangeWhere is the place of an exchange private key, for sealAD.
+func exchangeWhere(seq uint64, suite uint16) []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, seq), suite)
+}
+
+// decodeExchangeKey decodes one of the node's exchange keys. Each private
+// key is either sealed (schema version 2: sealed[i] is set, Keys[i].Private
+// nil) or, in a version-1 value, plaintext (Keys[i].Private set, sealed[i]
+// nil); a value with both or neither is corrupt. The message's copies of
+// plaintext private keys are overwritten once they are copied out.
+func decodeExchangeKey(v []byte) (_ *ExchangeKey, sealed [][]byte, err error) {
 	var m pb.ExchangeKey
 	if err := proto.Unmarshal(v, &m); err != nil {
-		return nil, corrupt("exchange key: %v", err)
+		return nil, nil, corrupt("exchange key: %v", err)
 	}
 	defer func() {
 		for _, sk := range m.Keys {
@@ -104,24 +118,36 @@ func decodeExchangeKey(v []byte) (*ExchangeKey, error) {
 		}
 	}()
 	k := &ExchangeKey{Seq: m.Seq, Record: bytes.Clone(m.Record)}
-	var err error
 	if k.Created, err = decodeTime(m.Created, "exchange key created"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if k.Retire, err = decodeTime(m.Retire, "exchange key retire"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(m.Keys) > 0 {
 		k.Keys = make([]SuiteKey, len(m.Keys))
+		sealed = make([][]byte, len(m.Keys))
 	}
 	for i, sk := range m.Keys {
 		if k.Keys[i].Suite, err = decodeSuite(sk.GetSuite(), "exchange key"); err != nil {
 			wipeExchangeKey(k)
-			return nil, err
+			return nil, nil, err
 		}
-		k.Keys[i].Private = bytes.Clone(sk.GetPrivate())
+		switch priv, seal := sk.GetPrivate(), sk.GetSealed(); {
+		case len(priv) > 0 && len(seal) == 0:
+			k.Keys[i].Private = bytes.Clone(priv)
+		case len(priv) == 0 && len(seal) > 0:
+			if _, err := sealedSlot(seal, -1); err != nil {
+				wipeExchangeKey(k)
+				return nil, nil, err
+			}
+			sealed[i] = seal // proto.Unmarshal copied it
+		default:
+			wipeExchangeKey(k)
+			return nil, nil, corrupt("exchange key suite %#x: want exactly one of private and sealed", k.Keys[i].Suite)
+		}
 	}
-	return k, nil
+	return k, sealed, nil
 }
 
 func encodePeerKey(k *PeerKey) ([]byte, error) {
@@ -165,45 +191,64 @@ func decodePeerKey(k, v []byte) (*PeerKey, error) {
 	return pk, nil
 }
 
-func encodeSession(s *SessionKey) ([]byte, error) {
+// encodeSession encodes a session epoch whose key is sealed (shred.go); s's
+// plaintext key is not written.
+func encodeSession(s *SessionKey, sealed []byte) ([]byte, error) {
 	return proto.Marshal(&pb.SessionKey{
-		Key:     s.Key[:],
+		Sealed:  sealed,
 		KeyId:   s.ID[:],
 		Suite:   uint32(s.Suite),
 		Created: encodeTime(s.Created),
 	})
 }
 
+// sessionWhere is the place of a session key, for sealAD.
+func sessionWhere(peerKey, epochKey []byte) []byte {
+	return append(append([]byte(nil), peerKey...), epochKey...)
+}
+
 // decodeSession decodes one session epoch from the name of the peer's bucket,
-// the epoch key and the value. The message's copy of the key is overwritten.
-func decodeSession(peerKey, epochKey, v []byte) (*SessionKey, error) {
+// the epoch key and the value. The key is either sealed (schema version 2:
+// sealed is returned and s.Key is zero) or, in a version-1 value, plaintext
+// (s.Key is set, sealed nil); a value with both or neither is corrupt. The
+// message's copy of a plaintext key is overwritten.
+func decodeSession(peerKey, epochKey, v []byte) (s *SessionKey, sealed []byte, err error) {
 	p, err := decodePeerID(peerKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	epoch, err := decodeEpoch(epochKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var m pb.SessionKey
 	if err := proto.Unmarshal(v, &m); err != nil {
-		return nil, corrupt("session %s/%d: %v", p, epoch, err)
+		return nil, nil, corrupt("session %s/%d: %v", p, epoch, err)
 	}
 	defer clear(m.Key)
-	if len(m.Key) != KeySize {
-		return nil, corrupt("session %s/%d: key is %d bytes, want %d", p, epoch, len(m.Key), KeySize)
+	switch {
+	case len(m.Key) == 0 && len(m.Sealed) > 0:
+		if _, err := sealedSlot(m.Sealed, KeySize); err != nil {
+			return nil, nil, corrupt("session %s/%d: %v", p, epoch, err)
+		}
+		sealed = m.Sealed
+	case len(m.Key) == KeySize && len(m.Sealed) == 0:
+	case len(m.Sealed) == 0:
+		return nil, nil, corrupt("session %s/%d: key is %d bytes, want %d", p, epoch, len(m.Key), KeySize)
+	default:
+		return nil, nil, corrupt("session %s/%d: both a plaintext and a sealed key", p, epoch)
 	}
 	if len(m.KeyId) != KeyIDSize {
-		return nil, corrupt("session %s/%d: key ID is %d bytes, want %d", p, epoch, len(m.KeyId), KeyIDSize)
+		return nil, nil, corrupt("session %s/%d: key ID is %d bytes, want %d", p, epoch, len(m.KeyId), KeyIDSize)
 	}
-	s := &SessionKey{Peer: p, Epoch: epoch}
+	s = &SessionKey{Peer: p, Epoch: epoch}
 	if s.Suite, err = decodeSuite(m.Suite, "session"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.Created, err = decodeTime(m.Created, "session created"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	copy(s.Key[:], m.Key)
 	copy(s.ID[:], m.KeyId)
-	return s, nil
+	return s, sealed, nil
 }

@@ -74,7 +74,9 @@ func FuzzDecodePeerKey(f *testing.F) {
 func FuzzDecodeSession(f *testing.F) {
 	p := seedPeerID(f)
 	sk := SessionKey{Peer: p, Epoch: 7, Suite: 0x20, Created: seedTime}
-	v, err := encodeSession(&sk)
+	sealed := make([]byte, sealedOverhead+KeySize)
+	sealed[7] = 1 // slot 1
+	v, err := encodeSession(&sk, sealed)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func FuzzDecodeSession(f *testing.F) {
 	f.Add([]byte(p), encodeEpoch(0), v)
 	f.Add([]byte(p), []byte{1}, []byte{})
 	f.Fuzz(func(t *testing.T, pk, ek, v []byte) {
-		sk, err := decodeSession(pk, ek, v)
+		sk, sealed, err := decodeSession(pk, ek, v)
 		requireCorrupt(t, err)
 		if err != nil {
 			return
@@ -90,15 +92,25 @@ func FuzzDecodeSession(f *testing.F) {
 		if sk.Epoch == 0 || checkPeerID(sk.Peer) != nil {
 			t.Fatalf("decoded an invalid session: epoch %d", sk.Epoch)
 		}
+		if sealed != nil {
+			if _, err := sealedSlot(sealed, KeySize); err != nil {
+				t.Fatalf("decoded a session whose sealed key is malformed: %v", err)
+			}
+		}
 	})
 }
 
 func FuzzDecodeExchangeKey(f *testing.F) {
 	for _, k := range []ExchangeKey{
 		{},
-		{Seq: 1, Record: []byte("record"), Keys: []SuiteKey{{Suite: 0x0a, Private: make([]byte, 32)}, {Suite: 0x20}}, Created: seedTime, Retire: seedTime.Add(time.Hour)},
+		{Seq: 1, Record: []byte("record"), Keys: []SuiteKey{{Suite: 0x0a}, {Suite: 0x20}}, Created: seedTime, Retire: seedTime.Add(time.Hour)},
 	} {
-		v, err := encodeExchangeKey(&k)
+		sealed := make([][]byte, len(k.Keys))
+		for i := range sealed {
+			sealed[i] = make([]byte, sealedOverhead+32)
+			sealed[i][7] = byte(i + 1) // slot i+1
+		}
+		v, err := encodeExchangeKey(&k, sealed)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -106,7 +118,7 @@ func FuzzDecodeExchangeKey(f *testing.F) {
 	}
 	f.Add([]byte{0x22, 0x02, 0x10, 0x01})
 	f.Fuzz(func(t *testing.T, v []byte) {
-		_, err := decodeExchangeKey(v)
+		_, _, err := decodeExchangeKey(v)
 		requireCorrupt(t, err)
 	})
 }

@@ -95,9 +95,16 @@ func (s *memStore) RotateExchangeKey(next ExchangeKey, now time.Time, grace time
 	n := cloneExchangeKey(&next)
 	n.Retire = time.Time{}
 	wipeExchangeKey(s.previous)
-	s.previous = s.current
-	if s.previous != nil {
-		s.previous.Retire = now.Add(grace).Round(0)
+	s.previous = nil
+	if grace > 0 {
+		s.previous = s.current
+		if s.previous != nil {
+			s.previous.Retire = now.Add(grace).Round(0)
+		}
+	} else {
+		// Without a grace period the current key is destroyed with the
+		// rotation, as in the bbolt store.
+		wipeExchangeKey(s.current)
 	}
 	s.current = n
 	return nil
@@ -181,14 +188,30 @@ func (s *memStore) CommitExchange(c Commit) error {
 	}
 	sess = append(sess, *cloneSession(&c.Session))
 	if drop := len(sess) - KeepEpochs; drop > 0 {
-		for i := range sess[:drop] {
-			clear(sess[i].Key[:])
-		}
+		wipeSessions(sess[:drop])
 		sess = slices.Delete(sess, 0, drop)
 		// slices.Delete zeroes the vacated tail, so no key stays behind.
 	}
 	s.sessions[p] = sess
 	return nil
+}
+
+// wipeSessions overwrites the keys of sessions being dropped. Every path
+// that drops a session key (pruning an epoch, forgetting a peer, Close)
+// goes through it.
+func wipeSessions(sess []SessionKey) {
+	for i := range sess {
+		clear(sess[i].Key[:])
+	}
+}
+
+// deletePeerSessions drops every session of p and overwrites the keys; it
+// returns how many there were. A "forget this peer" must use it.
+func (s *memStore) deletePeerSessions(p peer.ID) int {
+	sess := s.sessions[p]
+	wipeSessions(sess)
+	delete(s.sessions, p)
+	return len(sess)
 }
 
 func (s *memStore) ActiveSession(p peer.ID) (*SessionKey, error) {
@@ -231,6 +254,24 @@ func (s *memStore) Sessions(p peer.ID) ([]SessionKey, error) {
 	return slices.Clone(sess), nil
 }
 
+func (s *memStore) Forget(p peer.ID) (ForgetResult, error) {
+	if err := checkPeerID(p); err != nil {
+		return ForgetResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ForgetResult{}, ErrClosed
+	}
+	var res ForgetResult
+	if k, ok := s.peers[p]; ok {
+		res.Record, res.Trust = true, k.Trust
+		delete(s.peers, p)
+	}
+	res.Sessions = s.deletePeerSessions(p)
+	return res, nil
+}
+
 // Close forgets everything, overwriting the keys it held.
 func (s *memStore) Close() error {
 	s.mu.Lock()
@@ -243,9 +284,7 @@ func (s *memStore) Close() error {
 	wipeExchangeKey(s.current)
 	wipeExchangeKey(s.previous)
 	for _, sess := range s.sessions {
-		for i := range sess {
-			clear(sess[i].Key[:])
-		}
+		wipeSessions(sess)
 	}
 	s.identity, s.current, s.previous, s.peers, s.sessions = nil, nil, nil, nil, nil
 	return nil

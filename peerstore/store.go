@@ -19,6 +19,18 @@
 // new. An exchange that never reaches CommitExchange leaves the previous epoch
 // active.
 //
+// # Destruction
+//
+// A secret the store drops — an exchange private key replaced by a rotation
+// or pruned, a session epoch beyond KeepEpochs — is destroyed, not only
+// unlinked: the memory store overwrites it; the bbolt store makes it
+// unrecoverable from its files (even from the pages bbolt frees) by
+// crypto-shredding, see shred.go and docs/SECURITY.md section 10. Each
+// implementation deletes secrets through one internal path (bolt.go:
+// writeTx.deleteSession, deletePeerSessions, deleteExchangeKey; memory.go:
+// wipeSessions, deletePeerSessions), which any new way of dropping them
+// (forgetting a peer) must use.
+//
 // The store treats records and keys as opaque bytes: it never parses a signed
 // record. Callers (package node) validate before they store, and re-validate
 // what they read back.
@@ -154,6 +166,13 @@ type Commit struct {
 	Seen time.Time
 }
 
+// ForgetResult says what Store.Forget removed.
+type ForgetResult struct {
+	Record   bool       // the peer's exchange-key record was held
+	Trust    TrustState // the trust state it had (TrustUnknown if none)
+	Sessions int        // the session keys destroyed
+}
+
 // Store is the node's persistent state. All methods are safe for concurrent
 // use. Values returned are copies: changing them does not change the store.
 type Store interface {
@@ -165,9 +184,11 @@ type Store interface {
 	// ExchangeKeys returns the current exchange key (ErrNotFound if none) and
 	// the previous one, still in its grace period (nil if none).
 	ExchangeKeys() (current *ExchangeKey, previous *ExchangeKey, err error)
-	// RotateExchangeKey makes next the current key; the current one becomes
-	// the previous one, retired at now+grace; an older previous key is
-	// destroyed. next.Seq must be above the current key's Seq.
+	// RotateExchangeKey makes next the current key. With grace > 0 the
+	// current one becomes the previous one, retired at now+grace; with grace
+	// 0 it is destroyed at once (package node rotates so: nothing uses an
+	// old key). A previous key is destroyed. next.Seq must be above the
+	// current key's Seq.
 	RotateExchangeKey(next ExchangeKey, now time.Time, grace time.Duration) error
 	// PruneExchangeKeys destroys the previous exchange key if its grace
 	// period has ended at now. It reports whether one was destroyed.
@@ -191,6 +212,14 @@ type Store interface {
 	// Sessions returns the kept session keys of a peer, oldest first. A store
 	// keeps at least the active epoch and the one before it (KeepEpochs).
 	Sessions(peer.ID) ([]SessionKey, error)
+
+	// Forget removes everything the store holds of a peer, in one
+	// transaction: its exchange-key record, its trust state and all its
+	// session keys (destroyed as the store destroys an old epoch). It is
+	// the way back from a refused record (like ssh-keygen -R): the peer's
+	// next record is a first contact again. A peer the store does not know
+	// gives a zero ForgetResult and no error.
+	Forget(peer.ID) (ForgetResult, error)
 
 	// Close releases the store. It is idempotent; every other method returns
 	// ErrClosed afterwards.

@@ -77,6 +77,9 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 			_ = s.SetDeadline(time.Now().Add(phaseTimeout))
 		}
 		if len(out) > 0 {
+			if err := checkPhase1Sizes(out); err != nil {
+				return fail(err)
+			}
 			if err := writeFrames(s, out, func(f Frame) []byte { return f.Bytes }); err != nil {
 				return fail(err)
 			}
@@ -104,6 +107,24 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 			return fail(err)
 		}
 	}
+}
+
+// checkPhase1Sizes refuses to send a START, CONTINUE or NEXT larger than
+// MinNoticeSize: the peer reads START under its own notice size, which may
+// be 128, and a receiver may reject a larger phase-1 notice under rule V2
+// whatever its encoding (docs/PROTOCOL.md section 3). The Go machine's
+// notices are within it (TestPhase1NoticesFitMinimumSize); this keeps a
+// future suite list or field from breaking the rule unnoticed.
+func checkPhase1Sizes(out []Frame) error {
+	for _, f := range out {
+		switch f.Type {
+		case pb.Notice_START, pb.Notice_CONTINUE, pb.Notice_NEXT:
+			if len(f.Bytes) > MinNoticeSize {
+				return fmt.Errorf("own %v notice is %d bytes, more than the %d every phase-1 notice must fit", f.Type, len(f.Bytes), MinNoticeSize)
+			}
+		}
+	}
+	return nil
 }
 
 // stackReserve is the stack Run makes room for before the exchange starts:

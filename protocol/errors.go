@@ -31,16 +31,21 @@ var (
 	// an item larger than its bound.
 	ErrChunk = errors.New("bad chunking")
 	// ErrBadRecord: an exchange-key record that does not parse, is not
-	// validly signed, is expired or carries no usable key.
+	// validly signed, is expired, was created in the future, has a lifetime
+	// that is empty or longer than MaxRecordLifetime, or carries no usable
+	// key.
 	ErrBadRecord = errors.New("bad exchange-key record")
 	// ErrWrongSigner: a record signed by, or naming, a peer other than the
 	// authenticated remote peer.
 	ErrWrongSigner = errors.New("record signer is not the remote peer")
-	// ErrRollback: a record whose sequence number is below the known one,
-	// or a different record with the same sequence number.
+	// ErrRollback: a record that comes before the held one in the order of
+	// a peer's records (RelateRecords: created earlier, or at the same
+	// second without a higher sequence number, or a sequence jump beyond
+	// MaxSeqJump). Refused whatever the trust policy says.
 	ErrRollback = errors.New("exchange-key record rolled back")
 	// ErrDowngrade: the responder chose a suite other than the first of the
-	// initiator's offered suites that its record supports (section 6).
+	// initiator's offered suites that its record supports (docs/PROTOCOL.md
+	// section 6). The initiator aborts with SUITE_DOWNGRADE.
 	ErrDowngrade = errors.New("suite downgrade")
 	// ErrKeyRejected: the trust policy refused the peer's record.
 	ErrKeyRejected = errors.New("exchange key refused by trust policy")
@@ -119,6 +124,8 @@ func statusText(s pb.Status) string {
 		return "timeout"
 	case pb.Status_INTERNAL_ERROR:
 		return "internal error"
+	case pb.Status_SUITE_DOWNGRADE:
+		return "suite downgrade"
 	}
 	return fmt.Sprintf("status %d", int32(s))
 }
@@ -132,6 +139,8 @@ func StatusOf(err error) pb.Status {
 		return pb.Status_NO_COMMON_SUITE
 	case errors.Is(err, ErrNoticeSize):
 		return pb.Status_BAD_NOTICE_SIZE
+	case errors.Is(err, ErrDowngrade):
+		return pb.Status_SUITE_DOWNGRADE
 	case errors.Is(err, ErrBadRecord), errors.Is(err, ErrWrongSigner),
 		errors.Is(err, ErrRollback), errors.Is(err, ErrKeyRejected):
 		return pb.Status_KEY_REJECTED

@@ -23,7 +23,9 @@ import (
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/internal/hooks"
 	"github.com/p2pkex/p2pkex/protocol/pb"
+	"github.com/p2pkex/p2pkex/protocol/protocoltest"
 )
 
 // The misbehaving-peer table over real libp2p hosts on 127.0.0.1. Each row
@@ -129,6 +131,8 @@ func newVillain(t *testing.T, seq uint64) *villain {
 type villainTactic struct {
 	// config changes the villain machine's configuration.
 	config func(c *protocol.Config)
+	// machine changes the villain's machine before it runs.
+	machine func(t *testing.T, m *protocol.Machine)
 	// out writes, instead of the batch the villain's machine produced
 	// (START, or its answer to one notice), what the villain sends.
 	out func(ss *villainSession, batch []protocol.Frame)
@@ -172,6 +176,9 @@ func (v *villain) runSession(t *testing.T, s network.Stream, role protocol.Role,
 	}
 	m, err := protocol.NewMachine(cfg)
 	require.NoError(t, err)
+	if tc.machine != nil {
+		tc.machine(t, m)
+	}
 	ss := &villainSession{t: t, v: v, s: s, m: m, fr: protocol.NewFrameReader(s), hostile: hostile}
 	var out []protocol.Frame
 	if role == protocol.Initiator {
@@ -963,13 +970,45 @@ func hostileRows() []hostileRow {
 		},
 		{
 			// The honest node holds the villain's record of sequence 2; the
-			// villain comes back with a record of sequence 1.
+			// villain comes back with a record of sequence 1 created an
+			// hour before it: an old record replayed, refused under every
+			// policy (a record created after the held one would be a
+			// store reset, for the trust policy to judge).
 			name: "KEY/rollback-to-an-older-record", dirs: hostileBoth, prior: 1, villainSeq: 2, want: protocol.ErrRollback,
-			setup: hostileSwapVillainKey(1),
+			setup: hostileSwapVillainKey(1, -time.Hour),
 		},
 		{
+			// Another record of the held sequence, signed in the same
+			// second as the held one.
 			name: "KEY/other-record-with-the-same-sequence", dirs: hostileBoth, prior: 1, want: protocol.ErrRollback,
-			setup: hostileSwapVillainKey(1),
+			setup: hostileSwapVillainKey(1, 0),
+		},
+		{
+			// A sequence jump beyond protocol.MaxSeqJump: accepted, it
+			// would make every later honest record a rollback.
+			name: "KEY/sequence-jump-beyond-the-bound", dirs: hostileBoth, prior: 1, want: protocol.ErrRollback,
+			setup: hostileSwapVillainKey(2+protocol.MaxSeqJump, time.Second),
+		},
+		{
+			// A record valid for ten years, correctly signed.
+			name: "KEY/record-lifetime-beyond-the-bound", dirs: hostileBoth, want: protocol.ErrBadRecord,
+			tactic: villainTactic{out: hostileReplaceItem(pb.Notice_KEY, func(ss *villainSession) []byte {
+				k, err := protocoltest.ForgeExchangeKey(ss.v.sk, protocol.DefaultSuites(), 1, time.Now(), time.Now().Add(10*365*24*time.Hour))
+				require.NoError(ss.t, err)
+				return k.Envelope
+			})},
+		},
+		{
+			// The villain, as responder, answers a first contact with
+			// X25519 although its record has the hybrid suite the honest
+			// initiator offered first: refused when its record arrives.
+			name: "KEY/record-of-a-downgrading-responder", dirs: []hostileDir{honestInitiator}, want: protocol.ErrDowngrade,
+			tactic: villainTactic{machine: hostileDowngrade},
+		},
+		{
+			// The same with the villain's record held: refused at CONTINUE.
+			name: "CONTINUE/suite-downgrade", dirs: []hostileDir{honestInitiator}, prior: 1, want: protocol.ErrDowngrade,
+			tactic: villainTactic{machine: hostileDowngrade},
 		},
 		{
 			name: "KEY/too-many-chunks", dirs: hostileBoth, want: protocol.ErrChunk,
@@ -1167,15 +1206,22 @@ func hostileRows() []hostileRow {
 }
 
 // hostileSwapVillainKey replaces the villain's exchange key, after the prior
-// exchange, with a new one of sequence seq; undo restores it.
-func hostileSwapVillainKey(seq uint64) func(t *testing.T, honest *node.Node, v *villain) func() {
+// exchange, with a new one of sequence seq created at the creation time of
+// the one the honest node holds plus offset; undo restores it.
+func hostileSwapVillainKey(seq uint64, offset time.Duration) func(t *testing.T, honest *node.Node, v *villain) func() {
 	return func(t *testing.T, _ *node.Node, v *villain) func() {
 		prev := v.key
-		k, err := protocol.NewExchangeKey(v.sk, protocol.DefaultSuites(), seq, time.Now(), protocol.DefaultRecordLifetime)
+		k, err := protocol.NewExchangeKey(v.sk, protocol.DefaultSuites(), seq, prev.Created.Add(offset), protocol.DefaultRecordLifetime)
 		require.NoError(t, err)
 		v.key = k
 		return func() { v.key = prev }
 	}
+}
+
+// hostileDowngrade makes the villain's responder machine choose the last
+// common suite instead of the first (protocoltest's downgrading responder).
+func hostileDowngrade(t *testing.T, m *protocol.Machine) {
+	require.NoError(t, hooks.SetSuiteChoice(m, func(common []uint16) uint16 { return common[len(common)-1] }))
 }
 
 func TestHostilePeers(t *testing.T) {

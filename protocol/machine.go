@@ -35,13 +35,25 @@ type Config struct {
 	Remote peer.ID
 	// RemoteKey is the remote identity key as authenticated by the secure
 	// channel. When nil it is extracted from Remote (which works for
-	// Ed25519, secp256k1 and ECDSA peer IDs, not RSA).
+	// Ed25519, secp256k1 and ECDSA peer IDs, not RSA). NewMachine refuses a
+	// key whose peer ID is not Remote: the part's signature is checked
+	// under this key, so it must be the named peer's.
 	RemoteKey crypto.PubKey
 	// Own is this node's current exchange key.
 	Own *ExchangeKey
-	// Known is the remote peer's record this node holds, or nil.
+	// Known is the remote peer's record this node holds, or nil. An
+	// expired one is not offered in phase 1 (the peer sends its current
+	// record), but a received record is still ordered against it
+	// (RelateRecords): a rollback stays a rollback after the held record
+	// expired.
 	Known *PeerRecord
 	// Suites this side accepts, most preferred first. Default DefaultSuites.
+	// An initiator offers them in this order (those its exchange key
+	// covers). A responder answers with the first offered suite its record
+	// has a key for, as the initiator checks (ErrDowngrade); if this list
+	// excludes that suite, it refuses with ErrNoCommonSuite rather than
+	// choosing a later one. Own's record should therefore have keys for
+	// exactly these suites.
 	Suites []Suite
 	// NoticeSize is the largest notice this side accepts and asks for.
 	// Default DefaultNoticeSize.
@@ -50,7 +62,10 @@ type Config struct {
 	// plus one); the exchange installs the larger of both sides' values.
 	Epoch uint64
 	// Accept is the trust policy for a record received in phase 2; known is
-	// nil on first contact. An error refuses the record. Nil accepts.
+	// Config.Known (expired or not), nil on first contact. It sees only a
+	// record that passed every other check: a first record, a rotation, or
+	// a reset (RelateRecords; a rollback is refused before). An error
+	// refuses the record. Nil accepts.
 	Accept func(remote peer.ID, known, received *PeerRecord) error
 	// Trace, when set, is called synchronously with every event.
 	Trace func(Event)
@@ -179,6 +194,13 @@ type Machine struct {
 	peerCommit [CommitmentSize]byte
 	sentFP     bool // we sent a fingerprint of the peer's record in phase 1
 
+	// held is Config.Known even if expired, for ordering a received
+	// record against it (validateRecord); cfg.Known is nil once expired.
+	held *PeerRecord
+	// choose, when set (internal/hooks, for protocoltest only), replaces
+	// the responder's choice of suite among the common ones.
+	choose func(common []uint16) uint16
+
 	sendKey, recvKey   bool // phase 2 plan
 	keyAcked, keyGot   bool // phase 2 progress
 	peerRecord         *PeerRecord
@@ -217,6 +239,8 @@ func NewMachine(cfg Config) (*Machine, error) {
 		if cfg.RemoteKey, err = cfg.Remote.ExtractPublicKey(); err != nil {
 			return nil, fmt.Errorf("protocol: remote identity key: %w", err)
 		}
+	} else if id, err := peer.IDFromPublicKey(cfg.RemoteKey); err != nil || id != cfg.Remote {
+		return nil, fmt.Errorf("protocol: the remote identity key is not that of %s", cfg.Remote)
 	}
 	if cfg.Known != nil && cfg.Known.Peer != cfg.Remote {
 		return nil, errors.New("protocol: known record belongs to another peer")
@@ -254,10 +278,11 @@ func NewMachine(cfg Config) (*Machine, error) {
 	if !now.Before(cfg.Own.Expires) {
 		return nil, fmt.Errorf("protocol: own exchange-key record expired at %s: rotate first", cfg.Own.Expires.UTC().Format(time.RFC3339))
 	}
+	held := cfg.Known
 	if cfg.Known != nil && !now.Before(cfg.Known.Expires) {
 		cfg.Known = nil // an expired record counts as missing: phase 2 fetches the current one
 	}
-	m := &Machine{cfg: cfg, local: local, role: cfg.Role}
+	m := &Machine{cfg: cfg, local: local, role: cfg.Role, held: held}
 	m.keyAsm.max = MaxRecordSize
 	m.partAsm.max = MaxSealedPartSize
 	if cfg.Role == Initiator {
@@ -616,15 +641,9 @@ func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
 	if err != nil {
 		return nil, err
 	}
-	var suite Suite
-	for _, offered := range s.Suites {
-		if offered <= 0xffff && slices.Contains(m.cfg.Suites, Suite(offered)) {
-			suite = Suite(offered)
-			break
-		}
-	}
-	if suite == 0 {
-		return nil, fmt.Errorf("%w: offered %v", ErrNoCommonSuite, s.Suites)
+	suite, err := m.chooseSuite(s.Suites)
+	if err != nil {
+		return nil, err
 	}
 	// Accepted: from here on nothing the peer sent can fail.
 	if err := m.newSecrets(); err != nil {
@@ -661,6 +680,54 @@ func (m *Machine) consumeStart(frame []byte, s *pb.Start) ([]Frame, error) {
 	return []Frame{f}, nil
 }
 
+// chooseSuite is the responder's choice of suite (section 6): the first
+// offered suite its record has a key for, which is what the initiator
+// expects (checkSuiteChoice). If this side no longer accepts that suite
+// (Config.Suites excludes it), choosing a later one would look like a
+// downgrade to the initiator: it refuses instead.
+func (m *Machine) chooseSuite(offered []uint32) (Suite, error) {
+	var common []uint16
+	for _, o := range offered {
+		if o > 0xffff || m.cfg.Own.Keys[Suite(o)] == nil || slices.Contains(common, uint16(o)) {
+			continue
+		}
+		if !slices.Contains(m.cfg.Suites, Suite(o)) {
+			if len(common) == 0 && m.choose == nil {
+				return 0, fmt.Errorf("%w: the initiator prefers %v, which our record has but this side does not accept (rotate the exchange key)", ErrNoCommonSuite, Suite(o))
+			}
+			continue
+		}
+		common = append(common, uint16(o))
+	}
+	if len(common) == 0 {
+		return 0, fmt.Errorf("%w: offered %v", ErrNoCommonSuite, offered)
+	}
+	if m.choose != nil {
+		c := m.choose(common)
+		if !slices.Contains(common, c) {
+			return 0, fmt.Errorf("protocol: suite chooser returned %d, not one of %v", c, common)
+		}
+		return Suite(c), nil
+	}
+	return Suite(common[0]), nil
+}
+
+// checkSuiteChoice is the initiator's check of the responder's choice
+// against the responder's record rec (section 6, rule V52): the suite must
+// be the first offered one that rec has a key for. Anything else is a
+// downgrade, by the responder or by whoever changed the offer it saw.
+func (m *Machine) checkSuiteChoice(rec *PeerRecord, chosen Suite) error {
+	for _, s := range m.cfg.Suites {
+		if rec.Keys[s] != nil {
+			if s == chosen {
+				return nil
+			}
+			return fmt.Errorf("%w: responder chose %v, but its record (sequence %d) has %v, which we prefer", ErrDowngrade, chosen, rec.Seq, s)
+		}
+	}
+	return fmt.Errorf("%w: responder chose %v, which its record (sequence %d) has no key for", ErrDowngrade, chosen, rec.Seq)
+}
+
 // consumeContinue is phase 1, step 3 (initiator): check the fingerprint of
 // our record, answer NEXT and enter phase 2 or 3.
 func (m *Machine) consumeContinue(frame []byte, c *pb.Continue) ([]Frame, error) {
@@ -682,6 +749,16 @@ func (m *Machine) consumeContinue(frame []byte, c *pb.Continue) ([]Frame, error)
 	suite := Suite(c.Suite)
 	if c.KeyMatched && (!m.sentFP || m.cfg.Known.Keys[suite] == nil) {
 		return nil, fmt.Errorf("%w: responder claims a fingerprint match for a record we do not hold", ErrFingerprint)
+	}
+	// The held record is the responder's current one: its choice can be
+	// checked now. Otherwise its current record arrives in phase 2 and is
+	// checked there (validateRecord), before anything uses it; a held
+	// record the responder has rotated away from says nothing about the
+	// suites it has now.
+	if c.KeyMatched {
+		if err := m.checkSuiteChoice(m.cfg.Known, suite); err != nil {
+			return nil, err
+		}
 	}
 	if subtle.ConstantTimeCompare(c.Commitment, m.commit[:]) == 1 {
 		return nil, fmt.Errorf("%w: responder echoed our commitment", ErrCommitment)
@@ -775,8 +852,10 @@ func (m *Machine) consumeKey(frame []byte, c *pb.Chunk) ([]Frame, error) {
 	return m.maybePhase3([]Frame{f})
 }
 
-// validateRecord checks a received record: size, signature, signer, validity
-// (ParsePeerRecord), the negotiated suite, no rollback, and the trust policy.
+// validateRecord checks a received record (section 8): size, signature,
+// signer, lifetime and validity (ParsePeerRecord), the negotiated suite,
+// the responder's choice of it (initiator), its order against the held
+// record, and the trust policy.
 func (m *Machine) validateRecord(envelope []byte) (*PeerRecord, error) {
 	rec, err := ParsePeerRecord(envelope, m.cfg.Remote, m.cfg.Now())
 	if err != nil {
@@ -785,13 +864,25 @@ func (m *Machine) validateRecord(envelope []byte) (*PeerRecord, error) {
 	if rec.Keys[m.suite] == nil {
 		return nil, fmt.Errorf("%w: record has no %v key", ErrBadRecord, m.suite)
 	}
-	if k := m.cfg.Known; k != nil {
-		if rec.Seq < k.Seq || (rec.Seq == k.Seq && !rec.Fingerprint.Equal(k.Fingerprint)) {
-			return nil, fmt.Errorf("%w: sequence %d after %d", ErrRollback, rec.Seq, k.Seq)
+	if m.role == Initiator {
+		if err := m.checkSuiteChoice(rec, m.suite); err != nil {
+			return nil, err
 		}
 	}
+	// Against the held record even if it expired: an old record replayed
+	// after the held one's expiry is still older than it.
+	switch rel, reason := RelateRecords(m.held, rec); rel {
+	case RecordRollback:
+		// Refused whatever the policy would say: only a replay (or a copy
+		// of the peer's key store) goes back in the order.
+		return nil, fmt.Errorf("%w: %s", ErrRollback, reason)
+	case RecordFirst, RecordSame, RecordRotation, RecordReset:
+		// A reset (the peer lost its store) is the policy's to judge.
+	default:
+		return nil, fmt.Errorf("protocol: internal error: record relation %v", rel)
+	}
 	if m.cfg.Accept != nil {
-		if err := m.cfg.Accept(m.cfg.Remote, m.cfg.Known, rec); err != nil {
+		if err := m.cfg.Accept(m.cfg.Remote, m.held, rec); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrKeyRejected, err)
 		}
 	}

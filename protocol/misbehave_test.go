@@ -26,6 +26,9 @@ type misScene struct {
 	hon, peer           *party
 	honKnows, peerKnows *PeerRecord // what each side holds of the other
 	honMod, peerMod     func(*Config)
+	// peerChoose, when set, replaces the peer responder's choice of suite
+	// (a downgrading responder; internal/hooks).
+	peerChoose func(common []uint16) uint16
 	// tamper, when set, runs once on the peer machine right after it drew
 	// its part: after Start (peer initiator) or after START (peer responder).
 	tamper func(s *misScene)
@@ -58,6 +61,7 @@ func (s *misScene) build(t *testing.T) {
 	require.NoError(t, err)
 	s.p, err = NewMachine(pc)
 	require.NoError(t, err)
+	s.p.choose = s.peerChoose
 	s.produced = map[Role][]Frame{}
 }
 
@@ -485,6 +489,12 @@ func misbehaviours() []misRow {
 				s.honKnows = &r
 			},
 			bad: misContinueEdit(func(c *pb.Continue) { c.KeyMatched = true; c.Suite = uint32(SuiteMLKEM768X25519) }), want: ErrFingerprint},
+		{name: "continue/suite-downgrade", honest: Initiator, at: pb.Notice_CONTINUE,
+			// The initiator holds the peer's current record (both suites)
+			// and offered the hybrid suite first; the peer answers with
+			// X25519 (rule V52).
+			setup: misKnowEachOther,
+			bad:   misContinueEdit(func(c *pb.Continue) { c.Suite = uint32(SuiteX25519) }), want: ErrDowngrade},
 		{name: "continue/to-the-responder", honest: Responder, at: pb.Notice_NEXT,
 			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
 				return misOne(s.ownFrames(t, Responder, pb.Notice_CONTINUE)[0])
@@ -639,7 +649,9 @@ func misbehaviours() []misRow {
 			}), want: ErrBadRecord},
 		{name: "key/rollback-of-seq", honest: Initiator, at: pb.Notice_KEY,
 			setup: func(t *testing.T, s *misScene) {
-				// The honest side already holds seq 5; the peer presents seq 1.
+				// The honest side already holds seq 5, created no earlier
+				// than the peer's seq 1 (in the same second or later): the
+				// peer's record is older, not a reset (RelateRecords).
 				k, err := NewExchangeKey(s.peer.sk, DefaultSuites(), 5, time.Now(), time.Hour)
 				require.NoError(t, err)
 				r := k.PeerRecord
@@ -650,6 +662,8 @@ func misbehaviours() []misRow {
 			}, want: ErrRollback},
 		{name: "key/equal-seq-different-record", honest: Responder, at: pb.Notice_KEY,
 			setup: func(t *testing.T, s *misScene) {
+				// Another record of the peer's seq, created no earlier than
+				// the one the peer sends.
 				k, err := NewExchangeKey(s.peer.sk, DefaultSuites(), s.peer.key.Seq, time.Now(), time.Hour)
 				require.NoError(t, err)
 				r := k.PeerRecord
@@ -658,6 +672,71 @@ func misbehaviours() []misRow {
 			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
 				return s.itemFrames(t, pb.Notice_KEY, s.peer.key.Envelope)
 			}, want: ErrRollback},
+		{name: "key/rollback-created-earlier", honest: Responder, at: pb.Notice_KEY,
+			setup: func(t *testing.T, s *misScene) {
+				// The peer presents a higher seq, but created an hour
+				// before the record the honest side holds.
+				s.honKnows = s.peer.record()
+				k, err := NewExchangeKey(s.peer.sk, DefaultSuites(), s.peer.key.Seq+1, s.peer.key.Created.Add(-time.Hour), DefaultRecordLifetime)
+				require.NoError(t, err)
+				s.peer.key = k
+			},
+			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
+				return s.itemFrames(t, pb.Notice_KEY, s.peer.key.Envelope)
+			}, want: ErrRollback},
+		{name: "key/seq-jump-beyond-bound", honest: Initiator, at: pb.Notice_KEY,
+			setup: func(t *testing.T, s *misScene) {
+				s.honKnows = misPeerKey(t, s, 1, time.Now().Add(-time.Hour), DefaultRecordLifetime)
+				misPeerKey(t, s, 2+MaxSeqJump, time.Now(), DefaultRecordLifetime)
+			},
+			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
+				return s.itemFrames(t, pb.Notice_KEY, s.peer.key.Envelope)
+			}, want: ErrRollback},
+		{name: "key/rollback-against-expired-held-record", honest: Responder, at: pb.Notice_KEY,
+			setup: func(t *testing.T, s *misScene) {
+				// Held: seq 3, created 40 days ago, expired 10 days ago.
+				// Sent: seq 2, created 50 days ago, valid for 60: still
+				// valid, and older than the held record.
+				day := 24 * time.Hour
+				s.honKnows = misPeerKey(t, s, 3, time.Now().Add(-40*day), 30*day)
+				misPeerKey(t, s, 2, time.Now().Add(-50*day), MaxRecordLifetime)
+			},
+			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
+				return s.itemFrames(t, pb.Notice_KEY, s.peer.key.Envelope)
+			}, want: ErrRollback},
+		{name: "key/store-reset-refused-by-trust-policy", honest: Initiator, at: pb.Notice_KEY,
+			setup: func(t *testing.T, s *misScene) {
+				// A reset (lower seq, created later) is the policy's to
+				// judge; this one refuses it.
+				s.honKnows = misPeerKey(t, s, 5, time.Now().Add(-time.Hour), DefaultRecordLifetime)
+				misPeerKey(t, s, 1, time.Now(), DefaultRecordLifetime)
+				s.honMod = func(c *Config) { c.Accept = misRefuseAll }
+			},
+			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
+				return s.itemFrames(t, pb.Notice_KEY, s.peer.key.Envelope)
+			}, want: ErrKeyRejected},
+		{name: "key/record-lifetime-too-long", honest: Responder, at: pb.Notice_KEY,
+			bad: misKeyItem(func(t *testing.T, s *misScene) []byte {
+				return misSealRecord(t, s.peer.sk, s.peerRecordLike(func(r *KeyRecord) {
+					r.Created, r.Expires = time.Now().Add(-time.Hour), time.Now().Add(10*365*24*time.Hour)
+				}))
+			}), want: ErrBadRecord},
+		{name: "key/record-expires-before-created", honest: Initiator, at: pb.Notice_KEY,
+			bad: misKeyItem(func(t *testing.T, s *misScene) []byte {
+				return misSealRecord(t, s.peer.sk, s.peerRecordLike(func(r *KeyRecord) {
+					// Created within the clock skew, not yet expired.
+					r.Created, r.Expires = time.Now().Add(5*time.Minute), time.Now().Add(time.Minute)
+				}))
+			}), want: ErrBadRecord},
+		{name: "key/record-of-a-downgrading-responder", honest: Initiator, at: pb.Notice_KEY,
+			// First contact: the peer chose X25519 although its record
+			// has the hybrid suite the initiator offered first (rule V52).
+			setup: func(t *testing.T, s *misScene) {
+				s.peerChoose = func(common []uint16) uint16 { return common[len(common)-1] }
+			},
+			bad: func(t *testing.T, s *misScene, orig []byte) [][]byte {
+				return s.itemFrames(t, pb.Notice_KEY, s.peer.key.Envelope)
+			}, want: ErrDowngrade},
 		{name: "key/refused-by-trust-policy", honest: Initiator, at: pb.Notice_KEY,
 			setup: func(t *testing.T, s *misScene) {
 				s.honMod = func(c *Config) { c.Accept = misRefuseAll }
@@ -835,6 +914,16 @@ func misbehaviours() []misRow {
 }
 
 var errMisPolicy = errors.New("test policy refuses every key")
+
+// misPeerKey makes the peer's current exchange key one of sequence seq
+// created at created, and returns its record.
+func misPeerKey(t *testing.T, s *misScene, seq uint64, created time.Time, lifetime time.Duration) *PeerRecord {
+	t.Helper()
+	k, err := NewExchangeKey(s.peer.sk, DefaultSuites(), seq, created, lifetime)
+	require.NoError(t, err)
+	s.peer.key = k
+	return s.peer.record()
+}
 
 func misRefuseAll(peer.ID, *PeerRecord, *PeerRecord) error { return errMisPolicy }
 

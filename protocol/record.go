@@ -152,8 +152,9 @@ type PeerRecord struct {
 
 // ParsePeerRecord validates the envelope of a record that must belong to
 // remote, at time now: size before parsing, envelope signature, signer and
-// named peer equal to remote, created no later than now+MaxClockSkew, not
-// expired.
+// named peer equal to remote, a lifetime that is bounded (CheckLifetime),
+// created no later than now+MaxClockSkew, not expired (docs/PROTOCOL.md
+// section 8, rules V32-V38).
 func ParsePeerRecord(envelope []byte, remote peer.ID, now time.Time) (*PeerRecord, error) {
 	if len(envelope) > MaxRecordSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadRecord, len(envelope), MaxRecordSize)
@@ -169,13 +170,32 @@ func ParsePeerRecord(envelope []byte, remote peer.ID, now time.Time) (*PeerRecor
 	if signer != remote || rec.Peer != remote {
 		return nil, fmt.Errorf("%w: signed by %s for %s, expected %s", ErrWrongSigner, signer, rec.Peer, remote)
 	}
+	// Before the clock checks: a record valid for years would otherwise
+	// pass them, and once held it would make every honest record of the
+	// peer a rollback until its expiry.
+	if err := checkLifetime(rec.Created, rec.Expires); err != nil {
+		return nil, err
+	}
 	if rec.Created.After(now.Add(MaxClockSkew)) {
-		return nil, fmt.Errorf("%w: created in the future (%s)", ErrBadRecord, rec.Created.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: created in the future (%s)", ErrBadRecord, stamp(rec.Created))
 	}
 	if !now.Before(rec.Expires) {
-		return nil, fmt.Errorf("%w: expired at %s", ErrBadRecord, rec.Expires.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: expired at %s", ErrBadRecord, stamp(rec.Expires))
 	}
 	return &PeerRecord{KeyRecord: rec, Envelope: bytes.Clone(envelope), Fingerprint: FingerprintOf(envelope)}, nil
+}
+
+// checkLifetime checks that a record's validity is not empty and at most
+// MaxRecordLifetime long (rules V50, V51). time.Time.Sub saturates, so
+// extreme values on the wire are refused too.
+func checkLifetime(created, expires time.Time) error {
+	if !expires.After(created) {
+		return fmt.Errorf("%w: expires at %s, not after its creation at %s", ErrBadRecord, stamp(expires), stamp(created))
+	}
+	if d := expires.Sub(created); d > MaxRecordLifetime {
+		return fmt.Errorf("%w: valid for %v, more than the %v allowed", ErrBadRecord, d, MaxRecordLifetime)
+	}
+	return nil
 }
 
 // ExchangeKey is the node's own exchange key: the signed record it publishes
@@ -186,10 +206,15 @@ type ExchangeKey struct {
 }
 
 // NewExchangeKey generates a key pair for each suite and signs a record for
-// them with the identity key.
+// them with the identity key, valid for lifetime from now (whole seconds).
+// lifetime must be positive and at most MaxRecordLifetime: peers refuse a
+// record valid for longer (docs/PROTOCOL.md section 8).
 func NewExchangeKey(identity crypto.PrivKey, suites []Suite, seq uint64, now time.Time, lifetime time.Duration) (*ExchangeKey, error) {
 	if len(suites) == 0 {
 		return nil, errors.New("no suites")
+	}
+	if err := checkOwnLifetime(lifetime); err != nil {
+		return nil, err
 	}
 	priv := make(map[Suite]hpke.PrivateKey, len(suites))
 	for _, s := range suites {
@@ -206,12 +231,36 @@ func NewExchangeKey(identity crypto.PrivKey, suites []Suite, seq uint64, now tim
 	return sealExchangeKey(identity, priv, seq, now, lifetime)
 }
 
+// checkOwnLifetime refuses a lifetime for a new record of our own that
+// peers would refuse (checkLifetime).
+func checkOwnLifetime(lifetime time.Duration) error {
+	if lifetime <= 0 || lifetime > MaxRecordLifetime {
+		return fmt.Errorf("exchange-key record lifetime %v outside (0, %v]", lifetime, MaxRecordLifetime)
+	}
+	return nil
+}
+
 func sealExchangeKey(identity crypto.PrivKey, priv map[Suite]hpke.PrivateKey, seq uint64, now time.Time, lifetime time.Duration) (*ExchangeKey, error) {
+	if err := checkOwnLifetime(lifetime); err != nil {
+		return nil, err
+	}
 	id, err := peer.IDFromPrivateKey(identity)
 	if err != nil {
 		return nil, err
 	}
-	rec := KeyRecord{Peer: id, Seq: seq, Created: now.Truncate(time.Second), Expires: now.Add(lifetime).Truncate(time.Second), Keys: map[Suite]hpke.PublicKey{}}
+	rec := KeyRecord{Peer: id, Seq: seq, Created: now.Truncate(time.Second), Expires: now.Add(lifetime).Truncate(time.Second)}
+	// A lifetime under a second may vanish in the truncation.
+	if err := checkLifetime(rec.Created, rec.Expires); err != nil {
+		return nil, fmt.Errorf("exchange-key record lifetime %v: %w", lifetime, err)
+	}
+	return sealRecord(identity, rec, priv)
+}
+
+// sealRecord signs rec, with the public keys of priv, as id's record. It
+// checks no bound: NewExchangeKey does, and package protocoltest forges
+// out-of-bounds records through it (internal/hooks).
+func sealRecord(identity crypto.PrivKey, rec KeyRecord, priv map[Suite]hpke.PrivateKey) (*ExchangeKey, error) {
+	rec.Keys = make(map[Suite]hpke.PublicKey, len(priv))
 	for s, sk := range priv {
 		rec.Keys[s] = sk.PublicKey()
 	}

@@ -149,6 +149,7 @@ func TestSpecStatusCodes(t *testing.T) {
 		ErrNoCommonSuite: pb.Status_NO_COMMON_SUITE,
 		ErrMissingKey:    pb.Status_NO_COMMON_SUITE,
 		ErrNoticeSize:    pb.Status_BAD_NOTICE_SIZE,
+		ErrDowngrade:     pb.Status_SUITE_DOWNGRADE,
 		ErrBadRecord:     pb.Status_KEY_REJECTED,
 		ErrWrongSigner:   pb.Status_KEY_REJECTED,
 		ErrRollback:      pb.Status_KEY_REJECTED,

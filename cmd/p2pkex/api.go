@@ -10,11 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -29,6 +29,13 @@ import (
 //	GET  /v0/id        -> idReply
 //	POST /v0/exchange  {"addr": MULTIADDR or peer ID} -> NDJSON stream of apiLine
 //	POST /v0/rotate    -> rotateReply
+//
+// and more in api_more.go, api_trust.go (chat, verify), forget.go, send.go
+// and inbox.go.
+//
+// An endpoint that fails with trust events to report (send, connect,
+// verify, forget) answers with a JSON body, apiErrorJSON; other failures
+// are a text line.
 const apiSocket = "api.sock"
 
 type idReply struct {
@@ -43,19 +50,58 @@ type exchangeRequest struct {
 }
 
 // apiLine is one line of an exchange's progress stream: a progress line, or
-// at the end a result or an error.
+// at the end a result or an error, with the exchange's trust events
+// (trustevents.go).
 type apiLine struct {
-	Progress string        `json:"progress,omitempty"`
-	Result   *exchangeJSON `json:"result,omitempty"`
-	Error    string        `json:"error,omitempty"`
+	Progress    string        `json:"progress,omitempty"`
+	Result      *exchangeJSON `json:"result,omitempty"`
+	Error       string        `json:"error,omitempty"`
+	TrustEvents []trustEvent  `json:"trust_events,omitempty"`
 }
 
+// exchangeJSON is an exchange's result, in the API and in "exchange
+// --json" (which adds the safety number, and the trust events:
+// exchangeOutput).
 type exchangeJSON struct {
 	Peer            string `json:"peer"`
 	Epoch           uint64 `json:"epoch"`
 	KeyID           string `json:"key_id"`
+	Suite           string `json:"suite"`
+	PostQuantum     bool   `json:"post_quantum"`
 	SentOwnKey      bool   `json:"sent_own_key"`
 	ReceivedPeerKey bool   `json:"received_peer_key"`
+	SafetyNumber    string `json:"safety_number,omitempty"`
+}
+
+// apiErrorJSON is the body of a failed request that has trust events to
+// report.
+type apiErrorJSON struct {
+	Error       string       `json:"error"`
+	TrustEvents []trustEvent `json:"trust_events,omitempty"`
+}
+
+// apiError is a failure the daemon reported with its trust events.
+type apiError struct {
+	msg    string
+	events []trustEvent
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// writeAPIError answers a failed request with its trust events.
+func writeAPIError(w http.ResponseWriter, code int, err error, events []trustEvent) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(apiErrorJSON{Error: oneLine(err), TrustEvents: events})
+}
+
+// apiTrustEvents returns the trust events an API client's error carries.
+func apiTrustEvents(err error) []trustEvent {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.events
+	}
+	return nil
 }
 
 type rotateReply struct {
@@ -71,8 +117,9 @@ func idOf(n *node.Node) idReply {
 	return r
 }
 
-// serveAPI serves the control API of n until the returned stop is called.
-func serveAPI(n *node.Node, dir string) (stop func(), err error) {
+// serveAPI serves the control API of n until the returned stop is called;
+// each of more registers more endpoints (the daemon's inbox: inbox.go).
+func serveAPI(n *node.Node, dir string, more ...func(*http.ServeMux)) (stop func(), err error) {
 	path := filepath.Join(dir, apiSocket)
 	// The caller holds the repo's lock, so a socket file left here is stale.
 	_ = os.Remove(path)
@@ -105,6 +152,9 @@ func serveAPI(n *node.Node, dir string) (stop func(), err error) {
 	})
 	handleTrustAPI(mux, n) // api_trust.go
 	handleSendAPI(mux, n)  // send.go
+	for _, f := range more {
+		f(mux)
+	}
 	// status, peers, connect, keys and the api file: api_more.go
 	stopMore, err := serveMoreAPI(mux, n, dir, path)
 	if err != nil {
@@ -155,14 +205,12 @@ func apiExchange(ctx context.Context, n *node.Node, addr string, w http.Response
 	events, stop := n.Subscribe(0)
 	defer stop()
 	lines := &progress{}
-	var target atomic.Value // the peer whose progress is reported
-	target.Store(pi.ID)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for e := range events {
-			if e.Peer != target.Load().(peer.ID) {
+			if e.Peer != pi.ID {
 				continue
 			}
 			if l := lines.line(e); l != "" {
@@ -170,23 +218,19 @@ func apiExchange(ctx context.Context, n *node.Node, addr string, w http.Response
 			}
 		}
 	}()
-	info, err := connectAndExchange(ctx, n, pi, func(warning string, presented peer.ID) {
-		// An identity change the trust policy allowed: the exchange goes
-		// on with the identity that answered (identity.go).
-		target.Store(presented)
-		send(apiLine{Progress: warning})
-	})
+	info, trust, err := connectAndExchange(ctx, n, pi) // exchange.go
 	stop()
 	wg.Wait() // no progress line after the result, none after we return
 	if err != nil {
-		send(apiLine{Error: err.Error()})
+		send(apiLine{Error: oneLine(err), TrustEvents: trust})
 		return
 	}
-	send(apiLine{Result: toJSON(info)})
+	send(apiLine{Result: toJSON(info), TrustEvents: trust})
 }
 
 func toJSON(info *node.KeyInfo) *exchangeJSON {
 	return &exchangeJSON{Peer: info.Peer.String(), Epoch: info.Epoch, KeyID: info.KeyID.String(),
+		Suite: info.Suite.String(), PostQuantum: info.Suite.PostQuantum(),
 		SentOwnKey: info.SentOwnKey, ReceivedPeerKey: info.ReceivedPeerKey}
 }
 
@@ -255,11 +299,26 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any) (*htt
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("daemon control API: %w", err)
+		// Not the transport's URL and wrappings: what happened.
+		if ctx.Err() != nil {
+			return nil, &lineError{"the daemon did not answer in time", ctx.Err()} // app.go
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("the daemon's control socket failed: %v", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var ae apiErrorJSON
+		if resp.Header.Get("Content-Type") == "application/json" && json.Unmarshal(msg, &ae) == nil && ae.Error != "" {
+			return nil, &apiError{msg: ae.Error, events: ae.TrustEvents}
+		}
+		if len(msg) > 1024 {
+			msg = msg[:1024]
+		}
 		return nil, fmt.Errorf("daemon: %s", trimNL(string(msg)))
 	}
 	return resp, nil
@@ -275,32 +334,32 @@ func (c *apiClient) getJSON(ctx context.Context, method, path string, out any) e
 }
 
 // exchange asks the daemon to exchange with addr, passing progress lines to
-// onProgress.
-func (c *apiClient) exchange(ctx context.Context, addr string, onProgress func(string)) (*exchangeJSON, error) {
+// onProgress, and returns the result and the exchange's trust events.
+func (c *apiClient) exchange(ctx context.Context, addr string, onProgress func(string)) (*exchangeJSON, []trustEvent, error) {
 	resp, err := c.do(ctx, http.MethodPost, "/v0/exchange", exchangeRequest{Addr: addr})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		var l apiLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return nil, fmt.Errorf("daemon sent %q: %w", sc.Text(), err)
+			return nil, nil, fmt.Errorf("daemon sent %q: %w", sc.Text(), err)
 		}
 		switch {
 		case l.Error != "":
-			return nil, errors.New(l.Error)
+			return nil, l.TrustEvents, errors.New(l.Error)
 		case l.Result != nil:
-			return l.Result, nil
+			return l.Result, l.TrustEvents, nil
 		case onProgress != nil:
 			onProgress(l.Progress)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return nil, errors.New("daemon closed the connection without a result")
+	return nil, nil, errors.New("daemon closed the connection without a result")
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

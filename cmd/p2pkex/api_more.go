@@ -64,6 +64,7 @@ type peerJSON struct {
 	// The last exchange: the active epoch and when it was installed.
 	Epoch        uint64     `json:"epoch,omitempty"`
 	KeyID        string     `json:"key_id,omitempty"`
+	Suite        string     `json:"suite,omitempty"`
 	LastExchange *time.Time `json:"last_exchange,omitempty"`
 }
 
@@ -75,10 +76,8 @@ type connectReply struct {
 	Peer         string `json:"peer"`
 	Addr         string `json:"addr"`
 	SpeaksP2PKEX bool   `json:"p2pkex"` // the peer speaks /p2pkex/1.0.0 (as far as identify told)
-	// Warning: the address answered with another identity than the one
-	// asked for, a known peer's, and the trust policy allowed going on
-	// with it (identity.go); Peer is the identity that answered.
-	Warning string `json:"warning,omitempty"`
+	// TrustEvents: the connection's trust events (trustevents.go).
+	TrustEvents []trustEvent `json:"trust_events,omitempty"`
 }
 
 type keysReply struct {
@@ -175,11 +174,13 @@ func serveMoreAPI(mux *http.ServeMux, n *node.Node, dir, sock string) (stop func
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		var rep connectReply
-		p, err := reach(ctx, n, pi, func(line string, _ peer.ID) { rep.Warning = line }) // identity.go
+		err := reach(ctx, n, pi)                  // identity.go
+		rep.TrustEvents = trustEventsOf(nil, err) // trustevents.go
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+			writeAPIError(w, http.StatusBadGateway, err, rep.TrustEvents)
 			return
 		}
+		p := pi.ID
 		rep.Peer = p.String()
 		if conns := n.Host().Network().ConnsToPeer(p); len(conns) > 0 {
 			rep.Addr = conns[0].RemoteMultiaddr().String()
@@ -297,7 +298,7 @@ func peersOf(n *node.Node) ([]peerJSON, error) {
 		pj.Known = true
 		pj.Trust = k.Trust.String()
 		if act, err := n.Store().ActiveSession(k.Peer); err == nil {
-			pj.Epoch, pj.KeyID = act.Epoch, act.ID.String()
+			pj.Epoch, pj.KeyID, pj.Suite = act.Epoch, act.ID.String(), protocol.Suite(act.Suite).String()
 			t := act.Created.UTC()
 			pj.LastExchange = &t
 			clear(act.Key[:])

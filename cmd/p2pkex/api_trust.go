@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,93 +15,19 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/node"
-	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
-// Trust and chat on the command line: "p2pkex verify", "p2pkex chat", the
-// daemon's endpoints for them, and the daemon's key-change warnings.
+// Chat on the command line: "p2pkex chat", the daemon's endpoints for it
+// and for verify (verify.go), and the daemon's key-change warnings.
 //
-//	GET  /v0/verify?peer=ID           -> verifyReply
-//	POST /v0/verify {"peer": ID}      -> verifyReply (marks the peer verified)
-//	POST /v0/verify {"peer": ID, "revoke": true}
-//	                                  -> verifyReply (withdraws the verification)
 //	GET  /v0/messages?peer=ID         -> NDJSON stream of chatLine, until the client leaves
-
-type verifyRequest struct {
-	Peer   string `json:"peer"`
-	Revoke bool   `json:"revoke,omitempty"`
-}
-
-// verifyAction is what "p2pkex verify" does to a peer's trust state.
-type verifyAction uint8
-
-const (
-	verifyShow    verifyAction = iota
-	verifyConfirm              // --confirm: verified
-	verifyRevoke               // --revoke: back to first-use
-)
-
-type verifyReply struct {
-	Self        string `json:"self"`
-	Peer        string `json:"peer"`
-	Trust       string `json:"trust"`         // the trust state (after --confirm)
-	Previous    string `json:"previous"`      // before --confirm
-	Fingerprint string `json:"fingerprint"`   // the peer's exchange-key record, if known
-	Digits      string `json:"safety_number"` // 12 groups of 5 digits
-	Words       string `json:"safety_words"`  // 12 words
-	Confirmed   bool   `json:"confirmed"`     // --confirm ran
-	Revoked     bool   `json:"revoked"`       // --revoke ran
-	Known       bool   `json:"known"`         // an exchange took place
-}
+//	POST /v0/chat {"addr": PEER}      -> chatReady: is there a session key and an address
 
 type chatLine struct {
 	From  string `json:"from"`
 	Epoch uint64 `json:"epoch"`
 	Text  string `json:"text"`
-}
-
-// verifyPeer reads (and with verifyConfirm or verifyRevoke sets) the trust
-// of p in store.
-func verifyPeer(store peerstore.Store, self, p peer.ID, action verifyAction) (*verifyReply, error) {
-	if p == self {
-		return nil, usagef("verify: %s is this repo's own peer ID", p)
-	}
-	sn := protocol.NewSafetyNumber(self, p)
-	r := &verifyReply{Self: self.String(), Peer: p.String(), Digits: sn.Digits(), Words: sn.Words(),
-		Trust: peerstore.TrustUnknown.String()}
-	pk, err := store.Peer(p)
-	switch {
-	case errors.Is(err, peerstore.ErrNotFound):
-		if action != verifyShow {
-			return nil, fmt.Errorf("no key of %s known: run \"p2pkex exchange\" first", p)
-		}
-		r.Previous = r.Trust
-		return r, nil
-	case err != nil:
-		return nil, err
-	}
-	r.Known = true
-	r.Trust, r.Previous = pk.Trust.String(), pk.Trust.String()
-	if fp, err := protocol.ParseFingerprint(pk.Fingerprint); err == nil {
-		r.Fingerprint = fp.String()
-	}
-	switch action {
-	case verifyConfirm:
-		if err := store.SetTrust(p, peerstore.TrustVerified); err != nil {
-			return nil, err
-		}
-		r.Trust, r.Confirmed = peerstore.TrustVerified.String(), true
-	case verifyRevoke:
-		if pk.Trust != peerstore.TrustVerified {
-			return nil, fmt.Errorf("%s is not verified (it is %s): nothing to revoke", p, pk.Trust)
-		}
-		if err := store.SetTrust(p, peerstore.TrustFirstUse); err != nil {
-			return nil, err
-		}
-		r.Trust, r.Revoked = peerstore.TrustFirstUse.String(), true
-	}
-	return r, nil
 }
 
 // parsePeerIDArg takes a peer ID or a multiaddr ending in /p2p/<peer ID>.
@@ -121,35 +46,11 @@ func parsePeerIDArg(s string) (peer.ID, error) {
 	return id, nil
 }
 
-// handleTrustAPI serves the trust and chat endpoints on the control API.
+// handleTrustAPI serves the verify and chat endpoints on the control API.
 func handleTrustAPI(mux *http.ServeMux, n *node.Node) {
-	verify := func(w http.ResponseWriter, s string, action verifyAction) {
-		p, err := parsePeerIDArg(s)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		rep, err := verifyPeer(n.Store(), n.ID(), p, action)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		writeJSON(w, rep)
-	}
-	mux.HandleFunc("GET /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		verify(w, r.URL.Query().Get("peer"), verifyShow)
-	})
-	mux.HandleFunc("POST /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		var req verifyRequest
-		if !decodeRequest(w, r, 4096, &req) {
-			return
-		}
-		action := verifyConfirm
-		if req.Revoke {
-			action = verifyRevoke
-		}
-		verify(w, req.Peer, action)
-	})
+	handleVerifyAPI(mux, n) // verify.go
+	handleForgetAPI(mux, n) // forget.go
+	handleChatAPI(mux, n)
 	mux.HandleFunc("GET /v0/messages", func(w http.ResponseWriter, r *http.Request) {
 		var from peer.ID
 		if s := r.URL.Query().Get("peer"); s != "" {
@@ -201,7 +102,7 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 		defer wg.Done()
 		for e := range events {
 			if e.Kind == node.EventTrustChanged && e.Trust != nil {
-				out.printf("%s\n", trustWarning(e.Peer, e.Trust))
+				out.printf("%s\n", trustWarning(e.Trust))
 			}
 		}
 	}()
@@ -211,137 +112,57 @@ func printTrustWarnings(n *node.Node, out *progress) (stop func()) {
 	}
 }
 
-func trustWarning(p peer.ID, tc *node.TrustChange) string {
-	if tc.Change == node.KeyNewIdentity { // identity.go
-		return identityWarning(p, tc.Previous, tc.Presented, tc.Addr, tc.Refused)
-	}
-	what := fmt.Sprintf("WARNING: KEY CHANGED: the exchange key of %s peer %s changed without a rotation that accounts for it (%s)",
-		tc.Previous, p, tc.Reason)
-	if tc.Refused {
-		return what + "; REFUSED. Ask the peer; compare safety numbers with \"p2pkex verify " + p.String() + "\""
-	}
-	return what + "; accepted by the trust policy, peer marked changed. Compare safety numbers and confirm with \"p2pkex verify --confirm " + p.String() + "\""
+func trustWarning(tc *node.TrustChange) string {
+	return "WARNING: " + trustEventOf(*tc).Message // trustevents.go
 }
 
-// safetyLine is the last line of "p2pkex exchange".
-func safetyLine(self, p peer.ID) string {
-	return "safety number " + protocol.NewSafetyNumber(self, p).Digits()
-}
-
-// safetyLineAPI is safetyLine for a peer exchanged with through the daemon.
-func safetyLineAPI(ctx context.Context, api *apiClient, peerID string) string {
+// safetyNumberAPI is the safety number of the daemon's node and a peer it
+// exchanged with, or "" if the daemon does not say who it is.
+func safetyNumberAPI(ctx context.Context, api *apiClient, peerID string) string {
 	var id idReply
-	self, err1 := peer.Decode(peerIDOrEmpty(ctx, api, &id))
+	if err := api.getJSON(ctx, http.MethodGet, "/v0/id", &id); err != nil {
+		return ""
+	}
+	self, err1 := peer.Decode(id.PeerID)
 	p, err2 := peer.Decode(peerID)
 	if err1 != nil || err2 != nil {
 		return ""
 	}
-	return safetyLine(self, p)
+	return protocol.NewSafetyNumber(self, p).Digits()
 }
 
-func peerIDOrEmpty(ctx context.Context, api *apiClient, id *idReply) string {
-	if err := api.getJSON(ctx, http.MethodGet, "/v0/id", id); err != nil {
-		return ""
-	}
-	return id.PeerID
+// chatReady is the daemon's answer to POST /v0/chat {"addr": PEER}:
+// whether it can send to PEER at all, so that chat refuses to start
+// instead of failing on every line.
+type chatReady struct {
+	Peer string `json:"peer"`
+	Key  bool   `json:"session_key"` // a session key with the peer
+	Addr bool   `json:"address"`     // an address for it (given, connected, or known)
 }
 
-func verifyCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "verify",
-		Usage:     "show the safety number of a peer; --confirm marks the peer verified, --revoke withdraws that",
-		ArgsUsage: "PEER",
-		Description: `PEER is a peer ID or a multiaddr ending in /p2p/<peer ID>. The safety
-number is derived from both peers' identities (docs/PROTOCOL.md, section
-11.6): the peer's "p2pkex verify" shows the same one. Compare it over a
-channel you trust (in person, a call), as digits or as words; if it
-matches, run again with --confirm. A verified peer whose exchange key then
-changes without a rotation that accounts for it is refused (trust policy
-"tofu", the default; see docs/SECURITY.md), and so is another identity
-answering at its address. To accept such a change once you know why it
-happened, withdraw the verification with --revoke (the peer is back to
-first-use), run the exchange again (the peer becomes "changed"), compare
-safety numbers and confirm. Through the repo's daemon if it runs, else on
-the repo directly.
-
-Examples:
-  p2pkex verify --repo /tmp/alice 12D3KooW...
-  p2pkex verify --repo /tmp/alice --confirm 12D3KooW...
-  p2pkex verify --repo /tmp/alice --revoke 12D3KooW...`,
-		Flags: []cli.Flag{repoFlag(),
-			&cli.BoolFlag{Name: "confirm", Usage: "mark the peer verified (after comparing the safety numbers)"},
-			&cli.BoolFlag{Name: "revoke", Usage: "withdraw the peer's verification (back to first-use), to accept a key or identity change"},
-			&cli.BoolFlag{Name: "quiet", Usage: "print only the safety number: digits, then words"},
-		},
-		Action: func(ctx context.Context, c *cli.Command) error {
-			if c.Args().Len() != 1 {
-				return usagef("verify: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Args().Len())
-			}
-			p, err := parsePeerIDArg(c.Args().First())
-			if err != nil {
-				return err
-			}
-			action := verifyShow
-			switch {
-			case c.Bool("confirm") && c.Bool("revoke"):
-				return usagef("verify: --confirm and --revoke exclude each other")
-			case c.Bool("confirm"):
-				action = verifyConfirm
-			case c.Bool("revoke"):
-				action = verifyRevoke
-			}
-			dir := c.String("repo")
-			var rep *verifyReply
-			if api := dialAPI(dir); api != nil {
-				rep = &verifyReply{}
-				var resp *http.Response
-				if action != verifyShow {
-					resp, err = api.do(ctx, http.MethodPost, "/v0/verify", verifyRequest{Peer: p.String(), Revoke: action == verifyRevoke})
-				} else {
-					resp, err = api.do(ctx, http.MethodGet, "/v0/verify?peer="+url.QueryEscape(p.String()), nil)
-				}
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
-				if err := json.NewDecoder(resp.Body).Decode(rep); err != nil {
-					return fmt.Errorf("daemon reply: %w", err)
-				}
-			} else {
-				r, err := openRepo(dir, false)
-				if err != nil {
-					return err
-				}
-				defer r.Close()
-				if rep, err = verifyPeer(r.store, peerIDOf(r), p, action); err != nil {
-					return err
-				}
-			}
-			w := c.Root().Writer
-			if c.Bool("quiet") {
-				fmt.Fprintf(w, "%s\n%s\n", rep.Digits, rep.Words)
-				return nil
-			}
-			fmt.Fprintf(w, "peer           %s\n", rep.Peer)
-			fmt.Fprintf(w, "trust          %s\n", rep.Trust)
-			if rep.Fingerprint != "" {
-				fmt.Fprintf(w, "exchange key   %s\n", rep.Fingerprint)
-			}
-			fmt.Fprintf(w, "safety number  %s\n", rep.Digits)
-			fmt.Fprintf(w, "words          %s\n", rep.Words)
-			switch {
-			case rep.Confirmed:
-				fmt.Fprintf(w, "%s is now verified (was %s)\n", rep.Peer, rep.Previous)
-			case rep.Revoked:
-				fmt.Fprintf(w, "%s is no longer verified (now %s)\n", rep.Peer, rep.Trust)
-			case !rep.Known:
-				fmt.Fprintf(w, "no exchange with this peer yet\n")
-			case rep.Trust != peerstore.TrustVerified.String():
-				fmt.Fprintf(w, "compare with the peer's \"p2pkex verify\"; if they match: p2pkex verify --confirm %s\n", rep.Peer)
-			}
-			return nil
-		},
-	}
+// handleChatAPI serves POST /v0/chat.
+func handleChatAPI(mux *http.ServeMux, n *node.Node) {
+	mux.HandleFunc("POST /v0/chat", func(w http.ResponseWriter, r *http.Request) {
+		var req sendRequest
+		if !decodeRequest(w, r, 4096, &req) {
+			return
+		}
+		pi, err := parsePeerArg(req.Addr)
+		if err == nil && pi.ID == n.ID() {
+			err = fmt.Errorf("%s is this node's own peer ID", pi.ID)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		_, addrErr := resolvePeer(n, req.Addr) // api_more.go
+		rep := chatReady{Peer: pi.ID.String(), Addr: addrErr == nil}
+		if k, err := n.ActiveKey(pi.ID); err == nil {
+			clear(k.Key[:])
+			rep.Key = true
+		}
+		writeJSON(w, rep)
+	})
 }
 
 func chatCommand() *cli.Command {
@@ -349,34 +170,39 @@ func chatCommand() *cli.Command {
 		Name:      "chat",
 		Usage:     "chat with a peer in the terminal (through the daemon)",
 		ArgsUsage: "PEER",
-		Description: `PEER is a multiaddr ending in /p2p/<peer ID> (or /p2p/<peer ID> alone
-for a peer the daemon knows the address of). Each line read from standard
-input is sent as one message, sealed under the session key of the last
-exchange ("p2pkex exchange" first); messages from the peer are printed as
-they arrive. End with Ctrl-D (end of input) or Ctrl-C. Needs the repo's
-running daemon.
+		Description: `PEER is the peer's peer ID, if the daemon knows an address for it
+(connected, discovered, or from "p2pkex connect"), or its full multiaddr
+ending in /p2p/<peer ID>. Chat needs the repo's running daemon and a
+session key with the peer ("p2pkex exchange" first), and refuses to start
+without them, saying how to get them.
 
-Example:
-  p2pkex chat --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
+Each line read from standard input is sent as one message, sealed under
+the session key of the last exchange; messages from the peer are printed
+as they arrive (they are also kept in the inbox, "p2pkex inbox"). Ctrl-D
+(end of input) ends it; Ctrl-C too, at once, with exit status 130.
+
+Examples:
+  p2pkex chat --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+  p2pkex chat --repo /tmp/alice 12D3KooW...`,
 		Flags: []cli.Flag{repoFlag(),
 			&cli.DurationFlag{Name: "linger", Usage: "after the end of input, keep printing received messages this long"},
 		},
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Len() != 1 {
-				return usagef("chat: want one PEER (MULTIADDR ending in /p2p/<peer ID>), got %d arguments", c.Args().Len())
+				return usagef("chat: want one PEER (peer ID or MULTIADDR ending in /p2p/<peer ID>), got %d arguments", c.Args().Len())
 			}
 			addr := c.Args().First()
-			if !strings.HasPrefix(addr, "/") {
-				addr = "/p2p/" + addr
-			}
-			pi, err := parsePeerAddr(addr)
+			pi, err := parsePeerArg(addr) // api_more.go
 			if err != nil {
 				return err
 			}
 			dir := c.String("repo")
 			api := dialAPI(dir)
 			if api == nil {
-				return fmt.Errorf("chat needs a running daemon: start one with \"p2pkex daemon --repo %s\"", dir)
+				return fmt.Errorf("chat needs a running daemon: start one with \"p2pkex daemon%s\"", repoArg(c))
+			}
+			if err := chatCheck(ctx, c, api, addr, pi.ID); err != nil {
+				return err
 			}
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -404,26 +230,58 @@ Example:
 					}
 				}
 			}()
+			// Standard input is read by a goroutine of its own: a read
+			// blocked on a terminal cannot be cancelled, and Ctrl-C must
+			// end the chat at once. The goroutine ends with the process.
+			lines := make(chan string)
+			go func() {
+				defer close(lines)
+				in := bufio.NewScanner(c.Root().Reader)
+				in.Buffer(nil, node.DefaultMaxMessageSize+1)
+				for in.Scan() {
+					select {
+					case lines <- in.Text():
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
 			out.printf("chat with %s; end with Ctrl-D\n", pi.ID)
-			in := bufio.NewScanner(c.Root().Reader)
-			for in.Scan() {
-				line := in.Text()
-				if strings.TrimSpace(line) == "" {
-					continue
+			interrupted := func() error {
+				cancel()
+				wg.Wait()
+				return context.Cause(ctx) // context.Canceled: exit 130 (app.go)
+			}
+		read:
+			for {
+				select {
+				case <-ctx.Done():
+					return interrupted()
+				case line, ok := <-lines:
+					if !ok {
+						break read
+					}
+					if strings.TrimSpace(line) == "" {
+						continue
+					}
+					sctx, scancel := context.WithTimeout(ctx, time.Minute)
+					r, err := api.do(sctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: line})
+					scancel()
+					if ctx.Err() != nil {
+						return interrupted()
+					}
+					if err != nil {
+						out.printf("! not sent: %s\n", oneLine(err))
+						continue
+					}
+					r.Body.Close()
 				}
-				sctx, scancel := context.WithTimeout(ctx, time.Minute)
-				r, err := api.do(sctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: line})
-				scancel()
-				if err != nil {
-					out.printf("! not sent: %s\n", oneLine(err))
-					continue
-				}
-				r.Body.Close()
 			}
 			if d := c.Duration("linger"); d > 0 {
 				select {
 				case <-time.After(d):
 				case <-ctx.Done():
+					return interrupted()
 				}
 			}
 			cancel()
@@ -431,4 +289,26 @@ Example:
 			return nil
 		},
 	}
+}
+
+// chatCheck asks the daemon whether it can send to PEER, and refuses with
+// the way to get what is missing (with the user's --repo).
+func chatCheck(ctx context.Context, c *cli.Command, api *apiClient, addr string, p peer.ID) error {
+	resp, err := api.do(ctx, http.MethodPost, "/v0/chat", sendRequest{Addr: addr})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var ready chatReady
+	if err := json.NewDecoder(resp.Body).Decode(&ready); err != nil {
+		return fmt.Errorf("the daemon's answer: %v", err)
+	}
+	repo := repoArg(c) // trustevents.go
+	if !ready.Addr {
+		return fmt.Errorf("chat: no address known for %s: give its full multiaddr (\"p2pkex chat%s MULTIADDR\"), or run \"p2pkex connect%s MULTIADDR\" first", p, repo, repo)
+	}
+	if !ready.Key {
+		return fmt.Errorf("chat: no session key with %s: run \"p2pkex exchange%s %s\" first", p, repo, addr)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	golog "github.com/ipfs/go-log/v2"
@@ -19,6 +20,16 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// lineError is the line a user reads, keeping the error behind it for
+// errors.Is and errors.As (a cancelled context, a node's trust events).
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
+
 func init() {
 	// One log format: go-libp2p's slog output goes through go-log.
 	gologshim.SetDefaultHandler(golog.SlogHandler())
@@ -27,7 +38,14 @@ func init() {
 // run is main without the process: it returns the exit code. Every error is
 // one line on stderr, prefixed "p2pkex: ".
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runIO is run with standard input stdin (what verify and forget read a
+// person's answer from).
+func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	app.Reader = stdin
 	err := app.Run(ctx, args)
 	if err == nil {
 		return 0
@@ -75,6 +93,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Name:        "p2pkex",
 		Usage:       "peer-to-peer key exchange on libp2p",
 		Description: appDescription,
+		Version:     buildVersion().Version, // version.go; --version
 		Writer:      stdout,
 		ErrWriter:   stderr,
 		Suggest:     true,
@@ -97,13 +116,19 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			idCommand(),
 			rotateCommand(),
 			sendCommand(),
-			verifyCommand(), // api_trust.go
+			inboxCommand(),  // inbox.go
+			verifyCommand(), // verify.go
+			forgetCommand(), // forget.go
 			chatCommand(),   // api_trust.go
 			peersCommand(),
 			connectCommand(),
 			keysCommand(),
 			statusCommand(),
 			benchCommand(),
+			conformanceCommand(), // conformance.go
+			exportKeyCommand(),   // exportkey.go
+			versionCommand(),     // version.go
+			shutdownCommand(),    // shutdown.go
 		},
 	}
 }

@@ -45,7 +45,8 @@ func peersCommand() *cli.Command {
 		Usage: "list connected, discovered and known peers (through the daemon)",
 		Description: `One line per peer: whether the daemon is connected to it, how it was
 discovered (mdns, dht), its trust state (first-use, verified, changed;
-unknown before any exchange) and the epoch and time of the last exchange.
+unknown before any exchange), the epoch, suite and time of the last
+exchange; a classical (not post-quantum) suite is marked "(classical)".
 
 Example:
   p2pkex peers --repo /tmp/alice`,
@@ -71,9 +72,9 @@ Example:
 				return nil
 			}
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tLAST EXCHANGE")
+			fmt.Fprintln(tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tSUITE\tLAST EXCHANGE")
 			for _, p := range peers {
-				conn, disc, epoch, last := "no", "-", "-", "-"
+				conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
 				if p.Connected {
 					conn = "yes"
 					if p.Connection == "relayed" {
@@ -87,7 +88,10 @@ Example:
 					epoch = fmt.Sprint(p.Epoch)
 					last = p.LastExchange.Local().Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, last)
+				if p.Suite != "" {
+					suite = suiteLabel(p.Suite)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, suite, last)
 			}
 			return tw.Flush()
 		},
@@ -126,6 +130,7 @@ Example:
 			defer cancel()
 			resp, err := api.do(ctx, http.MethodPost, "/v0/connect", connectRequest{Addr: c.Args().First()})
 			if err != nil {
+				printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 				return err
 			}
 			defer resp.Body.Close()
@@ -133,9 +138,7 @@ Example:
 			if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 				return fmt.Errorf("daemon reply: %w", err)
 			}
-			if rep.Warning != "" {
-				fmt.Fprintln(c.Root().Writer, rep.Warning)
-			}
+			printTrust(c.Root().ErrWriter, withNext(c, rep.TrustEvents))
 			fmt.Fprintf(c.Root().Writer, "connected to %s\n", rep.Peer)
 			return nil
 		},
@@ -190,7 +193,7 @@ Example:
 					fmt.Fprintf(w, "  exchange key %s\n", p.Fingerprint)
 				}
 				for _, s := range p.Sessions {
-					fmt.Fprintf(w, "  epoch %d  key ID %s  %s  created %s\n", s.Epoch, s.KeyID, s.Suite, ts(s.Created))
+					fmt.Fprintf(w, "  epoch %d  key ID %s  %s  created %s\n", s.Epoch, s.KeyID, suiteLabel(s.Suite), ts(s.Created))
 				}
 			}
 			return nil

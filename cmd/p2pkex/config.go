@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pkex/p2pkex/inbox"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/protocol"
 )
@@ -37,7 +40,11 @@ type config struct {
 	// Relays: full multiaddrs of circuit relay v2 peers the daemon uses
 	// when it is not publicly reachable (--relays overrides). Default
 	// empty: no relays.
-	Relays    []string        `json:"relays"`
+	Relays []string `json:"relays"`
+	// Suites: the suites every node of the repo offers and accepts, most
+	// preferred first (--suite overrides). Default
+	// protocol.DefaultSuites: MLKEM768X25519, then X25519.
+	Suites    []string        `json:"suites"`
 	Discovery discoveryConfig `json:"discovery"`
 	Limits    limitsConfig    `json:"limits"`
 	Messages  messagesConfig  `json:"messages"`
@@ -48,11 +55,15 @@ type config struct {
 
 type trustConfig struct {
 	// Policy: what the daemon does when a peer's exchange key changes in
-	// a way its rotation records do not account for, or a known peer's
-	// address answers with another identity (docs/SECURITY.md, section 6):
-	// "tofu" refuses it for verified peers, "strict" always, "accept"
-	// never (--trust-policy overrides). Default "tofu".
+	// a way its rotation records do not account for (docs/SECURITY.md,
+	// section 6): "tofu" refuses it for verified peers, "strict" always,
+	// "accept" never (--trust-policy overrides). Every command that runs a
+	// node applies it, with or without a daemon. Default "tofu".
 	Policy string `json:"policy"`
+	// RequirePQ: offer and accept only post-quantum suites; a peer that
+	// offers none fails the exchange (--require-pq overrides). Default
+	// false.
+	RequirePQ bool `json:"require_pq"`
 }
 
 type discoveryConfig struct {
@@ -88,6 +99,13 @@ type messagesConfig struct {
 	// Grace: how long messages under the previous epoch are accepted after
 	// a new exchange. Default node.DefaultMessageGrace ("1m0s").
 	Grace duration `json:"grace"`
+	// InboxMax: the daemon keeps at most this many received messages in
+	// the repo's inbox.db, dropping the oldest. Default
+	// inbox.DefaultMaxCount (1000).
+	InboxMax int `json:"inbox_max"`
+	// InboxMaxAge: a kept message older than this is dropped (and never
+	// shown). Default inbox.DefaultMaxAge ("720h0m0s", 30 days).
+	InboxMaxAge duration `json:"inbox_max_age"`
 }
 
 // duration is a time.Duration written as a Go duration string ("10s").
@@ -113,6 +131,7 @@ func defaultConfig() *config {
 		Listen:    append([]string{}, node.DefaultListenAddrs...),
 		Bootstrap: []string{},
 		Relays:    []string{},
+		Suites:    suiteNames(protocol.DefaultSuites()),
 		Discovery: discoveryConfig{MDNS: true, DHT: true, Rendezvous: node.DefaultRendezvous},
 		Limits: limitsConfig{
 			InboundTotal:   node.DefaultMaxInbound,
@@ -120,7 +139,8 @@ func defaultConfig() *config {
 			NoticeSize:     protocol.DefaultNoticeSize,
 			PhaseTimeout:   duration(protocol.DefaultPhaseTimeout),
 		},
-		Messages:  messagesConfig{Grace: duration(node.DefaultMessageGrace)},
+		Messages: messagesConfig{Grace: duration(node.DefaultMessageGrace),
+			InboxMax: inbox.DefaultMaxCount, InboxMaxAge: duration(inbox.DefaultMaxAge)},
 		Trust:     trustConfig{Policy: node.TrustPolicyNames[0]},
 		Admission: defaultAdmissionConfig(),
 	}
@@ -142,10 +162,16 @@ func loadConfig(dir string) (*config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%s: empty file (delete it to run on the defaults)", path)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %s", path, jsonProblem(b, err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s: more than one JSON value", path)
 	}
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
@@ -185,10 +211,61 @@ func (c *config) check() error {
 	if c.Messages.Grace < 0 {
 		return errors.New("messages.grace must not be negative")
 	}
+	if c.Messages.InboxMax < 1 {
+		return errors.New("messages.inbox_max must be at least 1")
+	}
+	if c.Messages.InboxMaxAge <= 0 {
+		return errors.New("messages.inbox_max_age must be positive")
+	}
 	if _, err := node.ParseTrustPolicy(c.Trust.Policy); err != nil {
 		return fmt.Errorf("trust.policy: %v", err)
 	}
+	if len(c.Suites) == 0 {
+		return errors.New("suites is empty")
+	}
+	if _, err := parseSuites(c.Suites, "suites"); err != nil { // nodeconfig.go
+		return err
+	}
 	return nil
+}
+
+func suiteNames(suites []protocol.Suite) []string {
+	var out []string
+	for _, s := range suites {
+		out = append(out, s.String())
+	}
+	return out
+}
+
+// jsonProblem says what is wrong with config.json in its own terms: the
+// line, the setting and the kind of value wanted, never a Go type.
+func jsonProblem(b []byte, err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("line %d: not valid JSON (%s)", lineOf(b, syn.Offset), syn.Error())
+	case errors.As(err, &typ):
+		want := map[string]string{"string": "a string", "bool": "true or false", "slice": "a list", "struct": "an object"}[typ.Type.Kind().String()]
+		if want == "" {
+			want = "a number"
+		}
+		if typ.Field == "" {
+			return fmt.Sprintf("line %d: want an object of settings, not %s", lineOf(b, typ.Offset), typ.Value)
+		}
+		return fmt.Sprintf("%s: want %s, not %s", typ.Field, want, typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "not valid JSON (it ends too early)"
+	}
+	// Unknown fields and the settings' own checks (durations).
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+func lineOf(b []byte, offset int64) int {
+	if offset > int64(len(b)) {
+		offset = int64(len(b))
+	}
+	return 1 + bytes.Count(b[:offset], []byte("\n"))
 }
 
 // peerAddrs parses full multiaddrs (with an address and /p2p/<peer ID>),
@@ -258,8 +335,9 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 	return nil
 }
 
-// daemonConfig merges the repo's config with the daemon's flags (which win)
-// into node options, and returns the listen addresses it settled on.
+// daemonConfig merges the repo's network settings with the daemon's flags
+// (which win) into node options: listen addresses, NAT, discovery. The
+// settings every node of the repo shares come from nodeSettings.
 func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 	var opts []node.Option
 	listen := cfg.Listen
@@ -274,22 +352,8 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 	if len(listen) > 0 {
 		opts = append(opts, node.WithListenAddrs(listen...))
 	}
-	if !c.IsSet("notice-size") {
-		opts = append(opts, node.WithNoticeSize(cfg.Limits.NoticeSize))
-	}
-	if !c.IsSet("trust-policy") {
-		policy, err := node.ParseTrustPolicy(cfg.Trust.Policy) // checked by loadConfig
-		if err != nil {
-			return nil, fmt.Errorf("config trust.policy: %v", err)
-		}
-		opts = append(opts, node.WithTrustPolicy(policy))
-	}
-	opts = append(opts,
-		node.WithInboundLimits(cfg.Limits.InboundTotal, cfg.Limits.InboundPerPeer),
-		node.WithPhaseTimeout(time.Duration(cfg.Limits.PhaseTimeout)),
-		node.WithMessageGrace(time.Duration(cfg.Messages.Grace)),
-	)
-	opts = append(opts, cfg.Admission.options()...)
+	// The protocol, limits, admission and trust settings: nodeSettings
+	// (nodeconfig.go).
 
 	natOpts, err := natConfig(cfg, c)
 	if err != nil {

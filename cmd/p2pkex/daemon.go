@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -17,7 +18,9 @@ func daemonCommand() *cli.Command {
 		Usage: "serve the key exchange until interrupted",
 		Description: `Creates the repo on first use (identity, config.json, store), listens,
 prints its full addresses and answers exchanges, printing each as it
-happens. SIGINT or SIGTERM stops it cleanly. While it runs, the other
+happens. Received messages are kept in the repo's inbox ("p2pkex inbox"
+reads them); only a line of metadata (sender, size) is printed. SIGINT or
+SIGTERM stops it cleanly. While it runs, the other
 commands work through its control socket (DIR/api.sock; DIR/api holds
 its path).
 
@@ -65,11 +68,12 @@ Examples:
 			&cli.StringFlag{Name: "reachability", Usage: "`public` or `private`: skip AutoNAT's detection (private: reserve relay slots at once)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
+			ctx, requestShutdown := context.WithCancel(ctx) // "p2pkex shutdown" (shutdown.go)
+			defer requestShutdown()
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			opts, err := nodeOptions(c)
-			if err != nil {
+			if err := checkNodeFlags(c); err != nil { // nodeconfig.go
 				return err
 			}
 			dir := c.String("repo")
@@ -77,6 +81,10 @@ Examples:
 				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
 			}
 			cfg, err := loadConfig(dir) // config.go; defaults without one
+			if err != nil {
+				return err
+			}
+			opts, err := nodeSettings(cfg, c) // the same as every one-shot command's
 			if err != nil {
 				return err
 			}
@@ -92,20 +100,29 @@ Examples:
 				}
 				opts = append(opts, node.WithMetrics(prometheus.DefaultRegisterer))
 			}
+			// No core dumps of the daemon's keys (docs/SECURITY.md).
+			if err := node.ProtectProcess(); err != nil {
+				fmt.Fprintf(c.Root().ErrWriter, "p2pkex: warning: %v\n", err)
+			}
 			r, err := openRepo(dir, true)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			n, err := node.New(ctx, append(opts, node.WithStore(r.store))...)
+			out := &progress{w: c.Root().Writer}
+			ib, err := openDaemonInbox(c, dir, cfg, out) // inbox.go
+			if err != nil {
+				return err
+			}
+			defer ib.Close() // after the node closed: no message is kept after it
+			n, err := node.New(ctx, append(opts, node.WithStore(r.store), node.WithMessageKeeper(ib.keep))...)
 			if err != nil {
 				return err
 			}
 			defer n.Close()
 
-			out := &progress{w: c.Root().Writer}
-			defer printMessages(n, out)()      // send.go
-			defer printTrustWarnings(n, out)() // api_trust.go
+			defer printRefusedMessages(n, out)() // send.go
+			defer printTrustWarnings(n, out)()   // api_trust.go
 			if metricsAddr != "" {
 				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
 				if err != nil {
@@ -113,11 +130,12 @@ Examples:
 				}
 				defer stopMetrics()
 			}
-			stopAPI, err := serveAPI(n, r.dir)
+			stopAPI, err := serveAPI(n, r.dir, ib.handler, exportKeyAPI(n), shutdownAPI(n, requestShutdown)) // inbox.go, exportkey.go, shutdown.go
 			if err != nil {
 				return err
 			}
 			defer stopAPI()
+			defer ib.stopFollowers() // before the API server waits for its streams
 			out.printf("p2pkex daemon %s\n", n.ID())
 			out.printf("exchange key %s\n", n.Fingerprint())
 			for _, a := range n.Addrs() {

@@ -182,11 +182,11 @@ func waitDone(ctx context.Context, ch <-chan node.Event, p peer.ID) (*node.KeyIn
 func agree(alice, bob *demoSide, ai, bi *node.KeyInfo) error {
 	ka, err := alice.store.ActiveSession(bob.node.ID())
 	if err != nil {
-		return fmt.Errorf("Alice's key: %w", err)
+		return fmt.Errorf("reading Alice's key: %w", err)
 	}
 	kb, err := bob.store.ActiveSession(alice.node.ID())
 	if err != nil {
-		return fmt.Errorf("Bob's key: %w", err)
+		return fmt.Errorf("reading Bob's key: %w", err)
 	}
 	defer clear(ka.Key[:])
 	defer clear(kb.Key[:])
@@ -194,7 +194,7 @@ func agree(alice, bob *demoSide, ai, bi *node.KeyInfo) error {
 		return fmt.Errorf("epochs differ: Alice %d, Bob %d", ai.Epoch, bi.Epoch)
 	}
 	if !ka.Key.Equal(&kb.Key) || ka.ID != kb.ID {
-		return errors.New("Alice and Bob hold different keys")
+		return errors.New("the two sides hold different keys (Alice's and Bob's)")
 	}
 	return nil
 }

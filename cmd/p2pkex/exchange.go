@@ -19,17 +19,34 @@ import (
 func exchangeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "exchange",
-		Usage:     "exchange keys with a running daemon and store the new key",
+		Usage:     "exchange keys with a peer and store the new key",
 		ArgsUsage: "PEER",
 		Description: `PEER is the peer's full address, ending in /p2p/<peer ID>, as
 "p2pkex daemon" and "p2pkex id" print it; or, through a running daemon,
 just the peer ID of a peer it is connected to, discovered or knows the
-address of ("p2pkex peers" lists them). The repo is created on first use.
+address of ("p2pkex peers" lists them). The exchange is with that peer or
+fails: another identity answering at its address is refused. Through the
+repo's daemon if it runs, else with a node of its own on the repo (created
+on first use), configured from the repo's config.json like the daemon
+(the flags override it).
+
+Every trust event of the exchange (a first key pinned, a key change or
+store reset accepted or refused, a rollback, another identity at the
+address, a suite downgrade) is printed on stderr as "p2pkex: WARNING: ..."
+with the next step to take.
+
+--json prints one object: peer, epoch, key_id, suite, post_quantum,
+sent_own_key, received_peer_key, safety_number, and trust_events, a list
+of {peer, event (first-use, key-changed, store-reset, rollback,
+identity-changed, suite-downgrade), refused, trust_before, trust_after,
+reason, presented, addr, suite, message, next}. A failed exchange prints
+{peer, error, trust_events} and exits 1.
 
 Examples:
   p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
-  p2pkex exchange --repo /tmp/alice 12D3KooW...`,
-		Flags: append(nodeFlags(), repoFlag(),
+  p2pkex exchange --repo /tmp/alice 12D3KooW...
+  p2pkex exchange --repo /tmp/alice --json 12D3KooW...`,
+		Flags: append(nodeFlags(), repoFlag(), jsonFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print only the result"},
 		),
@@ -41,71 +58,120 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if _, err := nodeOptions(c); err != nil { // bad flags fail before anything runs
+			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 			defer cancel()
 			out := &progress{w: c.Root().Writer}
-			quiet := c.Bool("quiet")
+			asJSON := c.Bool("json")
+			quiet := c.Bool("quiet") || asJSON
 			dir := c.String("repo")
+			var res *exchangeJSON
+			var events []trustEvent
 			if api := dialAPI(dir); api != nil {
 				// The repo's daemon runs the exchange.
 				if err := ownNodeOnly(c, dir); err != nil {
 					return err
 				}
-				res, err := api.exchange(ctx, c.Args().First(), func(line string) {
+				res, events, err = api.exchange(ctx, c.Args().First(), func(line string) {
 					if !quiet {
 						out.printf("  %s\n", line)
 					}
 				})
-				if err != nil {
-					return err
+				if err == nil {
+					res.SafetyNumber = safetyNumberAPI(ctx, api, res.Peer) // api_trust.go
 				}
-				out.printf("epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
-					describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
-				if l := safetyLineAPI(ctx, api, res.Peer); l != "" { // api_trust.go
-					out.printf("%s\n", l)
-				}
-				return nil
+			} else {
+				res, events, err = exchangeOwnNode(ctx, c, dir, pi, out, quiet)
 			}
-			n, closeNode, err := ownNode(ctx, c, dir, true, pi)
-			if err != nil {
-				return err
-			}
-			defer closeNode()
-			var wg sync.WaitGroup
-			if !quiet {
-				events, stop := n.Subscribe(0)
-				defer wg.Wait()
-				defer stop()
-				wg.Add(1)
-				go out.follow("", events, nil, &wg)
-			}
-			info, err := connectAndExchange(ctx, n, pi, func(w string, _ peer.ID) { out.printf("%s\n", w) })
-			if err != nil {
-				return err
-			}
-			out.printf("epoch %d, key ID %s with %s (%s)\n", info.Epoch, info.KeyID, info.Peer, describe(info))
-			out.printf("%s\n", safetyLine(n.ID(), info.Peer)) // api_trust.go
-			return nil
+			return reportExchange(c, pi.ID, res, withNext(c, events), err)
 		},
 	}
 }
 
-// connectAndExchange dials pi and runs one exchange, with errors a user
-// can act on. warn gets the warning of an identity change the trust policy
-// allowed (identity.go): the exchange then runs with the new identity.
-func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo, warn func(string, peer.ID)) (*node.KeyInfo, error) {
-	p, err := reach(ctx, n, pi, warn)
+// exchangeOwnNode runs the exchange on a node of the command's own.
+func exchangeOwnNode(ctx context.Context, c *cli.Command, dir string, pi *peer.AddrInfo, out *progress, quiet bool) (*exchangeJSON, []trustEvent, error) {
+	n, closeNode, err := ownNode(ctx, c, dir, true, pi)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	info, err := n.Exchange(ctx, p)
+	defer closeNode()
+	var wg sync.WaitGroup
+	if !quiet {
+		events, stop := n.Subscribe(0)
+		defer wg.Wait()
+		defer stop()
+		wg.Add(1)
+		go out.follow("", events, nil, &wg)
+	}
+	info, events, err := connectAndExchange(ctx, n, pi)
 	if err != nil {
-		return nil, explainExchangeError(p, err)
+		return nil, events, err
 	}
-	return info, nil
+	res := toJSON(info)
+	res.SafetyNumber = n.SafetyNumber(info.Peer).Digits()
+	return res, events, nil
+}
+
+// reportExchange prints an exchange's trust events on stderr, then its
+// result (or, with --json, its result or error as JSON) on stdout.
+func reportExchange(c *cli.Command, p peer.ID, res *exchangeJSON, events []trustEvent, err error) error {
+	printTrust(c.Root().ErrWriter, events)
+	w := c.Root().Writer
+	if events == nil {
+		events = []trustEvent{}
+	}
+	if c.Bool("json") {
+		if err != nil {
+			if ue := (usageError{}); errors.As(err, &ue) {
+				return err
+			}
+			_ = printJSON(w, exchangeFailure{Peer: p.String(), Error: oneLine(err), TrustEvents: events})
+			return err
+		}
+		return printJSON(w, exchangeOutput{res, events})
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
+		describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
+	if res.Suite != "" {
+		fmt.Fprintf(w, "suite %s\n", suiteLabel(res.Suite)) // progress.go
+	}
+	if res.SafetyNumber != "" {
+		fmt.Fprintf(w, "safety number %s\n", res.SafetyNumber)
+	}
+	return nil
+}
+
+// exchangeOutput is --json's output of an exchange.
+type exchangeOutput struct {
+	*exchangeJSON
+	TrustEvents []trustEvent `json:"trust_events"`
+}
+
+// exchangeFailure is --json's output of a failed exchange.
+type exchangeFailure struct {
+	Peer        string       `json:"peer"`
+	Error       string       `json:"error"`
+	TrustEvents []trustEvent `json:"trust_events"`
+}
+
+// connectAndExchange dials pi and runs one exchange with pi.ID (never with
+// another identity: identity.go), with errors a user can act on, and
+// returns the exchange's trust events, also when it failed.
+func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo) (*node.KeyInfo, []trustEvent, error) {
+	if err := reach(ctx, n, pi); err != nil {
+		return nil, trustEventsOf(nil, err), err // trustevents.go
+	}
+	info, err := n.Exchange(ctx, pi.ID)
+	events := trustEventsOf(info, err)
+	if err != nil {
+		return nil, events, explainExchangeError(pi.ID, err)
+	}
+	return info, events, nil
 }
 
 func peerIDOf(r *repo) peer.ID {
@@ -144,31 +210,31 @@ func shortDialError(err error) string {
 
 func explainExchangeError(p peer.ID, err error) error {
 	s := err.Error()
-	var ice *node.IdentityChangeError
+	var kc *node.KeyChangeError
 	switch {
 	case strings.Contains(s, "protocols not supported") || strings.Contains(s, "protocol not supported"):
 		return fmt.Errorf("%s does not speak %s (not a p2pkex node?)", p, protocol.ID)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("exchange with %s timed out", p)
-	case errors.As(err, &ice) && ice.Refused:
-		return identityRefused(ice)
+	case wrongIdentity(&peer.AddrInfo{ID: p}, err) != nil: // identity.go
+		return wrongIdentity(&peer.AddrInfo{ID: p}, err)
+	case errors.As(err, &kc) && kc.Rollback: // the warning line says more
+		return fmt.Errorf("exchange with %s refused under every trust policy: its exchange-key record cannot follow the one held (%s)", p, kc.Reason)
+	case errors.As(err, &kc) && kc.Change == node.KeyReset:
+		return fmt.Errorf("exchange with %s refused by trust policy %q: its key store was reset", p, kc.Policy)
+	case errors.As(err, &kc):
+		return fmt.Errorf("exchange with %s refused by trust policy %q: its exchange key changed without a rotation", p, kc.Policy)
+	case errors.Is(err, protocol.ErrDowngrade):
+		return fmt.Errorf("exchange with %s refused: it chose a weaker suite than both sides support (suite downgrade)", p)
 	case errors.Is(err, protocol.ErrRollback): // a key change no policy may accept (docs/SECURITY.md)
-		return fmt.Errorf("KEY CHANGED: %s presented an exchange key its held record rules out (%s); refused: ask the peer, compare safety numbers (\"p2pkex verify %s\")", p, err, p)
+		return fmt.Errorf("exchange with %s refused under every trust policy: its exchange-key record cannot follow the one held (%s)", p, err)
 	}
 	return fmt.Errorf("exchange with %s failed: %s", p, shortDialError(err))
 }
 
-// nodeFlags are the protocol options every node-running command takes.
-func nodeFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "suite", Usage: "offer only these suites (MLKEM768X25519, X25519), most preferred first"},
-		&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
-		&cli.StringFlag{Name: "trust-policy", Value: "tofu", Usage: "on a peer key change no rotation accounts for: tofu (refuse it for verified peers), strict (always refuse), accept"},
-	}
-}
-
 // ownNode starts, for a command whose repo has no daemon running, a node
-// of its own on the repo (created if create; newOfflineNode), to reach pi; pi must have an address (no daemon knows where it is) and must
+// of its own on the repo (created if create; newRepoNode), to reach pi; pi must have an
+// address (no daemon knows where it is) and must
 // not be the repo's own peer ID. closeNode stops the node and closes the
 // repo.
 func ownNode(ctx context.Context, c *cli.Command, dir string, create bool, pi *peer.AddrInfo) (n *node.Node, closeNode func(), err error) {
@@ -184,7 +250,7 @@ func ownNode(ctx context.Context, c *cli.Command, dir string, create bool, pi *p
 		r.Close()
 		return nil, nil, fmt.Errorf("no daemon running on %s to know where %s is: give its full multiaddr, or start one with \"p2pkex daemon --repo %s\"", dir, pi.ID, dir)
 	}
-	if n, err = newOfflineNode(ctx, c, r); err != nil { // offline.go
+	if n, err = newRepoNode(ctx, c, r); err != nil { // nodeconfig.go
 		r.Close()
 		return nil, nil, err
 	}
@@ -201,34 +267,4 @@ func ownNodeOnly(c *cli.Command, dir string) error {
 		}
 	}
 	return nil
-}
-
-func nodeOptions(c *cli.Command) ([]node.Option, error) {
-	var opts []node.Option
-	if names := c.StringSlice("suite"); len(names) > 0 {
-		var suites []protocol.Suite
-		for _, n := range names {
-			s, err := protocol.ParseSuite(n)
-			if err != nil {
-				return nil, usageError{err.Error()}
-			}
-			suites = append(suites, s)
-		}
-		opts = append(opts, node.WithSuites(suites...))
-	}
-	if name := c.String("trust-policy"); name != "" {
-		policy, err := node.ParseTrustPolicy(name) // node/trust.go
-		if err != nil {
-			return nil, usageError{err.Error()}
-		}
-		opts = append(opts, node.WithTrustPolicy(policy))
-	}
-	if !c.IsSet("notice-size") && c.Int("notice-size") == 0 {
-		return opts, nil // a command without the flag (rotate): the default
-	}
-	size := int(c.Int("notice-size"))
-	if size < protocol.MinNoticeSize || size > protocol.MaxNoticeSize {
-		return nil, usagef("--notice-size %d outside [%d, %d]", size, protocol.MinNoticeSize, protocol.MaxNoticeSize)
-	}
-	return append(opts, node.WithNoticeSize(size)), nil
 }

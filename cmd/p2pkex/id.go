@@ -33,6 +33,11 @@ in the terminal, for another device to scan.`,
 					return err
 				}
 			} else {
+				// No node runs, but a broken config is reported here as on
+				// every other path.
+				if _, err := loadConfig(dir); err != nil {
+					return err
+				}
 				r, err := openRepo(dir, false)
 				if err != nil {
 					return err
@@ -87,14 +92,20 @@ func rotateCommand() *cli.Command {
 		Name:  "rotate",
 		Usage: "replace the repo's exchange key (through the daemon if it runs)",
 		Description: `Peers holding the old fingerprint receive the new key in phase 2 of
-their next exchange; the old private key is destroyed after the grace period.`,
-		Flags: append(nodeFlags()[:1], repoFlag()),
+their next exchange; the old private key is destroyed by the rotation.`,
+		Flags: append(nodeFlags(), repoFlag()),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
+			if err := checkNodeFlags(c); err != nil {
+				return err
+			}
 			w := c.Root().Writer
 			if api := dialAPI(c.String("repo")); api != nil {
+				if err := ownNodeOnly(c, c.String("repo")); err != nil { // exchange.go
+					return err
+				}
 				var rep rotateReply
 				if err := api.getJSON(ctx, "POST", "/v0/rotate", &rep); err != nil {
 					return err
@@ -107,7 +118,7 @@ their next exchange; the old private key is destroyed after the grace period.`,
 				return err
 			}
 			defer r.Close()
-			n, err := newOfflineNode(ctx, c, r)
+			n, err := newRepoNode(ctx, c, r) // nodeconfig.go
 			if err != nil {
 				return err
 			}

@@ -7,9 +7,14 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/p2pkex/p2pkex/protocol"
 )
 
 // cmdWaitMetrics waits until the daemon of a repo reports its metrics URL
@@ -95,4 +100,32 @@ func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 	port := l.Addr().(*net.TCPAddr).Port
 	ts.Check(l.Close())
 	ts.Setenv(args[0], strconv.Itoa(port))
+}
+
+// cmdSafetyNumber stores the safety number of two peers (their peer IDs)
+// in a variable, computed by package protocol, not by the command line:
+//
+//	safetynumber PEER1 PEER2 VAR
+func cmdSafetyNumber(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: safetynumber PEER1 PEER2 VAR")
+	}
+	a, err := peer.Decode(args[0])
+	ts.Check(err)
+	b, err := peer.Decode(args[1])
+	ts.Check(err)
+	ts.Setenv(args[2], strings.ReplaceAll(protocol.NewSafetyNumber(a, b).Digits(), " ", ""))
+}
+
+// cmdSleep waits, for a record that must be created in a later second
+// than another (records carry whole seconds):
+//
+//	sleep DURATION
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
 }

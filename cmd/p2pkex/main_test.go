@@ -19,8 +19,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"p2pkex":    main,
-		"plainhost": plainHost,
+		"p2pkex":     main,
+		"plainhost":  plainHost,
+		"downgrader": downgrader, // main_hostile_test.go
 	})
 }
 
@@ -30,12 +31,16 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"waitdaemon":  cmdWaitDaemon,
-			"waitfile":    cmdWaitFile,
-			"waitmetrics": cmdWaitMetrics, // main_more_test.go
-			"httpget":     cmdHTTPGet,
-			"peerid":      cmdPeerID,
-			"freeport":    cmdFreePort, // main_more_test.go
+			"waitdaemon":   cmdWaitDaemon,
+			"waitfile":     cmdWaitFile,
+			"waitmetrics":  cmdWaitMetrics, // main_more_test.go
+			"httpget":      cmdHTTPGet,
+			"peerid":       cmdPeerID,
+			"freeport":     cmdFreePort,     // main_more_test.go
+			"safetynumber": cmdSafetyNumber, // main_more_test.go
+			"sleep":        cmdSleep,        // main_more_test.go
+			"forgerecord":  cmdForgeRecord,  // main_hostile_test.go
+			"waitkey":      cmdWaitKey,      // exportkey_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")

@@ -91,3 +91,13 @@ func describeFlags(sent, received bool) string {
 	}
 	return "phase 2 skipped"
 }
+
+// suiteLabel names a session's suite and marks the classical one: a
+// session without a post-quantum KEM is worth noticing.
+func suiteLabel(name string) string {
+	s, err := protocol.ParseSuite(name)
+	if err != nil || s.PostQuantum() {
+		return name
+	}
+	return name + " (classical)"
+}

@@ -21,6 +21,11 @@ func printQR(w io.Writer, id idReply) {
 			text = id.Addrs[i]
 		}
 	}
+	printQRText(w, text)
+}
+
+// printQRText draws text as a QR code in the terminal.
+func printQRText(w io.Writer, text string) {
 	q, err := qrcode.New(text, qrcode.Medium)
 	if err != nil {
 		fmt.Fprintf(w, "(no QR code: %v)\n", err)

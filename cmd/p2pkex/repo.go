@@ -19,6 +19,7 @@ import (
 //	identity.key   the libp2p identity key (protobuf, mode 0400)
 //	config.json    settings (config.go; mode 0600; absent: defaults)
 //	store/         the peerstore (bbolt, mode 0700/0600)
+//	inbox.db       received messages (bbolt, mode 0600; inbox.go)
 //	api.sock       the running daemon's control API (see api.go)
 //	api            written by the running daemon: the path of api.sock
 const (

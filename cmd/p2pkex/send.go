@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,23 +28,28 @@ type sendRequest struct {
 }
 
 type sendReply struct {
-	Peer string `json:"peer"`
+	Peer        string       `json:"peer"`
+	TrustEvents []trustEvent `json:"trust_events,omitempty"` // trustevents.go
 }
 
 func sendCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "send",
 		Usage:     "send an encrypted message to a peer you exchanged keys with",
-		ArgsUsage: "PEER MESSAGE",
+		ArgsUsage: "PEER MESSAGE|-",
 		Description: `PEER is the peer's full address, ending in /p2p/<peer ID>; or, through
 a running daemon, just the peer ID of a peer it can reach ("p2pkex peers"
-lists them). The peer's daemon prints the message. It is sealed under the session key of the
-last exchange with the peer ("p2pkex exchange" first). Through the repo's
-daemon if it runs, else with a node of its own on the repo.
+lists them). MESSAGE "-" reads the message from standard input (exactly
+its bytes, up to 64 KiB); an empty message (or one of white space only) is
+refused. It is sealed under the session key of the last exchange with the
+peer ("p2pkex exchange" first); "delivered" means the peer's daemon has
+it in its inbox, on disk ("p2pkex inbox" there shows it). Through the
+repo's daemon if it runs, else with a node of its own on the repo.
 
-Example:
+Examples:
   p2pkex send --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... 'hello bob'
-  p2pkex send --repo /tmp/alice 12D3KooW... 'hello again'`,
+  p2pkex send --repo /tmp/alice 12D3KooW... 'hello again'
+  date | p2pkex send --repo /tmp/alice 12D3KooW... -`,
 		Flags: append(nodeFlags(), repoFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
 		),
@@ -54,10 +62,18 @@ Example:
 			if err != nil {
 				return err
 			}
+			if msg == "-" {
+				if msg, err = readMessage(c.Root().Reader); err != nil {
+					return err
+				}
+			}
 			if len(msg) > node.DefaultMaxMessageSize {
 				return usagef("send: message of %d bytes, limit %d", len(msg), node.DefaultMaxMessageSize)
 			}
-			if _, err := nodeOptions(c); err != nil { // bad flags fail before anything runs
+			if strings.TrimSpace(msg) == "" {
+				return errors.New("send: empty message: nothing sent")
+			}
+			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
@@ -71,12 +87,14 @@ Example:
 				var rep sendReply
 				resp, err := api.do(ctx, http.MethodPost, "/v0/send", sendRequest{Addr: addr, Message: msg})
 				if err != nil {
+					printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 					return err
 				}
 				defer resp.Body.Close()
 				if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 					return fmt.Errorf("daemon reply: %w", err)
 				}
+				printTrust(c.Root().ErrWriter, withNext(c, rep.TrustEvents))
 				fmt.Fprintf(w, "delivered to %s\n", rep.Peer)
 				return nil
 			}
@@ -85,7 +103,9 @@ Example:
 				return err
 			}
 			defer closeNode()
-			if err := connectAndSend(ctx, n, pi, []byte(msg)); err != nil {
+			events, err := connectAndSend(ctx, n, pi, []byte(msg))
+			printTrust(c.Root().ErrWriter, withNext(c, events))
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(w, "delivered to %s\n", pi.ID)
@@ -94,41 +114,46 @@ Example:
 	}
 }
 
-// connectAndSend dials pi and sends one message, with errors a user can
-// act on.
-func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []byte) error {
+// readMessage reads "send PEER -"'s message from r, at most one byte more
+// than a message may have (so that the size check sees it is too long).
+func readMessage(r io.Reader) (string, error) {
+	if r == nil {
+		r = os.Stdin
+	}
+	b, err := io.ReadAll(io.LimitReader(r, node.DefaultMaxMessageSize+1))
+	if err != nil {
+		return "", fmt.Errorf("send: reading the message from standard input: %v", err)
+	}
+	return string(b), nil
+}
+
+// connectAndSend dials pi and sends one message to pi.ID (never to another
+// identity: identity.go), with errors a user can act on, and returns the
+// trust events on the way.
+func connectAndSend(ctx context.Context, n *node.Node, pi *peer.AddrInfo, msg []byte) ([]trustEvent, error) {
 	k, err := n.ActiveKey(pi.ID)
 	if err != nil {
-		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
+		return nil, fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	}
 	clear(k.Key[:])
-	var ice *node.IdentityChangeError
-	clearBackoff(n, pi.ID) // identity.go
-	if err := n.Connect(ctx, *pi); err != nil {
-		switch {
-		case errors.As(err, &ice) && ice.Refused: // identity.go
-			return identityRefused(ice)
-		case errors.As(err, &ice):
-			return fmt.Errorf("%s: no key with it yet, run \"p2pkex exchange %s\" first", ice, ice.Presented)
-		case ctx.Err() != nil:
-			return fmt.Errorf("cannot reach %s: timed out", pi.ID)
-		}
-		return fmt.Errorf("cannot reach %s: %s", pi.ID, shortDialError(err))
+	if err := reach(ctx, n, pi); err != nil {
+		return trustEventsOf(nil, err), err // trustevents.go
 	}
 	err = n.Send(ctx, pi.ID, msg)
+	events := trustEventsOf(nil, err)
 	switch {
 	case err == nil:
-		return nil
-	case errors.As(err, &ice) && ice.Refused:
-		return identityRefused(ice)
+		return events, nil
+	case wrongIdentity(pi, err) != nil:
+		return events, wrongIdentity(pi, err)
 	case errors.Is(err, node.ErrNoKey):
-		return fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
+		return events, fmt.Errorf("no session key with %s: run \"p2pkex exchange\" first", pi.ID)
 	case errors.Is(err, node.ErrNotDelivered):
-		return fmt.Errorf("%s received the message but nothing there reads messages", pi.ID)
+		return events, fmt.Errorf("%s received the message but nothing there reads messages", pi.ID)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("send to %s timed out", pi.ID)
+		return events, fmt.Errorf("send to %s timed out", pi.ID)
 	}
-	return fmt.Errorf("send to %s failed: %s", pi.ID, shortDialError(err))
+	return events, fmt.Errorf("send to %s failed: %s", pi.ID, shortDialError(err))
 }
 
 // handleSendAPI serves POST /v0/send on the daemon's control API.
@@ -147,28 +172,22 @@ func handleSendAPI(mux *http.ServeMux, n *node.Node) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if err := connectAndSend(r.Context(), n, pi, []byte(req.Message)); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		events, err := connectAndSend(r.Context(), n, pi, []byte(req.Message))
+		if err != nil {
+			writeAPIError(w, http.StatusBadGateway, err, events)
 			return
 		}
-		writeJSON(w, sendReply{Peer: pi.ID.String()})
+		writeJSON(w, sendReply{Peer: pi.ID.String(), TrustEvents: events})
 	})
 }
 
-// printMessages prints the messages n receives, and the ones it refuses,
-// until the returned function is called.
-func printMessages(n *node.Node, out *progress) (stop func()) {
-	msgs, stopMsgs := n.Messages(0)
+// printRefusedMessages prints the messages n refuses (never their text:
+// the messages it takes are kept in the inbox, inbox.go, which prints their
+// metadata), until the returned function is called.
+func printRefusedMessages(n *node.Node, out *progress) (stop func()) {
 	events, stopEvents := n.Subscribe(0)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for m := range msgs {
-			// Quoted: a peer's bytes never reach the terminal raw.
-			out.printf("message from %s (epoch %d): %q\n", m.From, m.Epoch, m.Data)
-		}
-	}()
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for e := range events {
@@ -178,7 +197,6 @@ func printMessages(n *node.Node, out *progress) (stop func()) {
 		}
 	}()
 	return func() {
-		stopMsgs()
 		stopEvents()
 		wg.Wait()
 	}

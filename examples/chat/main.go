@@ -125,7 +125,7 @@ func chat(ctx context.Context, listen, addr string, in io.Reader, out io.Writer)
 					return
 				}
 				if e.Kind == node.EventTrustChanged {
-					say("WARNING: key of %s changed: %s\n", e.Peer, e.Trust.Reason)
+					say("%s\n", e.Trust) // first use, key changes, identity changes
 				}
 			}
 		}

@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			case e.Kind == node.EventStep && e.Step.Kind == protocol.EventPhaseEntered:
 				fmt.Fprintf(out, "alice: %v\n", e.Step.Phase)
 			case e.Kind == node.EventTrustChanged:
-				fmt.Fprintf(out, "alice: WARNING: key of %s changed: %s\n", e.Peer, e.Trust.Reason)
+				fmt.Fprintf(out, "alice: %s\n", e.Trust) // first use, key changes, identity changes
 			}
 		}
 	}()

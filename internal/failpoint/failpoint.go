@@ -31,15 +31,26 @@ const (
 	// CommitAfterWrite: inside CommitExchange's transaction, after the
 	// session key and the peer's record were put, before the commit.
 	CommitAfterWrite = "commit-after-write"
-	// CommitAfterCommit: CommitExchange's transaction has committed.
+	// CommitAfterCommit: CommitExchange's transaction has committed; the
+	// pruned epochs' shredding slots are not yet wiped.
 	CommitAfterCommit = "commit-after-commit"
 	// RotateBeforeWrite: entry of RotateExchangeKey, nothing written yet.
 	RotateBeforeWrite = "rotate-before-write"
 	// RotateAfterWrite: inside RotateExchangeKey's transaction, after the
 	// new current and previous keys were put, before the commit.
 	RotateAfterWrite = "rotate-after-write"
-	// RotateAfterCommit: RotateExchangeKey's transaction has committed.
+	// RotateAfterCommit: RotateExchangeKey's transaction has committed;
+	// the destroyed key's shredding slots are not yet wiped.
 	RotateAfterCommit = "rotate-after-commit"
+	// DeleteSessionsAfterWrite: inside the transaction that deletes a
+	// peer's sessions (peerstore's deletePeerSessions), before the commit.
+	DeleteSessionsAfterWrite = "delete-sessions-after-write"
+	// DeleteSessionsAfterCommit: that transaction has committed; the
+	// deleted keys' shredding slots are not yet wiped.
+	DeleteSessionsAfterCommit = "delete-sessions-after-commit"
+	// ShredAfterWipe: a store method's shredding slots are overwritten but
+	// the key file is not yet synced (peerstore/shred.go).
+	ShredAfterWipe = "shred-after-wipe"
 )
 
 // armed is the failpoint this process dies at, or "" for none.

@@ -14,7 +14,8 @@ func TestInjectUnarmedIsNoop(t *testing.T) {
 		t.Skipf("%s is set in the test's environment", EnvVar)
 	}
 	for _, name := range []string{CommitBeforeWrite, CommitAfterWrite, CommitAfterCommit,
-		RotateBeforeWrite, RotateAfterWrite, RotateAfterCommit, ""} {
+		RotateBeforeWrite, RotateAfterWrite, RotateAfterCommit,
+		DeleteSessionsAfterWrite, DeleteSessionsAfterCommit, ShredAfterWipe, ""} {
 		Inject(name)
 	}
 }

@@ -84,9 +84,15 @@ func (x *Time) GetNanos() int32 {
 
 // SuiteKey is one HPKE private key of an exchange key.
 type SuiteKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Suite         uint32                 `protobuf:"varint,1,opt,name=suite,proto3" json:"suite,omitempty"` // protocol suite identifier, <= 0xffff
-	Private       []byte                 `protobuf:"bytes,2,opt,name=private,proto3" json:"private,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Suite uint32                 `protobuf:"varint,1,opt,name=suite,proto3" json:"suite,omitempty"` // protocol suite identifier, <= 0xffff
+	// private is the plaintext private key: schema version 1 only. Version 2
+	// leaves it empty and writes sealed instead.
+	Private []byte `protobuf:"bytes,2,opt,name=private,proto3" json:"private,omitempty"`
+	// sealed is the private key sealed under a shredding key (schema version
+	// 2; the format is in ../shred.go): slot (8 bytes BE) || nonce (12) ||
+	// AES-256-GCM ciphertext and tag.
+	Sealed        []byte `protobuf:"bytes,3,opt,name=sealed,proto3" json:"sealed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -131,6 +137,13 @@ func (x *SuiteKey) GetSuite() uint32 {
 func (x *SuiteKey) GetPrivate() []byte {
 	if x != nil {
 		return x.Private
+	}
+	return nil
+}
+
+func (x *SuiteKey) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
 	}
 	return nil
 }
@@ -303,7 +316,8 @@ func (x *PeerKey) GetLastSeen() *Time {
 // the peer ID's bytes; the key is the epoch, 8 bytes big-endian).
 type SessionKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`                  // 32 bytes
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`                  // 32 bytes, plaintext: schema version 1 only (empty in 2)
+	Sealed        []byte                 `protobuf:"bytes,5,opt,name=sealed,proto3" json:"sealed,omitempty"`            // the key sealed under a shredding key (version 2; ../shred.go)
 	KeyId         []byte                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"` // 8 bytes
 	Suite         uint32                 `protobuf:"varint,3,opt,name=suite,proto3" json:"suite,omitempty"`             // <= 0xffff
 	Created       *Time                  `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
@@ -348,6 +362,13 @@ func (x *SessionKey) GetKey() []byte {
 	return nil
 }
 
+func (x *SessionKey) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
 func (x *SessionKey) GetKeyId() []byte {
 	if x != nil {
 		return x.KeyId
@@ -376,10 +397,11 @@ const file_peerstore_pb_store_proto_rawDesc = "" +
 	"\x18peerstore/pb/store.proto\x12\x13p2pkex.peerstore.pb\"6\n" +
 	"\x04Time\x12\x18\n" +
 	"\aseconds\x18\x01 \x01(\x03R\aseconds\x12\x14\n" +
-	"\x05nanos\x18\x02 \x01(\x05R\x05nanos\":\n" +
+	"\x05nanos\x18\x02 \x01(\x05R\x05nanos\"R\n" +
 	"\bSuiteKey\x12\x14\n" +
 	"\x05suite\x18\x01 \x01(\rR\x05suite\x12\x18\n" +
-	"\aprivate\x18\x02 \x01(\fR\aprivate\"\xd2\x01\n" +
+	"\aprivate\x18\x02 \x01(\fR\aprivate\x12\x16\n" +
+	"\x06sealed\x18\x03 \x01(\fR\x06sealed\"\xd2\x01\n" +
 	"\vExchangeKey\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06record\x18\x02 \x01(\fR\x06record\x121\n" +
@@ -393,10 +415,11 @@ const file_peerstore_pb_store_proto_rawDesc = "" +
 	"\x05trust\x18\x04 \x01(\rR\x05trust\x128\n" +
 	"\n" +
 	"first_seen\x18\x05 \x01(\v2\x19.p2pkex.peerstore.pb.TimeR\tfirstSeen\x126\n" +
-	"\tlast_seen\x18\x06 \x01(\v2\x19.p2pkex.peerstore.pb.TimeR\blastSeen\"\x80\x01\n" +
+	"\tlast_seen\x18\x06 \x01(\v2\x19.p2pkex.peerstore.pb.TimeR\blastSeen\"\x98\x01\n" +
 	"\n" +
 	"SessionKey\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\x12\x15\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
+	"\x06sealed\x18\x05 \x01(\fR\x06sealed\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\fR\x05keyId\x12\x14\n" +
 	"\x05suite\x18\x03 \x01(\rR\x05suite\x123\n" +
 	"\acreated\x18\x04 \x01(\v2\x19.p2pkex.peerstore.pb.TimeR\acreatedB'Z%github.com/p2pkex/p2pkex/peerstore/pbb\x06proto3"

@@ -62,6 +62,9 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"StoresCopies", s.testStoresCopies},
 		{"ConcurrentCommits", s.testConcurrentCommits},
 		{"ConcurrentSameEpoch", s.testConcurrentSameEpoch},
+		{"Forget", s.testForget},
+		{"ForgetConcurrentIsAtomic", s.testForgetConcurrentIsAtomic},
+		{"ReopenAfterForget", s.testReopenAfterForget},
 		{"Close", s.testClose},
 		{"Reopen", s.testReopen},
 		{"ReopenKeepsEpochOrder", s.testReopenKeepsEpochOrder},
@@ -300,13 +303,14 @@ func (s *suite) testExchangeKeyRotate(t *testing.T) {
 	k2.Retire = at(2*time.Minute + grace)
 	RequireExchangeKeyEqual(t, &k2, prev)
 
-	// A zero grace period retires the old key at once.
+	// A zero grace period destroys the old key with the rotation: it is not
+	// kept as the previous one, and the previous one is destroyed too.
 	k4 := newExchangeKey(t, 8)
 	require.NoError(t, st.RotateExchangeKey(k4, at(3*time.Minute), 0))
-	_, prev, err = st.ExchangeKeys()
+	cur, prev, err = st.ExchangeKeys()
 	require.NoError(t, err)
-	k3.Retire = at(3 * time.Minute)
-	RequireExchangeKeyEqual(t, &k3, prev)
+	RequireExchangeKeyEqual(t, &k4, cur)
+	require.Nil(t, prev)
 
 	require.Error(t, st.RotateExchangeKey(newExchangeKey(t, 9), at(4*time.Minute), -time.Second),
 		"negative grace period")
@@ -854,6 +858,7 @@ func (s *suite) testClose(t *testing.T) {
 		"ActiveSession": func() error { _, err := st.ActiveSession(p); return err },
 		"Session":       func() error { _, err := st.Session(p, 1); return err },
 		"Sessions":      func() error { _, err := st.Sessions(p); return err },
+		"Forget":        func() error { _, err := st.Forget(p); return err },
 	}
 	for name, call := range calls {
 		require.ErrorIs(t, call(), peerstore.ErrClosed, name)
@@ -966,4 +971,141 @@ func (s *suite) testReopenKeepsEpochOrder(t *testing.T) {
 	require.NoError(t, err)
 	RequireSessionEqual(t, &sk2, act)
 	commit(t, st, p, 3)
+}
+
+// requireForgotten fails unless st holds nothing of p.
+func requireForgotten(t *testing.T, st peerstore.Store, p peer.ID) {
+	t.Helper()
+	_, err := st.Peer(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound, "record")
+	_, err = st.ActiveSession(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound, "active session")
+	_, err = st.Sessions(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound, "sessions")
+	for e := uint64(1); e <= KeepEpochsPlus; e++ {
+		_, err = st.Session(p, e)
+		require.ErrorIs(t, err, peerstore.ErrNotFound, "session of epoch %d", e)
+	}
+	peers, err := st.Peers()
+	require.NoError(t, err)
+	for _, pk := range peers {
+		require.NotEqual(t, p, pk.Peer, "listed by Peers")
+	}
+}
+
+// KeepEpochsPlus is how many epochs testForget commits: more than a store
+// keeps, so that pruning and Forget both run.
+const KeepEpochsPlus = peerstore.KeepEpochs + 2
+
+// testForget: Forget removes a peer's record, trust state and every session
+// key, reports what it removed, leaves other peers alone, is idempotent, and
+// the peer can be met again from scratch (epoch 1, a new first-seen time).
+func (s *suite) testForget(t *testing.T) {
+	st := s.store(t)
+	p, q := RandPeerID(t), RandPeerID(t)
+	for e := uint64(1); e <= KeepEpochsPlus; e++ {
+		commit(t, st, p, e)
+	}
+	qs, qk := commit(t, st, q, 1)
+	require.NoError(t, st.SetTrust(p, peerstore.TrustVerified))
+
+	res, err := st.Forget(p)
+	require.NoError(t, err)
+	require.Equal(t, peerstore.ForgetResult{Record: true, Trust: peerstore.TrustVerified, Sessions: peerstore.KeepEpochs}, res)
+	requireForgotten(t, st, p)
+
+	// q is untouched.
+	got, err := st.Peer(q)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, qk, got)
+	act, err := st.ActiveSession(q)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &qs, act)
+
+	// Again, and for a peer never seen: nothing to remove, no error.
+	res, err = st.Forget(p)
+	require.NoError(t, err)
+	require.Equal(t, peerstore.ForgetResult{}, res)
+	res, err = st.Forget(RandPeerID(t))
+	require.NoError(t, err)
+	require.Equal(t, peerstore.ForgetResult{}, res)
+
+	// A session without a record (a commit that brought none) is forgotten
+	// too.
+	r := RandPeerID(t)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, r, 1), Seen: at(0)}))
+	res, err = st.Forget(r)
+	require.NoError(t, err)
+	require.Equal(t, peerstore.ForgetResult{Sessions: 1}, res)
+	requireForgotten(t, st, r)
+
+	// p starts over: epoch 1 is accepted again and its record is new.
+	sk := newSession(t, p, 1)
+	pk := newPeerKey(t, p, 1)
+	pk.FirstSeen, pk.LastSeen = at(99*time.Hour), at(99*time.Hour)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: sk, PeerKey: pk, Seen: pk.LastSeen}))
+	got, err = st.Peer(p)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, pk, got)
+	act, err = st.ActiveSession(p)
+	require.NoError(t, err)
+	RequireSessionEqual(t, &sk, act)
+
+	_, err = st.Forget("")
+	require.Error(t, err, "empty peer ID")
+}
+
+// testForgetConcurrentIsAtomic: Forget racing with a commit that writes a
+// record and a session. The commit writes both in one transaction and
+// Forget removes both in one, so afterwards the peer has both (the commit
+// came second) or neither (Forget came second), never one without the
+// other.
+func (s *suite) testForgetConcurrentIsAtomic(t *testing.T) {
+	st := s.store(t)
+	for round := range 50 {
+		p := RandPeerID(t)
+		commit(t, st, p, 1)
+		commit(t, st, p, 2)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Epoch 3 follows 2; after a Forget, any epoch is new.
+			if err := st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 3), PeerKey: newPeerKey(t, p, 3), Seen: at(0)}); err != nil {
+				t.Errorf("commit: %v", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, err := st.Forget(p); err != nil {
+				t.Errorf("forget: %v", err)
+			}
+		}()
+		close(start)
+		wg.Wait()
+		_, perr := st.Peer(p)
+		_, serr := st.ActiveSession(p)
+		require.Equal(t, perr == nil, serr == nil, "round %d: record present %v, sessions present %v", round, perr == nil, serr == nil)
+	}
+}
+
+// testReopenAfterForget: what Forget removed stays removed after a restart.
+func (s *suite) testReopenAfterForget(t *testing.T) {
+	s.skipWithoutReopen(t)
+	st := s.store(t)
+	p, q := RandPeerID(t), RandPeerID(t)
+	commit(t, st, p, 1)
+	commit(t, st, p, 2)
+	_, qk := commit(t, st, q, 1)
+	res, err := st.Forget(p)
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Sessions)
+	st = s.reopenStore(t, st)
+	requireForgotten(t, st, p)
+	got, err := st.Peer(q)
+	require.NoError(t, err)
+	RequirePeerKeyEqual(t, qk, got)
 }

@@ -40,6 +40,7 @@ const (
 	Status_CONFLICT            Status = 11 // simultaneous start lost the tie-break
 	Status_TIMEOUT             Status = 12
 	Status_INTERNAL_ERROR      Status = 13
+	Status_SUITE_DOWNGRADE     Status = 14 // the responder chose a suite other than the first offered one its record has
 )
 
 // Enum value maps for Status.
@@ -59,6 +60,7 @@ var (
 		11: "CONFLICT",
 		12: "TIMEOUT",
 		13: "INTERNAL_ERROR",
+		14: "SUITE_DOWNGRADE",
 	}
 	Status_value = map[string]int32{
 		"UNUSED":              0,
@@ -75,6 +77,7 @@ var (
 		"CONFLICT":            11,
 		"TIMEOUT":             12,
 		"INTERNAL_ERROR":      13,
+		"SUITE_DOWNGRADE":     14,
 	}
 )
 
@@ -952,7 +955,7 @@ const file_p2pkex_proto_rawDesc = "" +
 	"\bSuiteKey\x12\x14\n" +
 	"\x05suite\x18\x01 \x01(\rR\x05suite\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey*\x87\x02\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey*\x9c\x02\n" +
 	"\x06Status\x12\n" +
 	"\n" +
 	"\x06UNUSED\x10\x00\x12\x12\n" +
@@ -969,7 +972,8 @@ const file_p2pkex_proto_rawDesc = "" +
 	"\x12\f\n" +
 	"\bCONFLICT\x10\v\x12\v\n" +
 	"\aTIMEOUT\x10\f\x12\x12\n" +
-	"\x0eINTERNAL_ERROR\x10\rB&Z$github.com/p2pkex/p2pkex/protocol/pbb\x06proto3"
+	"\x0eINTERNAL_ERROR\x10\r\x12\x13\n" +
+	"\x0fSUITE_DOWNGRADE\x10\x0eB&Z$github.com/p2pkex/p2pkex/protocol/pbb\x06proto3"
 
 var (
 	file_p2pkex_proto_rawDescOnce sync.Once

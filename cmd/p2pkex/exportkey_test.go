@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// cmdWaitKey waits until the daemon of a repo holds a session key with a
+// peer (the responder installs a moment after the initiator returns):
+//
+//	waitkey REPO PEERID
+func cmdWaitKey(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitkey REPO PEERID")
+	}
+	api := dialAPI(ts.MkAbs(args[0]))
+	if api == nil {
+		ts.Fatalf("no daemon on %s", args[0])
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		rep, err := api.exportKey(context.Background(), exportKeyRequest{Peer: args[1], Label: "waitkey", Length: 1})
+		if err == nil {
+			clear(rep.Key)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.Fatalf("%s has no session key with %s", args[0], args[1])
+}
+
+// TestExportKeyMistakes: every mistake with export-key, version and
+// shutdown is one line and its exit code: 2 for the command line, 1 for
+// what the repo lacks.
+func TestExportKeyMistakes(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut strings.Builder
+	if code := run(context.Background(), []string{"p2pkex", "init", "--repo", dir}, &out, &errOut); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut.String())
+	}
+	const other = "12D3KooWJxTv3PXeD23apMf6McRS3wjsuMsnaZ1X7ufxB54PrL2v"
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"export-key", "--repo", dir, other}, 2, `export-key: give --label, naming the application and the key's purpose (for example --label "myapp file key v1")`},
+		{[]string{"export-key", "--repo", dir, "--label", "", other}, 2, `export-key: give --label, naming the application and the key's purpose (for example --label "myapp file key v1")`},
+		{[]string{"export-key", "--repo", dir, "--label", strings.Repeat("x", 240), other}, 2, "export-key: --label of 240 bytes is longer than 239"},
+		{[]string{"export-key", "--repo", dir, "--label", "x", "--length", "8161", other}, 2, "export-key: --length 8161 outside [1, 8160]"},
+		{[]string{"export-key", "--repo", dir, "--label", "x", "--length", "-1", other}, 2, "export-key: --length -1 outside [1, 8160]"},
+		{[]string{"export-key", "--repo", dir, "--label", "x", "--hex", "--base64", other}, 2, "export-key: --hex and --base64 do not go together"},
+		{[]string{"export-key", "--repo", dir, "--label", "x"}, 2, "export-key: want one PEER (a peer ID), got 0 arguments"},
+		{[]string{"export-key", "--repo", dir, "--label", "x", "nonsense"}, 2, `"nonsense" is neither a peer ID nor a multiaddr ending in /p2p/<peer ID>`},
+		{[]string{"export-key", "--repo", dir, "--label", "x", other}, 1, `no session key with ` + other + `: run "p2pkex exchange --repo ` + dir + ` ` + other + `" first`},
+		{[]string{"export-key", "--repo", dir + "/nowhere", "--label", "x", other}, 1, `no repo at ` + dir + `/nowhere ("p2pkex init --repo ` + dir + `/nowhere" creates one)`},
+		{[]string{"version", "extra"}, 2, `version: unexpected argument "extra"`},
+		{[]string{"shutdown", "--repo", dir}, 1, "no daemon running on " + dir},
+		{[]string{"shutdown", "--repo", dir, "extra"}, 2, `shutdown: unexpected argument "extra"`},
+	} {
+		t.Run(strings.Join(tc.args[:1], " ")+" "+tc.want, func(t *testing.T) {
+			var out, errOut strings.Builder
+			code := run(context.Background(), append([]string{"p2pkex"}, tc.args...), &out, &errOut)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, errOut.String())
+			}
+			if got, want := errOut.String(), "p2pkex: "+tc.want+"\n"; got != want {
+				t.Fatalf("stderr\n got %q\nwant %q", got, want)
+			}
+			if out.Len() != 0 {
+				t.Fatalf("stdout %q, want nothing", out.String())
+			}
+		})
+	}
+}
+
+// TestExportKeyAPIRefuses: the daemon's endpoint checks its request too,
+// for clients other than the CLI.
+func TestExportKeyAPIRefuses(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		var out, errOut strings.Builder
+		done <- run(ctx, []string{"p2pkex", "daemon", "--repo", dir, "--no-mdns", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"}, &out, &errOut)
+	}()
+	defer func() { cancel(); <-done }()
+	var api *apiClient
+	for range 1000 {
+		if api = dialAPI(dir); api != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if api == nil {
+		t.Fatal("the daemon did not start")
+	}
+	const other = "12D3KooWJxTv3PXeD23apMf6McRS3wjsuMsnaZ1X7ufxB54PrL2v"
+	for _, tc := range []struct {
+		req  exportKeyRequest
+		want string
+	}{
+		{exportKeyRequest{Peer: other, Label: "", Length: 32}, "no session key"}, // no session is checked first
+		{exportKeyRequest{Peer: "nonsense", Label: "x", Length: 32}, `"nonsense" is not a peer ID`},
+	} {
+		_, err := api.exportKey(ctx, tc.req)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: got %v, want %q", tc.req, err, tc.want)
+		}
+	}
+	resp, err := api.do(ctx, http.MethodGet, "/v0/export-key", nil)
+	if err == nil {
+		resp.Body.Close()
+		t.Error("GET /v0/export-key answered")
+	}
+}

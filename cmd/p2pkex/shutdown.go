@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/node"
+	"github.com/p2pkex/p2pkex/peerstore"
+)
+
+// shutdownReply is the answer of POST /v0/shutdown: the daemon that is
+// stopping.
+type shutdownReply struct {
+	PeerID string `json:"peer_id"`
+}
+
+// shutdownAPI serves POST /v0/shutdown on the daemon's control API (given
+// to serveAPI): it answers, then calls stop, which ends the daemon as a
+// SIGINT would (the daemon then stops its API, node and store in order).
+func shutdownAPI(n *node.Node, stop func()) func(*http.ServeMux) {
+	return func(mux *http.ServeMux) { handleShutdownAPI(mux, n, stop) }
+}
+
+func handleShutdownAPI(mux *http.ServeMux, n *node.Node, stop func()) {
+	mux.HandleFunc("POST /v0/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, shutdownReply{PeerID: n.ID().String()})
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		stop()
+	})
+}
+
+func shutdownCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "shutdown",
+		Usage: "stop the repo's running daemon",
+		Description: `Asks the daemon running on the repo to stop, as Ctrl-C in its terminal
+would, and waits until it has closed its store (the repo is then free
+for another process), at most --timeout.
+
+Example:
+  p2pkex shutdown --repo /tmp/alice`,
+		Flags: []cli.Flag{repoFlag(),
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up waiting after this long"},
+		},
+		Action: func(ctx context.Context, c *cli.Command) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			dir := c.String("repo")
+			if dir == "" {
+				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
+			}
+			api := dialAPI(dir)
+			if api == nil {
+				return fmt.Errorf("no daemon running on %s", dir)
+			}
+			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			defer cancel()
+			var rep shutdownReply
+			if err := api.getJSON(ctx, http.MethodPost, "/v0/shutdown", &rep); err != nil {
+				return err
+			}
+			if err := waitRepoFree(ctx, dir); err != nil {
+				if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+					return fmt.Errorf("the daemon on %s is stopping but still holds the repo after %s", dir, c.Duration("timeout"))
+				}
+				return err
+			}
+			fmt.Fprintf(c.Root().Writer, "daemon %s on %s stopped\n", rep.PeerID, dir)
+			return nil
+		},
+	}
+}
+
+// waitRepoFree waits until no process holds the repo's store: the daemon
+// has closed it and, with it, everything it ran.
+func waitRepoFree(ctx context.Context, dir string) error {
+	for {
+		s, err := peerstore.OpenBolt(filepath.Join(dir, storeDir), peerstore.WithLockTimeout(50*time.Millisecond))
+		if err == nil {
+			return s.Close()
+		}
+		if !errors.Is(err, peerstore.ErrLocked) {
+			return fmt.Errorf("open store of repo %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

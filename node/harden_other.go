@@ -1,0 +1,5 @@
+//go:build !unix
+
+package node
+
+func protectProcess() error { return nil }

@@ -1,0 +1,247 @@
+package peerstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Migration from schema version 1, which stored exchange private keys and
+// session keys in the clear.
+//
+// Sealing the secrets in place would not do: the plaintext would stay in
+// the pages bbolt frees. So the store is copied into a new file,
+// store.db+migrateSuffix, with every secret sealed (shred.go), and the new
+// file is renamed over the old one. The old file's bytes leave the repo
+// with its name (the file system may keep the blocks: docs/SECURITY.md).
+//
+// Crash safety: until the rename the old file is the store; a crash leaves
+// a partial new file, which the next OpenBolt deletes before it migrates
+// again (the key file's slots are all wiped first: no value of the old file
+// names any). After the rename the new file is the store, and the key file,
+// not yet marked clean, is checked on the next open like after any crash.
+
+// migrateSuffix names the new file of a migration while it is written.
+const migrateSuffix = ".migrate"
+
+// migrateBatch is how many values go into one transaction of the new file,
+// to bound the memory of a migration of a large store.
+const migrateBatch = 10_000
+
+// migrate converts the version-1 store s.db, in directory dir, to the
+// current version, and replaces s.db with the new file.
+func (s *boltStore) migrate(dir string, cfg *boltConfig) error {
+	path := filepath.Join(dir, BoltFileName)
+	tmp := path + migrateSuffix
+	if err := removeFile(tmp); err != nil {
+		return err
+	}
+	if err := s.keys.markOpen(); err != nil {
+		return err
+	}
+	// No value of a version-1 store names a slot.
+	if err := s.keys.use(func(uint64) bool { return false }); err != nil {
+		return err
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("peerstore: create %s: %w", tmp, err)
+	}
+	if err := s.copyV1(dst); err != nil {
+		dst.Close()
+		return errors.Join(fmt.Errorf("migrate from schema version 1: %w", err), removeFile(tmp))
+	}
+	if err := dst.Close(); err != nil {
+		return err
+	}
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("peerstore: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	// Between the close and this open another process could take the lock:
+	// then this open fails with ErrLocked, and the store is migrated.
+	db, err := openDB(path, cfg)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("peerstore: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("peerstore: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// batchWriter writes into the new file in transactions of migrateBatch
+// values; the keys sealed for a transaction are synced before it commits.
+type batchWriter struct {
+	db   *bolt.DB
+	keys *keyFile
+	w    *writeTx
+	n    int
+}
+
+func (b *batchWriter) tx() (*writeTx, error) {
+	if b.w != nil && b.n < migrateBatch {
+		b.n++
+		return b.w, nil
+	}
+	if err := b.commit(); err != nil {
+		return nil, err
+	}
+	tx, err := b.db.Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	b.w, b.n = &writeTx{tx: tx, keys: b.keys}, 1
+	return b.w, nil
+}
+
+func (b *batchWriter) commit() error {
+	if b.w == nil {
+		return nil
+	}
+	w := b.w
+	b.w = nil
+	if err := b.keys.sync(); err != nil {
+		w.tx.Rollback()
+		return err
+	}
+	return w.tx.Commit()
+}
+
+// copyV1 copies the version-1 store s.db into dst, sealing its secrets.
+func (s *boltStore) copyV1(dst *bolt.DB) error {
+	if err := dst.Update(createSchema); err != nil {
+		return err
+	}
+	bw := &batchWriter{db: dst, keys: s.keys}
+	defer func() {
+		if bw.w != nil {
+			bw.w.tx.Rollback()
+		}
+	}()
+	err := s.db.View(func(src *bolt.Tx) error {
+		meta, err := bucket(src, bucketMeta)
+		if err != nil {
+			return err
+		}
+		if id := meta.Get(keyIdentity); id != nil {
+			w, err := bw.tx()
+			if err != nil {
+				return err
+			}
+			if err := w.tx.Bucket(bucketMeta).Put(keyIdentity, id); err != nil {
+				return err
+			}
+		}
+		ex, err := bucket(src, bucketExchange)
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{keyCurrent, keyPrevious} {
+			v := ex.Get(name)
+			if v == nil {
+				continue
+			}
+			k, sealed, err := decodeExchangeKey(v)
+			if err != nil {
+				return err
+			}
+			for _, b := range sealed {
+				if b != nil {
+					wipeExchangeKey(k)
+					return corrupt("exchange key: sealed private key in a version 1 store")
+				}
+			}
+			w, err := bw.tx()
+			if err != nil {
+				wipeExchangeKey(k)
+				return err
+			}
+			nv, err := sealExchangeKey(w, k)
+			wipeExchangeKey(k)
+			if err != nil {
+				return err
+			}
+			if err := w.tx.Bucket(bucketExchange).Put(name, nv); err != nil {
+				return err
+			}
+		}
+		peers, err := bucket(src, bucketPeers)
+		if err != nil {
+			return err
+		}
+		if err := peers.ForEach(func(k, v []byte) error {
+			w, err := bw.tx()
+			if err != nil {
+				return err
+			}
+			return w.tx.Bucket(bucketPeers).Put(k, v)
+		}); err != nil {
+			return err
+		}
+		all, err := bucket(src, bucketSessions)
+		if err != nil {
+			return err
+		}
+		return all.ForEachBucket(func(pk []byte) error {
+			p, err := decodePeerID(pk)
+			if err != nil {
+				return err
+			}
+			return all.Bucket(pk).ForEach(func(ek, v []byte) error {
+				return copySessionV1(bw, p, pk, ek, v)
+			})
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return bw.commit()
+}
+
+func copySessionV1(bw *batchWriter, p peer.ID, pk, ek, v []byte) error {
+	sk, sealed, err := decodeSession(pk, ek, v)
+	if err != nil {
+		return err
+	}
+	defer clear(sk.Key[:])
+	if sealed != nil {
+		return corrupt("session %s/%d: sealed key in a version 1 store", p, sk.Epoch)
+	}
+	w, err := bw.tx()
+	if err != nil {
+		return err
+	}
+	sb, err := w.tx.Bucket(bucketSessions).CreateBucketIfNotExists(pk)
+	if err != nil {
+		return err
+	}
+	nsealed, err := w.seal("session", sessionWhere(pk, ek), sk.Key[:])
+	if err != nil {
+		return err
+	}
+	nv, err := encodeSession(sk, nsealed)
+	if err != nil {
+		return err
+	}
+	return sb.Put(ek, nv)
+}
