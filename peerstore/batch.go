@@ -16,6 +16,9 @@ package peerstore
 // transaction has committed, the leader answers the callers of its batch
 // and hands the lead to the first of the queue, which takes the whole
 // queue as the next batch. So a batch is what arrived during one commit.
+// The lead passes on as soon as the transaction committed, before the
+// slots of what it pruned are wiped: that sync of the key file overlaps
+// with the next batch, and the callers are answered once it is done.
 //
 // The guarantees are those of write (bolt.go), for every caller:
 //   - no caller is answered before the transaction that holds its commit
@@ -112,8 +115,10 @@ func (s *boltStore) lead() {
 	}
 	g.mu.Unlock()
 
-	s.commitBatch(batch)
+	finish := s.commitBatch(batch)
 
+	// The next batch may start once this one committed: the wipe of what
+	// this one pruned (a sync of the key file) overlaps with it.
 	g.mu.Lock()
 	if len(g.queue) > 0 {
 		g.queue[0].done <- errLead // it has no answer yet: the buffer is free
@@ -121,6 +126,7 @@ func (s *boltStore) lead() {
 		g.busy = false
 	}
 	g.mu.Unlock()
+	finish()
 }
 
 // errCallerFailed marks a batch rolled back because a caller's function
@@ -129,9 +135,11 @@ type errCallerFailed struct{ err error }
 
 func (e errCallerFailed) Error() string { return e.err.Error() }
 
-// commitBatch writes the callers' functions in one transaction and answers
-// each. See the top of this file for what it guarantees.
-func (s *boltStore) commitBatch(batch []*batchReq) {
+// commitBatch writes the callers' functions in one transaction. It returns
+// what remains once the transaction committed: wipe the slots of what the
+// batch deleted and answer each caller. See the top of this file for what
+// it guarantees.
+func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 	w := &writeTx{keys: s.keys}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		w.tx = tx
@@ -158,9 +166,9 @@ func (s *boltStore) commitBatch(batch []*batchReq) {
 			// Each caller again, alone, in order: the failing one gets its
 			// own error, the others commit as they would have alone.
 			for _, r := range batch {
-				s.commitBatch([]*batchReq{r})
+				s.commitBatch([]*batchReq{r})()
 			}
-			return
+			return func() {}
 		}
 		if errors.As(err, &cf) {
 			err = cf.err
@@ -168,7 +176,7 @@ func (s *boltStore) commitBatch(batch []*batchReq) {
 		for _, r := range batch {
 			r.done <- errors.Join(err, wipeErr)
 		}
-		return
+		return func() {}
 	}
 	s.batch.mu.Lock()
 	s.batch.batches++
@@ -182,14 +190,13 @@ func (s *boltStore) commitBatch(batch []*batchReq) {
 			failpoint.Inject(r.afterCommit)
 		}
 	}
-	if err := s.keys.wipe(w.dead); err != nil {
-		err = fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
+	return func() {
+		err := s.keys.wipe(w.dead)
+		if err != nil {
+			err = fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
+		}
 		for _, r := range batch {
 			r.done <- err
 		}
-		return
-	}
-	for _, r := range batch {
-		r.done <- nil
 	}
 }
