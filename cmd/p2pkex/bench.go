@@ -276,6 +276,12 @@ type benchSummary struct {
 	HeapAllocFlight float64 `json:"heap_alloc_bytes_per_inflight"`
 	HeapInFlight    int     `json:"heap_sample_inflight"`
 
+	// The responder's store during the load: CommitExchange, and the
+	// reads (Peer, ActiveSession), from call to return.
+	StoreCommitP50Ms float64 `json:"store_commit_p50_ms"`
+	StoreCommitP99Ms float64 `json:"store_commit_p99_ms"`
+	StoreReadP99Ms   float64 `json:"store_read_p99_ms"`
+
 	// The crypto floor, measured in this run.
 	FloorCPUS            float64    `json:"floor_cpu_s_per_exchange"`
 	FloorWallS           float64    `json:"floor_wall_s_per_exchange"`
@@ -652,7 +658,8 @@ type benchNodes struct {
 	initiators []*node.Node
 	stores     []ps.Store
 	hosts      []host.Host
-	gate       gate // holds every write of every exchange while closed
+	gate       gate        // holds every write of every exchange while closed
+	timed      *timedStore // the responder's store, timed
 }
 
 func (b *benchNodes) close() {
@@ -765,6 +772,10 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 		}
 		if b.stores[i], err = newBenchStore(scfg); err != nil {
 			return nil, err
+		}
+		if i == 0 {
+			b.timed = &timedStore{Store: b.stores[0]}
+			b.stores[0] = b.timed
 		}
 		return node.New(ctx, slices.Concat(common, []node.Option{node.WithHost(gateHost{h, &b.gate}), node.WithStore(b.stores[i])}, opts)...)
 	}
@@ -976,6 +987,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	probe := startFloorProbe(cfg)
+	nodes.timed.reset()
 	start = time.Now()
 	cpu0 := processCPU()
 	go func() {
@@ -1046,6 +1058,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		sum.FloorInLoadSamples = probe.n
 	}
 
+	sum.StoreCommitP50Ms, sum.StoreCommitP99Ms, sum.StoreReadP99Ms = nodes.timed.percentiles()
 	slices.Sort(latencies)
 	sum.Exchanges = len(latencies)
 	sum.Failures = int(failed.Load())
@@ -1631,4 +1644,49 @@ type gateStream struct {
 func (s gateStream) Write(b []byte) (int, error) {
 	s.gate.wait()
 	return s.Stream.Write(b)
+}
+
+// timedStore times the responder's store calls during the load.
+type timedStore struct {
+	ps.Store
+	mu             sync.Mutex
+	commits, reads []time.Duration
+}
+
+func (s *timedStore) reset() {
+	s.mu.Lock()
+	s.commits, s.reads = s.commits[:0], s.reads[:0]
+	s.mu.Unlock()
+}
+
+func (s *timedStore) note(to *[]time.Duration, t time.Time) {
+	d := time.Since(t)
+	s.mu.Lock()
+	*to = append(*to, d)
+	s.mu.Unlock()
+}
+
+func (s *timedStore) CommitExchange(c ps.Commit) error {
+	defer s.note(&s.commits, time.Now())
+	return s.Store.CommitExchange(c)
+}
+
+func (s *timedStore) Peer(p peer.ID) (*ps.PeerKey, error) {
+	defer s.note(&s.reads, time.Now())
+	return s.Store.Peer(p)
+}
+
+func (s *timedStore) ActiveSession(p peer.ID) (*ps.SessionKey, error) {
+	defer s.note(&s.reads, time.Now())
+	return s.Store.ActiveSession(p)
+}
+
+// percentiles returns the commits' median and 99th percentile and the
+// reads' 99th percentile, in milliseconds.
+func (s *timedStore) percentiles() (c50, c99, r99 float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slices.Sort(s.commits)
+	slices.Sort(s.reads)
+	return ms(percentile(s.commits, 0.5)), ms(percentile(s.commits, 0.99)), ms(percentile(s.reads, 0.99))
 }
