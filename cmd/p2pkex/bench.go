@@ -407,7 +407,9 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	}
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
 	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS
-	sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
+	if sum.NoiseP50Ms > 0 { // not measured with first contacts
+		sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
+	}
 
 	if cfg.latency > 0 && !cfg.noExtras {
 		say("round trips on mocknet, latency %v per direction", cfg.latency)
