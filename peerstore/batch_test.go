@@ -236,10 +236,11 @@ func TestShredCrashBatch(t *testing.T) {
 					}
 				}
 			}
-			switch fp {
-			case failpoint.BatchAfterWrite:
-				require.Zero(t, inBatch, "a commit of the batch killed before its commit is there")
-			case failpoint.BatchAfterCommit:
+			// Killed before its commit, the batch left nothing; but the batch
+			// before it may have committed and not yet answered (the lead
+			// passes on before the wipe), so unanswered commits may be
+			// there after either failpoint; the bounds above hold for both.
+			if fp == failpoint.BatchAfterCommit {
 				require.GreaterOrEqual(t, inBatch, 2, "the killed batch committed two or more writers' epochs")
 			}
 			require.NoError(t, st.Close())
