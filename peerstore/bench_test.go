@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,4 +158,42 @@ func BenchmarkBoltOpen(b *testing.B) {
 		}
 	}
 	b.Cleanup(func() { st.Close() })
+}
+
+// BenchmarkBoltCommitParallel is the end of 64 exchanges in flight: 64
+// goroutines committing new epochs of peers of their own at once, which
+// group commit (batch.go) puts in shared transactions. It reports the
+// commits per transaction.
+func BenchmarkBoltCommitParallel(b *testing.B) {
+	dir := b.TempDir()
+	st, err := OpenBolt(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	s := st.(*boltStore)
+	var next atomic.Uint64
+	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p, err := test.RandPeerID()
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		var epoch uint64
+		for pb.Next() {
+			epoch++
+			next.Add(1)
+			if err := st.CommitExchange(Commit{Session: benchSession(p, epoch, time.Now()), Seen: time.Now()}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	if s.batch.batches > 0 {
+		b.ReportMetric(float64(s.batch.commits)/float64(s.batch.batches), "commits/tx")
+	}
 }

@@ -93,7 +93,8 @@ type boltStore struct {
 	mu     sync.RWMutex
 	closed bool
 	db     *bolt.DB
-	keys   *keyFile // the shredding keys of the sealed secrets (shred.go)
+	keys   *keyFile    // the shredding keys of the sealed secrets (shred.go)
+	batch  groupCommit // CommitExchange's group commit (batch.go)
 }
 
 // OpenBolt opens the store in directory dir, creating dir (mode 0700) and its
@@ -108,7 +109,8 @@ type boltStore struct {
 // whose layout is broken, gives an error wrapping ErrCorrupt.
 //
 // Every write is one bbolt transaction, synced to disk before the method
-// returns. Times read back are the instants that were stored, in the local
+// returns; concurrent CommitExchange calls may share one (group commit,
+// batch.go), each still returning only once its commit is synced. Times read back are the instants that were stored, in the local
 // time zone. A destroyed secret (a pruned session key, a replaced exchange
 // key) is unrecoverable from the store's files once the method that
 // destroyed it returns, or, if the process died in it, once the store is
@@ -828,7 +830,9 @@ func (s *boltStore) CommitExchange(c Commit) error {
 	if err := checkCommit(&c); err != nil {
 		return err
 	}
-	return s.write(failpoint.CommitAfterCommit, func(w *writeTx) error {
+	// Commits that arrive together share a transaction and its syncs
+	// (batch.go); each returns once its own is durable.
+	return s.writeBatched(failpoint.CommitAfterCommit, func(w *writeTx) error {
 		if err := commitTx(w, &c); err != nil {
 			return err
 		}

@@ -24,3 +24,12 @@ func DeletePeerSessions(st Store, p peer.ID) (int, error) {
 	}
 	panic("unknown store")
 }
+
+// GroupCommits returns how many transactions the bbolt store's group commit
+// wrote and how many CommitExchange calls they committed, for tests.
+func GroupCommits(st Store) (batches, commits uint64) {
+	s := st.(*boltStore)
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return s.batch.batches, s.batch.commits
+}

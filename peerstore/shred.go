@@ -277,18 +277,27 @@ func (k *keyFile) wipe(slots []uint64) error {
 	if len(slots) == 0 {
 		return nil
 	}
+	// Exclusively while the slots are overwritten: no reader is between
+	// its snapshot and its open of one of them. Not while the file syncs:
+	// from here on no snapshot names them (their deletion committed), and
+	// they are not free for reuse before the sync; so readers, and the
+	// next group commit's seals (batch.go), need not wait for the disk.
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	var zero [slotSize]byte
 	for _, n := range slots {
 		clear(k.slot(n))
 		if _, err := k.f.WriteAt(zero[:], int64(n*slotSize)); err != nil {
 			k.failed = true
+			k.mu.Unlock()
 			return fmt.Errorf("peerstore: wipe key slot: %w", err)
 		}
 	}
+	k.mu.Unlock()
 	failpoint.Inject(failpoint.ShredAfterWipe)
-	if err := fdatasync(k.f); err != nil {
+	err := fdatasync(k.f)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err != nil {
 		k.failed = true
 		return fmt.Errorf("peerstore: sync key file: %w", err)
 	}

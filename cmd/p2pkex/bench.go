@@ -69,17 +69,28 @@ for --duration. The same run also measures, in this process:
 A progress line goes to stderr every second; a JSON summary goes to stdout.
 docs/PERFORMANCE.md explains every field.
 
-Stores are in memory; every node listens on 127.0.0.1 only. The hosts are
+The responder stores on bbolt, as the daemon does (peerstore.OpenBolt with
+the daemon's settings, in a temporary directory removed at the end), unless
+--store memory (the initiators, standing for daemons on other machines with
+disks of their own, store in memory); --store both runs the load on each in turn, alternating,
+--runs times each, and prints the medians and the ratio of the two rates.
+With --keys both and --peers above --concurrency, every exchange is a first
+contact from a new identity: --peers identities, made before the timed part,
+one exchange each against the one responder (bench_fresh.go).
+Every node listens on 127.0.0.1 only. The hosts are
 built with the options node.New uses for its own (node.HostOptions: libp2p's
 defaults, libp2p's metrics off); --transport and --security choose what the
 connections run on (default TCP with yamux, and TLS 1.3, libp2p's first
 choice). The responder runs with the resource manager's limits lifted and
-its inbound-exchange limit raised to twice the concurrency, so that the load
+its inbound-exchange limits (total, and per origin: every initiator is on
+127.0.0.1) raised to twice the concurrency, so that the load
 measures the exchange, not the limits.
 
 Examples:
   p2pkex bench
   p2pkex bench --concurrency 64 --count 10000
+  p2pkex bench --concurrency 64 --count 6000 --store both --runs 3
+  p2pkex bench --keys both --peers 10000 --concurrency 64
   p2pkex bench --peers 1000 --concurrency 1000 --count 10000 --latency 0
   p2pkex bench --duration 30s --suite X25519 --cpuprofile cpu.out`,
 		Flags: []cli.Flag{
@@ -97,6 +108,8 @@ Examples:
 			&cli.IntFlag{Name: "rtt-samples", Value: 5, Usage: "exchanges timed on mocknet, per case"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write heap profiles of the exchanges in flight to `FILE` and of the baseline to FILE.base"},
+			&cli.StringFlag{Name: "store", Value: "bolt", Usage: "store of every node: `bolt` (as the daemon's, in a temporary directory), memory, or both (alternating runs)"},
+			&cli.IntFlag{Name: "runs", Value: 1, Usage: "runs of the load per store, alternating stores; the summary gives each run and the medians"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line"},
 		},
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -111,13 +124,24 @@ Examples:
 			if c.Bool("quiet") {
 				progress = io.Discard
 			}
-			sum, err := runBench(ctx, cfg, progress)
+			tmp, err := os.MkdirTemp("", "p2pkex-bench-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			cfg.storeRoot = tmp
+			var out any
+			if cfg.runs == 1 && cfg.store != "both" {
+				out, err = runBench(ctx, cfg, progress)
+			} else {
+				out, err = runBenches(ctx, cfg, progress)
+			}
 			if err != nil {
 				return err
 			}
 			enc := json.NewEncoder(c.Root().Writer)
 			enc.SetIndent("", "  ")
-			return enc.Encode(sum)
+			return enc.Encode(out)
 		},
 	}
 }
@@ -133,6 +157,11 @@ type benchConfig struct {
 	latency                   time.Duration
 	rttSamples                int
 	cpuProfile, memProfile    string
+	store                     string // "bolt", "memory" or "both"
+	runs                      int    // per store
+	fresh                     bool   // every exchange a first contact from a new identity
+	storeRoot                 string // where the bbolt stores go
+	noExtras                  bool   // skip the null exchanges (runs after the first)
 }
 
 func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
@@ -148,6 +177,14 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 		security:    c.String("security"),
 		transport:   c.String("transport"),
 		newStreams:  c.Bool("new-streams"),
+		store:       c.String("store"),
+		runs:        int(c.Int("runs")),
+	}
+	if cfg.store != "bolt" && cfg.store != "memory" && cfg.store != "both" {
+		return nil, usagef("--store %q: want bolt, memory or both", cfg.store)
+	}
+	if cfg.runs < 1 {
+		return nil, usagef("--runs must be at least 1")
 	}
 	if cfg.security != "" && cfg.security != "tls" && cfg.security != "noise" {
 		return nil, usagef("--security %q: want tls or noise", cfg.security)
@@ -173,6 +210,14 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 	if cfg.peers == 0 {
 		cfg.peers = cfg.concurrency
 	}
+	if cfg.bothKeys && cfg.peers > cfg.concurrency {
+		// First contacts from --peers new identities, one exchange each.
+		if c.IsSet("count") || c.IsSet("duration") {
+			return nil, usagef("with --keys both and --peers above --concurrency every identity makes one exchange: give no --count or --duration")
+		}
+		cfg.fresh = true
+		cfg.count = cfg.peers
+	}
 	if cfg.peers < cfg.concurrency {
 		return nil, usagef("--peers %d is below --concurrency %d: exchanges with one peer never overlap, so each one in flight needs its own initiator", cfg.peers, cfg.concurrency)
 	}
@@ -197,6 +242,7 @@ func benchConfigFrom(c *cli.Command) (*benchConfig, error) {
 // benchSummary is the JSON summary. Times are in the unit their name says;
 // ratios are plain numbers. docs/PERFORMANCE.md describes every field.
 type benchSummary struct {
+	Store       string `json:"store"` // "bolt" or "memory"
 	Suite       string `json:"suite"`
 	Keys        string `json:"keys"`
 	Transport   string `json:"transport"`
@@ -230,6 +276,12 @@ type benchSummary struct {
 	HeapAllocFlight float64 `json:"heap_alloc_bytes_per_inflight"`
 	HeapInFlight    int     `json:"heap_sample_inflight"`
 
+	// The responder's store during the load: CommitExchange, and the
+	// reads (Peer, ActiveSession), from call to return.
+	StoreCommitP50Ms float64 `json:"store_commit_p50_ms"`
+	StoreCommitP99Ms float64 `json:"store_commit_p99_ms"`
+	StoreReadP99Ms   float64 `json:"store_read_p99_ms"`
+
 	// The crypto floor, measured in this run.
 	FloorCPUS            float64    `json:"floor_cpu_s_per_exchange"`
 	FloorWallS           float64    `json:"floor_wall_s_per_exchange"`
@@ -254,6 +306,21 @@ type benchSummary struct {
 	IdleExchangeP50Ms    float64    `json:"exchange_p50_idle_ms"`
 	RatioP50VsNoise      float64    `json:"ratio_p50_idle_vs_noise"`
 	PingRTTMs            float64    `json:"ping_rtt_ms"`
+
+	// First contacts from new identities (--keys both --peers above
+	// --concurrency): the timed part is the exchanges only; *_all counts
+	// the whole run, libp2p's connections included.
+	FreshIdentities    int     `json:"fresh_identities,omitempty"`
+	CPUSPerContactAll  float64 `json:"cpu_s_per_first_contact_all,omitempty"`
+	ContactsPerSAll    float64 `json:"first_contacts_per_s_all,omitempty"`
+	KnownPeers         int     `json:"known_peers,omitempty"`
+	HeapPerKnownPeer   float64 `json:"heap_bytes_per_known_peer,omitempty"`
+	StoreBytes         int64   `json:"store_bytes,omitempty"`
+	StoreBytesPerPeer  float64 `json:"store_bytes_per_known_peer,omitempty"`
+	StoreOpenMs        float64 `json:"store_open_ms,omitempty"`
+	LookupP50Us        float64 `json:"peer_lookup_p50_us,omitempty"`
+	LookupP99Us        float64 `json:"peer_lookup_p99_us,omitempty"`
+	SessionLookupP99Us float64 `json:"session_lookup_p99_us,omitempty"`
 
 	// Round trips on mocknet.
 	LatencyMs              float64 `json:"mocknet_latency_ms,omitempty"`
@@ -284,6 +351,7 @@ func median(ds []time.Duration) time.Duration {
 
 func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*benchSummary, error) {
 	sum := &benchSummary{
+		Store:       cfg.store,
 		Suite:       cfg.suite.String(),
 		Keys:        map[bool]string{false: "known", true: "both"}[cfg.bothKeys],
 		Transport:   cfg.transport,
@@ -310,13 +378,17 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	// load, and their means used: on a machine shared with other work the
 	// two differ, and the spread shows by how much.
 	var before, after anchors
-	if err := before.measure(cfg.suite, say); err != nil {
+	if err := before.measure(cfg, say); err != nil {
 		return nil, err
 	}
-	if err := runLoad(ctx, cfg, sum, say, progress); err != nil {
+	load := runLoad
+	if cfg.fresh {
+		load = runFresh
+	}
+	if err := load(ctx, cfg, sum, say, progress); err != nil {
 		return nil, err
 	}
-	if err := after.measure(cfg.suite, say); err != nil {
+	if err := after.measure(cfg, say); err != nil {
 		return nil, err
 	}
 	floor := (before.floorCPU + after.floorCPU) / 2
@@ -335,9 +407,11 @@ func runBench(ctx context.Context, cfg *benchConfig, progress io.Writer) (*bench
 	}
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
 	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS
-	sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
+	if sum.NoiseP50Ms > 0 { // not measured with first contacts
+		sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
+	}
 
-	if cfg.latency > 0 {
+	if cfg.latency > 0 && !cfg.noExtras {
 		say("round trips on mocknet, latency %v per direction", cfg.latency)
 		if err := measureRTTs(ctx, cfg, sum); err != nil {
 			return nil, fmt.Errorf("mocknet round trips: %w", err)
@@ -352,17 +426,27 @@ type anchors struct {
 	noiseCPU            time.Duration // per handshake, both sides
 }
 
-func (a *anchors) measure(suite protocol.Suite, say func(string, ...any)) error {
-	say("crypto floor, %d exchanges of %v", benchFloorRounds, suite)
-	cpu0 := processCPU()
-	var err error
-	if a.floorWall, err = protocol.MeasureFloor(suite, benchFloorRounds); err != nil {
+func (a *anchors) measure(cfg *benchConfig, say func(string, ...any)) error {
+	say("crypto floor, %d exchanges of %v%s", benchFloorRounds, cfg.suite, map[bool]string{true: " with both records checked (first contact)"}[cfg.fresh])
+	f, err := newFloorWork(cfg)
+	if err != nil {
 		return fmt.Errorf("crypto floor: %w", err)
 	}
+	if err := f(); err != nil { // one untimed round warms caches and lazily initialised tables
+		return fmt.Errorf("crypto floor: %w", err)
+	}
+	cpu0 := processCPU()
+	t0 := time.Now()
+	for range benchFloorRounds {
+		if err := f(); err != nil {
+			return fmt.Errorf("crypto floor: %w", err)
+		}
+	}
+	a.floorWall = time.Since(t0) / benchFloorRounds
 	// Process CPU time, like the exchanges' (the untimed first round of
 	// MeasureFloor is spread over the others): unlike wall time, it does
 	// not grow when other processes take the CPU.
-	if a.floorCPU = (processCPU() - cpu0) / (benchFloorRounds + 1); a.floorCPU <= 0 {
+	if a.floorCPU = (processCPU() - cpu0) / benchFloorRounds; a.floorCPU <= 0 {
 		a.floorCPU = a.floorWall
 	}
 	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
@@ -385,13 +469,13 @@ type floorProbe struct {
 	err        error
 }
 
-func startFloorProbe(suite protocol.Suite) *floorProbe {
+func startFloorProbe(cfg *benchConfig) *floorProbe {
 	p := &floorProbe{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		f, err := protocol.NewFloor(suite)
+		f, err := newFloorWork(cfg)
 		if err == nil {
-			err = f.Exchange() // warm-up
+			err = f() // warm-up
 		}
 		if err != nil {
 			p.err = err
@@ -413,7 +497,7 @@ func startFloorProbe(suite protocol.Suite) *floorProbe {
 				return
 			case <-tick.C:
 			}
-			if err := f.Exchange(); err != nil {
+			if err := f(); err != nil {
 				p.err = err
 				return
 			}
@@ -550,11 +634,24 @@ type forgetfulStore struct{ ps.Store }
 
 func (forgetfulStore) Peer(peer.ID) (*ps.PeerKey, error) { return nil, ps.ErrNotFound }
 
-func newBenchStore(bothKeys bool) ps.Store {
-	if bothKeys {
-		return forgetfulStore{ps.NewMemory()}
+// newBenchStore returns a node's store: bbolt in a new directory under
+// cfg.storeRoot, opened as the daemon opens its own (repo.go), or memory.
+// With --keys both (and known identities) it forgets every record.
+func newBenchStore(cfg *benchConfig) (ps.Store, error) {
+	var st ps.Store = ps.NewMemory()
+	if cfg.store == "bolt" {
+		dir, err := os.MkdirTemp(cfg.storeRoot, "store-")
+		if err != nil {
+			return nil, err
+		}
+		if st, err = ps.OpenBolt(dir); err != nil {
+			return nil, err
+		}
 	}
-	return ps.NewMemory()
+	if cfg.bothKeys && !cfg.fresh {
+		return forgetfulStore{st}, nil
+	}
+	return st, nil
 }
 
 // benchNodes are the nodes of the load.
@@ -563,7 +660,8 @@ type benchNodes struct {
 	initiators []*node.Node
 	stores     []ps.Store
 	hosts      []host.Host
-	gate       gate // holds every write of every exchange while closed
+	gate       gate        // holds every write of every exchange while closed
+	timed      *timedStore // the responder's store, timed
 }
 
 func (b *benchNodes) close() {
@@ -589,14 +687,36 @@ func (b *benchNodes) close() {
 			}()
 		}
 	}
-	wg.Wait()
+	waitClosed(&wg, "initiators' hosts")
 	if len(b.hosts) > 0 && b.hosts[0] != nil {
-		b.hosts[0].Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.hosts[0].Close()
+		}()
+		waitClosed(&wg, "responder's host")
 	}
 	for _, s := range b.stores {
 		if s != nil {
 			s.Close()
 		}
+	}
+}
+
+// waitClosed waits for hosts closing, but not forever: libp2p's event bus
+// can deadlock a host's Close (an identify push blocked on a subscriber
+// that the closing host no longer drains). A run that has its figures must
+// not hang on that; the stuck goroutines are left behind, and said so.
+func waitClosed(wg *sync.WaitGroup, what string) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		fmt.Fprintf(os.Stderr, "bench: %s did not close within 20 s (libp2p event bus); going on\n", what)
 	}
 }
 
@@ -645,7 +765,20 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 			return nil, err
 		}
 		b.hosts[i] = h
-		b.stores[i] = newBenchStore(cfg.bothKeys)
+		// The store under test is the responder's (the daemon under load);
+		// the initiators stand for daemons on other machines, each with a
+		// disk of its own, which 64 stores syncing one disk here are not.
+		scfg := cfg
+		if i > 0 {
+			scfg = &benchConfig{store: "memory", bothKeys: cfg.bothKeys}
+		}
+		if b.stores[i], err = newBenchStore(scfg); err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			b.timed = &timedStore{Store: b.stores[0]}
+			b.stores[0] = b.timed
+		}
 		return node.New(ctx, slices.Concat(common, []node.Option{node.WithHost(gateHost{h, &b.gate}), node.WithStore(b.stores[i])}, opts)...)
 	}
 	listen := "/ip4/127.0.0.1/tcp/0"
@@ -654,7 +787,9 @@ func startBenchNodes(ctx context.Context, cfg *benchConfig) (*benchNodes, error)
 	}
 	b.responder, err = start(0, []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)},
 		node.WithListenAddrs(listen),
-		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer))
+		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer),
+		// Every initiator comes from 127.0.0.1: one origin.
+		node.WithOriginLimit(max(node.DefaultMaxInboundPerOrigin, 2*cfg.concurrency), node.DefaultOriginPrefixV4, node.DefaultOriginPrefixV6))
 	if err != nil {
 		if b.hosts[0] == nil {
 			rm.Close()
@@ -853,7 +988,8 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		true: fmt.Sprintf("for %v", cfg.duration), false: fmt.Sprintf("%d exchanges", cfg.count)}[cfg.duration > 0])
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
-	probe := startFloorProbe(cfg.suite)
+	probe := startFloorProbe(cfg)
+	nodes.timed.reset()
 	start = time.Now()
 	cpu0 := processCPU()
 	go func() {
@@ -924,6 +1060,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 		sum.FloorInLoadSamples = probe.n
 	}
 
+	sum.StoreCommitP50Ms, sum.StoreCommitP99Ms, sum.StoreReadP99Ms = nodes.timed.percentiles()
 	slices.Sort(latencies)
 	sum.Exchanges = len(latencies)
 	sum.Failures = int(failed.Load())
@@ -952,7 +1089,7 @@ func runLoad(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(
 
 	// Last: the null protocol's handler changes what identify announces,
 	// and its streams linger a while, which would move the heap baseline.
-	if null != nil {
+	if null != nil && !cfg.noExtras {
 		n := min(max(sum.Exchanges, cfg.concurrency), benchNullMax)
 		say("null exchanges: %d, %d in flight (the stream of an exchange with keys known, without the exchange)", n, cfg.concurrency)
 		if err := runNull(ctx, nodes, null, n, cfg.concurrency, sum); err != nil {
@@ -1351,7 +1488,10 @@ func mocknetExchanges(ctx context.Context, cfg *benchConfig, bothKeys bool) (who
 			return 0, 0, 0, err
 		}
 		ping.NewPingService(h)
-		st := newBenchStore(bothKeys)
+		st, err := newBenchStore(&benchConfig{store: cfg.store, storeRoot: cfg.storeRoot, bothKeys: bothKeys})
+		if err != nil {
+			return 0, 0, 0, err
+		}
 		defer st.Close()
 		if nodes[i], err = node.New(ctx, node.WithHost(lagHost{h, cfg.latency}), node.WithStore(st),
 			node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)); err != nil {
@@ -1506,4 +1646,49 @@ type gateStream struct {
 func (s gateStream) Write(b []byte) (int, error) {
 	s.gate.wait()
 	return s.Stream.Write(b)
+}
+
+// timedStore times the responder's store calls during the load.
+type timedStore struct {
+	ps.Store
+	mu             sync.Mutex
+	commits, reads []time.Duration
+}
+
+func (s *timedStore) reset() {
+	s.mu.Lock()
+	s.commits, s.reads = s.commits[:0], s.reads[:0]
+	s.mu.Unlock()
+}
+
+func (s *timedStore) note(to *[]time.Duration, t time.Time) {
+	d := time.Since(t)
+	s.mu.Lock()
+	*to = append(*to, d)
+	s.mu.Unlock()
+}
+
+func (s *timedStore) CommitExchange(c ps.Commit) error {
+	defer s.note(&s.commits, time.Now())
+	return s.Store.CommitExchange(c)
+}
+
+func (s *timedStore) Peer(p peer.ID) (*ps.PeerKey, error) {
+	defer s.note(&s.reads, time.Now())
+	return s.Store.Peer(p)
+}
+
+func (s *timedStore) ActiveSession(p peer.ID) (*ps.SessionKey, error) {
+	defer s.note(&s.reads, time.Now())
+	return s.Store.ActiveSession(p)
+}
+
+// percentiles returns the commits' median and 99th percentile and the
+// reads' 99th percentile, in milliseconds.
+func (s *timedStore) percentiles() (c50, c99, r99 float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slices.Sort(s.commits)
+	slices.Sort(s.reads)
+	return ms(percentile(s.commits, 0.5)), ms(percentile(s.commits, 0.99)), ms(percentile(s.reads, 0.99))
 }

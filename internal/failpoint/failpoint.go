@@ -51,6 +51,14 @@ const (
 	// ShredAfterWipe: a store method's shredding slots are overwritten but
 	// the key file is not yet synced (peerstore/shred.go).
 	ShredAfterWipe = "shred-after-wipe"
+	// BatchAfterWrite: inside a group commit of two or more
+	// CommitExchange calls (peerstore's commitBatch), after every one of
+	// them was written, before the shared transaction commits.
+	BatchAfterWrite = "batch-after-write"
+	// BatchAfterCommit: that shared transaction has committed and been
+	// synced; no caller has been answered, and the pruned epochs' slots
+	// are not yet wiped.
+	BatchAfterCommit = "batch-after-commit"
 )
 
 // armed is the failpoint this process dies at, or "" for none.

@@ -15,7 +15,8 @@ func TestInjectUnarmedIsNoop(t *testing.T) {
 	}
 	for _, name := range []string{CommitBeforeWrite, CommitAfterWrite, CommitAfterCommit,
 		RotateBeforeWrite, RotateAfterWrite, RotateAfterCommit,
-		DeleteSessionsAfterWrite, DeleteSessionsAfterCommit, ShredAfterWipe, ""} {
+		DeleteSessionsAfterWrite, DeleteSessionsAfterCommit, ShredAfterWipe,
+		BatchAfterWrite, BatchAfterCommit, ""} {
 		Inject(name)
 	}
 }

@@ -62,6 +62,7 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"StoresCopies", s.testStoresCopies},
 		{"ConcurrentCommits", s.testConcurrentCommits},
 		{"ConcurrentSameEpoch", s.testConcurrentSameEpoch},
+		{"CommitsTogether", s.testCommitsTogether},
 		{"Forget", s.testForget},
 		{"ForgetConcurrentIsAtomic", s.testForgetConcurrentIsAtomic},
 		{"ReopenAfterForget", s.testReopenAfterForget},
@@ -829,6 +830,121 @@ func (s *suite) testConcurrentSameEpoch(t *testing.T) {
 	act, err := st.ActiveSession(p)
 	require.NoError(t, err)
 	RequireSessionEqual(t, &sessions[winner], act)
+}
+
+// testCommitsTogether starts many commits at once, as a loaded node's
+// exchanges finish, so that a store with group commit puts several in one
+// transaction: new peers, next epochs of known peers (each pruning the
+// oldest), and callers that must fail (a stale epoch, an invalid commit,
+// racers for one epoch) among them. Each caller must get exactly the answer
+// it would get alone, and what failed must leave nothing: a failing caller
+// in a batch may not take the others down, nor slip its writes into theirs.
+func (s *suite) testCommitsTogether(t *testing.T) {
+	st := s.store(t)
+	known := make([]peer.ID, 8)
+	for i := range known {
+		known[i] = RandPeerID(t)
+		for e := uint64(1); e <= peerstore.KeepEpochs; e++ {
+			commit(t, st, known[i], e)
+		}
+	}
+	before := map[peer.ID][]peerstore.SessionKey{}
+	for _, p := range known {
+		ss, err := st.Sessions(p)
+		require.NoError(t, err)
+		before[p] = ss
+	}
+	type call struct {
+		c       peerstore.Commit
+		wantErr error // nil: must succeed; errAny: must fail
+		race    int   // > 0: one of racers for one epoch
+	}
+	errAny := errors.New("any error")
+	var calls []*call
+	for range 16 { // new peers
+		p := RandPeerID(t)
+		pk := newPeerKey(t, p, 1)
+		calls = append(calls, &call{c: peerstore.Commit{Session: newSession(t, p, 1), PeerKey: pk, Seen: pk.LastSeen}})
+	}
+	for _, p := range known[:4] { // next epochs: each prunes its peer's oldest
+		calls = append(calls, &call{c: peerstore.Commit{Session: newSession(t, p, peerstore.KeepEpochs+1), Seen: at(time.Hour)}})
+	}
+	for _, p := range known[4:6] { // stale epochs
+		calls = append(calls, &call{c: peerstore.Commit{Session: newSession(t, p, 2), PeerKey: newPeerKey(t, p, 9), Seen: at(0)}, wantErr: peerstore.ErrStaleEpoch})
+	}
+	for _, p := range known[6:] { // invalid: the record is of another peer
+		calls = append(calls, &call{c: peerstore.Commit{Session: newSession(t, p, peerstore.KeepEpochs+1), PeerKey: newPeerKey(t, RandPeerID(t), 1), Seen: at(0)}, wantErr: errAny})
+	}
+	racePeer := RandPeerID(t)
+	for i := range 6 { // racers for epoch 1 of one new peer: exactly one wins
+		calls = append(calls, &call{c: peerstore.Commit{Session: newSession(t, racePeer, 1)}, race: i + 1})
+	}
+	// Copies for the checks: the store may clear the caller's key.
+	wantSessions := make([]peerstore.SessionKey, len(calls))
+	for i, c := range calls {
+		wantSessions[i] = c.c.Session
+	}
+	results := make([]error, len(calls))
+	var wg sync.WaitGroup
+	startGate := make(chan struct{})
+	for i, c := range calls {
+		wg.Go(func() {
+			<-startGate
+			results[i] = st.CommitExchange(c.c)
+		})
+	}
+	close(startGate)
+	wg.Wait()
+
+	winners := 0
+	for i, c := range calls {
+		switch {
+		case c.race > 0:
+			if results[i] == nil {
+				winners++
+				act, err := st.ActiveSession(racePeer)
+				require.NoError(t, err)
+				RequireSessionEqual(t, &wantSessions[i], act)
+			} else {
+				require.ErrorIs(t, results[i], peerstore.ErrStaleEpoch, "racer %d", c.race)
+			}
+		case c.wantErr == errAny:
+			require.Error(t, results[i], "call %d", i)
+		case c.wantErr != nil:
+			require.ErrorIs(t, results[i], c.wantErr, "call %d", i)
+		default:
+			require.NoError(t, results[i], "call %d", i)
+			p := c.c.Session.Peer
+			act, err := st.ActiveSession(p)
+			require.NoError(t, err)
+			RequireSessionEqual(t, &wantSessions[i], act)
+			if c.c.PeerKey != nil {
+				got, err := st.Peer(p)
+				require.NoError(t, err)
+				require.Equal(t, c.c.PeerKey.Seq, got.Seq)
+			}
+		}
+	}
+	require.Equal(t, 1, winners, "one racer for epoch 1 wins")
+	// The known peers: the next epochs pruned their oldest; the failed
+	// callers left theirs as they were, record included.
+	for i, p := range known {
+		ss, err := st.Sessions(p)
+		require.NoError(t, err)
+		require.Len(t, ss, peerstore.KeepEpochs)
+		if i < 4 {
+			for j := range peerstore.KeepEpochs - 1 {
+				RequireSessionEqual(t, &before[p][j+1], &ss[j])
+			}
+			continue
+		}
+		for j := range ss {
+			RequireSessionEqual(t, &before[p][j], &ss[j])
+		}
+		pk, err := st.Peer(p)
+		require.NoError(t, err)
+		require.EqualValues(t, peerstore.KeepEpochs, pk.Seq, "record of a failed commit")
+	}
 }
 
 func (s *suite) testClose(t *testing.T) {

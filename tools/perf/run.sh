@@ -74,6 +74,12 @@ for _ in $(seq 3); do
 done > "$OUT/load-c64-kept.json" 3> "$OUT/load-c64-new-streams.json"
 # Heap with 1,000 exchanges in flight.
 bench --peers 1000 --concurrency 1000 --count 10000 --latency 0 > "$OUT/load-c1000.json"
+# Issue 15: the responder on bbolt (the default since) against memory,
+# alternating in one invocation, medians of three; and 10,000 first contacts
+# from new identities against a responder on bbolt.
+bench --store both --runs 3 --concurrency 64 --count 3000 --latency 0 > "$OUT/issue15-stores.json"
+bench --keys both --peers 10000 --concurrency 64 --latency 0 > "$OUT/issue15-first-contacts-10000.json"
+go test -run '^$' -bench 'BoltCommitParallel' -benchtime 2s -count 3 ./peerstore/ > "$OUT/bench-peerstore-parallel.txt"
 # Latency and throughput against the exchanges in flight, for the chart.
 for c in 1 4 16 64; do
 	bench --concurrency "$c" --count 4000 --latency 0

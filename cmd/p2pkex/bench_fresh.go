@@ -1,0 +1,514 @@
+package main
+
+// "p2pkex bench": runs on each store in turn (--store both, --runs), and
+// first contacts from many new identities (--keys both --peers N).
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
+
+	"github.com/p2pkex/p2pkex/node"
+	ps "github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+)
+
+// newFloorWork returns the crypto floor of one exchange as a function to
+// run repeatedly: protocol.Floor (seal, sign, verify, open, both sides),
+// and for first contacts (cfg.fresh) also what each side must do with the
+// record the other sent in phase 2: check its envelope's signature and
+// parse it (protocol.ParsePeerRecord).
+func newFloorWork(cfg *benchConfig) (func() error, error) {
+	f, err := protocol.NewFloor(cfg.suite)
+	if err != nil {
+		return nil, err
+	}
+	if !cfg.fresh {
+		return f.Exchange, nil
+	}
+	type side struct {
+		id  peer.ID
+		env []byte
+	}
+	var sides [2]side
+	for i := range sides {
+		sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		xk, err := protocol.NewExchangeKey(sk, []protocol.Suite{cfg.suite}, 1, time.Now(), protocol.DefaultRecordLifetime)
+		if err != nil {
+			return nil, err
+		}
+		if sides[i].id, err = peer.IDFromPrivateKey(sk); err != nil {
+			return nil, err
+		}
+		sides[i].env = xk.Envelope
+	}
+	return func() error {
+		if err := f.Exchange(); err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, s := range sides {
+			if _, err := protocol.ParsePeerRecord(s.env, s.id, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
+}
+
+// benchRuns is the summary of --store both or --runs above 1.
+type benchRuns struct {
+	Runs    []*benchSummary          `json:"runs"`
+	Medians map[string]*benchMedians `json:"medians"` // by store
+	// The bbolt run's rate over the in-memory run's: of the medians, and
+	// of each round's pair (the two stores run back to back).
+	RatioRateBoltVsMemory      float64   `json:"ratio_rate_bolt_vs_memory,omitempty"`
+	RatioRateBoltVsMemoryPairs []float64 `json:"ratio_rate_bolt_vs_memory_pairs,omitempty"`
+	RatioCPUBoltVsMemory       float64   `json:"ratio_cpu_bolt_vs_memory,omitempty"`
+	LoadAvgAfter               string    `json:"loadavg_after,omitempty"`
+}
+
+// benchMedians: the median of the runs of one store, then the lowest and
+// the highest run.
+type benchMedians struct {
+	Runs                   int        `json:"runs"`
+	Failures               int        `json:"failures"`
+	ExchangesPerS          [3]float64 `json:"exchanges_per_s"`
+	CPUSPerExch            [3]float64 `json:"cpu_s_per_exchange"`
+	RatioCPUVsFloorInLoad  [3]float64 `json:"ratio_cpu_vs_floor_in_load"`
+	RatioRateVsFloorInLoad [3]float64 `json:"ratio_rate_vs_floor_in_load"`
+	RatioCPUVsFloor        [3]float64 `json:"ratio_cpu_vs_floor"`
+	RatioRateVsFloor       [3]float64 `json:"ratio_rate_vs_floor"`
+	P50Ms                  [3]float64 `json:"p50_ms"`
+	P99Ms                  [3]float64 `json:"p99_ms"`
+}
+
+func spread(xs []float64) [3]float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return [3]float64{s[len(s)/2], s[0], s[len(s)-1]}
+}
+
+// runBenches runs the bench cfg.runs times per store, alternating the
+// stores (bolt, memory; then memory, bolt; ...) so that the machine's drift
+// falls on both alike and shows as the spread. The mocknet round trips and
+// the null exchanges are measured in the first run only.
+func runBenches(ctx context.Context, cfg *benchConfig, progress io.Writer) (*benchRuns, error) {
+	stores := []string{cfg.store}
+	if cfg.store == "both" {
+		stores = []string{"bolt", "memory"}
+	}
+	out := &benchRuns{Medians: map[string]*benchMedians{}}
+	byStore := map[string][]*benchSummary{}
+	for r := range cfg.runs {
+		order := slices.Clone(stores)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		rates := map[string]float64{}
+		for _, st := range order {
+			c := *cfg
+			c.store = st
+			c.noExtras = len(out.Runs) > 0
+			fmt.Fprintf(progress, "bench: run %d of %d, store %s\n", r+1, cfg.runs, st)
+			sum, err := runBench(ctx, &c, progress)
+			if err != nil {
+				return nil, fmt.Errorf("run %d, store %s: %w", r+1, st, err)
+			}
+			out.Runs = append(out.Runs, sum)
+			byStore[st] = append(byStore[st], sum)
+			rates[st] = sum.ExchangesPerS
+		}
+		if rates["memory"] > 0 && rates["bolt"] > 0 {
+			out.RatioRateBoltVsMemoryPairs = append(out.RatioRateBoltVsMemoryPairs, rates["bolt"]/rates["memory"])
+		}
+	}
+	for st, runs := range byStore {
+		m := &benchMedians{Runs: len(runs)}
+		pick := func(f func(*benchSummary) float64) [3]float64 {
+			var xs []float64
+			for _, s := range runs {
+				xs = append(xs, f(s))
+			}
+			return spread(xs)
+		}
+		for _, s := range runs {
+			m.Failures += s.Failures
+		}
+		m.ExchangesPerS = pick(func(s *benchSummary) float64 { return s.ExchangesPerS })
+		m.CPUSPerExch = pick(func(s *benchSummary) float64 { return s.CPUSPerExch })
+		m.RatioCPUVsFloorInLoad = pick(func(s *benchSummary) float64 { return s.RatioCPUVsFloorInLoad })
+		m.RatioRateVsFloorInLoad = pick(func(s *benchSummary) float64 { return s.RatioRateVsFloorInLoad })
+		m.RatioCPUVsFloor = pick(func(s *benchSummary) float64 { return s.RatioCPUVsFloor })
+		m.RatioRateVsFloor = pick(func(s *benchSummary) float64 { return s.RatioRateVsFloor })
+		m.P50Ms = pick(func(s *benchSummary) float64 { return s.P50Ms })
+		m.P99Ms = pick(func(s *benchSummary) float64 { return s.P99Ms })
+		out.Medians[st] = m
+	}
+	if b, m := out.Medians["bolt"], out.Medians["memory"]; b != nil && m != nil {
+		out.RatioRateBoltVsMemory = b.ExchangesPerS[0] / m.ExchangesPerS[0]
+		out.RatioCPUBoltVsMemory = b.CPUSPerExch[0] / m.CPUSPerExch[0]
+		fmt.Fprintf(progress, "bench: bolt/memory rate %.3f (median of %d runs each; pairs %.3f)\n",
+			out.RatioRateBoltVsMemory, cfg.runs, out.RatioRateBoltVsMemoryPairs)
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		out.LoadAvgAfter = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return out, nil
+}
+
+// freshIdentity is one first contact's initiator, made before the timed
+// part: its identity and its exchange key, in a store of its own.
+type freshIdentity struct {
+	sk    crypto.PrivKey
+	store ps.Store
+}
+
+func makeFreshIdentity(cfg *benchConfig) (freshIdentity, error) {
+	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return freshIdentity{}, err
+	}
+	xk, err := protocol.NewExchangeKey(sk, []protocol.Suite{cfg.suite}, 1, time.Now(), protocol.DefaultRecordLifetime)
+	if err != nil {
+		return freshIdentity{}, err
+	}
+	priv, err := xk.PrivateKeys()
+	if err != nil {
+		return freshIdentity{}, err
+	}
+	rec := ps.ExchangeKey{Seq: xk.Seq, Record: xk.Envelope, Created: xk.Created}
+	for _, s := range xk.Suites() {
+		rec.Keys = append(rec.Keys, ps.SuiteKey{Suite: uint16(s), Private: priv[s]})
+	}
+	st := ps.NewMemory() // the initiators' stores are not what is measured
+	if err := errors.Join(st.SetIdentity(sk), st.RotateExchangeKey(rec, time.Now(), 0)); err != nil {
+		return freshIdentity{}, err
+	}
+	return freshIdentity{sk: sk, store: st}, nil
+}
+
+// runFresh is the load of first contacts: cfg.peers new identities, each
+// making one exchange with the responder, which stores every one of them
+// (both records are sent: neither side knows the other). The identities
+// and their exchange keys are made first. Then, cfg.concurrency at a time:
+// their hosts are made and connected to the responder (libp2p's
+// handshake), outside the timing; the exchanges run, all of the group at
+// once, timed; the initiators are closed, outside the timing. Afterwards
+// the responder's store is measured: its size, the heap the responder
+// holds per peer it now knows, and, reopened, its open time and lookups.
+func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(string, ...any), progress io.Writer) error {
+	sum.FreshIdentities = cfg.peers
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits), rcmgr.WithMetricsDisabled())
+	if err != nil {
+		return err
+	}
+	cm, err := connmgr.NewConnManager(cfg.concurrency*4+16, cfg.concurrency*8+32)
+	if err != nil {
+		return err
+	}
+	var security []libp2p.Option
+	switch cfg.security {
+	case "tls":
+		security = []libp2p.Option{libp2p.Security(tls.ID, tls.New)}
+	case "noise":
+		security = []libp2p.Option{libp2p.Security(noise.ID, noise.New)}
+	}
+	common := []node.Option{node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)}
+	listen := "/ip4/127.0.0.1/tcp/0"
+	if cfg.transport == "quic" {
+		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
+	}
+	respDir := ""
+	var respStore ps.Store
+	if cfg.store == "bolt" {
+		respDir = filepath.Join(cfg.storeRoot, "responder")
+		respStore, err = ps.OpenBolt(respDir)
+	} else {
+		respStore = ps.NewMemory()
+	}
+	if err != nil {
+		rm.Close()
+		return err
+	}
+	storeClosed := false
+	defer func() {
+		if !storeClosed {
+			respStore.Close()
+		}
+	}()
+	respOpts := slices.Concat(common, []node.Option{node.WithListenAddrs(listen),
+		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer),
+		// Every initiator comes from 127.0.0.1: one origin.
+		node.WithOriginLimit(max(node.DefaultMaxInboundPerOrigin, 2*cfg.concurrency), node.DefaultOriginPrefixV4, node.DefaultOriginPrefixV6),
+		node.WithLibp2pOptions(slices.Concat(security, []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)})...)})
+	hostOpts, err := node.HostOptions(respOpts...)
+	if err != nil {
+		rm.Close()
+		return err
+	}
+	rh, err := libp2p.New(hostOpts...)
+	if err != nil {
+		rm.Close()
+		return err
+	}
+	defer rh.Close()
+	resp, err := node.New(ctx, slices.Concat(respOpts, []node.Option{node.WithHost(rh), node.WithStore(respStore)})...)
+	if err != nil {
+		return fmt.Errorf("responder: %w", err)
+	}
+	respClosed := false
+	defer func() {
+		if !respClosed {
+			resp.Close()
+		}
+	}()
+	target := peer.AddrInfo{ID: resp.ID(), Addrs: rh.Addrs()}
+
+	runtime.GC()
+	var heap0 runtime.MemStats
+	runtime.ReadMemStats(&heap0)
+
+	say("making %d identities and their exchange keys (not timed)", cfg.peers)
+	ids := make([]freshIdentity, cfg.peers)
+	{
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make([]error, runtime.GOMAXPROCS(0))
+		for w := range errs {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < int64(len(ids)) && errs[w] == nil; i = next.Add(1) - 1 {
+					ids[i], errs[w] = makeFreshIdentity(cfg)
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+
+	say("load: %d first contacts, %d at a time", cfg.peers, cfg.concurrency)
+	probe := startFloorProbe(cfg)
+	var (
+		latencies      = make([]time.Duration, 0, cfg.peers)
+		failures       []string
+		failed         int
+		timedCPU       time.Duration
+		timedWall      time.Duration
+		mu             sync.Mutex
+		lastProgress   = time.Now()
+		start, cpuAll0 = time.Now(), processCPU()
+	)
+	for lo := 0; lo < len(ids) && ctx.Err() == nil; lo += cfg.concurrency {
+		group := ids[lo:min(lo+cfg.concurrency, len(ids))]
+		nodes := make([]*node.Node, len(group))
+		errs := make([]error, len(group))
+		var wg sync.WaitGroup
+		// Not timed: the hosts, and libp2p's connection to the responder.
+		for i, id := range group {
+			wg.Go(func() {
+				opts := slices.Concat(common, []node.Option{node.WithLibp2pOptions(slices.Concat(security,
+					[]libp2p.Option{libp2p.NoListenAddrs, libp2p.Identity(id.sk)})...)})
+				ho, err := node.HostOptions(opts...)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				h, err := libp2p.New(ho...)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				n, err := node.New(ctx, slices.Concat(opts, []node.Option{node.WithHost(h), node.WithStore(id.store)})...)
+				if err != nil {
+					h.Close()
+					errs[i] = err
+					return
+				}
+				nodes[i] = n
+				errs[i] = n.Connect(ctx, target)
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			for _, n := range nodes {
+				if n != nil {
+					n.Close()
+					n.Host().Close()
+				}
+			}
+			probe.finish()
+			return fmt.Errorf("first-contact initiators: %w", err)
+		}
+		// Timed: the exchanges.
+		t0, c0 := time.Now(), processCPU()
+		for _, n := range nodes {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
+				defer cancel()
+				t := time.Now()
+				info, err := n.Exchange(ctx, resp.ID())
+				d := time.Since(t)
+				if err == nil && (!info.SentOwnKey || !info.ReceivedPeerKey) {
+					err = errors.New("a first contact without both records sent")
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					failed++
+					if len(failures) < 5 {
+						failures = append(failures, err.Error())
+					}
+					return
+				}
+				latencies = append(latencies, d)
+			})
+		}
+		wg.Wait()
+		timedCPU += processCPU() - c0
+		timedWall += time.Since(t0)
+		// Not timed: the initiators go, as a visitor does.
+		for i, n := range nodes {
+			wg.Go(func() {
+				n.Close()
+				n.Host().Close()
+				group[i].store.Close()
+				group[i] = freshIdentity{}
+			})
+		}
+		wg.Wait()
+		if time.Since(lastProgress) >= time.Second {
+			lastProgress = time.Now()
+			done := lo + len(group)
+			fmt.Fprintf(progress, "bench: %6.1fs  %d done, %d failed, %.0f/s timed\n",
+				time.Since(start).Seconds(), done, failed, float64(len(latencies))/timedWall.Seconds())
+		}
+	}
+	wallAll, cpuAll := time.Since(start), processCPU()-cpuAll0
+	probe.finish()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if probe.err != nil {
+		return fmt.Errorf("crypto floor beside the load: %w", probe.err)
+	}
+	// The probe ran throughout: take out its share of the timed part.
+	probeTimed := time.Duration(float64(probe.cpu) * timedWall.Seconds() / wallAll.Seconds())
+	if probe.n > 0 {
+		sum.FloorInLoadCPUS = (probe.cpu / time.Duration(probe.n)).Seconds()
+		sum.FloorInLoadSamples = probe.n
+	}
+	slices.Sort(latencies)
+	sum.Exchanges = len(latencies)
+	sum.Failures = failed
+	sum.FailureSample = failures
+	sum.WallS = timedWall.Seconds()
+	if len(latencies) > 0 {
+		sum.ExchangesPerS = float64(len(latencies)) / timedWall.Seconds()
+		sum.P50Ms = ms(percentile(latencies, 0.50))
+		sum.P90Ms = ms(percentile(latencies, 0.90))
+		sum.P99Ms = ms(percentile(latencies, 0.99))
+		sum.MaxMs = ms(latencies[len(latencies)-1])
+		sum.CPUSPerExch = (timedCPU - probeTimed).Seconds() / float64(len(latencies))
+		sum.CoresUsed = timedCPU.Seconds() / timedWall.Seconds()
+		sum.CPUSPerContactAll = (cpuAll - probe.cpu).Seconds() / float64(len(latencies))
+		sum.ContactsPerSAll = float64(len(latencies)) / wallAll.Seconds()
+	}
+	say("load done: %d first contacts, %d failed, %.0f/s timed (%.0f/s with the connections), p50 %.2f ms, p99 %.2f ms",
+		sum.Exchanges, sum.Failures, sum.ExchangesPerS, sum.ContactsPerSAll, sum.P50Ms, sum.P99Ms)
+
+	// What the responder holds per peer it knows.
+	ids = nil
+	peers, err := respStore.Peers()
+	if err != nil {
+		return err
+	}
+	sum.KnownPeers = len(peers)
+	waitForRest(5 * time.Second)
+	runtime.GC()
+	var heap1 runtime.MemStats
+	runtime.ReadMemStats(&heap1)
+	if sum.KnownPeers > 0 {
+		sum.HeapPerKnownPeer = (float64(heap1.HeapInuse) - float64(heap0.HeapInuse)) / float64(sum.KnownPeers)
+	}
+	respClosed = true
+	if err := resp.Close(); err != nil {
+		return err
+	}
+	storeClosed = true
+	if err := respStore.Close(); err != nil {
+		return err
+	}
+	if respDir == "" {
+		return nil
+	}
+	for _, name := range []string{ps.BoltFileName, ps.KeysFileName} {
+		fi, err := os.Stat(filepath.Join(respDir, name))
+		if err != nil {
+			return err
+		}
+		sum.StoreBytes += fi.Size()
+	}
+	if sum.KnownPeers > 0 {
+		sum.StoreBytesPerPeer = float64(sum.StoreBytes) / float64(sum.KnownPeers)
+	}
+	return measureStore(respDir, peers, sum)
+}
+
+// measureStore reopens the store the load left and times the open and
+// lookups of random known peers (the record, then the active session, as
+// an exchange and a message do).
+func measureStore(dir string, peers []ps.PeerKey, sum *benchSummary) error {
+	const lookups = 2000
+	t := time.Now()
+	st, err := ps.OpenBolt(dir)
+	if err != nil {
+		return err
+	}
+	sum.StoreOpenMs = ms(time.Since(t))
+	defer st.Close()
+	var rec, sess []time.Duration
+	var b [8]byte
+	for range lookups {
+		rand.Read(b[:])
+		p := peers[int(uint64(b[0])|uint64(b[1])<<8|uint64(b[2])<<16|uint64(b[3])<<24)%len(peers)].Peer
+		t := time.Now()
+		if _, err := st.Peer(p); err != nil {
+			return err
+		}
+		rec = append(rec, time.Since(t))
+		t = time.Now()
+		if _, err := st.ActiveSession(p); err != nil {
+			return err
+		}
+		sess = append(sess, time.Since(t))
+	}
+	slices.Sort(rec)
+	slices.Sort(sess)
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	sum.LookupP50Us, sum.LookupP99Us = us(percentile(rec, 0.5)), us(percentile(rec, 0.99))
+	sum.SessionLookupP99Us = us(percentile(sess, 0.99))
+	return nil
+}

@@ -1,0 +1,202 @@
+package peerstore
+
+// Group commit: the bbolt store's CommitExchange calls that arrive while
+// another commit is being written share one transaction, one sync of
+// store.db and one sync of the key file.
+//
+// Without it every exchange pays two fdatasyncs of its own (bbolt syncs the
+// data pages and then the meta page, and the key file is synced before
+// them), one writer at a time: about 0.5–0.7 ms per commit on the machine
+// of docs/PERFORMANCE.md, which capped a loaded daemon at about a third of
+// the rate of the same node on the in-memory store (issue 15).
+//
+// The scheme is the classic one, without a timer: a caller that finds no
+// commit under way leads at once (an idle store adds no latency); callers
+// that arrive while one is being written queue; when the leader's
+// transaction has committed, the leader answers the callers of its batch
+// and hands the lead to the first of the queue, which takes the whole
+// queue as the next batch. So a batch is what arrived during one commit.
+// The lead passes on as soon as the transaction committed, before the
+// slots of what it pruned are wiped: that sync of the key file overlaps
+// with the next batch, and the callers are answered once it is done.
+//
+// The guarantees are those of write (bolt.go), for every caller:
+//   - no caller is answered before the transaction that holds its commit
+//     is committed and synced, and the slots of what it pruned are wiped
+//     and the wipe synced;
+//   - the shredding keys of every secret sealed in the batch are synced
+//     before the transaction commits (one sync for the batch);
+//   - a failed caller leaves nothing: if one caller's function fails, the
+//     whole transaction is rolled back, its fresh slots wiped, and every
+//     caller of the batch runs again alone, in arrival order (as bbolt's
+//     own DB.Batch does), so that each gets the answer it would have got
+//     alone and no caller's partial writes reach another's commit.
+// A crash inside a batch leaves each caller's commit wholly there or
+// wholly absent, as for a single commit; the failpoints BatchAfterWrite
+// and BatchAfterCommit (shred_test.go, TestShredCrashBatch) kill a process
+// inside a batch of several callers.
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/p2pkex/p2pkex/internal/failpoint"
+)
+
+// maxBatch bounds a batch, so that a failing caller's rerun of the others
+// stays short.
+const maxBatch = 256
+
+// batchReq is one caller of the group commit.
+type batchReq struct {
+	fn          func(w *writeTx) error
+	afterCommit string     // the caller's failpoint after the commit
+	done        chan error // its answer, or errLead; buffered (1)
+}
+
+// errLead, sent on a waiting caller's done, hands it the lead.
+var errLead = errors.New("peerstore: lead the next batch")
+
+// groupCommit queues the callers of writeBatched.
+type groupCommit struct {
+	mu    sync.Mutex
+	queue []*batchReq
+	busy  bool // a leader is writing a batch, or has been handed the lead
+
+	batches, commits uint64 // transactions written and callers committed (tests)
+}
+
+// writeBatched is write for functions that may share a transaction with
+// others: fn may be called more than once (once in a batch that is rolled
+// back, then alone), and must have no effect outside w's transaction.
+func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if err := s.keys.markOpen(); err != nil {
+		return err
+	}
+	r := &batchReq{fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
+	g := &s.batch
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	if !g.busy {
+		g.busy = true
+		s.lead() // unlocks g.mu
+	} else {
+		g.mu.Unlock()
+	}
+	for {
+		err := <-r.done
+		if err != errLead {
+			return err
+		}
+		g.mu.Lock()
+		s.lead()
+	}
+}
+
+// lead writes the queued callers as one batch, answers them, and hands the
+// lead to the first caller that queued meanwhile. It is called with g.mu
+// held and g.busy set, and unlocks g.mu. Every caller of the batch holds
+// s.mu shared while it waits, so Close waits for the batch.
+func (s *boltStore) lead() {
+	g := &s.batch
+	n := min(len(g.queue), maxBatch)
+	batch := g.queue[:n:n]
+	g.queue = g.queue[n:]
+	if len(g.queue) == 0 {
+		g.queue = nil
+	}
+	g.mu.Unlock()
+
+	finish := s.commitBatch(batch)
+
+	// The next batch may start once this one committed: the wipe of what
+	// this one pruned (a sync of the key file) overlaps with it.
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		g.queue[0].done <- errLead // it has no answer yet: the buffer is free
+	} else {
+		g.busy = false
+	}
+	g.mu.Unlock()
+	finish()
+}
+
+// errCallerFailed marks a batch rolled back because a caller's function
+// failed (not the commit).
+type errCallerFailed struct{ err error }
+
+func (e errCallerFailed) Error() string { return e.err.Error() }
+
+// commitBatch writes the callers' functions in one transaction. It returns
+// what remains once the transaction committed: wipe the slots of what the
+// batch deleted and answer each caller. See the top of this file for what
+// it guarantees.
+func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
+	w := &writeTx{keys: s.keys}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w.tx = tx
+		for _, r := range batch {
+			if err := r.fn(w); err != nil {
+				return errCallerFailed{err}
+			}
+		}
+		if len(batch) > 1 {
+			failpoint.Inject(failpoint.BatchAfterWrite)
+		}
+		if len(w.fresh) > 0 {
+			// What the transaction refers to must be on disk before it:
+			// one sync for every secret sealed in the batch.
+			return s.keys.sync()
+		}
+		return nil
+	})
+	if err != nil {
+		// Nothing refers to the new slots.
+		wipeErr := s.keys.wipe(w.fresh)
+		var cf errCallerFailed
+		if errors.As(err, &cf) && len(batch) > 1 {
+			// Each caller again, alone, in order: the failing one gets its
+			// own error, the others commit as they would have alone.
+			for _, r := range batch {
+				s.commitBatch([]*batchReq{r})()
+			}
+			return func() {}
+		}
+		if errors.As(err, &cf) {
+			err = cf.err
+		}
+		for _, r := range batch {
+			r.done <- errors.Join(err, wipeErr)
+		}
+		return func() {}
+	}
+	s.batch.mu.Lock()
+	s.batch.batches++
+	s.batch.commits += uint64(len(batch))
+	s.batch.mu.Unlock()
+	if len(batch) > 1 {
+		failpoint.Inject(failpoint.BatchAfterCommit)
+	}
+	for _, r := range batch {
+		if r.afterCommit != "" {
+			failpoint.Inject(r.afterCommit)
+		}
+	}
+	return func() {
+		err := s.keys.wipe(w.dead)
+		if err != nil {
+			err = fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
