@@ -205,6 +205,11 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the running daemon's peer ID, addresses, uptime, peers and exchanges",
+		Description: `Asks the repo's daemon; without one there is nothing running to report on.
+
+Examples:
+  p2pkex status --repo /tmp/alice
+  p2pkex status --repo /tmp/alice --json`,
 		Flags: []cli.Flag{repoFlag(), jsonFlag()},
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {

@@ -65,7 +65,7 @@ Examples:
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: any free port)"},
 			&cli.BoolFlag{Name: "relay", Usage: "run a circuit relay v2 service and AutoNAT for nodes behind NATs (for a node with a public address)"},
 			&cli.StringSliceFlag{Name: "relays", Usage: "use the circuit relay at `MULTIADDR` ending in /p2p/<peer ID> (repeatable; default: relays in config.json)"},
-			&cli.StringFlag{Name: "reachability", Usage: "`public` or `private`: skip AutoNAT's detection (private: reserve relay slots at once)"},
+			&cli.StringFlag{Name: "reachability", Usage: "public or private: skip AutoNAT's detection (private: reserve relay slots at once)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			ctx, requestShutdown := context.WithCancel(ctx) // "p2pkex shutdown" (shutdown.go)

@@ -26,7 +26,11 @@ func demoCommand() *cli.Command {
   1. a first exchange, in which both public keys are sent;
   2. a second one, in which phase 2 is skipped;
   3. after Bob rotates his exchange key, a third, in which only Bob's key is sent.
-The demo exits non-zero unless both sides agree on the key every time.`,
+The demo exits non-zero unless both sides agree on the key every time.
+
+Examples:
+  p2pkex demo
+  p2pkex demo --quiet --suite X25519`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "suite", Value: protocol.SuiteMLKEM768X25519.String(), Usage: "suite: MLKEM768X25519 or X25519"},
 			&cli.IntFlag{Name: "notice-size", Value: protocol.DefaultNoticeSize, Usage: "largest notice in bytes (128 to 65536)"},

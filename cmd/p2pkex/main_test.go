@@ -41,6 +41,7 @@ func TestScripts(t *testing.T) {
 			"sleep":        cmdSleep,        // main_more_test.go
 			"forgerecord":  cmdForgeRecord,  // main_hostile_test.go
 			"waitkey":      cmdWaitKey,      // exportkey_test.go
+			"exits":        cmdExits,        // cli_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")
