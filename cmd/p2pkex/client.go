@@ -21,12 +21,12 @@ import (
 // one.
 func needDaemon(c *cli.Command) (*apiClient, error) {
 	dir := c.String("repo")
-	if dir == "" {
-		return nil, usagef("no repo: give --repo DIR or set P2PKEX_PATH")
+	if err := requireRepo(dir); err != nil { // repo.go
+		return nil, err
 	}
 	api := dialAPI(dir)
 	if api == nil {
-		return nil, fmt.Errorf("no daemon running on %s: start one with \"p2pkex daemon --repo %s\"", dir, dir)
+		return nil, fmt.Errorf("no daemon running on %s: start one with \"p2pkex daemon --repo %s\"", dir, shellWord(dir))
 	}
 	return api, nil
 }

@@ -92,7 +92,7 @@ Examples:
 
 // exchangeOwnNode runs the exchange on a node of the command's own.
 func exchangeOwnNode(ctx context.Context, c *cli.Command, dir string, pi *peer.AddrInfo, out *progress, quiet bool) (*exchangeJSON, []trustEvent, error) {
-	n, closeNode, err := ownNode(ctx, c, dir, true, pi)
+	n, closeNode, err := ownNode(ctx, c, dir, pi)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -233,12 +233,11 @@ func explainExchangeError(p peer.ID, err error) error {
 }
 
 // ownNode starts, for a command whose repo has no daemon running, a node
-// of its own on the repo (created if create; newRepoNode), to reach pi; pi must have an
-// address (no daemon knows where it is) and must
-// not be the repo's own peer ID. closeNode stops the node and closes the
-// repo.
-func ownNode(ctx context.Context, c *cli.Command, dir string, create bool, pi *peer.AddrInfo) (n *node.Node, closeNode func(), err error) {
-	r, err := openRepo(dir, create)
+// of its own on the repo (newRepoNode), to reach pi; pi must have an
+// address (no daemon knows where it is) and must not be the repo's own
+// peer ID. closeNode stops the node and closes the repo.
+func ownNode(ctx context.Context, c *cli.Command, dir string, pi *peer.AddrInfo) (n *node.Node, closeNode func(), err error) {
+	r, err := openRepo(dir, false)
 	if err != nil {
 		return nil, nil, err
 	}

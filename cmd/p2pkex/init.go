@@ -19,7 +19,9 @@ func initCommand() *cli.Command {
 another): identity.key (a new Ed25519 libp2p identity, mode 0400),
 config.json with the defaults (mode 0600; edit it, the daemon reads it
 at start) and the store. A repo that already has an identity is left
-alone. ("p2pkex daemon" and "p2pkex exchange" also create a missing repo.)
+alone. It is the only command that creates a repo ("p2pkex daemon --init"
+too, for scripts): every other one refuses a directory that is not a repo,
+so that a mistyped --repo is not a new identity.
 
 Example:
   p2pkex init --repo /tmp/alice`,

@@ -98,7 +98,7 @@ Examples:
 				fmt.Fprintf(w, "delivered to %s\n", rep.Peer)
 				return nil
 			}
-			n, closeNode, err := ownNode(ctx, c, dir, false, pi) // exchange.go
+			n, closeNode, err := ownNode(ctx, c, dir, pi) // exchange.go
 			if err != nil {
 				return err
 			}
