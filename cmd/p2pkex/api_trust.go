@@ -200,6 +200,9 @@ Examples:
 			if err := requireRepo(dir); err != nil { // repo.go
 				return err
 			}
+			if err := notSelf(c, pi.ID); err != nil {
+				return err
+			}
 			api := dialAPI(dir)
 			if api == nil {
 				return fmt.Errorf("chat needs a running daemon: start one with \"p2pkex daemon%s\"", repoArg(c))

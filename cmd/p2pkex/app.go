@@ -65,7 +65,24 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 }
 
 func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	return withoutRepeats(strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
+}
+
+// withoutRepeats drops the parts of an error line that repeat one already
+// said: libp2p's errors wrap the same words at several layers ("stream
+// reset: stream reset: connection closed: stream reset: ...").
+func withoutRepeats(s string) string {
+	parts := strings.Split(s, ": ")
+	seen := make(map[string]bool, len(parts))
+	out := parts[:0]
+	for _, p := range parts {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+	}
+	return strings.Join(out, ": ")
 }
 
 // isFlagError recognises urfave/cli's own parse errors.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"os/signal"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,5 +111,37 @@ func TestExchangeInterrupted(t *testing.T) {
 		require.Empty(t, errOut.String())
 	case <-time.After(30 * time.Second): // a hang, not a speed limit
 		t.Fatal("exchange did not end on Ctrl-C")
+	}
+}
+
+// notLibp2p listens on loopback, answers every connection as a web server
+// would and closes it, and writes its address, as a multiaddr with a
+// made-up peer ID, to the file named by its argument.
+func notLibp2p() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.Exit(1)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	addr := "/ip4/127.0.0.1/tcp/" + strconv.Itoa(port) + "/p2p/12D3KooWBQzweEBTkcurLAfi4ABmLfUTYH46oPbortvrjKGCeBZ2"
+	if err := os.WriteFile(os.Args[1]+".tmp", []byte(addr), 0o600); err != nil {
+		os.Exit(1)
+	}
+	if err := os.Rename(os.Args[1]+".tmp", os.Args[1]); err != nil {
+		os.Exit(1)
+	}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		os.Exit(0)
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhello\r\n"))
+		c.Close()
 	}
 }

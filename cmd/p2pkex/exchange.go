@@ -61,6 +61,9 @@ Examples:
 			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
+			if err := notSelf(c, pi.ID); err != nil { // repo.go
+				return err
+			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 			defer cancel()
 			out := &progress{w: c.Root().Writer}
@@ -183,7 +186,7 @@ func peerIDOf(r *repo) peer.ID {
 func parsePeerAddr(s string) (*peer.AddrInfo, error) {
 	m, err := ma.NewMultiaddr(s)
 	if err != nil {
-		return nil, usagef("malformed multiaddr %q: %v", s, err)
+		return nil, usagef("malformed multiaddr %q: %s", s, multiaddrProblem(s, err))
 	}
 	pi, err := peer.AddrInfoFromP2pAddr(m)
 	if err != nil {
@@ -204,6 +207,36 @@ func shortDialError(err error) string {
 			}
 			return s + " (" + l + ")"
 		}
+	}
+	return s
+}
+
+// dialReason is why a dial failed, in the operating system's or the
+// address's words, without the swarm's wrappings ("failed to dial: failed
+// to dial X: all dials failed ..."): the reason of the first address
+// tried. An address that answers but not as libp2p (a web server, say)
+// ends multistream's negotiation with a message about newlines or an EOF;
+// that is said in a person's words.
+func dialReason(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	reason := lastPart(lines[0])
+	for _, l := range lines[1:] {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "* ") {
+			reason = lastPart(l)
+			break
+		}
+	}
+	switch reason {
+	case "message did not have trailing newline", "unexpected EOF", "EOF", "connection reset by peer",
+		"message too large", "protocols not supported", "protocol not supported":
+		return "the address answers, but not as a libp2p node"
+	}
+	return reason
+}
+
+func lastPart(s string) string {
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
 	}
 	return s
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v3"
@@ -87,9 +88,20 @@ Examples:
 func parseMultiaddr(s string) (ma.Multiaddr, error) {
 	m, err := ma.NewMultiaddr(s)
 	if err != nil {
-		return nil, usagef("malformed multiaddr %q: %v", s, err)
+		return nil, usagef("malformed multiaddr %q: %s", s, multiaddrProblem(s, err))
 	}
 	return m, nil
+}
+
+// multiaddrProblem is go-multiaddr's reason without its own copy of the
+// input ("failed to parse multiaddr \"X\": ..."), which the line names
+// already.
+func multiaddrProblem(s string, err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{fmt.Sprintf("failed to parse multiaddr %q: ", s), "failed to parse multiaddr: "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	return msg
 }
 
 func rotateCommand() *cli.Command {

@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 		"p2pkex":     main,
 		"plainhost":  plainHost,
 		"downgrader": downgrader, // main_hostile_test.go
+		"notlibp2p":  notLibp2p,  // cli_test.go
 	})
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/peerstore"
 )
@@ -66,6 +68,21 @@ func requireRepo(dir string) error {
 	}
 	if _, err := os.Stat(filepath.Join(dir, identityFile)); errors.Is(err, fs.ErrNotExist) {
 		return noRepo(dir)
+	}
+	return nil
+}
+
+// notSelf refuses the repo's own peer ID before either path runs (the
+// daemon's or the command's own node), so that both answer with the same
+// line and exit code. It reads identity.key, which the daemon's lock does
+// not cover; a missing or broken repo is left to the path taken to report.
+func notSelf(c *cli.Command, id peer.ID) error {
+	sk, err := loadOrCreateIdentity(filepath.Join(c.String("repo"), identityFile), false)
+	if err != nil {
+		return nil
+	}
+	if own, err := peer.IDFromPrivateKey(sk); err == nil && own == id {
+		return usagef("%s: %s is this repo's own peer ID", c.Name, id)
 	}
 	return nil
 }
