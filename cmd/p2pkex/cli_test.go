@@ -59,6 +59,18 @@ func TestGlobalFlagsAfterCommand(t *testing.T) {
 	}
 }
 
+func TestWithoutRepeats(t *testing.T) {
+	for in, want := range map[string]string{
+		"stream reset: stream reset: connection closed: stream reset: stream reset": "stream reset: connection closed",
+		"exchange with X failed: timeout": "exchange with X failed: timeout",
+		"a: b: a":                          "a: b",
+	} {
+		require.Equal(t, want, withoutRepeats(in), in)
+	}
+	require.Equal(t, "1 peer", plural(1, "peer"))
+	require.Equal(t, "0 peers", plural(0, "peer"))
+}
+
 func TestClosest(t *testing.T) {
 	names := []string{"peers", "keys", "status", "exchange", "export-key", "init", "id", "inbox"}
 	for in, want := range map[string]string{

@@ -94,6 +94,14 @@ type connectJSON struct {
 	TrustEvents  []trustEvent `json:"trust_events"`
 }
 
+// plural is "1 peer", "2 peers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -340,7 +348,7 @@ Examples:
 			fmt.Fprintf(w, "peer ID       %s\n", st.PeerID)
 			fmt.Fprintf(w, "exchange key  %s\n", st.Fingerprint)
 			fmt.Fprintf(w, "uptime        %s\n", st.Uptime)
-			fmt.Fprintf(w, "connected     %d peers\n", st.ConnectedPeers)
+			fmt.Fprintf(w, "connected     %s\n", plural(st.ConnectedPeers, "peer"))
 			fmt.Fprintf(w, "exchanges     %d done, %d failed\n", st.ExchangesDone, st.ExchangesFailed)
 			fmt.Fprintf(w, "reachability  %s\n", st.Reachability)
 			for _, r := range st.Relays {

@@ -48,7 +48,7 @@ Examples:
   p2pkex exchange --repo /tmp/alice --json 12D3KooW...`,
 		Flags: append(nodeFlags(), repoFlag(), jsonFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
-			&cli.BoolFlag{Name: "quiet", Usage: "print only the result"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print only the result line (epoch, key ID, peer)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Len() != 1 {
@@ -140,6 +140,9 @@ func reportExchange(c *cli.Command, p peer.ID, res *exchangeJSON, events []trust
 	}
 	fmt.Fprintf(w, "epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
 		describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
+	if c.Bool("quiet") {
+		return nil // the result line only, as --quiet says
+	}
 	if res.Suite != "" {
 		fmt.Fprintf(w, "suite %s\n", suiteLabel(res.Suite)) // progress.go
 	}
