@@ -62,8 +62,8 @@ func TestGlobalFlagsAfterCommand(t *testing.T) {
 func TestWithoutRepeats(t *testing.T) {
 	for in, want := range map[string]string{
 		"stream reset: stream reset: connection closed: stream reset: stream reset": "stream reset: connection closed",
-		"exchange with X failed: timeout": "exchange with X failed: timeout",
-		"a: b: a":                          "a: b",
+		"exchange with X failed: timeout":                                           "exchange with X failed: timeout",
+		"a: b: a":                                                                   "a: b",
 	} {
 		require.Equal(t, want, withoutRepeats(in), in)
 	}

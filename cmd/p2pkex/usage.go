@@ -84,6 +84,17 @@ func oneLineUsageErrors(c *cli.Command) {
 	}
 	for _, sub := range c.Commands {
 		oneLineUsageErrors(sub)
+		if len(sub.Commands) > 0 && sub.Action == nil {
+			// A command of commands ("conformance"): an unknown one is
+			// the same line as at the top, not urfave/cli's "No help
+			// topic".
+			sub.Action = func(_ context.Context, c *cli.Command) error {
+				if c.Args().Len() > 0 {
+					return unknownCommand(c, c.Args().First())
+				}
+				return cli.ShowSubcommandHelp(c)
+			}
+		}
 	}
 }
 
