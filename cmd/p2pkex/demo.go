@@ -255,11 +255,15 @@ func runDemo(ctx context.Context, c *cli.Command, suite protocol.Suite, noticeSi
 		fmt.Fprintf(w, `  (both compute it from their two peer IDs; read aloud and compared, it
   shows each talks to the right identity: "p2pkex verify" does that)
 
-Now try two daemons:
+Now try two daemons, one per repo (each in a terminal of its own):
   p2pkex init --repo /tmp/alice && p2pkex init --repo /tmp/bob
-  p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001 --no-mdns
+  p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001
+  p2pkex daemon --repo /tmp/alice --listen /ip4/127.0.0.1/tcp/4002
   p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/<Bob's peer ID>
+  p2pkex send --repo /tmp/alice <Bob's peer ID> hello
+  p2pkex inbox --repo /tmp/bob
   p2pkex verify --repo /tmp/alice <Bob's peer ID>
+(Bob's daemon prints his peer ID; "p2pkex id --repo /tmp/bob" does too.)
 `)
 	}
 	return nil
