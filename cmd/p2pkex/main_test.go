@@ -151,7 +151,7 @@ func TestDemo(t *testing.T) {
 				t.Errorf("no safety number:\n%s", got)
 			}
 			quiet := strings.Contains(strings.Join(args, " "), "--quiet")
-			for _, want := range []string{"Now try two daemons:", "  key part  ", "  notice  ", "  exchange key  ", "-> START"} {
+			for _, want := range []string{"Now try two daemons", "  key part  ", "  notice  ", "  exchange key  ", "-> START"} {
 				if strings.Contains(got, want) == quiet {
 					t.Errorf("quiet %v, output has %q: %v\n%s", quiet, want, !quiet, got)
 				}
