@@ -289,6 +289,11 @@ Example:
 				}
 				return err
 			})
+			if err != nil && strings.HasSuffix(err.Error(), "no exchange with it yet") {
+				// The same words on both paths, and what to do, with the
+				// user's --repo.
+				return &lineError{fmt.Sprintf("%s: run \"p2pkex exchange%s %s\" first", err, repoArg(c), onlyPeer), err}
+			}
 			if err != nil {
 				return err
 			}
