@@ -319,7 +319,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any) (*htt
 		if len(msg) > 1024 {
 			msg = msg[:1024]
 		}
-		return nil, fmt.Errorf("daemon: %s", trimNL(string(msg)))
+		// The daemon's words are the command's: the same line on either
+		// path, with no "daemon:" of its own.
+		return nil, errors.New(trimNL(string(msg)))
 	}
 	return resp, nil
 }

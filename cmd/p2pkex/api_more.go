@@ -338,7 +338,7 @@ func keysOf(store peerstore.Store, only peer.ID) (*keysReply, error) {
 	if only != "" {
 		pk, err := store.Peer(only)
 		if errors.Is(err, peerstore.ErrNotFound) {
-			return nil, fmt.Errorf("no keys with %s: no exchange with it yet: %w", only, err)
+			return nil, &lineError{fmt.Sprintf("no keys with %s: no exchange with it yet", only), err} // app.go
 		}
 		if err != nil {
 			return nil, err

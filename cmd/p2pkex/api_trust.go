@@ -197,6 +197,12 @@ Examples:
 				return err
 			}
 			dir := c.String("repo")
+			if err := requireRepo(dir); err != nil { // repo.go
+				return err
+			}
+			if err := notSelf(c, pi.ID); err != nil {
+				return err
+			}
 			api := dialAPI(dir)
 			if api == nil {
 				return fmt.Errorf("chat needs a running daemon: start one with \"p2pkex daemon%s\"", repoArg(c))

@@ -33,6 +33,7 @@ func (e *lineError) Unwrap() error { return e.err }
 func init() {
 	// One log format: go-libp2p's slog output goes through go-log.
 	gologshim.SetDefaultHandler(golog.SlogHandler())
+	quietLibraryLogs() // usage.go
 }
 
 // run is main without the process: it returns the exit code. Every error is
@@ -46,11 +47,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	app.Reader = stdin
-	err := app.Run(ctx, args)
+	err := app.Run(ctx, globalFlagsAfterCommand(args))
 	if err == nil {
 		return 0
 	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+	if ctx.Err() != nil {
+		// Ctrl-C (or SIGTERM): whatever the command was doing failed
+		// because it was interrupted, which the shell's 130 says.
 		return 130
 	}
 	fmt.Fprintf(stderr, "p2pkex: %s\n", oneLine(err))
@@ -62,7 +65,24 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 }
 
 func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	return withoutRepeats(strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
+}
+
+// withoutRepeats drops the parts of an error line that repeat one already
+// said: libp2p's errors wrap the same words at several layers ("stream
+// reset: stream reset: connection closed: stream reset: ...").
+func withoutRepeats(s string) string {
+	parts := strings.Split(s, ": ")
+	seen := make(map[string]bool, len(parts))
+	out := parts[:0]
+	for _, p := range parts {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+	}
+	return strings.Join(out, ": ")
 }
 
 // isFlagError recognises urfave/cli's own parse errors.
@@ -89,22 +109,19 @@ Two nodes on one machine:
 Logging: GOLOG_LOG_LEVEL (for example "p2pkex/node=debug").`
 
 func newApp(stdout, stderr io.Writer) *cli.Command {
-	return &cli.Command{
+	app := &cli.Command{
 		Name:        "p2pkex",
 		Usage:       "peer-to-peer key exchange on libp2p",
 		Description: appDescription,
 		Version:     buildVersion().Version, // version.go; --version
 		Writer:      stdout,
 		ErrWriter:   stderr,
-		Suggest:     true,
 		// Errors are printed once, by run.
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
-		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
-			return usageError{err.Error()}
-		},
+		Flags:          rootGlobalFlags(), // usage.go
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Len() > 0 {
-				return usagef("unknown command %q (see \"p2pkex help\")", c.Args().First())
+				return unknownCommand(c, c.Args().First())
 			}
 			return cli.ShowAppHelp(c)
 		},
@@ -131,14 +148,19 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			shutdownCommand(),    // shutdown.go
 		},
 	}
+	oneLineUsageErrors(app)
+	return app
 }
 
 func repoFlag() cli.Flag {
 	return &cli.StringFlag{
 		Name:    "repo",
-		Usage:   "repository `DIR` (identity, config, store); default $P2PKEX_PATH, else ~/.p2pkex",
+		Usage:   "the repo `DIR` (identity, config, store) (default: ~/.p2pkex)",
 		Sources: cli.EnvVars("P2PKEX_PATH"),
 		Value:   defaultRepoDir(), // repo.go
+		// The usage says the default once, as ~/.p2pkex rather than the
+		// expanded home directory.
+		HideDefault: true,
 	}
 }
 

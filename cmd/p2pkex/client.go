@@ -3,32 +3,103 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
 )
 
-// Commands that only talk to a running daemon (api_more.go serves them):
-// peers, connect, keys, status.
+// Commands that talk to a running daemon (api_more.go serves them):
+// connect and status only through it; peers and keys read the repo when no
+// daemon runs.
+
+// withRepoOrDaemon runs viaDaemon when the repo's daemon runs (it holds the
+// store's lock), else fromRepo on the repo opened by the command itself:
+// a command that only reads the repo needs no daemon.
+func withRepoOrDaemon(c *cli.Command, viaDaemon func(*apiClient) error, fromRepo func(*repo) error) error {
+	dir := c.String("repo")
+	if err := requireRepo(dir); err != nil { // repo.go
+		return err
+	}
+	if api := dialAPI(dir); api != nil {
+		return viaDaemon(api)
+	}
+	// No config is needed to read the store, but a broken one is reported
+	// here as on every other path.
+	if _, err := loadConfig(dir); err != nil {
+		return err
+	}
+	r, err := openRepo(dir, false)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fromRepo(r)
+}
+
+// knownPeers is "peers" without a daemon: the peers the store knows, with
+// their trust and last exchange; none is connected or discovered, as no
+// node runs. (peersOf, api_more.go, adds the running node's view.)
+func knownPeers(store peerstore.Store) ([]peerJSON, error) {
+	known, err := store.Peers()
+	if err != nil {
+		return nil, fmt.Errorf("read known peers: %w", err)
+	}
+	out := make([]peerJSON, 0, len(known))
+	for _, k := range known {
+		pj := peerJSON{Peer: k.Peer.String(), Addrs: []string{}, Discovered: []string{}, Known: true, Trust: k.Trust.String()}
+		if act, err := store.ActiveSession(k.Peer); err == nil {
+			pj.Epoch, pj.KeyID, pj.Suite = act.Epoch, act.ID.String(), protocol.Suite(act.Suite).String()
+			t := act.Created.UTC()
+			pj.LastExchange = &t
+			clear(act.Key[:])
+		}
+		out = append(out, pj)
+	}
+	slices.SortFunc(out, func(a, b peerJSON) int { return strings.Compare(a.Peer, b.Peer) })
+	return out, nil
+}
 
 // needDaemon returns a client for the repo's daemon, or says how to start
 // one.
 func needDaemon(c *cli.Command) (*apiClient, error) {
 	dir := c.String("repo")
-	if dir == "" {
-		return nil, usagef("no repo: give --repo DIR or set P2PKEX_PATH")
+	if err := requireRepo(dir); err != nil { // repo.go
+		return nil, err
 	}
 	api := dialAPI(dir)
 	if api == nil {
-		return nil, fmt.Errorf("no daemon running on %s: start one with \"p2pkex daemon --repo %s\"", dir, dir)
+		return nil, fmt.Errorf("no daemon running on %s: start one with \"p2pkex daemon --repo %s\"", dir, shellWord(dir))
 	}
 	return api, nil
+}
+
+// connectJSON is connect --json's output: the daemon's reply with
+// trust_events always present (an empty list rather than absent).
+type connectJSON struct {
+	Peer         string       `json:"peer"`
+	Addr         string       `json:"addr"`
+	SpeaksP2PKEX bool         `json:"p2pkex"`
+	TrustEvents  []trustEvent `json:"trust_events"`
+}
+
+// plural is "1 peer", "2 peers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -42,25 +113,34 @@ func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON
 func peersCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "peers",
-		Usage: "list connected, discovered and known peers (through the daemon)",
+		Usage: "list connected, discovered and known peers",
 		Description: `One line per peer: whether the daemon is connected to it, how it was
 discovered (mdns, dht), its trust state (first-use, verified, changed;
-unknown before any exchange), the epoch, suite and time of the last
-exchange; a classical (not post-quantum) suite is marked "(classical)".
+unknown before any exchange), the epoch, suite and time (RFC 3339) of the
+last exchange; a classical (not post-quantum) suite is marked
+"(classical)". Without a running daemon it reads the repo: the known
+peers, none connected or discovered.
 
-Example:
-  p2pkex peers --repo /tmp/alice`,
+With --json: a list of {"peer", "connected", "connection", "addrs",
+"discovered", "known", "trust", "epoch", "key_id", "suite",
+"last_exchange"}.
+
+Examples:
+  p2pkex peers --repo /tmp/alice
+  p2pkex peers --repo /tmp/alice --json`,
 		Flags: []cli.Flag{repoFlag(), jsonFlag()},
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			api, err := needDaemon(c)
-			if err != nil {
-				return err
-			}
 			var peers []peerJSON
-			if err := api.getJSON(ctx, http.MethodGet, "/v0/peers", &peers); err != nil {
+			err := withRepoOrDaemon(c, func(api *apiClient) error {
+				return api.getJSON(ctx, http.MethodGet, "/v0/peers", &peers)
+			}, func(r *repo) (err error) {
+				peers, err = knownPeers(r.store)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			w := c.Root().Writer
@@ -86,7 +166,7 @@ Example:
 				}
 				if p.LastExchange != nil {
 					epoch = fmt.Sprint(p.Epoch)
-					last = p.LastExchange.Local().Format(time.DateTime)
+					last = p.LastExchange.Local().Format(time.RFC3339)
 				}
 				if p.Suite != "" {
 					suite = suiteLabel(p.Suite)
@@ -106,9 +186,13 @@ func connectCommand() *cli.Command {
 		Description: `MULTIADDR is the peer's full address, ending in /p2p/<peer ID>. Once
 connected, "p2pkex exchange" takes just the peer ID.
 
-Example:
-  p2pkex connect --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
-		Flags: []cli.Flag{repoFlag(),
+With --json: {"peer", "addr", "p2pkex" (whether it speaks /p2pkex/1.0.0),
+"trust_events": [...]}.
+
+Examples:
+  p2pkex connect --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+  p2pkex connect --repo /tmp/alice --json /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
+		Flags: []cli.Flag{repoFlag(), jsonFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long"},
 		},
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -121,6 +205,9 @@ Example:
 			}
 			if len(pi.Addrs) == 0 {
 				return usagef("connect: multiaddr %q needs an address before /p2p/<peer ID>", c.Args().First())
+			}
+			if err := notSelf(c, pi.ID); err != nil { // repo.go
+				return err
 			}
 			api, err := needDaemon(c)
 			if err != nil {
@@ -138,7 +225,14 @@ Example:
 			if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 				return fmt.Errorf("daemon reply: %w", err)
 			}
-			printTrust(c.Root().ErrWriter, withNext(c, rep.TrustEvents))
+			rep.TrustEvents = withNext(c, rep.TrustEvents)
+			printTrust(c.Root().ErrWriter, rep.TrustEvents)
+			if c.Bool("json") {
+				if rep.TrustEvents == nil {
+					rep.TrustEvents = []trustEvent{}
+				}
+				return printJSON(c.Root().Writer, connectJSON(rep))
+			}
 			fmt.Fprintf(c.Root().Writer, "connected to %s\n", rep.Peer)
 			return nil
 		},
@@ -153,7 +247,8 @@ func keysCommand() *cli.Command {
 		Description: `Shows the node's own exchange key (sequence number, fingerprint,
 creation time; the previous one while its grace period lasts) and, for
 every peer it exchanged keys with (or only PEER, a peer ID), the kept
-session epochs with their key IDs, suites and creation times.
+session epochs with their key IDs, suites and creation times (RFC 3339).
+Through the repo's daemon if it runs, else from the repo itself.
 
 Example:
   p2pkex keys --repo /tmp/alice 12D3KooW...`,
@@ -163,27 +258,55 @@ Example:
 				return usagef("keys: want at most one PEER, got %d arguments", c.Args().Len())
 			}
 			path := "/v0/keys"
+			var onlyPeer peer.ID
 			if c.Args().Len() == 1 {
 				pi, err := parsePeerArg(c.Args().First())
 				if err != nil {
 					return err
 				}
+				onlyPeer = pi.ID
 				path += "?peer=" + url.QueryEscape(pi.ID.String())
 			}
-			api, err := needDaemon(c)
-			if err != nil {
-				return err
-			}
 			var rep keysReply
-			if err := api.getJSON(ctx, http.MethodGet, path, &rep); err != nil {
+			err := withRepoOrDaemon(c, func(api *apiClient) error {
+				return api.getJSON(ctx, http.MethodGet, path, &rep)
+			}, func(r *repo) error {
+				var only peer.ID
+				if c.Args().Len() == 1 {
+					only = onlyPeer
+				}
+				if _, _, err := r.store.ExchangeKeys(); errors.Is(err, peerstore.ErrNotFound) {
+					// No node ever ran here: no exchange key, no exchange.
+					rep = keysReply{Peers: []peerKeyset{}}
+					if only != "" {
+						return fmt.Errorf("no keys with %s: no exchange with it yet", only)
+					}
+					return nil
+				}
+				k, err := keysOf(r.store, only) // api_more.go
+				if err == nil {
+					rep = *k
+				}
+				return err
+			})
+			if err != nil && strings.HasSuffix(err.Error(), "no exchange with it yet") {
+				// The same words on both paths, and what to do, with the
+				// user's --repo.
+				return &lineError{fmt.Sprintf("%s: run \"p2pkex exchange%s %s\" first", err, repoArg(c), onlyPeer), err}
+			}
+			if err != nil {
 				return err
 			}
 			w := c.Root().Writer
 			if c.Bool("json") {
 				return printJSON(w, rep)
 			}
-			ts := func(t time.Time) string { return t.Local().Format(time.DateTime) }
-			fmt.Fprintf(w, "exchange key %s  seq %d  created %s\n", rep.Own.Fingerprint, rep.Own.Seq, ts(rep.Own.Created))
+			ts := func(t time.Time) string { return t.Local().Format(time.RFC3339) }
+			if rep.Own.Seq == 0 {
+				fmt.Fprintln(w, "exchange key (none yet: made when a node first runs on the repo)")
+			} else {
+				fmt.Fprintf(w, "exchange key %s  seq %d  created %s\n", rep.Own.Fingerprint, rep.Own.Seq, ts(rep.Own.Created))
+			}
 			if p := rep.Previous; p != nil {
 				fmt.Fprintf(w, "previous     %s  seq %d  destroyed after %s\n", p.Fingerprint, p.Seq, ts(*p.Retire))
 			}
@@ -205,6 +328,11 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the running daemon's peer ID, addresses, uptime, peers and exchanges",
+		Description: `Asks the repo's daemon; without one there is nothing running to report on.
+
+Examples:
+  p2pkex status --repo /tmp/alice
+  p2pkex status --repo /tmp/alice --json`,
 		Flags: []cli.Flag{repoFlag(), jsonFlag()},
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
@@ -225,7 +353,7 @@ func statusCommand() *cli.Command {
 			fmt.Fprintf(w, "peer ID       %s\n", st.PeerID)
 			fmt.Fprintf(w, "exchange key  %s\n", st.Fingerprint)
 			fmt.Fprintf(w, "uptime        %s\n", st.Uptime)
-			fmt.Fprintf(w, "connected     %d peers\n", st.ConnectedPeers)
+			fmt.Fprintf(w, "connected     %s\n", plural(st.ConnectedPeers, "peer"))
 			fmt.Fprintf(w, "exchanges     %d done, %d failed\n", st.ExchangesDone, st.ExchangesFailed)
 			fmt.Fprintf(w, "reachability  %s\n", st.Reachability)
 			for _, r := range st.Relays {

@@ -46,6 +46,11 @@ Examples:
 			{
 				Name:  "responder",
 				Usage: "test a responder: the suite initiates every exchange with the peer",
+				Description: `Dials the implementation at --peer and runs every case against it as
+the initiator.
+
+Example:
+  p2pkex conformance responder --peer /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
 				Flags: append(common(),
 					&cli.StringFlag{Name: "peer", Usage: "the implementation's `MULTIADDR`, ending in /p2p/<peer ID>"}),
 				Action: func(ctx context.Context, c *cli.Command) error {
@@ -81,7 +86,10 @@ Examples:
 the implementation under test to run its exchanges with it, one after
 another, as many as the cases need (about one per case). Run the
 implementation's exchange command against the address in a loop until
-this command exits; exchanges that the suite breaks on purpose fail.`,
+this command exits; exchanges that the suite breaks on purpose fail.
+
+Example:
+  p2pkex conformance initiator --addr-file /tmp/suite.addr`,
 				Flags: append(common(),
 					&cli.StringSliceFlag{Name: "listen", Usage: "listen on `MULTIADDR` (default /ip4/127.0.0.1/tcp/0)"},
 					&cli.StringFlag{Name: "addr-file", Usage: "also write the address to dial to `FILE`"},
@@ -120,6 +128,12 @@ this command exits; exchanges that the suite breaks on purpose fail.`,
 			{
 				Name:  "list",
 				Usage: "list the cases",
+				Description: `One line per case: its section of docs/PROTOCOL.md, name, roles, expected
+result and summary.
+
+Examples:
+  p2pkex conformance list
+  p2pkex conformance list --run 'KEY'`,
 				Flags: []cli.Flag{&cli.StringFlag{Name: "run", Usage: "list only the cases whose name or section matches `REGEXP`"}},
 				Action: func(ctx context.Context, c *cli.Command) error {
 					if err := noArgs(c); err != nil {

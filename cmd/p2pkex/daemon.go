@@ -16,7 +16,8 @@ func daemonCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "daemon",
 		Usage: "serve the key exchange until interrupted",
-		Description: `Creates the repo on first use (identity, config.json, store), listens,
+		Description: `Runs on the repo made by "p2pkex init" (--init creates it first when
+there is none, for scripts), listens,
 prints its full addresses and answers exchanges, printing each as it
 happens. Received messages are kept in the repo's inbox ("p2pkex inbox"
 reads them); only a line of metadata (sender, size) is printed. SIGINT or
@@ -57,6 +58,7 @@ Examples:
   p2pkex daemon --metrics-addr 127.0.0.1:9464
   p2pkex daemon --repo /tmp/alice --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...`,
 		Flags: append(nodeFlags(), repoFlag(),
+			&cli.BoolFlag{Name: "init", Usage: "create the repo first if there is none (as \"p2pkex init\"; for scripts)"},
 			&cli.StringSliceFlag{Name: "listen", Usage: "listen on `MULTIADDR` (repeatable; default TCP and QUIC on all interfaces)"},
 			&cli.BoolFlag{Name: "no-mdns", Usage: "do not announce or look for peers by mDNS on the local network"},
 			&cli.BoolFlag{Name: "no-dht", Usage: "do not run the p2pkex DHT"},
@@ -65,7 +67,7 @@ Examples:
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: any free port)"},
 			&cli.BoolFlag{Name: "relay", Usage: "run a circuit relay v2 service and AutoNAT for nodes behind NATs (for a node with a public address)"},
 			&cli.StringSliceFlag{Name: "relays", Usage: "use the circuit relay at `MULTIADDR` ending in /p2p/<peer ID> (repeatable; default: relays in config.json)"},
-			&cli.StringFlag{Name: "reachability", Usage: "`public` or `private`: skip AutoNAT's detection (private: reserve relay slots at once)"},
+			&cli.StringFlag{Name: "reachability", Usage: "public or private: skip AutoNAT's detection (private: reserve relay slots at once)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			ctx, requestShutdown := context.WithCancel(ctx) // "p2pkex shutdown" (shutdown.go)
@@ -78,7 +80,7 @@ Examples:
 			}
 			dir := c.String("repo")
 			if dir == "" {
-				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
+				return noRepoDir
 			}
 			cfg, err := loadConfig(dir) // config.go; defaults without one
 			if err != nil {
@@ -104,7 +106,8 @@ Examples:
 			if err := node.ProtectProcess(); err != nil {
 				fmt.Fprintf(c.Root().ErrWriter, "p2pkex: warning: %v\n", err)
 			}
-			r, err := openRepo(dir, true)
+			// After the flags' checks: a mistake in them is reported first.
+			r, err := openRepo(dir, c.Bool("init"))
 			if err != nil {
 				return err
 			}

@@ -48,7 +48,7 @@ Examples:
   p2pkex exchange --repo /tmp/alice --json 12D3KooW...`,
 		Flags: append(nodeFlags(), repoFlag(), jsonFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
-			&cli.BoolFlag{Name: "quiet", Usage: "print only the result"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print only the result line (epoch, key ID, peer)"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Len() != 1 {
@@ -59,6 +59,9 @@ Examples:
 				return err
 			}
 			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
+				return err
+			}
+			if err := notSelf(c, pi.ID); err != nil { // repo.go
 				return err
 			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
@@ -92,7 +95,7 @@ Examples:
 
 // exchangeOwnNode runs the exchange on a node of the command's own.
 func exchangeOwnNode(ctx context.Context, c *cli.Command, dir string, pi *peer.AddrInfo, out *progress, quiet bool) (*exchangeJSON, []trustEvent, error) {
-	n, closeNode, err := ownNode(ctx, c, dir, true, pi)
+	n, closeNode, err := ownNode(ctx, c, dir, pi)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -137,6 +140,9 @@ func reportExchange(c *cli.Command, p peer.ID, res *exchangeJSON, events []trust
 	}
 	fmt.Fprintf(w, "epoch %d, key ID %s with %s (%s)\n", res.Epoch, res.KeyID, res.Peer,
 		describeFlags(res.SentOwnKey, res.ReceivedPeerKey))
+	if c.Bool("quiet") {
+		return nil // the result line only, as --quiet says
+	}
 	if res.Suite != "" {
 		fmt.Fprintf(w, "suite %s\n", suiteLabel(res.Suite)) // progress.go
 	}
@@ -183,7 +189,7 @@ func peerIDOf(r *repo) peer.ID {
 func parsePeerAddr(s string) (*peer.AddrInfo, error) {
 	m, err := ma.NewMultiaddr(s)
 	if err != nil {
-		return nil, usagef("malformed multiaddr %q: %v", s, err)
+		return nil, usagef("malformed multiaddr %q: %s", s, multiaddrProblem(s, err))
 	}
 	pi, err := peer.AddrInfoFromP2pAddr(m)
 	if err != nil {
@@ -204,6 +210,36 @@ func shortDialError(err error) string {
 			}
 			return s + " (" + l + ")"
 		}
+	}
+	return s
+}
+
+// dialReason is why a dial failed, in the operating system's or the
+// address's words, without the swarm's wrappings ("failed to dial: failed
+// to dial X: all dials failed ..."): the reason of the first address
+// tried. An address that answers but not as libp2p (a web server, say)
+// ends multistream's negotiation with a message about newlines or an EOF;
+// that is said in a person's words.
+func dialReason(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	reason := lastPart(lines[0])
+	for _, l := range lines[1:] {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "* ") {
+			reason = lastPart(l)
+			break
+		}
+	}
+	switch reason {
+	case "message did not have trailing newline", "unexpected EOF", "EOF", "connection reset by peer",
+		"message too large", "protocols not supported", "protocol not supported":
+		return "the address answers, but not as a libp2p node"
+	}
+	return reason
+}
+
+func lastPart(s string) string {
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
 	}
 	return s
 }
@@ -233,12 +269,11 @@ func explainExchangeError(p peer.ID, err error) error {
 }
 
 // ownNode starts, for a command whose repo has no daemon running, a node
-// of its own on the repo (created if create; newRepoNode), to reach pi; pi must have an
-// address (no daemon knows where it is) and must
-// not be the repo's own peer ID. closeNode stops the node and closes the
-// repo.
-func ownNode(ctx context.Context, c *cli.Command, dir string, create bool, pi *peer.AddrInfo) (n *node.Node, closeNode func(), err error) {
-	r, err := openRepo(dir, create)
+// of its own on the repo (newRepoNode), to reach pi; pi must have an
+// address (no daemon knows where it is) and must not be the repo's own
+// peer ID. closeNode stops the node and closes the repo.
+func ownNode(ctx context.Context, c *cli.Command, dir string, pi *peer.AddrInfo) (n *node.Node, closeNode func(), err error) {
+	r, err := openRepo(dir, false)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -114,6 +114,9 @@ Examples:
 			case c.Bool("hex") && c.Bool("base64"):
 				return usagef("export-key: --hex and --base64 do not go together")
 			}
+			if err := notSelf(c, pi.ID); err != nil { // repo.go
+				return err
+			}
 			dir := c.String("repo")
 			req := exportKeyRequest{Peer: pi.ID.String(), Label: label, Context: []byte(c.String("context")), Length: length}
 			var rep *exportKeyReply

@@ -58,7 +58,7 @@ func TestExportKeyMistakes(t *testing.T) {
 		{[]string{"export-key", "--repo", dir, "--label", "x"}, 2, "export-key: want one PEER (a peer ID), got 0 arguments"},
 		{[]string{"export-key", "--repo", dir, "--label", "x", "nonsense"}, 2, `"nonsense" is neither a peer ID nor a multiaddr ending in /p2p/<peer ID>`},
 		{[]string{"export-key", "--repo", dir, "--label", "x", other}, 1, `no session key with ` + other + `: run "p2pkex exchange --repo ` + dir + ` ` + other + `" first`},
-		{[]string{"export-key", "--repo", dir + "/nowhere", "--label", "x", other}, 1, `no repo at ` + dir + `/nowhere ("p2pkex init --repo ` + dir + `/nowhere" creates one)`},
+		{[]string{"export-key", "--repo", dir + "/nowhere", "--label", "x", other}, 1, `no repo at ` + dir + `/nowhere: run "p2pkex init --repo ` + dir + `/nowhere"`},
 		{[]string{"version", "extra"}, 2, `version: unexpected argument "extra"`},
 		{[]string{"shutdown", "--repo", dir}, 1, "no daemon running on " + dir},
 		{[]string{"shutdown", "--repo", dir, "extra"}, 2, `shutdown: unexpected argument "extra"`},
@@ -87,7 +87,7 @@ func TestExportKeyAPIRefuses(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		var out, errOut strings.Builder
-		done <- run(ctx, []string{"p2pkex", "daemon", "--repo", dir, "--no-mdns", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"}, &out, &errOut)
+		done <- run(ctx, []string{"p2pkex", "daemon", "--init", "--repo", dir, "--no-mdns", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"}, &out, &errOut)
 	}()
 	defer func() { cancel(); <-done }()
 	var api *apiClient

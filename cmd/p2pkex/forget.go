@@ -153,6 +153,9 @@ func forgetAction(ctx context.Context, c *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if err := notSelf(c, p); err != nil { // repo.go
+		return err
+	}
 	call, done, err := forgetClient(ctx, c)
 	if err != nil {
 		return err

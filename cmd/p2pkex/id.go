@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v3"
@@ -19,7 +20,12 @@ func idCommand() *cli.Command {
 		Usage: "print the repo's peer ID, exchange-key fingerprint and addresses",
 		Description: `Asks the repo's daemon if it runs; otherwise reads the repo (then there
 are no addresses to print). --qr shows the first full address as a QR code
-in the terminal, for another device to scan.`,
+in the terminal, for another device to scan.
+
+Examples:
+  p2pkex id --repo /tmp/bob
+  p2pkex id --repo /tmp/bob --json
+  p2pkex id --repo /tmp/bob --qr`,
 		Flags: []cli.Flag{repoFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "qr", Usage: "also show the full address (the peer ID without a daemon) as a QR code"}},
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -82,9 +88,20 @@ in the terminal, for another device to scan.`,
 func parseMultiaddr(s string) (ma.Multiaddr, error) {
 	m, err := ma.NewMultiaddr(s)
 	if err != nil {
-		return nil, usagef("malformed multiaddr %q: %v", s, err)
+		return nil, usagef("malformed multiaddr %q: %s", s, multiaddrProblem(s, err))
 	}
 	return m, nil
+}
+
+// multiaddrProblem is go-multiaddr's reason without its own copy of the
+// input ("failed to parse multiaddr \"X\": ..."), which the line names
+// already.
+func multiaddrProblem(s string, err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{fmt.Sprintf("failed to parse multiaddr %q: ", s), "failed to parse multiaddr: "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	return msg
 }
 
 func rotateCommand() *cli.Command {
@@ -92,8 +109,13 @@ func rotateCommand() *cli.Command {
 		Name:  "rotate",
 		Usage: "replace the repo's exchange key (through the daemon if it runs)",
 		Description: `Peers holding the old fingerprint receive the new key in phase 2 of
-their next exchange; the old private key is destroyed by the rotation.`,
-		Flags: append(nodeFlags(), repoFlag()),
+their next exchange; the old private key is destroyed by the rotation.
+With --json: {"fingerprint": new, "previous": old}.
+
+Examples:
+  p2pkex rotate --repo /tmp/bob
+  p2pkex rotate --repo /tmp/bob --json`,
+		Flags: append(nodeFlags(), repoFlag(), jsonFlag()),
 		Action: func(ctx context.Context, c *cli.Command) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -101,7 +123,6 @@ their next exchange; the old private key is destroyed by the rotation.`,
 			if err := checkNodeFlags(c); err != nil {
 				return err
 			}
-			w := c.Root().Writer
 			if api := dialAPI(c.String("repo")); api != nil {
 				if err := ownNodeOnly(c, c.String("repo")); err != nil { // exchange.go
 					return err
@@ -110,8 +131,7 @@ their next exchange; the old private key is destroyed by the rotation.`,
 				if err := api.getJSON(ctx, "POST", "/v0/rotate", &rep); err != nil {
 					return err
 				}
-				fmt.Fprintf(w, "exchange key %s (was %s)\n", rep.Fingerprint, rep.Previous)
-				return nil
+				return printRotated(c, rep)
 			}
 			r, err := openRepo(c.String("repo"), false)
 			if err != nil {
@@ -127,8 +147,16 @@ their next exchange; the old private key is destroyed by the rotation.`,
 			if err := n.RotateExchangeKey(); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "exchange key %s (was %s)\n", n.Fingerprint(), before)
-			return nil
+			return printRotated(c, rotateReply{Fingerprint: n.Fingerprint().String(), Previous: before.String()})
 		},
 	}
+}
+
+func printRotated(c *cli.Command, rep rotateReply) error {
+	w := c.Root().Writer
+	if c.Bool("json") {
+		return printJSON(w, rep)
+	}
+	fmt.Fprintf(w, "exchange key %s (was %s)\n", rep.Fingerprint, rep.Previous)
+	return nil
 }

@@ -36,7 +36,7 @@ func reach(ctx context.Context, n *node.Node, pi *peer.AddrInfo) error {
 		return &lineError{fmt.Sprintf("cannot reach %s: timed out", pi.ID), err}
 	}
 	// The node's error stays behind the line for its trust events.
-	return &lineError{fmt.Sprintf("cannot reach %s: %s", pi.ID, shortDialError(err)), err} // app.go
+	return &lineError{fmt.Sprintf("cannot reach %s: %s", pi.ID, dialReason(err)), err} // exchange.go
 }
 
 // clearBackoff forgets the failed dials to p: the user asked for this one,

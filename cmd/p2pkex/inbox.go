@@ -21,7 +21,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -338,12 +337,9 @@ func inboxFromDaemon(ctx context.Context, api *apiClient, from peer.ID, follow b
 // read-only (bbolt's shared lock: the daemon, which holds it exclusively,
 // is not running).
 func inboxFromFile(dir string, from peer.ID, print func(inboxJSON) error) (int, error) {
-	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
-		return 0, fmt.Errorf("repo %s is not a directory", dir)
-	}
-	if _, err := os.Stat(filepath.Join(dir, identityFile)); errors.Is(err, fs.ErrNotExist) {
-		// Not a repo (a typo in --repo?): say so rather than "no messages".
-		return 0, fmt.Errorf("no repo at %s (\"p2pkex init --repo %s\" creates one)", dir, dir)
+	// Not a repo (a typo in --repo?): say so rather than "no messages".
+	if err := requireRepo(dir); err != nil { // repo.go
+		return 0, err
 	}
 	cfg, err := loadConfig(dir)
 	if err != nil {

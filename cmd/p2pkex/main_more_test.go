@@ -80,7 +80,13 @@ func cmdPeerID(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	api := dialAPI(ts.MkAbs(args[0]))
 	if api == nil {
-		ts.Fatalf("no daemon on %s", args[0])
+		// No daemon: the repo's identity file says it.
+		sk, err := loadOrCreateIdentity(filepath.Join(ts.MkAbs(args[0]), identityFile), false)
+		ts.Check(err)
+		id, err := peer.IDFromPrivateKey(sk)
+		ts.Check(err)
+		ts.Setenv(args[1], id.String())
+		return
 	}
 	var id idReply
 	ts.Check(api.getJSON(context.Background(), "GET", "/v0/id", &id))

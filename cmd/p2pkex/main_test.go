@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ func TestMain(m *testing.M) {
 		"p2pkex":     main,
 		"plainhost":  plainHost,
 		"downgrader": downgrader, // main_hostile_test.go
+		"notlibp2p":  notLibp2p,  // cli_test.go
 	})
 }
 
@@ -41,6 +43,7 @@ func TestScripts(t *testing.T) {
 			"sleep":        cmdSleep,        // main_more_test.go
 			"forgerecord":  cmdForgeRecord,  // main_hostile_test.go
 			"waitkey":      cmdWaitKey,      // exportkey_test.go
+			"exits":        cmdExits,        // cli_test.go
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GOLOG_LOG_LEVEL", "error")
@@ -141,6 +144,26 @@ func TestDemo(t *testing.T) {
 			}
 			if strings.Count(got, "keys agree") != 3 {
 				t.Errorf("want 3 agreements:\n%s", got)
+			}
+			// It closes with the safety number; the full demo explains its
+			// words and says what to try next, --quiet does not.
+			if !regexp.MustCompile(`(?m)^Safety number of Alice and Bob: (\d{5} ){11}\d{5}$`).MatchString(got) {
+				t.Errorf("no safety number:\n%s", got)
+			}
+			quiet := strings.Contains(strings.Join(args, " "), "--quiet")
+			for _, want := range []string{"Now try two daemons", "  key part  ", "  notice  ", "  exchange key  ", "-> START"} {
+				if strings.Contains(got, want) == quiet {
+					t.Errorf("quiet %v, output has %q: %v\n%s", quiet, want, !quiet, got)
+				}
+			}
+			// Alice's lines are on the left, Bob's on the right, phase by
+			// phase: the first notice row reads Alice's START sent, Bob's
+			// received.
+			if !quiet && !regexp.MustCompile(`(?m)^ +-> START +\d+ B +<- START +\d+ B$`).MatchString(got) {
+				t.Errorf("no START row in two columns:\n%s", got)
+			}
+			if !strings.Contains(got, "Alice (initiator)") || !strings.Contains(got, "Bob (responder)") {
+				t.Errorf("columns not labelled:\n%s", got)
 			}
 		})
 	}

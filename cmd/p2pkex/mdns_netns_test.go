@@ -36,8 +36,8 @@ func TestDaemonMDNSAcrossNetns(t *testing.T) {
 		return netnstest.Start(t, ns+" p2pkex "+args[0], cmd)
 	}
 	const wait = 40 * time.Second
-	alice := p2pkex(nsA, "daemon", "--repo", filepath.Join(dir, "alice"), "--listen", "/ip4/"+netnstest.AddrA+"/tcp/0")
-	bob := p2pkex(nsB, "daemon", "--repo", filepath.Join(dir, "bob"), "--listen", "/ip4/"+netnstest.AddrB+"/tcp/0")
+	alice := p2pkex(nsA, "daemon", "--init", "--repo", filepath.Join(dir, "alice"), "--listen", "/ip4/"+netnstest.AddrA+"/tcp/0")
+	bob := p2pkex(nsB, "daemon", "--init", "--repo", filepath.Join(dir, "bob"), "--listen", "/ip4/"+netnstest.AddrB+"/tcp/0")
 	idA := alice.Await(t, wait, "p2pkex daemon ", "")
 	idB := bob.Await(t, wait, "p2pkex daemon ", "")
 

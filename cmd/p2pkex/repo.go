@@ -7,8 +7,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/peerstore"
 )
@@ -43,22 +46,89 @@ type repo struct {
 	store    peerstore.Store
 }
 
-// openRepo opens dir, creating it when create is set. It takes the store's
-// lock: one process per repo.
+// noRepoDir is the mistake of a command run without a repo to run on.
+var noRepoDir = usagef("no repo: give --repo DIR or set P2PKEX_PATH (there is no home directory for ~/%s)", defaultRepo)
+
+// requireRepo checks that dir is an initialised repo (it has an identity).
+// Only "p2pkex init" and "p2pkex daemon --init" create one: a mistyped
+// --repo must not become a new identity without a word (as kubo refuses
+// and says "ipfs init").
+func requireRepo(dir string) error {
+	if dir == "" {
+		return noRepoDir
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return noRepo(dir)
+	case err != nil:
+		return fmt.Errorf("repo %s: %w", dir, pathProblem(err))
+	case !st.IsDir():
+		return fmt.Errorf("repo %s is not a directory", dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, identityFile)); errors.Is(err, fs.ErrNotExist) {
+		return noRepo(dir)
+	}
+	return nil
+}
+
+// notSelf refuses the repo's own peer ID before either path runs (the
+// daemon's or the command's own node), so that both answer with the same
+// line and exit code. It reads identity.key, which the daemon's lock does
+// not cover; a missing or broken repo is left to the path taken to report.
+func notSelf(c *cli.Command, id peer.ID) error {
+	sk, err := loadOrCreateIdentity(filepath.Join(c.String("repo"), identityFile), false)
+	if err != nil {
+		return nil
+	}
+	if own, err := peer.IDFromPrivateKey(sk); err == nil && own == id {
+		return usagef("%s: %s is this repo's own peer ID", c.Name, id)
+	}
+	return nil
+}
+
+func noRepo(dir string) error {
+	return fmt.Errorf("no repo at %s: run \"p2pkex init --repo %s\"", dir, shellWord(dir))
+}
+
+// shellWord quotes s for a command a person copies into a shell.
+func shellWord(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t'\"$\\`;&|*?<>()#~") {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return s
+}
+
+// pathProblem is the operating system's reason without the Go wrapping
+// ("stat X: permission denied" -> "permission denied").
+func pathProblem(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// openRepo opens dir, creating it when create is set (init, daemon
+// --init); otherwise dir must be a repo already (requireRepo). It takes
+// the store's lock: one process per repo.
 func openRepo(dir string, create bool) (*repo, error) {
 	if dir == "" {
-		return nil, usagef("no repo: give --repo DIR or set P2PKEX_PATH (there is no home directory for ~/%s)", defaultRepo)
+		return nil, noRepoDir
+	}
+	if !create {
+		if err := requireRepo(dir); err != nil {
+			return nil, err
+		}
 	}
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && create:
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create repo: %w", err)
+			return nil, fmt.Errorf("create repo %s: %w", dir, pathProblem(err))
 		}
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("no repo at %s (\"p2pkex init --repo %s\" creates one)", dir, dir)
 	case err != nil:
-		return nil, fmt.Errorf("repo %s: %w", dir, err)
+		return nil, fmt.Errorf("repo %s: %w", dir, pathProblem(err))
 	case !st.IsDir():
 		return nil, fmt.Errorf("repo %s is not a directory", dir)
 	}

@@ -32,6 +32,26 @@ type sendReply struct {
 	TrustEvents []trustEvent `json:"trust_events,omitempty"` // trustevents.go
 }
 
+// sendJSON is send --json's output: stable field names (README).
+type sendJSON struct {
+	Peer        string       `json:"peer"`
+	Delivered   bool         `json:"delivered"` // always true: a failure exits 1 with a line on stderr
+	Size        int          `json:"size"`      // the message's bytes
+	TrustEvents []trustEvent `json:"trust_events"`
+}
+
+func printSent(c *cli.Command, peerID string, size int, events []trustEvent) error {
+	w := c.Root().Writer
+	if c.Bool("json") {
+		if events == nil {
+			events = []trustEvent{}
+		}
+		return printJSON(w, sendJSON{Peer: peerID, Delivered: true, Size: size, TrustEvents: events})
+	}
+	fmt.Fprintf(w, "delivered to %s\n", peerID)
+	return nil
+}
+
 func sendCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "send",
@@ -49,8 +69,11 @@ repo's daemon if it runs, else with a node of its own on the repo.
 Examples:
   p2pkex send --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... 'hello bob'
   p2pkex send --repo /tmp/alice 12D3KooW... 'hello again'
-  date | p2pkex send --repo /tmp/alice 12D3KooW... -`,
-		Flags: append(nodeFlags(), repoFlag(),
+  date | p2pkex send --repo /tmp/alice 12D3KooW... -
+  p2pkex send --repo /tmp/alice --json 12D3KooW... 'hello'
+
+With --json: {"peer", "delivered": true, "size", "trust_events": [...]}.`,
+		Flags: append(nodeFlags(), repoFlag(), jsonFlag(),
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
 		),
 		Action: func(ctx context.Context, c *cli.Command) error {
@@ -76,9 +99,11 @@ Examples:
 			if err := checkNodeFlags(c); err != nil { // bad flags fail before anything runs
 				return err
 			}
+			if err := notSelf(c, pi.ID); err != nil { // repo.go
+				return err
+			}
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 			defer cancel()
-			w := c.Root().Writer
 			dir := c.String("repo")
 			if api := dialAPI(dir); api != nil {
 				if err := ownNodeOnly(c, dir); err != nil { // exchange.go
@@ -94,22 +119,22 @@ Examples:
 				if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 					return fmt.Errorf("daemon reply: %w", err)
 				}
-				printTrust(c.Root().ErrWriter, withNext(c, rep.TrustEvents))
-				fmt.Fprintf(w, "delivered to %s\n", rep.Peer)
-				return nil
+				events := withNext(c, rep.TrustEvents)
+				printTrust(c.Root().ErrWriter, events)
+				return printSent(c, rep.Peer, len(msg), events)
 			}
-			n, closeNode, err := ownNode(ctx, c, dir, false, pi) // exchange.go
+			n, closeNode, err := ownNode(ctx, c, dir, pi) // exchange.go
 			if err != nil {
 				return err
 			}
 			defer closeNode()
 			events, err := connectAndSend(ctx, n, pi, []byte(msg))
-			printTrust(c.Root().ErrWriter, withNext(c, events))
+			events = withNext(c, events)
+			printTrust(c.Root().ErrWriter, events)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "delivered to %s\n", pi.ID)
-			return nil
+			return printSent(c, pi.ID.String(), len(msg), events)
 		},
 	}
 }

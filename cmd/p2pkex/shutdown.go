@@ -55,8 +55,8 @@ Example:
 				return err
 			}
 			dir := c.String("repo")
-			if dir == "" {
-				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
+			if err := requireRepo(dir); err != nil { // repo.go
+				return err
 			}
 			api := dialAPI(dir)
 			if api == nil {

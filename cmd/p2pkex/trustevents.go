@@ -126,11 +126,7 @@ func repoArg(c *cli.Command) string {
 	if !c.IsSet("repo") {
 		return ""
 	}
-	dir := c.String("repo")
-	if strings.ContainsAny(dir, " \t'\"$\\") {
-		dir = "'" + strings.ReplaceAll(dir, "'", `'\''`) + "'"
-	}
-	return " --repo " + dir
+	return " --repo " + shellWord(c.String("repo")) // repo.go
 }
 
 // withNext fills in each event's next step, with the user's --repo.

@@ -182,6 +182,9 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if err := notSelf(c, p); err != nil { // repo.go
+		return err
+	}
 	req := verifyRequest{Peer: p.String(), Number: c.String("number"), Yes: c.Bool("yes"), Revoke: c.Bool("revoke")}
 	confirm := c.Bool("confirm")
 	switch {
