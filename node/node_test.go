@@ -126,6 +126,17 @@ func TestSimultaneousStart(t *testing.T) {
 	var gate atomic.Pointer[chan struct{}]
 	gated := func() Option { return WithStore(gatedCommitStore{ps.NewMemory(), &gate}) }
 	a, b := newNode(t, gated()), newNode(t, gated())
+	// A failed round must not leave installs held at the gate: the nodes'
+	// Close (cleanups registered earlier run later) would wait for them.
+	t.Cleanup(func() {
+		if g := gate.Swap(nil); g != nil {
+			select {
+			case <-*g:
+			default:
+				close(*g)
+			}
+		}
+	})
 	introduce(a, b)
 	introduce(b, a)
 	require.NoError(t, a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}))
