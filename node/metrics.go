@@ -88,7 +88,7 @@ func WithMetricsTracer(t MetricsTracer) Option {
 // limit), "conflict" (simultaneous start, resolved by the tie-break),
 // "aborted" (the peer sent ABORT), "refused" (the trust policy, a rollback
 // of the peer's record, another identity answering at the peer's address,
-// a suite downgrade: docs/SECURITY.md section 6), "closed" or "error".
+// a suite downgrade: docs/SECURITY.md, "Trust"), "closed" or "error".
 func ExchangeResult(err error) string {
 	var ae *protocol.AbortError
 	switch {

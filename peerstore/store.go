@@ -25,7 +25,7 @@
 // or pruned, a session epoch beyond KeepEpochs — is destroyed, not only
 // unlinked: the memory store overwrites it; the bbolt store makes it
 // unrecoverable from its files (even from the pages bbolt frees) by
-// crypto-shredding, see shred.go and docs/SECURITY.md section 10. Each
+// crypto-shredding, see shred.go and docs/SECURITY.md, "Destroyed keys". Each
 // implementation deletes secrets through one internal path (bolt.go:
 // writeTx.deleteSession, deletePeerSessions, deleteExchangeKey; memory.go:
 // wipeSessions, deletePeerSessions), which any new way of dropping them

@@ -56,7 +56,7 @@ type config struct {
 type trustConfig struct {
 	// Policy: what the daemon does when a peer's exchange key changes in
 	// a way its rotation records do not account for (docs/SECURITY.md,
-	// section 6): "tofu" refuses it for verified peers, "strict" always,
+	// "Trust"): "tofu" refuses it for verified peers, "strict" always,
 	// "accept" never (--trust-policy overrides). Every command that runs a
 	// node applies it, with or without a daemon. Default "tofu".
 	Policy string `json:"policy"`

@@ -1,7 +1,7 @@
 package main
 
-// The peer named is the peer you get (docs/SECURITY.md, "the peer ID is
-// the identity"): a command that names a peer (/p2p/<ID>, a peer ID) works
+// The peer named is the peer you get (docs/SECURITY.md, "Trust",
+// the identity rule): a command that names a peer (/p2p/<ID>, a peer ID) works
 // with that peer or fails. Another identity answering at its address is
 // never used in its place, under any trust policy: the dial fails with one
 // line naming the address, the identity expected and the identity that
