@@ -102,6 +102,7 @@ Start with:
   p2pkex demo
 
 Two nodes on one machine:
+  p2pkex init --repo /tmp/alice && p2pkex init --repo /tmp/bob
   p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001
   p2pkex exchange --repo /tmp/alice /ip4/127.0.0.1/tcp/4001/p2p/<Bob's peer ID>
   p2pkex id --repo /tmp/bob

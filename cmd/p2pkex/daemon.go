@@ -52,9 +52,9 @@ tries a direct connection, which later exchanges use.
 
 Examples:
   p2pkex daemon --repo /tmp/bob --listen /ip4/127.0.0.1/tcp/4001
-  p2pkex daemon --repo /tmp/relay --relay --listen /ip4/0.0.0.0/tcp/4001
+  p2pkex daemon --init --repo /tmp/relay --relay --listen /ip4/0.0.0.0/tcp/4001
   p2pkex daemon --repo /tmp/carol --relays /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW...
-  p2pkex daemon --repo /tmp/boot --dht-server --no-mdns
+  p2pkex daemon --init --repo /tmp/boot --dht-server --no-mdns
   p2pkex daemon --metrics-addr 127.0.0.1:9464
   p2pkex daemon --repo /tmp/alice --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...`,
 		Flags: append(nodeFlags(), repoFlag(),
