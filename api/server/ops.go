@@ -133,7 +133,7 @@ func (s *Server) Connect(ctx context.Context, addr string) (*api.ConnectReply, e
 	if err := reach(ctx, s.n, pi); err != nil {
 		return nil, api.Wrap(api.CodePeer, OneLine(err), err, trustEventsOf(nil, err))
 	}
-	rep := &api.ConnectReply{Peer: pi.ID.String(), TrustEvents: trustEventsOf(nil, nil)}
+	rep := &api.ConnectReply{Peer: pi.ID.String()}
 	if conns := s.n.Host().Network().ConnsToPeer(pi.ID); len(conns) > 0 {
 		rep.Addr = conns[0].RemoteMultiaddr().String()
 	}
@@ -150,11 +150,11 @@ func (s *Server) Send(ctx context.Context, addr, msg string) (*api.SendReply, er
 	if err != nil {
 		return nil, err
 	}
-	if k, err := s.n.ActiveKey(pi.ID); err != nil {
+	k, err := s.n.ActiveKey(pi.ID)
+	if err != nil {
 		return nil, api.Wrap(api.CodeNoSession, fmt.Sprintf("no session key with %s: run \"p2pkex exchange\" first", pi.ID), err, nil)
-	} else {
-		clear(k.Key[:])
 	}
+	clear(k.Key[:])
 	if err := reach(ctx, s.n, pi); err != nil {
 		return nil, api.Wrap(api.CodePeer, OneLine(err), err, trustEventsOf(nil, err))
 	}

@@ -139,3 +139,14 @@ func isUsage(err error) bool {
 	var ae *api.Error
 	return errors.As(err, &ue) || errors.As(err, &ae) && ae.Code == api.CodeBadRequest
 }
+
+// timedOut is err, or, when the command's --timeout ended the daemon's
+// answer, the line the command's own node gives ("exchange with X timed
+// out"): the same words on both paths.
+func timedOut(err error, format string, args ...any) error {
+	var te *client.TransportError
+	if errors.As(err, &te) && errors.Is(err, context.DeadlineExceeded) {
+		return &lineError{fmt.Sprintf(format, args...), err}
+	}
+	return err
+}

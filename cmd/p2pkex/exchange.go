@@ -80,6 +80,7 @@ Examples:
 				})
 				return err
 			})
+			err = timedOut(err, "exchange with %s timed out", pi.ID) // backend.go
 			events := apiTrustEvents(err)
 			if res != nil {
 				events = res.TrustEvents

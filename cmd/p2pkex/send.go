@@ -96,6 +96,7 @@ With --json: {"peer", "delivered": true, "size", "trust_events": [...]}.`,
 				rep, err = b.Send(ctx, addr, msg)
 				return err
 			})
+			err = timedOut(err, "send to %s timed out", pi.ID) // backend.go
 			if err != nil {
 				printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 				return err
