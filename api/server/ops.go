@@ -101,7 +101,7 @@ func (s *Server) Exchange(ctx context.Context, addr string, onProgress func(stri
 }
 
 // connectAndExchange dials pi and runs one exchange with pi.ID (never with
-// another identity: identity.go), with errors a user can act on, and
+// another identity: peer.go), with errors a user can act on, and
 // returns the exchange's trust events, also when it failed.
 func connectAndExchange(ctx context.Context, n *node.Node, pi *peer.AddrInfo) (*node.KeyInfo, []api.TrustEvent, error) {
 	if err := reach(ctx, n, pi); err != nil {

@@ -119,7 +119,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			inboxCommand(),  // inbox.go
 			verifyCommand(), // verify.go
 			forgetCommand(), // forget.go
-			chatCommand(),   // api_trust.go
+			chatCommand(),   // chat.go
 			peersCommand(),
 			connectCommand(),
 			keysCommand(),

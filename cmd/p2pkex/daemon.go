@@ -126,9 +126,9 @@ Examples:
 			defer n.Close()
 
 			defer printRefusedMessages(n, out)() // send.go
-			defer printTrustWarnings(n, out)()   // api_trust.go
+			defer printTrustWarnings(n, out)()   // chat.go
 			if metricsAddr != "" {
-				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
+				stopMetrics, err := serveMetrics(metricsAddr) // metrics.go
 				if err != nil {
 					return err
 				}
