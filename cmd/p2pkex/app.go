@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,8 @@ import (
 	golog "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/urfave/cli/v3"
+
+	"github.com/p2pkex/p2pkex/api/server"
 )
 
 // usageError marks a mistake in the command line, reported with exit code 2.
@@ -57,33 +58,15 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		return 130
 	}
 	fmt.Fprintf(stderr, "p2pkex: %s\n", oneLine(err))
-	var ue usageError
-	if errors.As(err, &ue) || isFlagError(err) {
+	if isUsage(err) || isFlagError(err) { // backend.go
 		return 2
 	}
 	return 1
 }
 
-func oneLine(err error) string {
-	return withoutRepeats(strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
-}
-
-// withoutRepeats drops the parts of an error line that repeat one already
-// said: libp2p's errors wrap the same words at several layers ("stream
-// reset: stream reset: connection closed: stream reset: ...").
-func withoutRepeats(s string) string {
-	parts := strings.Split(s, ": ")
-	seen := make(map[string]bool, len(parts))
-	out := parts[:0]
-	for _, p := range parts {
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		out = append(out, p)
-	}
-	return strings.Join(out, ": ")
-}
+// oneLine is err as the one line run prints (server.OneLine: the API's
+// errors and the command's own read alike).
+func oneLine(err error) string { return server.OneLine(err) }
 
 // isFlagError recognises urfave/cli's own parse errors.
 func isFlagError(err error) bool {
@@ -137,7 +120,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			inboxCommand(),  // inbox.go
 			verifyCommand(), // verify.go
 			forgetCommand(), // forget.go
-			chatCommand(),   // api_trust.go
+			chatCommand(),   // chat.go
 			peersCommand(),
 			connectCommand(),
 			keysCommand(),

@@ -65,7 +65,7 @@ func TestWithoutRepeats(t *testing.T) {
 		"exchange with X failed: timeout":                                           "exchange with X failed: timeout",
 		"a: b: a":                                                                   "a: b",
 	} {
-		require.Equal(t, want, withoutRepeats(in), in)
+		require.Equal(t, want, oneLine(errors.New(in)), in)
 	}
 	require.Equal(t, "1 peer", plural(1, "peer"))
 	require.Equal(t, "0 peers", plural(0, "peer"))

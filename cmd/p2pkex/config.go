@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pkex/p2pkex/api/server"
 	"github.com/p2pkex/p2pkex/inbox"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -182,7 +183,7 @@ func loadConfig(dir string) (*config, error) {
 // check validates every setting.
 func (c *config) check() error {
 	for _, a := range c.Listen {
-		if _, err := parseMultiaddr(a); err != nil {
+		if _, err := server.ParseMultiaddr(a); err != nil {
 			return fmt.Errorf("listen: %v", err)
 		}
 	}
@@ -274,7 +275,7 @@ func peerAddrs(what string, addrs []string) ([]peer.AddrInfo, error) {
 	var out []peer.AddrInfo
 	index := map[peer.ID]int{}
 	for _, s := range addrs {
-		pi, err := parsePeerAddr(s)
+		pi, err := server.ParsePeerAddr(s)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -345,7 +346,7 @@ func daemonConfig(cfg *config, c cliFlags) ([]node.Option, error) {
 		listen = c.StringSlice("listen")
 	}
 	for _, a := range listen {
-		if _, err := parseMultiaddr(a); err != nil {
+		if _, err := server.ParseMultiaddr(a); err != nil {
 			return nil, err
 		}
 	}

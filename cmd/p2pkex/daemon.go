@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v3"
 
+	"github.com/p2pkex/p2pkex/api/server"
 	"github.com/p2pkex/p2pkex/node"
 )
 
@@ -23,7 +24,7 @@ happens. Received messages are kept in the repo's inbox ("p2pkex inbox"
 reads them); only a line of metadata (sender, size) is printed. SIGINT or
 SIGTERM stops it cleanly. While it runs, the other
 commands work through its control socket (DIR/api.sock; DIR/api holds
-its path).
+its path; docs/API.md).
 
 Settings come from DIR/config.json (listen addresses, bootstrap peers,
 discovery, limits, message grace; "p2pkex init" writes the defaults); the
@@ -125,20 +126,21 @@ Examples:
 			defer n.Close()
 
 			defer printRefusedMessages(n, out)() // send.go
-			defer printTrustWarnings(n, out)()   // api_trust.go
+			defer printTrustWarnings(n, out)()   // chat.go
 			if metricsAddr != "" {
-				stopMetrics, err := serveMetrics(metricsAddr) // api_more.go
+				stopMetrics, err := serveMetrics(metricsAddr) // metrics.go
 				if err != nil {
 					return err
 				}
 				defer stopMetrics()
 			}
-			stopAPI, err := serveAPI(n, r.dir, ib.handler, exportKeyAPI(n), shutdownAPI(n, requestShutdown)) // inbox.go, exportkey.go, shutdown.go
-			if err != nil {
+			// The control API (api/server): "p2pkex shutdown" stops the
+			// daemon as a SIGINT would.
+			srv := server.New(n, server.Options{Dir: r.dir, Inbox: ib.ib, Shutdown: requestShutdown, Metrics: metricsURL})
+			if err := srv.Start(); err != nil {
 				return err
 			}
-			defer stopAPI()
-			defer ib.stopFollowers() // before the API server waits for its streams
+			defer srv.Close() // ends inbox followers and chats first, then stops serving
 			out.printf("p2pkex daemon %s\n", n.ID())
 			out.printf("exchange key %s\n", n.Fingerprint())
 			for _, a := range n.Addrs() {

@@ -4,17 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
-	"github.com/p2pkex/p2pkex/node"
+	"github.com/p2pkex/p2pkex/api"
+	"github.com/p2pkex/p2pkex/api/server"
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
@@ -22,26 +18,6 @@ import (
 // key with a peer (docs/PROTOCOL.md, section 11.7; node.Node.ExportKey).
 // Through the repo's daemon (POST /v0/export-key) if it runs, else with a
 // node of the command's own on the repo.
-
-// exportKeyRequest is the body of POST /v0/export-key. Context is base64
-// in JSON, as any []byte.
-type exportKeyRequest struct {
-	Peer    string `json:"peer"`
-	Label   string `json:"label"`
-	Context []byte `json:"context"`
-	Length  int    `json:"length"`
-}
-
-// exportKeyReply is the answer of POST /v0/export-key: the key (base64 in
-// JSON) and the session it came from. A peer without a session key is
-// answered 404, a request outside the exporter's bounds 400, each with an
-// apiErrorJSON.
-type exportKeyReply struct {
-	Peer  string `json:"peer"`
-	Epoch uint64 `json:"epoch"`
-	KeyID string `json:"key_id"`
-	Key   []byte `json:"key"`
-}
 
 // exportKeyJSON is "export-key --json"'s output. Its fields are stable:
 // peer, label, context (as given), length, epoch, key_id, encoding ("hex"
@@ -56,9 +32,6 @@ type exportKeyJSON struct {
 	Encoding string `json:"encoding"`
 	Key      string `json:"key"`
 }
-
-// errNoSession is a peer without a session key, on either path.
-var errNoSession = errors.New("no session key")
 
 func exportKeyCommand() *cli.Command {
 	return &cli.Command{
@@ -99,7 +72,7 @@ Examples:
 			if c.Args().Len() != 1 {
 				return usagef("export-key: want one PEER (a peer ID), got %d arguments", c.Args().Len())
 			}
-			pi, err := parsePeerArg(c.Args().First()) // api_more.go
+			pi, err := server.ParsePeer(c.Args().First())
 			if err != nil {
 				return err
 			}
@@ -117,15 +90,13 @@ Examples:
 			if err := notSelf(c, pi.ID); err != nil { // repo.go
 				return err
 			}
-			dir := c.String("repo")
-			req := exportKeyRequest{Peer: pi.ID.String(), Label: label, Context: []byte(c.String("context")), Length: length}
-			var rep *exportKeyReply
-			if api := dialAPI(dir); api != nil {
-				rep, err = api.exportKey(ctx, req)
-			} else {
-				rep, err = exportKeyOwnNode(ctx, c, dir, pi.ID, req)
-			}
-			if errors.Is(err, errNoSession) {
+			req := api.ExportKeyRequest{Peer: pi.ID.String(), Label: label, Context: []byte(c.String("context")), Length: length}
+			var rep *api.ExportKeyReply
+			err = onBackend(ctx, c, nil, func(b backend) (err error) { // backend.go
+				rep, err = b.ExportKey(ctx, req)
+				return err
+			})
+			if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeNoSession {
 				return fmt.Errorf("no session key with %s: run \"p2pkex exchange%s %s\" first", pi.ID, repoArg(c), pi.ID)
 			}
 			if err != nil {
@@ -145,118 +116,4 @@ Examples:
 			return err
 		},
 	}
-}
-
-// exportKeyOwnNode exports the key with a node of the command's own on the
-// repo, which must exist.
-func exportKeyOwnNode(ctx context.Context, c *cli.Command, dir string, p peer.ID, req exportKeyRequest) (*exportKeyReply, error) {
-	r, err := openRepo(dir, false) // repo.go
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if p == peerIDOf(r) {
-		return nil, usagef("export-key: %s is this repo's own peer ID", p)
-	}
-	n, err := newRepoNode(ctx, c, r) // nodeconfig.go
-	if err != nil {
-		return nil, err
-	}
-	defer n.Close()
-	return exportKeyOf(n, p, req)
-}
-
-// exportKeyOf runs the exporter of n, on either path.
-func exportKeyOf(n *node.Node, p peer.ID, req exportKeyRequest) (*exportKeyReply, error) {
-	k, err := n.Export(p, req.Label, req.Context, req.Length)
-	if errors.Is(err, node.ErrNoKey) {
-		return nil, fmt.Errorf("%w with %s", errNoSession, p)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &exportKeyReply{Peer: p.String(), Epoch: k.Epoch, KeyID: k.KeyID.String(), Key: k.Key}, nil
-}
-
-// exportKeyAPI serves POST /v0/export-key on the daemon's control API
-// (given to serveAPI).
-func exportKeyAPI(n *node.Node) func(*http.ServeMux) {
-	return func(mux *http.ServeMux) { handleExportKeyAPI(mux, n) }
-}
-
-func handleExportKeyAPI(mux *http.ServeMux, n *node.Node) {
-	mux.HandleFunc("POST /v0/export-key", func(w http.ResponseWriter, r *http.Request) {
-		var req exportKeyRequest
-		// A label of at most 239 bytes; the context is bounded here only
-		// by the request size (JSON escaping and base64 grow it).
-		if !decodeRequest(w, r, 1<<20, &req) {
-			return
-		}
-		p, err := peer.Decode(req.Peer)
-		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("%q is not a peer ID", req.Peer), nil)
-			return
-		}
-		if p == n.ID() {
-			writeAPIError(w, http.StatusBadRequest, usagef("export-key: %s is this repo's own peer ID", p), nil)
-			return
-		}
-		rep, err := exportKeyOf(n, p, req)
-		switch {
-		case errors.Is(err, errNoSession):
-			writeAPIError(w, http.StatusNotFound, err, nil)
-		case errors.Is(err, protocol.ErrExport):
-			writeAPIError(w, http.StatusBadRequest, err, nil)
-		case err != nil:
-			writeAPIError(w, http.StatusInternalServerError, err, nil)
-		default:
-			writeJSON(w, rep)
-			clear(rep.Key)
-		}
-	})
-}
-
-// exportKey asks the daemon for a key. A 404 is errNoSession and a 400 a
-// usage error, so that both paths give the same words and exit codes.
-func (a *apiClient) exportKey(ctx context.Context, req exportKeyRequest) (*exportKeyReply, error) {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://p2pkex/v0/export-key", strings.NewReader(string(b)))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := a.http.Do(hreq)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, &lineError{"the daemon did not answer in time", ctx.Err()}
-		}
-		return nil, errors.New("the daemon's control socket failed")
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading the daemon's answer: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var ae apiErrorJSON
-		msg := trimNL(string(body))
-		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
-			msg = ae.Error
-		}
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return nil, errNoSession
-		case http.StatusBadRequest:
-			return nil, usageError{msg}
-		}
-		return nil, errors.New(msg)
-	}
-	var rep exportKeyReply
-	if err := json.Unmarshal(body, &rep); err != nil {
-		return nil, fmt.Errorf("the daemon's answer: %v", err)
-	}
-	clear(body)
-	return &rep, nil
 }

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/p2pkex/p2pkex/api"
+	"github.com/p2pkex/p2pkex/client"
 )
 
 // cmdWaitKey waits until the daemon of a repo holds a session key with a
@@ -18,13 +22,14 @@ func cmdWaitKey(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: waitkey REPO PEERID")
 	}
-	api := dialAPI(ts.MkAbs(args[0]))
-	if api == nil {
+	d := daemon(ts.MkAbs(args[0]))
+	if d == nil {
 		ts.Fatalf("no daemon on %s", args[0])
 	}
+	defer d.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		rep, err := api.exportKey(context.Background(), exportKeyRequest{Peer: args[1], Label: "waitkey", Length: 1})
+		rep, err := d.ExportKey(context.Background(), api.ExportKeyRequest{Peer: args[1], Label: "waitkey", Length: 1})
 		if err == nil {
 			clear(rep.Key)
 			return
@@ -90,32 +95,46 @@ func TestExportKeyAPIRefuses(t *testing.T) {
 		done <- run(ctx, []string{"p2pkex", "daemon", "--init", "--repo", dir, "--no-mdns", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"}, &out, &errOut)
 	}()
 	defer func() { cancel(); <-done }()
-	var api *apiClient
+	var d *client.Client
 	for range 1000 {
-		if api = dialAPI(dir); api != nil {
+		if d = daemon(dir); d != nil {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if api == nil {
+	if d == nil {
 		t.Fatal("the daemon did not start")
 	}
 	const other = "12D3KooWJxTv3PXeD23apMf6McRS3wjsuMsnaZ1X7ufxB54PrL2v"
 	for _, tc := range []struct {
-		req  exportKeyRequest
+		req  api.ExportKeyRequest
 		want string
 	}{
-		{exportKeyRequest{Peer: other, Label: "", Length: 32}, "no session key"}, // no session is checked first
-		{exportKeyRequest{Peer: "nonsense", Label: "x", Length: 32}, `"nonsense" is not a peer ID`},
+		{api.ExportKeyRequest{Peer: other, Label: "", Length: 32}, "no session key"}, // no session is checked first
+		{api.ExportKeyRequest{Peer: "nonsense", Label: "x", Length: 32}, `"nonsense" is not a peer ID`},
 	} {
-		_, err := api.exportKey(ctx, tc.req)
+		_, err := d.ExportKey(ctx, tc.req)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want %q", tc.req, err, tc.want)
 		}
 	}
-	resp, err := api.do(ctx, http.MethodGet, "/v0/export-key", nil)
-	if err == nil {
-		resp.Body.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://p2pkex/v0/export-key", nil)
+	resp, err := unixHTTP(d.Socket()).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
 		t.Error("GET /v0/export-key answered")
 	}
+}
+
+// unixHTTP is an HTTP client for the unix socket at path.
+func unixHTTP(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
 }

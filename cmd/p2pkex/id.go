@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v3"
 
+	"github.com/p2pkex/p2pkex/api"
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
 )
@@ -33,9 +32,11 @@ Examples:
 				return err
 			}
 			dir := c.String("repo")
-			out := idReply{Addrs: []string{}}
-			if api := dialAPI(dir); api != nil {
-				if err := api.getJSON(ctx, "GET", "/v0/id", &out); err != nil {
+			out := &api.ID{Addrs: []string{}}
+			if d := daemon(dir); d != nil { // backend.go
+				defer d.Close()
+				var err error
+				if out, err = d.ID(ctx); err != nil {
 					return err
 				}
 			} else {
@@ -85,25 +86,6 @@ Examples:
 	}
 }
 
-func parseMultiaddr(s string) (ma.Multiaddr, error) {
-	m, err := ma.NewMultiaddr(s)
-	if err != nil {
-		return nil, usagef("malformed multiaddr %q: %s", s, multiaddrProblem(s, err))
-	}
-	return m, nil
-}
-
-// multiaddrProblem is go-multiaddr's reason without its own copy of the
-// input ("failed to parse multiaddr \"X\": ..."), which the line names
-// already.
-func multiaddrProblem(s string, err error) string {
-	msg := err.Error()
-	for _, prefix := range []string{fmt.Sprintf("failed to parse multiaddr %q: ", s), "failed to parse multiaddr: "} {
-		msg = strings.TrimPrefix(msg, prefix)
-	}
-	return msg
-}
-
 func rotateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rotate",
@@ -123,36 +105,20 @@ Examples:
 			if err := checkNodeFlags(c); err != nil {
 				return err
 			}
-			if api := dialAPI(c.String("repo")); api != nil {
-				if err := ownNodeOnly(c, c.String("repo")); err != nil { // exchange.go
-					return err
-				}
-				var rep rotateReply
-				if err := api.getJSON(ctx, "POST", "/v0/rotate", &rep); err != nil {
-					return err
-				}
-				return printRotated(c, rep)
-			}
-			r, err := openRepo(c.String("repo"), false)
+			var rep *api.RotateReply
+			err := onBackend(ctx, c, nil, func(b backend) (err error) { // backend.go
+				rep, err = b.Rotate(ctx)
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			n, err := newRepoNode(ctx, c, r) // nodeconfig.go
-			if err != nil {
-				return err
-			}
-			defer n.Close()
-			before := n.Fingerprint()
-			if err := n.RotateExchangeKey(); err != nil {
-				return err
-			}
-			return printRotated(c, rotateReply{Fingerprint: n.Fingerprint().String(), Previous: before.String()})
+			return printRotated(c, rep)
 		},
 	}
 }
 
-func printRotated(c *cli.Command, rep rotateReply) error {
+func printRotated(c *cli.Command, rep *api.RotateReply) error {
 	w := c.Root().Writer
 	if c.Bool("json") {
 		return printJSON(w, rep)

@@ -3,62 +3,32 @@ package main
 // The inbox on the command line: the daemon keeps every message it
 // receives in DIR/inbox.db (package inbox) before it answers the sender,
 // prints one line of metadata (never the text), and serves the messages on
-// its control API:
-//
-//	GET /v0/inbox[?peer=ID][&after=SEQ][&follow=1] -> NDJSON stream of inboxJSON
-//
-// (with follow, the stream stays open and carries each new message until
-// the client leaves or the daemon stops). "p2pkex inbox" reads them there,
-// or, when no daemon runs, from inbox.db opened read-only.
+// its control API (GET /v0/inbox, api/server; with follow, the stream stays
+// open and carries each new message until the client leaves or the daemon
+// stops). "p2pkex inbox" reads them there, or, when no daemon runs, from
+// inbox.db opened read-only.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
+	"github.com/p2pkex/p2pkex/api"
+	"github.com/p2pkex/p2pkex/api/server"
+	"github.com/p2pkex/p2pkex/client"
 	"github.com/p2pkex/p2pkex/inbox"
 	"github.com/p2pkex/p2pkex/node"
-	"github.com/p2pkex/p2pkex/peerstore"
 )
-
-// inboxJSON is one kept message, in the API and in "inbox --json".
-type inboxJSON struct {
-	Seq   uint64    `json:"seq"`
-	From  string    `json:"from"`
-	Time  time.Time `json:"time"` // RFC 3339 with the zone
-	Epoch uint64    `json:"epoch"`
-	KeyID string    `json:"key_id"`
-	Size  int       `json:"size"`
-	// Text is the message as UTF-8; where it is not valid UTF-8 the bad
-	// bytes read U+FFFD and Data holds the exact bytes (base64).
-	Text string `json:"text"`
-	Data []byte `json:"data,omitempty"`
-}
-
-func toInboxJSON(m *inbox.Message) inboxJSON {
-	j := inboxJSON{Seq: m.Seq, From: m.From.String(), Time: m.Time, Epoch: m.Epoch,
-		KeyID: peerstore.KeyID(m.KeyID).String(), Size: len(m.Data), Text: string(m.Data)}
-	if !utf8.Valid(m.Data) {
-		j.Text = strings.ToValidUTF8(j.Text, "\uFFFD")
-		j.Data = m.Data
-	}
-	return j
-}
 
 func inboxLimits(cfg *config) inbox.Limits {
 	return inbox.Limits{MaxCount: cfg.Messages.InboxMax, MaxAge: time.Duration(cfg.Messages.InboxMaxAge)}
@@ -71,7 +41,7 @@ type daemonInbox struct {
 	out  *progress
 	hint string // " --repo DIR" when the user named it
 
-	done chan struct{} // closed when the daemon stops: followers leave
+	done chan struct{} // closed when the daemon stops: pruning ends
 	wg   sync.WaitGroup
 }
 
@@ -122,81 +92,11 @@ func (d *daemonInbox) keep(_ context.Context, m node.Message) error {
 	return nil
 }
 
-// stopFollowers ends the followers' streams (before the API server stops).
-func (d *daemonInbox) stopFollowers() {
-	select {
-	case <-d.done:
-	default:
-		close(d.done)
-	}
-}
-
 // Close stops pruning and closes the file (after the node closed).
 func (d *daemonInbox) Close() error {
-	d.stopFollowers()
+	close(d.done)
 	d.wg.Wait()
 	return d.ib.Close()
-}
-
-// handler serves GET /v0/inbox.
-func (d *daemonInbox) handler(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v0/inbox", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		var from peer.ID
-		if s := q.Get("peer"); s != "" {
-			p, err := peer.Decode(s)
-			if err != nil {
-				http.Error(w, fmt.Sprintf("%q is not a peer ID", s), http.StatusBadRequest)
-				return
-			}
-			from = p
-		}
-		var after uint64
-		if s := q.Get("after"); s != "" {
-			v, err := strconv.ParseUint(s, 10, 64)
-			if err != nil {
-				http.Error(w, fmt.Sprintf("after: %q is not a number", s), http.StatusBadRequest)
-				return
-			}
-			after = v
-		}
-		follow := q.Get("follow") == "1"
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		f, _ := w.(http.Flusher)
-		enc := json.NewEncoder(w)
-		for first := true; ; first = false {
-			changed := d.ib.Changed() // before List: no message falls between
-			msgs, err := d.ib.List(from, after)
-			if err != nil {
-				if first {
-					http.Error(w, err.Error(), http.StatusInternalServerError)
-				}
-				return
-			}
-			if first {
-				w.WriteHeader(http.StatusOK)
-			}
-			for i := range msgs {
-				if enc.Encode(toInboxJSON(&msgs[i])) != nil {
-					return
-				}
-				after = msgs[i].Seq
-			}
-			if f != nil {
-				f.Flush()
-			}
-			if !follow {
-				return
-			}
-			select {
-			case <-changed:
-			case <-r.Context().Done():
-				return
-			case <-d.done:
-				return
-			}
-		}
-	})
 }
 
 func inboxCommand() *cli.Command {
@@ -235,20 +135,16 @@ Examples:
 			if c.Args().Len() > 1 {
 				return usagef("inbox: want at most one PEER, got %d arguments", c.Args().Len())
 			}
-			var from peer.ID
-			if c.Args().Len() == 1 {
-				p, err := parsePeerIDArg(c.Args().First()) // api_trust.go
-				if err != nil {
-					return err
-				}
-				from = p
+			from, err := optionalPeer(c) // peers.go
+			if err != nil {
+				return err
 			}
 			dir := c.String("repo")
 			if dir == "" {
 				return usagef("no repo: give --repo DIR or set P2PKEX_PATH")
 			}
 			w := c.Root().Writer
-			show := func(m inboxJSON) error {
+			show := func(m api.InboxMessage) error {
 				if c.Bool("json") {
 					b, err := json.Marshal(m)
 					if err != nil {
@@ -262,10 +158,9 @@ Examples:
 				_, err := fmt.Fprintf(w, "%s %s: %s\n", m.Time.Local().Format(time.RFC3339), m.From, text)
 				return err
 			}
-			var err error
 			var n int
-			if api := dialAPI(dir); api != nil {
-				n, err = inboxFromDaemon(ctx, api, from, c.Bool("follow"), show)
+			if d := daemon(dir); d != nil { // backend.go
+				n, err = inboxFromDaemon(ctx, d, from, c.Bool("follow"), show)
 			} else {
 				if c.Bool("follow") {
 					return fmt.Errorf("inbox --follow needs the repo's running daemon: start one with \"p2pkex daemon%s\"", repoArg(c))
@@ -288,45 +183,23 @@ Examples:
 
 // inboxFromDaemon prints the daemon's messages (and, following, the new
 // ones until ctx ends) and returns how many it printed.
-func inboxFromDaemon(ctx context.Context, api *apiClient, from peer.ID, follow bool, print func(inboxJSON) error) (int, error) {
-	q := url.Values{}
+func inboxFromDaemon(ctx context.Context, d *client.Client, from peer.ID, follow bool, print func(api.InboxMessage) error) (int, error) {
+	defer d.Close()
+	q := client.InboxQuery{Follow: follow}
 	if from != "" {
-		q.Set("peer", from.String())
+		q.Peer = from.String()
 	}
-	if follow {
-		q.Set("follow", "1")
-	}
-	path := "/v0/inbox"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
-	resp, err := api.do(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	// A message's JSON: escaping grows text up to six times, and data
-	// adds its base64.
-	sc.Buffer(nil, 8*node.DefaultMaxMessageSize+4096)
 	n := 0
-	for sc.Scan() {
-		var m inboxJSON
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return n, fmt.Errorf("daemon sent a line that is not a message: %v", err)
-		}
-		if err := print(m); err != nil {
-			return n, err
-		}
+	err := d.Inbox(ctx, q, func(m api.InboxMessage) error {
 		n++
-	}
-	if ctx.Err() != nil {
+		return print(m)
+	})
+	switch {
+	case ctx.Err() != nil:
 		return n, ctx.Err()
-	}
-	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("reading the daemon's answer: %v", err)
-	}
-	if follow {
+	case err != nil:
+		return n, err
+	case follow:
 		// A follower's stream ends only when the daemon stops.
 		return n, errors.New("inbox --follow: the daemon stopped")
 	}
@@ -336,7 +209,7 @@ func inboxFromDaemon(ctx context.Context, api *apiClient, from peer.ID, follow b
 // inboxFromFile prints the messages of the repo's inbox.db, opened
 // read-only (bbolt's shared lock: the daemon, which holds it exclusively,
 // is not running).
-func inboxFromFile(dir string, from peer.ID, print func(inboxJSON) error) (int, error) {
+func inboxFromFile(dir string, from peer.ID, print func(api.InboxMessage) error) (int, error) {
 	// Not a repo (a typo in --repo?): say so rather than "no messages".
 	if err := requireRepo(dir); err != nil { // repo.go
 		return 0, err
@@ -363,7 +236,7 @@ func inboxFromFile(dir string, from peer.ID, print func(inboxJSON) error) (int, 
 		return 0, err
 	}
 	for i := range msgs {
-		if err := print(toInboxJSON(&msgs[i])); err != nil {
+		if err := print(server.InboxMessage(&msgs[i])); err != nil {
 			return i, err
 		}
 	}

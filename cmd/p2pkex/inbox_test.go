@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/p2pkex/p2pkex/api"
 )
 
 // lockedBuffer collects a daemon's output.
@@ -54,9 +56,10 @@ func startDaemon(t *testing.T, dir string) (addr string, stop func()) {
 	t.Cleanup(stop)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if api := dialAPI(dir); api != nil {
-			var id idReply
-			if err := api.getJSON(context.Background(), "GET", "/v0/id", &id); err == nil && len(id.Addrs) > 0 {
+		if d := daemon(dir); d != nil {
+			id, err := d.ID(context.Background())
+			d.Close()
+			if err == nil && len(id.Addrs) > 0 {
 				return id.Addrs[0], stop
 			}
 		}
@@ -136,10 +139,10 @@ func TestInboxFollow(t *testing.T) {
 		done <- code
 	}()
 	lines := bufio.NewScanner(pr)
-	next := func() inboxJSON {
+	next := func() api.InboxMessage {
 		t.Helper()
 		require.True(t, lines.Scan(), "inbox ended: %s", errOut.String())
-		var m inboxJSON
+		var m api.InboxMessage
 		require.NoError(t, json.Unmarshal(lines.Bytes(), &m), lines.Text())
 		return m
 	}
@@ -170,7 +173,7 @@ func TestInboxFollow(t *testing.T) {
 	go func() {
 		done <- runIO(context.Background(), []string{"p2pkex", "inbox", "--repo", bob, "--follow"}, strings.NewReader(""), &out, &errOut2)
 	}()
-	for dialAPI(bob) != nil && !strings.Contains(out.String(), "while following") {
+	for daemon(bob) != nil && !strings.Contains(out.String(), "while following") {
 		time.Sleep(10 * time.Millisecond) // polled, not timed: the follower printed both
 	}
 	stopBob()

@@ -28,9 +28,10 @@ func cmdWaitMetrics(ts *testscript.TestScript, neg bool, args []string) {
 	dir := ts.MkAbs(args[0])
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if api := dialAPI(dir); api != nil {
-			var st statusReply
-			if err := api.getJSON(context.Background(), "GET", "/v0/status", &st); err == nil && st.Metrics != "" {
+		if d := daemon(dir); d != nil {
+			st, err := d.Status(context.Background())
+			d.Close()
+			if err == nil && st.Metrics != "" {
 				ts.Setenv(args[1], st.Metrics)
 				return
 			}
@@ -78,8 +79,8 @@ func cmdPeerID(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: peerid REPO VAR")
 	}
-	api := dialAPI(ts.MkAbs(args[0]))
-	if api == nil {
+	d := daemon(ts.MkAbs(args[0]))
+	if d == nil {
 		// No daemon: the repo's identity file says it.
 		sk, err := loadOrCreateIdentity(filepath.Join(ts.MkAbs(args[0]), identityFile), false)
 		ts.Check(err)
@@ -88,8 +89,9 @@ func cmdPeerID(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Setenv(args[1], id.String())
 		return
 	}
-	var id idReply
-	ts.Check(api.getJSON(context.Background(), "GET", "/v0/id", &id))
+	defer d.Close()
+	id, err := d.ID(context.Background())
+	ts.Check(err)
 	ts.Setenv(args[1], id.PeerID)
 }
 

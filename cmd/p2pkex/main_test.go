@@ -63,9 +63,10 @@ func cmdWaitDaemon(ts *testscript.TestScript, neg bool, args []string) {
 	dir := ts.MkAbs(args[0])
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if api := dialAPI(dir); api != nil {
-			var id idReply
-			if err := api.getJSON(context.Background(), "GET", "/v0/id", &id); err == nil && len(id.Addrs) > 0 {
+		if d := daemon(dir); d != nil {
+			id, err := d.ID(context.Background())
+			d.Close()
+			if err == nil && len(id.Addrs) > 0 {
 				ts.Setenv(args[1], id.Addrs[0])
 				return
 			}

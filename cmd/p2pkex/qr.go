@@ -7,11 +7,13 @@ import (
 	"strings"
 
 	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/p2pkex/p2pkex/api"
 )
 
 // printQR shows what "p2pkex id --qr" encodes: the first full address that
 // is not loopback (else the first), or the peer ID when there is none.
-func printQR(w io.Writer, id idReply) {
+func printQR(w io.Writer, id *api.ID) {
 	text := id.PeerID
 	if len(id.Addrs) > 0 {
 		text = id.Addrs[0]

@@ -23,7 +23,7 @@ import (
 //	config.json    settings (config.go; mode 0600; absent: defaults)
 //	store/         the peerstore (bbolt, mode 0700/0600)
 //	inbox.db       received messages (bbolt, mode 0600; inbox.go)
-//	api.sock       the running daemon's control API (see api.go)
+//	api.sock       the running daemon's control API (api/server; docs/API.md)
 //	api            written by the running daemon: the path of api.sock
 const (
 	identityFile = "identity.key"

@@ -4,38 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v3"
 
-	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/peerstore"
 )
-
-// shutdownReply is the answer of POST /v0/shutdown: the daemon that is
-// stopping.
-type shutdownReply struct {
-	PeerID string `json:"peer_id"`
-}
-
-// shutdownAPI serves POST /v0/shutdown on the daemon's control API (given
-// to serveAPI): it answers, then calls stop, which ends the daemon as a
-// SIGINT would (the daemon then stops its API, node and store in order).
-func shutdownAPI(n *node.Node, stop func()) func(*http.ServeMux) {
-	return func(mux *http.ServeMux) { handleShutdownAPI(mux, n, stop) }
-}
-
-func handleShutdownAPI(mux *http.ServeMux, n *node.Node, stop func()) {
-	mux.HandleFunc("POST /v0/shutdown", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, shutdownReply{PeerID: n.ID().String()})
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-		stop()
-	})
-}
 
 func shutdownCommand() *cli.Command {
 	return &cli.Command{
@@ -58,14 +33,15 @@ Example:
 			if err := requireRepo(dir); err != nil { // repo.go
 				return err
 			}
-			api := dialAPI(dir)
-			if api == nil {
+			d := daemon(dir) // backend.go
+			if d == nil {
 				return fmt.Errorf("no daemon running on %s", dir)
 			}
+			defer d.Close()
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 			defer cancel()
-			var rep shutdownReply
-			if err := api.getJSON(ctx, http.MethodPost, "/v0/shutdown", &rep); err != nil {
+			rep, err := d.Shutdown(ctx)
+			if err != nil {
 				return err
 			}
 			if err := waitRepoFree(ctx, dir); err != nil {

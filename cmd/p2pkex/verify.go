@@ -4,135 +4,27 @@ package main
 // peer becomes verified only when the user typed the number the peer's
 // owner reads out (or, having compared them, typed "yes"); without a
 // terminal, --confirm needs that number (--number) or an explicit --yes.
-// Through the repo's daemon if it runs, else on a node of the command's
-// own on the repo. The daemon's endpoints:
-//
-//	GET  /v0/verify?peer=ID                        -> verifyReply
-//	POST /v0/verify {"peer": ID, "number": DIGITS} -> verifyReply (verified if the number matches)
-//	POST /v0/verify {"peer": ID, "yes": true}      -> verifyReply (the user compared them: verified)
-//	POST /v0/verify {"peer": ID, "revoke": true}   -> verifyReply (back to first-use)
+// Through the repo's daemon if it runs (GET and POST /v0/verify), else on
+// a node of the command's own on the repo.
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
-	"github.com/p2pkex/p2pkex/node"
+	"github.com/p2pkex/p2pkex/api"
+	"github.com/p2pkex/p2pkex/api/server"
 	"github.com/p2pkex/p2pkex/peerstore"
-	"github.com/p2pkex/p2pkex/protocol"
 )
-
-type verifyRequest struct {
-	Peer   string `json:"peer"`
-	Number string `json:"number,omitempty"`
-	Yes    bool   `json:"yes,omitempty"`
-	Revoke bool   `json:"revoke,omitempty"`
-}
-
-// change reports whether the request changes the peer's trust.
-func (r verifyRequest) change() bool { return r.Number != "" || r.Yes || r.Revoke }
-
-type verifyReply struct {
-	Self        string `json:"self"`
-	Peer        string `json:"peer"`
-	Trust       string `json:"trust"`         // the trust state (after a change)
-	Previous    string `json:"previous"`      // before
-	Fingerprint string `json:"fingerprint"`   // the peer's exchange-key record, if known
-	Digits      string `json:"safety_number"` // 12 groups of 5 digits
-	Words       string `json:"safety_words"`  // 12 words
-	Confirmed   bool   `json:"confirmed"`     // the peer was confirmed (number or yes)
-	Revoked     bool   `json:"revoked"`       // the verification was withdrawn
-	Known       bool   `json:"known"`         // an exchange took place
-}
 
 // isTerminal reports whether r is a terminal a person types at
 // (term_*.go); tests replace it.
 var isTerminal = isTerminalFile
-
-// verifyOn reads p's trust on n and, as req asks, confirms or revokes it.
-func verifyOn(n *node.Node, req verifyRequest) (*verifyReply, error) {
-	p, err := parsePeerIDArg(req.Peer)
-	if err != nil {
-		return nil, err
-	}
-	if p == n.ID() {
-		return nil, usagef("verify: %s is this repo's own peer ID", p)
-	}
-	sn := n.SafetyNumber(p)
-	r := &verifyReply{Self: n.ID().String(), Peer: p.String(), Digits: sn.Digits(), Words: sn.Words(),
-		Trust: peerstore.TrustUnknown.String()}
-	pk, err := n.Store().Peer(p)
-	switch {
-	case errors.Is(err, peerstore.ErrNotFound):
-		if req.change() {
-			return nil, fmt.Errorf("no key of %s known: run \"p2pkex exchange\" first", p)
-		}
-		r.Previous = r.Trust
-		return r, nil
-	case err != nil:
-		return nil, err
-	}
-	r.Known = true
-	r.Trust, r.Previous = pk.Trust.String(), pk.Trust.String()
-	if fp, err := protocol.ParseFingerprint(pk.Fingerprint); err == nil {
-		r.Fingerprint = fp.String()
-	}
-	switch {
-	case req.Revoke:
-		if err := n.RevokePeer(p); errors.Is(err, node.ErrNotVerified) {
-			return nil, fmt.Errorf("%s is not verified (it is %s): nothing to revoke", p, pk.Trust)
-		} else if err != nil {
-			return nil, err
-		}
-		r.Trust, r.Revoked = peerstore.TrustFirstUse.String(), true
-	case req.Number != "" || req.Yes:
-		number := req.Number
-		if req.Yes {
-			number = sn.Digits() // the user compared them and says they match
-		}
-		if err := n.ConfirmPeer(p, number); errors.Is(err, node.ErrSafetyNumberMismatch) {
-			return nil, fmt.Errorf("the number typed is not the safety number of this repo and %s: %s stays %s; compare again with the peer's owner", p, p, pk.Trust)
-		} else if err != nil {
-			return nil, err
-		}
-		r.Trust, r.Confirmed = peerstore.TrustVerified.String(), true
-	}
-	return r, nil
-}
-
-// handleVerifyAPI serves /v0/verify on the control API.
-func handleVerifyAPI(mux *http.ServeMux, n *node.Node) {
-	verify := func(w http.ResponseWriter, req verifyRequest) {
-		rep, err := verifyOn(n, req)
-		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, err, nil) // api.go
-			return
-		}
-		writeJSON(w, rep)
-	}
-	mux.HandleFunc("GET /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		verify(w, verifyRequest{Peer: r.URL.Query().Get("peer")})
-	})
-	mux.HandleFunc("POST /v0/verify", func(w http.ResponseWriter, r *http.Request) {
-		var req verifyRequest
-		if !decodeRequest(w, r, 4096, &req) {
-			return
-		}
-		if !req.change() {
-			// Marking a peer verified takes the number or the user's yes.
-			writeAPIError(w, http.StatusBadRequest, errors.New("verify: give the peer's safety number (number) or the user's confirmation (yes)"), nil)
-			return
-		}
-		verify(w, req)
-	})
-}
 
 func verifyCommand() *cli.Command {
 	return &cli.Command{
@@ -178,14 +70,14 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 	if c.Args().Len() != 1 {
 		return usagef("verify: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Args().Len())
 	}
-	p, err := parsePeerIDArg(c.Args().First())
+	p, err := server.ParsePeerID(c.Args().First())
 	if err != nil {
 		return err
 	}
 	if err := notSelf(c, p); err != nil { // repo.go
 		return err
 	}
-	req := verifyRequest{Peer: p.String(), Number: c.String("number"), Yes: c.Bool("yes"), Revoke: c.Bool("revoke")}
+	req := api.VerifyRequest{Peer: p.String(), Number: c.String("number"), Yes: c.Bool("yes"), Revoke: c.Bool("revoke")}
 	confirm := c.Bool("confirm")
 	switch {
 	case req.Revoke && (confirm || req.Number != "" || req.Yes):
@@ -199,12 +91,16 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 	case c.IsSet("number") && strings.TrimSpace(req.Number) == "":
 		return usagef("verify: --number is empty")
 	}
-	call, done, err := verifyClient(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer done()
-	rep, err := call(verifyRequest{Peer: p.String()})
+	return onBackend(ctx, c, nil, func(b backend) error { // backend.go
+		return verify(ctx, c, b, p, req)
+	})
+}
+
+// verify shows the peer's safety number and, as req asks or the user
+// answers, confirms or revokes its verification.
+func verify(ctx context.Context, c *cli.Command, b backend, p peer.ID, req api.VerifyRequest) error {
+	confirm := c.Bool("confirm")
+	rep, err := b.Verify(ctx, api.VerifyRequest{Peer: p.String()})
 	if err != nil {
 		return err
 	}
@@ -234,7 +130,7 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 	}
 	// On a terminal, ask for the peer's number: the user compares rather
 	// than confirms what they were shown.
-	ask := terminal && !asJSON && !quiet && rep.Known && !req.change() &&
+	ask := terminal && !asJSON && !quiet && rep.Known && !req.Changes() &&
 		(confirm || rep.Trust != peerstore.TrustVerified.String())
 	if ask {
 		fmt.Fprintf(w, "Type the safety number the peer's owner reads out (or \"yes\" if you compared them and they match; Enter to stop): ")
@@ -251,8 +147,8 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 			req.Number = answer
 		}
 	}
-	if req.change() {
-		if rep, err = call(req); err != nil {
+	if req.Changes() {
+		if rep, err = b.Verify(ctx, req); err != nil {
 			return err
 		}
 	}
@@ -273,41 +169,4 @@ func verifyAction(ctx context.Context, c *cli.Command) error {
 		fmt.Fprintf(w, "compare with the peer's \"p2pkex verify\"; if they match: p2pkex verify%s --confirm %s\n", repoArg(c), rep.Peer)
 	}
 	return nil
-}
-
-// verifyClient returns how to ask the repo's daemon, or a node of the
-// command's own on the repo, for verifyOn.
-func verifyClient(ctx context.Context, c *cli.Command) (call func(verifyRequest) (*verifyReply, error), done func(), err error) {
-	dir := c.String("repo")
-	if api := dialAPI(dir); api != nil {
-		return func(req verifyRequest) (*verifyReply, error) {
-			var resp *http.Response
-			var err error
-			if req.change() {
-				resp, err = api.do(ctx, http.MethodPost, "/v0/verify", req)
-			} else {
-				resp, err = api.do(ctx, http.MethodGet, "/v0/verify?peer="+url.QueryEscape(req.Peer), nil)
-			}
-			if err != nil {
-				return nil, err
-			}
-			defer resp.Body.Close()
-			var rep verifyReply
-			if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-				return nil, fmt.Errorf("daemon reply: %w", err)
-			}
-			return &rep, nil
-		}, func() {}, nil
-	}
-	r, err := openRepo(dir, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	n, err := newRepoNode(ctx, c, r) // nodeconfig.go
-	if err != nil {
-		r.Close()
-		return nil, nil, err
-	}
-	return func(req verifyRequest) (*verifyReply, error) { return verifyOn(n, req) },
-		func() { n.Close(); r.Close() }, nil
 }

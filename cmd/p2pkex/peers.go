@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,82 +13,22 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
+	"github.com/p2pkex/p2pkex/api"
+	"github.com/p2pkex/p2pkex/api/server"
+	"github.com/p2pkex/p2pkex/client"
 	"github.com/p2pkex/p2pkex/peerstore"
-	"github.com/p2pkex/p2pkex/protocol"
 )
 
-// Commands that talk to a running daemon (api_more.go serves them):
-// connect and status only through it; peers and keys read the repo when no
-// daemon runs.
-
-// withRepoOrDaemon runs viaDaemon when the repo's daemon runs (it holds the
-// store's lock), else fromRepo on the repo opened by the command itself:
-// a command that only reads the repo needs no daemon.
-func withRepoOrDaemon(c *cli.Command, viaDaemon func(*apiClient) error, fromRepo func(*repo) error) error {
-	dir := c.String("repo")
-	if err := requireRepo(dir); err != nil { // repo.go
-		return err
-	}
-	if api := dialAPI(dir); api != nil {
-		return viaDaemon(api)
-	}
-	// No config is needed to read the store, but a broken one is reported
-	// here as on every other path.
-	if _, err := loadConfig(dir); err != nil {
-		return err
-	}
-	r, err := openRepo(dir, false)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return fromRepo(r)
-}
-
-// knownPeers is "peers" without a daemon: the peers the store knows, with
-// their trust and last exchange; none is connected or discovered, as no
-// node runs. (peersOf, api_more.go, adds the running node's view.)
-func knownPeers(store peerstore.Store) ([]peerJSON, error) {
-	known, err := store.Peers()
-	if err != nil {
-		return nil, fmt.Errorf("read known peers: %w", err)
-	}
-	out := make([]peerJSON, 0, len(known))
-	for _, k := range known {
-		pj := peerJSON{Peer: k.Peer.String(), Addrs: []string{}, Discovered: []string{}, Known: true, Trust: k.Trust.String()}
-		if act, err := store.ActiveSession(k.Peer); err == nil {
-			pj.Epoch, pj.KeyID, pj.Suite = act.Epoch, act.ID.String(), protocol.Suite(act.Suite).String()
-			t := act.Created.UTC()
-			pj.LastExchange = &t
-			clear(act.Key[:])
-		}
-		out = append(out, pj)
-	}
-	slices.SortFunc(out, func(a, b peerJSON) int { return strings.Compare(a.Peer, b.Peer) })
-	return out, nil
-}
-
-// needDaemon returns a client for the repo's daemon, or says how to start
-// one.
-func needDaemon(c *cli.Command) (*apiClient, error) {
-	dir := c.String("repo")
-	if err := requireRepo(dir); err != nil { // repo.go
-		return nil, err
-	}
-	api := dialAPI(dir)
-	if api == nil {
-		return nil, fmt.Errorf("no daemon running on %s: start one with \"p2pkex daemon --repo %s\"", dir, shellWord(dir))
-	}
-	return api, nil
-}
+// Commands that talk to a running daemon: connect and status only through
+// it; peers and keys read the repo when no daemon runs (backend.go).
 
 // connectJSON is connect --json's output: the daemon's reply with
 // trust_events always present (an empty list rather than absent).
 type connectJSON struct {
-	Peer         string       `json:"peer"`
-	Addr         string       `json:"addr"`
-	SpeaksP2PKEX bool         `json:"p2pkex"`
-	TrustEvents  []trustEvent `json:"trust_events"`
+	Peer         string           `json:"peer"`
+	Addr         string           `json:"addr"`
+	SpeaksP2PKEX bool             `json:"p2pkex"`
+	TrustEvents  []api.TrustEvent `json:"trust_events"`
 }
 
 // plural is "1 peer", "2 peers".
@@ -133,12 +70,15 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			var peers []peerJSON
-			err := withRepoOrDaemon(c, func(api *apiClient) error {
-				return api.getJSON(ctx, http.MethodGet, "/v0/peers", &peers)
-			}, func(r *repo) (err error) {
-				peers, err = knownPeers(r.store)
-				return err
+			peers, err := viaDaemonOr(c, func(d *client.Client) ([]api.Peer, error) {
+				return d.Peers(ctx)
+			}, func(r *repo) ([]api.Peer, error) {
+				// No config is needed to read the store, but a broken one
+				// is reported here as on every other path.
+				if _, err := loadConfig(r.dir); err != nil {
+					return nil, err
+				}
+				return server.KnownPeers(r.store)
 			})
 			if err != nil {
 				return err
@@ -199,7 +139,7 @@ Examples:
 			if c.Args().Len() != 1 {
 				return usagef("connect: want one MULTIADDR, got %d arguments", c.Args().Len())
 			}
-			pi, err := parsePeerAddr(c.Args().First())
+			pi, err := server.ParsePeerAddr(c.Args().First())
 			if err != nil {
 				return err
 			}
@@ -209,29 +149,25 @@ Examples:
 			if err := notSelf(c, pi.ID); err != nil { // repo.go
 				return err
 			}
-			api, err := needDaemon(c)
+			d, err := needDaemon(c) // backend.go
 			if err != nil {
 				return err
 			}
+			defer d.Close()
 			ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 			defer cancel()
-			resp, err := api.do(ctx, http.MethodPost, "/v0/connect", connectRequest{Addr: c.Args().First()})
+			rep, err := d.Connect(ctx, c.Args().First())
 			if err != nil {
 				printTrust(c.Root().ErrWriter, withNext(c, apiTrustEvents(err))) // trustevents.go
 				return err
-			}
-			defer resp.Body.Close()
-			var rep connectReply
-			if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-				return fmt.Errorf("daemon reply: %w", err)
 			}
 			rep.TrustEvents = withNext(c, rep.TrustEvents)
 			printTrust(c.Root().ErrWriter, rep.TrustEvents)
 			if c.Bool("json") {
 				if rep.TrustEvents == nil {
-					rep.TrustEvents = []trustEvent{}
+					rep.TrustEvents = []api.TrustEvent{}
 				}
-				return printJSON(c.Root().Writer, connectJSON(rep))
+				return printJSON(c.Root().Writer, connectJSON(*rep))
 			}
 			fmt.Fprintf(c.Root().Writer, "connected to %s\n", rep.Peer)
 			return nil
@@ -257,42 +193,32 @@ Example:
 			if c.Args().Len() > 1 {
 				return usagef("keys: want at most one PEER, got %d arguments", c.Args().Len())
 			}
-			path := "/v0/keys"
-			var onlyPeer peer.ID
-			if c.Args().Len() == 1 {
-				pi, err := parsePeerArg(c.Args().First())
-				if err != nil {
-					return err
-				}
-				onlyPeer = pi.ID
-				path += "?peer=" + url.QueryEscape(pi.ID.String())
+			only, err := optionalPeer(c)
+			if err != nil {
+				return err
 			}
-			var rep keysReply
-			err := withRepoOrDaemon(c, func(api *apiClient) error {
-				return api.getJSON(ctx, http.MethodGet, path, &rep)
-			}, func(r *repo) error {
-				var only peer.ID
-				if c.Args().Len() == 1 {
-					only = onlyPeer
+			rep, err := viaDaemonOr(c, func(d *client.Client) (*api.Keys, error) {
+				if only == "" {
+					return d.Keys(ctx, "")
+				}
+				return d.Keys(ctx, only.String())
+			}, func(r *repo) (*api.Keys, error) {
+				if _, err := loadConfig(r.dir); err != nil {
+					return nil, err
 				}
 				if _, _, err := r.store.ExchangeKeys(); errors.Is(err, peerstore.ErrNotFound) {
 					// No node ever ran here: no exchange key, no exchange.
-					rep = keysReply{Peers: []peerKeyset{}}
 					if only != "" {
-						return fmt.Errorf("no keys with %s: no exchange with it yet", only)
+						return nil, fmt.Errorf("no keys with %s: no exchange with it yet", only)
 					}
-					return nil
+					return &api.Keys{Peers: []api.PeerKeys{}}, nil
 				}
-				k, err := keysOf(r.store, only) // api_more.go
-				if err == nil {
-					rep = *k
-				}
-				return err
+				return server.KeysOf(r.store, only)
 			})
 			if err != nil && strings.HasSuffix(err.Error(), "no exchange with it yet") {
 				// The same words on both paths, and what to do, with the
 				// user's --repo.
-				return &lineError{fmt.Sprintf("%s: run \"p2pkex exchange%s %s\" first", err, repoArg(c), onlyPeer), err}
+				return &lineError{fmt.Sprintf("%s: run \"p2pkex exchange%s %s\" first", err, repoArg(c), only), err}
 			}
 			if err != nil {
 				return err
@@ -338,12 +264,13 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			api, err := needDaemon(c)
+			d, err := needDaemon(c) // backend.go
 			if err != nil {
 				return err
 			}
-			var st statusReply
-			if err := api.getJSON(ctx, http.MethodGet, "/v0/status", &st); err != nil {
+			defer d.Close()
+			st, err := d.Status(ctx)
+			if err != nil {
 				return err
 			}
 			w := c.Root().Writer
@@ -368,4 +295,13 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// optionalPeer is the command's optional PEER argument (a peer ID or a
+// multiaddr ending in /p2p/<peer ID>), or "".
+func optionalPeer(c *cli.Command) (peer.ID, error) {
+	if c.Args().Len() == 0 {
+		return "", nil
+	}
+	return server.ParsePeerID(c.Args().First())
 }
