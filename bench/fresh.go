@@ -1,4 +1,4 @@
-package main
+package bench
 
 // "p2pkex bench": runs on each store in turn (--store both, --runs), and
 // first contacts from many new identities (--keys both --peers N).
@@ -36,8 +36,8 @@ import (
 // and for first contacts (cfg.fresh) also what each side must do with the
 // record the other sent in phase 2: check its envelope's signature and
 // parse it (protocol.ParsePeerRecord).
-func newFloorWork(cfg *benchConfig) (func() error, error) {
-	f, err := protocol.NewFloor(cfg.suite)
+func newFloorWork(cfg *Config) (func() error, error) {
+	f, err := protocol.NewFloor(cfg.Suite)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +54,7 @@ func newFloorWork(cfg *benchConfig) (func() error, error) {
 		if err != nil {
 			return nil, err
 		}
-		xk, err := protocol.NewExchangeKey(sk, []protocol.Suite{cfg.suite}, 1, time.Now(), protocol.DefaultRecordLifetime)
+		xk, err := protocol.NewExchangeKey(sk, []protocol.Suite{cfg.Suite}, 1, time.Now(), protocol.DefaultRecordLifetime)
 		if err != nil {
 			return nil, err
 		}
@@ -77,10 +77,10 @@ func newFloorWork(cfg *benchConfig) (func() error, error) {
 	}, nil
 }
 
-// benchRuns is the summary of --store both or --runs above 1.
-type benchRuns struct {
-	Runs    []*benchSummary          `json:"runs"`
-	Medians map[string]*benchMedians `json:"medians"` // by store
+// Series is the summary of --store both or --runs above 1.
+type Series struct {
+	Runs    []*Summary          `json:"runs"`
+	Medians map[string]*Medians `json:"medians"` // by store
 	// The bbolt run's rate over the in-memory run's: of the medians, and
 	// of each round's pair (the two stores run back to back).
 	RatioRateBoltVsMemory      float64   `json:"ratio_rate_bolt_vs_memory,omitempty"`
@@ -89,9 +89,9 @@ type benchRuns struct {
 	LoadAvgAfter               string    `json:"loadavg_after,omitempty"`
 }
 
-// benchMedians: the median of the runs of one store, then the lowest and
+// Medians: the median of the runs of one store, then the lowest and
 // the highest run.
-type benchMedians struct {
+type Medians struct {
 	Runs                   int        `json:"runs"`
 	Failures               int        `json:"failures"`
 	ExchangesPerS          [3]float64 `json:"exchanges_per_s"`
@@ -110,18 +110,18 @@ func spread(xs []float64) [3]float64 {
 	return [3]float64{s[len(s)/2], s[0], s[len(s)-1]}
 }
 
-// runBenches runs the bench cfg.runs times per store, alternating the
+// runSeries runs the bench cfg.Runs times per store, alternating the
 // stores (bolt, memory; then memory, bolt; ...) so that the machine's drift
 // falls on both alike and shows as the spread. The mocknet round trips and
 // the null exchanges are measured in the first run only.
-func runBenches(ctx context.Context, cfg *benchConfig, progress io.Writer) (*benchRuns, error) {
-	stores := []string{cfg.store}
-	if cfg.store == "both" {
+func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, error) {
+	stores := []string{cfg.Store}
+	if cfg.Store == "both" {
 		stores = []string{"bolt", "memory"}
 	}
-	out := &benchRuns{Medians: map[string]*benchMedians{}}
-	byStore := map[string][]*benchSummary{}
-	for r := range cfg.runs {
+	out := &Series{Medians: map[string]*Medians{}}
+	byStore := map[string][]*Summary{}
+	for r := range cfg.Runs {
 		order := slices.Clone(stores)
 		if r%2 == 1 {
 			slices.Reverse(order)
@@ -129,10 +129,10 @@ func runBenches(ctx context.Context, cfg *benchConfig, progress io.Writer) (*ben
 		rates := map[string]float64{}
 		for _, st := range order {
 			c := *cfg
-			c.store = st
+			c.Store = st
 			c.noExtras = len(out.Runs) > 0
-			fmt.Fprintf(progress, "bench: run %d of %d, store %s\n", r+1, cfg.runs, st)
-			sum, err := runBench(ctx, &c, progress)
+			fmt.Fprintf(progress, "bench: run %d of %d, store %s\n", r+1, cfg.Runs, st)
+			sum, err := runOne(ctx, &c, progress)
 			if err != nil {
 				return nil, fmt.Errorf("run %d, store %s: %w", r+1, st, err)
 			}
@@ -145,8 +145,8 @@ func runBenches(ctx context.Context, cfg *benchConfig, progress io.Writer) (*ben
 		}
 	}
 	for st, runs := range byStore {
-		m := &benchMedians{Runs: len(runs)}
-		pick := func(f func(*benchSummary) float64) [3]float64 {
+		m := &Medians{Runs: len(runs)}
+		pick := func(f func(*Summary) float64) [3]float64 {
 			var xs []float64
 			for _, s := range runs {
 				xs = append(xs, f(s))
@@ -156,21 +156,21 @@ func runBenches(ctx context.Context, cfg *benchConfig, progress io.Writer) (*ben
 		for _, s := range runs {
 			m.Failures += s.Failures
 		}
-		m.ExchangesPerS = pick(func(s *benchSummary) float64 { return s.ExchangesPerS })
-		m.CPUSPerExch = pick(func(s *benchSummary) float64 { return s.CPUSPerExch })
-		m.RatioCPUVsFloorInLoad = pick(func(s *benchSummary) float64 { return s.RatioCPUVsFloorInLoad })
-		m.RatioRateVsFloorInLoad = pick(func(s *benchSummary) float64 { return s.RatioRateVsFloorInLoad })
-		m.RatioCPUVsFloor = pick(func(s *benchSummary) float64 { return s.RatioCPUVsFloor })
-		m.RatioRateVsFloor = pick(func(s *benchSummary) float64 { return s.RatioRateVsFloor })
-		m.P50Ms = pick(func(s *benchSummary) float64 { return s.P50Ms })
-		m.P99Ms = pick(func(s *benchSummary) float64 { return s.P99Ms })
+		m.ExchangesPerS = pick(func(s *Summary) float64 { return s.ExchangesPerS })
+		m.CPUSPerExch = pick(func(s *Summary) float64 { return s.CPUSPerExch })
+		m.RatioCPUVsFloorInLoad = pick(func(s *Summary) float64 { return s.RatioCPUVsFloorInLoad })
+		m.RatioRateVsFloorInLoad = pick(func(s *Summary) float64 { return s.RatioRateVsFloorInLoad })
+		m.RatioCPUVsFloor = pick(func(s *Summary) float64 { return s.RatioCPUVsFloor })
+		m.RatioRateVsFloor = pick(func(s *Summary) float64 { return s.RatioRateVsFloor })
+		m.P50Ms = pick(func(s *Summary) float64 { return s.P50Ms })
+		m.P99Ms = pick(func(s *Summary) float64 { return s.P99Ms })
 		out.Medians[st] = m
 	}
 	if b, m := out.Medians["bolt"], out.Medians["memory"]; b != nil && m != nil {
 		out.RatioRateBoltVsMemory = b.ExchangesPerS[0] / m.ExchangesPerS[0]
 		out.RatioCPUBoltVsMemory = b.CPUSPerExch[0] / m.CPUSPerExch[0]
 		fmt.Fprintf(progress, "bench: bolt/memory rate %.3f (median of %d runs each; pairs %.3f)\n",
-			out.RatioRateBoltVsMemory, cfg.runs, out.RatioRateBoltVsMemoryPairs)
+			out.RatioRateBoltVsMemory, cfg.Runs, out.RatioRateBoltVsMemoryPairs)
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		out.LoadAvgAfter = strings.Join(strings.Fields(string(b))[:3], " ")
@@ -185,12 +185,12 @@ type freshIdentity struct {
 	store ps.Store
 }
 
-func makeFreshIdentity(cfg *benchConfig) (freshIdentity, error) {
+func makeFreshIdentity(cfg *Config) (freshIdentity, error) {
 	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return freshIdentity{}, err
 	}
-	xk, err := protocol.NewExchangeKey(sk, []protocol.Suite{cfg.suite}, 1, time.Now(), protocol.DefaultRecordLifetime)
+	xk, err := protocol.NewExchangeKey(sk, []protocol.Suite{cfg.Suite}, 1, time.Now(), protocol.DefaultRecordLifetime)
 	if err != nil {
 		return freshIdentity{}, err
 	}
@@ -209,40 +209,40 @@ func makeFreshIdentity(cfg *benchConfig) (freshIdentity, error) {
 	return freshIdentity{sk: sk, store: st}, nil
 }
 
-// runFresh is the load of first contacts: cfg.peers new identities, each
+// runFresh is the load of first contacts: cfg.Peers new identities, each
 // making one exchange with the responder, which stores every one of them
 // (both records are sent: neither side knows the other). The identities
-// and their exchange keys are made first. Then, cfg.concurrency at a time:
+// and their exchange keys are made first. Then, cfg.Concurrency at a time:
 // their hosts are made and connected to the responder (libp2p's
 // handshake), outside the timing; the exchanges run, all of the group at
 // once, timed; the initiators are closed, outside the timing. Afterwards
 // the responder's store is measured: its size, the heap the responder
 // holds per peer it now knows, and, reopened, its open time and lookups.
-func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func(string, ...any), progress io.Writer) error {
-	sum.FreshIdentities = cfg.peers
+func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, ...any), progress io.Writer) error {
+	sum.FreshIdentities = cfg.Peers
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits), rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return err
 	}
-	cm, err := connmgr.NewConnManager(cfg.concurrency*4+16, cfg.concurrency*8+32)
+	cm, err := connmgr.NewConnManager(cfg.Concurrency*4+16, cfg.Concurrency*8+32)
 	if err != nil {
 		return err
 	}
 	var security []libp2p.Option
-	switch cfg.security {
+	switch cfg.Security {
 	case "tls":
 		security = []libp2p.Option{libp2p.Security(tls.ID, tls.New)}
 	case "noise":
 		security = []libp2p.Option{libp2p.Security(noise.ID, noise.New)}
 	}
-	common := []node.Option{node.WithSuites(cfg.suite), node.WithNoticeSize(cfg.noticeSize)}
+	common := []node.Option{node.WithSuites(cfg.Suite), node.WithNoticeSize(cfg.NoticeSize)}
 	listen := "/ip4/127.0.0.1/tcp/0"
-	if cfg.transport == "quic" {
+	if cfg.Transport == "quic" {
 		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
 	}
 	respDir := ""
 	var respStore ps.Store
-	if cfg.store == "bolt" {
+	if cfg.Store == "bolt" {
 		respDir = filepath.Join(cfg.storeRoot, "responder")
 		respStore, err = ps.OpenBolt(respDir)
 	} else {
@@ -259,9 +259,9 @@ func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func
 		}
 	}()
 	respOpts := slices.Concat(common, []node.Option{node.WithListenAddrs(listen),
-		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.concurrency), node.DefaultMaxInboundPerPeer),
+		node.WithInboundLimits(max(node.DefaultMaxInbound, 2*cfg.Concurrency), node.DefaultMaxInboundPerPeer),
 		// Every initiator comes from 127.0.0.1: one origin.
-		node.WithOriginLimit(max(node.DefaultMaxInboundPerOrigin, 2*cfg.concurrency), node.DefaultOriginPrefixV4, node.DefaultOriginPrefixV6),
+		node.WithOriginLimit(max(node.DefaultMaxInboundPerOrigin, 2*cfg.Concurrency), node.DefaultOriginPrefixV4, node.DefaultOriginPrefixV6),
 		node.WithLibp2pOptions(slices.Concat(security, []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)})...)})
 	hostOpts, err := node.HostOptions(respOpts...)
 	if err != nil {
@@ -290,8 +290,8 @@ func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func
 	var heap0 runtime.MemStats
 	runtime.ReadMemStats(&heap0)
 
-	say("making %d identities and their exchange keys (not timed)", cfg.peers)
-	ids := make([]freshIdentity, cfg.peers)
+	say("making %d identities and their exchange keys (not timed)", cfg.Peers)
+	ids := make([]freshIdentity, cfg.Peers)
 	{
 		var next atomic.Int64
 		var wg sync.WaitGroup
@@ -309,10 +309,10 @@ func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func
 		}
 	}
 
-	say("load: %d first contacts, %d at a time", cfg.peers, cfg.concurrency)
+	say("load: %d first contacts, %d at a time", cfg.Peers, cfg.Concurrency)
 	probe := startFloorProbe(cfg)
 	var (
-		latencies      = make([]time.Duration, 0, cfg.peers)
+		latencies      = make([]time.Duration, 0, cfg.Peers)
 		failures       []string
 		failed         int
 		timedCPU       time.Duration
@@ -321,8 +321,8 @@ func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func
 		lastProgress   = time.Now()
 		start, cpuAll0 = time.Now(), processCPU()
 	)
-	for lo := 0; lo < len(ids) && ctx.Err() == nil; lo += cfg.concurrency {
-		group := ids[lo:min(lo+cfg.concurrency, len(ids))]
+	for lo := 0; lo < len(ids) && ctx.Err() == nil; lo += cfg.Concurrency {
+		group := ids[lo:min(lo+cfg.Concurrency, len(ids))]
 		nodes := make([]*node.Node, len(group))
 		errs := make([]error, len(group))
 		var wg sync.WaitGroup
@@ -480,7 +480,7 @@ func runFresh(ctx context.Context, cfg *benchConfig, sum *benchSummary, say func
 // measureStore reopens the store the load left and times the open and
 // lookups of random known peers (the record, then the active session, as
 // an exchange and a message do).
-func measureStore(dir string, peers []ps.PeerKey, sum *benchSummary) error {
+func measureStore(dir string, peers []ps.PeerKey, sum *Summary) error {
 	const lookups = 2000
 	t := time.Now()
 	st, err := ps.OpenBolt(dir)
