@@ -35,6 +35,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
@@ -71,20 +72,28 @@ type Config struct {
 	Duration    time.Duration // run for this long instead of Count (0: Count)
 	Suite       protocol.Suite
 	NoticeSize  int
-	BothKeys    bool          // under load, both records are sent (else: known, phase 2 empty)
-	Security    string        // "" (libp2p's choice), "tls" or "noise"
-	Transport   string        // "tcp" (with yamux) or "quic"
-	NewStreams  bool          // a new stream for every exchange (node.WithStreamIdleTimeout(0))
-	Latency     time.Duration // mocknet latency per direction for the round trips; 0 skips them
-	RTTSamples  int           // exchanges timed on mocknet, per case
-	CPUProfile  string        // CPU profile of the load phase, to this file
-	MemProfile  string        // heap profiles of the exchanges in flight (and FILE.base)
-	Store       string        // "bolt", "memory" or "both" (with RunSeries)
-	Runs        int           // runs per store (RunSeries)
+	BothKeys    bool   // under load, both records are sent (else: known, phase 2 empty)
+	Security    string // "" (libp2p's choice), "tls" or "noise"
+	Transport   string // "tcp" (with yamux) or "quic"
+	Muxer       string // with tcp: "" (libp2p's yamux) or "yamux-readbuf" (yamux reading through a 4 KiB buffer)
+	// Setups, if any, are the connection setups RunSeries compares, one
+	// run each per round, in turn; they replace Transport, Security and
+	// Muxer. Each is TRANSPORT[/SECURITY[/MUXER]]: tcp/tls, tcp/noise,
+	// quic, tcp/tls/yamux-readbuf.
+	Setups     []string
+	NewStreams bool          // a new stream for every exchange (node.WithStreamIdleTimeout(0))
+	Latency    time.Duration // mocknet latency per direction for the round trips; 0 skips them
+	RTTSamples int           // exchanges timed on mocknet, per case
+	CPUProfile string        // CPU profile of the load phase, to this file
+	MemProfile string        // heap profiles of the exchanges in flight (and FILE.base)
+	Store      string        // "bolt", "memory" or "both" (with RunSeries)
+	Runs       int           // runs per store (RunSeries)
 
 	fresh     bool   // every exchange a first contact from a new identity
+	setupName string // the entry of Setups this run is
 	storeRoot string // where the bbolt stores go
-	noExtras  bool   // skip the null exchanges and round trips (runs after the first)
+	noRTTs    bool   // skip the mocknet round trips (runs after the first)
+	noNull    bool   // skip the null exchanges (runs after the first of a setup)
 }
 
 // DefaultConfig returns the defaults of "p2pkex bench".
@@ -127,6 +136,22 @@ func (cfg *Config) Validate() error {
 	if cfg.Transport != "tcp" && cfg.Transport != "quic" {
 		return configErrorf("--transport %q: want tcp or quic", cfg.Transport)
 	}
+	if cfg.Muxer != "" && cfg.Muxer != "yamux" && cfg.Muxer != "yamux-readbuf" {
+		return configErrorf("--muxer %q: want yamux or yamux-readbuf", cfg.Muxer)
+	}
+	if cfg.Transport == "quic" && (cfg.Muxer != "" || cfg.Security == "noise") {
+		return configErrorf("--transport quic brings its own security (TLS 1.3) and streams: no noise, no --muxer")
+	}
+	for _, s := range cfg.Setups {
+		c := *cfg
+		c.Setups = nil
+		if err := c.setup(s); err != nil {
+			return err
+		}
+		if err := c.Validate(); err != nil {
+			return configErrorf("--compare %q: %v", s, err)
+		}
+	}
 	if !cfg.Suite.Known() {
 		return configErrorf("--suite %v: unknown", cfg.Suite)
 	}
@@ -163,9 +188,44 @@ func (cfg *Config) Validate() error {
 // identities.
 func (cfg *Config) Fresh() bool { return cfg.fresh }
 
-// Series reports whether cfg asks for RunSeries: several runs, or both
-// stores.
-func (cfg *Config) Series() bool { return cfg.Runs > 1 || cfg.Store == "both" }
+// Series reports whether cfg asks for RunSeries: several runs, both
+// stores, or several connection setups.
+func (cfg *Config) Series() bool { return cfg.Runs > 1 || cfg.Store == "both" || len(cfg.Setups) > 0 }
+
+// setup sets Transport, Security and Muxer from s, as in Setups.
+func (cfg *Config) setup(s string) error {
+	parts := strings.Split(s, "/")
+	if len(parts) > 3 || parts[0] == "" {
+		return configErrorf("--compare %q: want TRANSPORT[/SECURITY[/MUXER]], as tcp/noise", s)
+	}
+	parts = append(parts, "", "")
+	cfg.Transport, cfg.Security, cfg.Muxer = parts[0], parts[1], parts[2]
+	return nil
+}
+
+// connOptions returns the responder's listen address and the libp2p
+// options of every host for cfg's transport, security and muxer.
+func connOptions(cfg *Config) (listen string, opts []libp2p.Option) {
+	listen = "/ip4/127.0.0.1/tcp/0"
+	if cfg.Transport == "quic" {
+		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
+	}
+	switch cfg.Security {
+	case "tls":
+		opts = append(opts, libp2p.Security(tls.ID, tls.New))
+	case "noise":
+		opts = append(opts, libp2p.Security(noise.ID, noise.New))
+	}
+	if cfg.Muxer == "yamux-readbuf" {
+		// libp2p's yamux reads unbuffered (ReadBufSize 0), trusting the
+		// secure channel to buffer: every frame header and body is a
+		// Read of its own on it. This one reads through a buffer.
+		c := *yamux.DefaultTransport.Config()
+		c.ReadBufSize = 4096
+		opts = append(opts, libp2p.Muxer(yamux.ID, (*yamux.Transport)(&c)))
+	}
+	return listen, opts
+}
 
 // Run validates cfg and runs the bench once on cfg.Store ("bolt" or
 // "memory"), writing progress lines to progress. The bbolt stores go in a
@@ -219,7 +279,9 @@ type Summary struct {
 	Keys        string `json:"keys"`
 	Transport   string `json:"transport"`
 	Security    string `json:"security"`
-	Streams     string `json:"streams"` // "kept" (the default) or "new" (--new-streams)
+	Streams     string `json:"streams"`         // "kept" (the default) or "new" (--new-streams)
+	Setup       string `json:"setup,omitempty"` // the connection setup compared (--compare), as given
+	Muxer       string `json:"muxer,omitempty"` // --muxer, if given
 	NoticeSize  int    `json:"notice_size"`
 	Peers       int    `json:"peers"`
 	Concurrency int    `json:"concurrency"`
@@ -329,6 +391,8 @@ func runOne(ctx context.Context, cfg *Config, progress io.Writer) (*Summary, err
 		Transport:   cfg.Transport,
 		Security:    cfg.Security,
 		Streams:     map[bool]string{false: "kept", true: "new"}[cfg.NewStreams],
+		Setup:       cfg.setupName,
+		Muxer:       cfg.Muxer,
 		NoticeSize:  cfg.NoticeSize,
 		Peers:       cfg.Peers,
 		Concurrency: cfg.Concurrency,
@@ -383,7 +447,7 @@ func runOne(ctx context.Context, cfg *Config, progress io.Writer) (*Summary, err
 		sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
 	}
 
-	if cfg.Latency > 0 && !cfg.noExtras {
+	if cfg.Latency > 0 && !cfg.noRTTs {
 		say("round trips on mocknet, latency %v per direction", cfg.Latency)
 		if err := measureRTTs(ctx, cfg, sum); err != nil {
 			return nil, fmt.Errorf("mocknet round trips: %w", err)
@@ -717,13 +781,7 @@ func startBenchNodes(ctx context.Context, cfg *Config) (*benchNodes, error) {
 	if cfg.NewStreams {
 		common = append(common, node.WithStreamIdleTimeout(0))
 	}
-	var security []libp2p.Option
-	switch cfg.Security {
-	case "tls":
-		security = []libp2p.Option{libp2p.Security(tls.ID, tls.New)}
-	case "noise":
-		security = []libp2p.Option{libp2p.Security(noise.ID, noise.New)}
-	}
+	listen, security := connOptions(cfg)
 	b.hosts = make([]host.Host, 1+cfg.Peers)
 	b.stores = make([]ps.Store, 1+cfg.Peers)
 	start := func(i int, libp2pOpts []libp2p.Option, opts ...node.Option) (*node.Node, error) {
@@ -752,10 +810,6 @@ func startBenchNodes(ctx context.Context, cfg *Config) (*benchNodes, error) {
 			b.stores[0] = b.timed
 		}
 		return node.New(ctx, slices.Concat(common, []node.Option{node.WithHost(gateHost{h, &b.gate}), node.WithStore(b.stores[i])}, opts)...)
-	}
-	listen := "/ip4/127.0.0.1/tcp/0"
-	if cfg.Transport == "quic" {
-		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
 	}
 	b.responder, err = start(0, []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)},
 		node.WithListenAddrs(listen),
@@ -1061,7 +1115,7 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 
 	// Last: the null protocol's handler changes what identify announces,
 	// and its streams linger a while, which would move the heap baseline.
-	if null != nil && !cfg.noExtras {
+	if null != nil && !cfg.noNull {
 		n := min(max(sum.Exchanges, cfg.Concurrency), benchNullMax)
 		say("null exchanges: %d, %d in flight (the stream of an exchange with keys known, without the exchange)", n, cfg.Concurrency)
 		if err := runNull(ctx, nodes, null, n, cfg.Concurrency, sum); err != nil {

@@ -80,6 +80,11 @@ func TestConfigErrors(t *testing.T) {
 		"no count":                func(c *Config) { c.Count = 0 },
 		"negative duration":       func(c *Config) { c.Duration = -time.Second },
 		"negative latency":        func(c *Config) { c.Latency = -time.Second },
+		"unknown muxer":           func(c *Config) { c.Muxer = "mplex" },
+		"muxer on quic":           func(c *Config) { c.Transport, c.Muxer = "quic", "yamux" },
+		"noise on quic":           func(c *Config) { c.Setups = []string{"tcp/tls", "quic/noise"} },
+		"empty setup":             func(c *Config) { c.Setups = []string{""} },
+		"long setup":              func(c *Config) { c.Setups = []string{"tcp/tls/yamux/x"} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -153,6 +158,35 @@ func TestRunFirstContacts(t *testing.T) {
 		"store_open_ms", "ratio_cpu_vs_floor_in_load", "cpu_s_per_first_contact_all"} {
 		if v, ok := sum[field].(float64); !ok || v <= 0 {
 			t.Errorf("%s: %v, want a positive number", field, sum[field])
+		}
+	}
+}
+
+// TestRunSeriesSetups compares connection setups in one series and checks
+// that every run says which it is, ran on it, and measured its stream
+// (the null exchanges) once.
+func TestRunSeriesSetups(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Count, cfg.Concurrency, cfg.Latency, cfg.Store = 20, 2, 0, "memory"
+	cfg.Setups = []string{"tcp/noise", "quic", "tcp/tls/yamux-readbuf"}
+	res, err := RunSeries(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]string{"tcp/noise": {"tcp+/yamux/1.0.0", "/noise"}, "quic": {"quic-v1", "TLS 1.3 (QUIC)"},
+		"tcp/tls/yamux-readbuf": {"tcp+/yamux/1.0.0", "/tls/1.0.0"}}
+	if len(res.Runs) != len(want) {
+		t.Fatalf("%d runs, want %d", len(res.Runs), len(want))
+	}
+	for _, r := range res.Runs {
+		if w, ok := want[r.Setup]; !ok || r.Transport != w[0] || r.Security != w[1] {
+			t.Errorf("run %q on %s with %s, want %v", r.Setup, r.Transport, r.Security, w)
+		}
+		if r.Exchanges != 20 || r.Failures != 0 || r.NullExchanges == 0 {
+			t.Errorf("run %q: %d exchanges, %d failures, %d null exchanges", r.Setup, r.Exchanges, r.Failures, r.NullExchanges)
+		}
+		if m := res.Medians[r.Setup]; m == nil || m.Runs != 1 || m.NullCPUSPerExch <= 0 {
+			t.Errorf("medians of %q: %+v", r.Setup, m)
 		}
 	}
 }

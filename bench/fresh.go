@@ -23,8 +23,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
@@ -80,7 +78,8 @@ func newFloorWork(cfg *Config) (func() error, error) {
 // Series is the summary of --store both or --runs above 1.
 type Series struct {
 	Runs    []*Summary          `json:"runs"`
-	Medians map[string]*Medians `json:"medians"` // by store
+	Medians map[string]*Medians `json:"medians"` // by store, or by setup (and store)
+	Setups  []string            `json:"setups,omitempty"`
 	// The bbolt run's rate over the in-memory run's: of the medians, and
 	// of each round's pair (the two stores run back to back).
 	RatioRateBoltVsMemory      float64   `json:"ratio_rate_bolt_vs_memory,omitempty"`
@@ -102,6 +101,9 @@ type Medians struct {
 	RatioRateVsFloor       [3]float64 `json:"ratio_rate_vs_floor"`
 	P50Ms                  [3]float64 `json:"p50_ms"`
 	P99Ms                  [3]float64 `json:"p99_ms"`
+	// The null exchanges of the first run (runSeries).
+	NullCPUSPerExch        float64 `json:"null_cpu_s_per_exchange,omitempty"`
+	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
 }
 
 func spread(xs []float64) [3]float64 {
@@ -110,35 +112,58 @@ func spread(xs []float64) [3]float64 {
 	return [3]float64{s[len(s)/2], s[0], s[len(s)-1]}
 }
 
-// runSeries runs the bench cfg.Runs times per store, alternating the
-// stores (bolt, memory; then memory, bolt; ...) so that the machine's drift
-// falls on both alike and shows as the spread. The mocknet round trips and
-// the null exchanges are measured in the first run only.
+// runSeries runs the bench cfg.Runs times per case (store, and connection
+// setup if cfg.Setups are given), turning the order of the cases round by
+// one each round (bolt, memory; then memory, bolt; ...) so that the
+// machine's drift falls on all alike and shows as the spread. The mocknet
+// round trips are measured in the first run only, the null exchanges in
+// the first run of each connection setup.
 func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, error) {
 	stores := []string{cfg.Store}
 	if cfg.Store == "both" {
 		stores = []string{"bolt", "memory"}
 	}
-	out := &Series{Medians: map[string]*Medians{}}
-	byStore := map[string][]*Summary{}
-	for r := range cfg.Runs {
-		order := slices.Clone(stores)
-		if r%2 == 1 {
-			slices.Reverse(order)
+	type benchCase struct{ label, store, setup string }
+	var cases []benchCase
+	for _, st := range stores {
+		if len(cfg.Setups) == 0 {
+			cases = append(cases, benchCase{st, st, ""})
 		}
+		for _, su := range cfg.Setups {
+			label := su
+			if len(stores) > 1 {
+				label = st + " " + su
+			}
+			cases = append(cases, benchCase{label, st, su})
+		}
+	}
+	out := &Series{Medians: map[string]*Medians{}, Setups: cfg.Setups}
+	byStore := map[string][]*Summary{}
+	nulls := map[string]bool{}
+	for r := range cfg.Runs {
+		order := slices.Clone(cases)
+		k := r % len(order)
+		order = append(order[k:], order[:k]...)
 		rates := map[string]float64{}
-		for _, st := range order {
+		for _, cs := range order {
 			c := *cfg
-			c.Store = st
-			c.noExtras = len(out.Runs) > 0
-			fmt.Fprintf(progress, "bench: run %d of %d, store %s\n", r+1, cfg.Runs, st)
+			c.Store, c.Setups, c.setupName = cs.store, nil, cs.setup
+			if cs.setup != "" {
+				if err := c.setup(cs.setup); err != nil {
+					return nil, err
+				}
+			}
+			c.noRTTs = len(out.Runs) > 0
+			c.noNull = nulls[cs.setup]
+			nulls[cs.setup] = true
+			fmt.Fprintf(progress, "bench: run %d of %d, %s\n", r+1, cfg.Runs, cs.label)
 			sum, err := runOne(ctx, &c, progress)
 			if err != nil {
-				return nil, fmt.Errorf("run %d, store %s: %w", r+1, st, err)
+				return nil, fmt.Errorf("run %d, %s: %w", r+1, cs.label, err)
 			}
 			out.Runs = append(out.Runs, sum)
-			byStore[st] = append(byStore[st], sum)
-			rates[st] = sum.ExchangesPerS
+			byStore[cs.label] = append(byStore[cs.label], sum)
+			rates[cs.label] = sum.ExchangesPerS
 		}
 		if rates["memory"] > 0 && rates["bolt"] > 0 {
 			out.RatioRateBoltVsMemoryPairs = append(out.RatioRateBoltVsMemoryPairs, rates["bolt"]/rates["memory"])
@@ -164,6 +189,11 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 		m.RatioRateVsFloor = pick(func(s *Summary) float64 { return s.RatioRateVsFloor })
 		m.P50Ms = pick(func(s *Summary) float64 { return s.P50Ms })
 		m.P99Ms = pick(func(s *Summary) float64 { return s.P99Ms })
+		for _, s := range runs {
+			if s.NullExchanges > 0 {
+				m.NullCPUSPerExch, m.RatioNullVsFloorInLoad = s.NullCPUSPerExch, s.RatioNullVsFloorInLoad
+			}
+		}
 		out.Medians[st] = m
 	}
 	if b, m := out.Medians["bolt"], out.Medians["memory"]; b != nil && m != nil {
@@ -228,18 +258,8 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 	if err != nil {
 		return err
 	}
-	var security []libp2p.Option
-	switch cfg.Security {
-	case "tls":
-		security = []libp2p.Option{libp2p.Security(tls.ID, tls.New)}
-	case "noise":
-		security = []libp2p.Option{libp2p.Security(noise.ID, noise.New)}
-	}
+	listen, security := connOptions(cfg)
 	common := []node.Option{node.WithSuites(cfg.Suite), node.WithNoticeSize(cfg.NoticeSize)}
-	listen := "/ip4/127.0.0.1/tcp/0"
-	if cfg.Transport == "quic" {
-		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
-	}
 	respDir := ""
 	var respStore ps.Store
 	if cfg.Store == "bolt" {

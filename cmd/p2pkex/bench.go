@@ -47,9 +47,10 @@ contact from a new identity: --peers identities, made before the timed part,
 one exchange each against the one responder.
 Every node listens on 127.0.0.1 only. The hosts are
 built with the options node.New uses for its own (node.HostOptions: libp2p's
-defaults, libp2p's metrics off); --transport and --security choose what the
-connections run on (default TCP with yamux, and TLS 1.3, libp2p's first
-choice). The responder runs with the resource manager's limits lifted and
+defaults, libp2p's metrics off); --transport, --security and --muxer choose
+what the connections run on (default TCP with yamux, and TLS 1.3, libp2p's
+first choice); --compare runs several such setups in turn, alternating, and
+prints the medians of each. The responder runs with the resource manager's limits lifted and
 its inbound-exchange limits (total, and per origin: every initiator is on
 127.0.0.1) raised to twice the concurrency, so that the load
 measures the exchange, not the limits.
@@ -58,6 +59,7 @@ Examples:
   p2pkex bench
   p2pkex bench --concurrency 64 --count 10000
   p2pkex bench --concurrency 64 --count 6000 --store both --runs 3
+  p2pkex bench --concurrency 64 --count 3000 --store memory --runs 3 --compare tcp/tls,tcp/noise,quic
   p2pkex bench --keys both --peers 10000 --concurrency 64
   p2pkex bench --peers 1000 --concurrency 1000 --count 10000 --latency 0
   p2pkex bench --duration 30s --suite X25519 --cpuprofile cpu.out`,
@@ -71,6 +73,8 @@ Examples:
 			&cli.StringFlag{Name: "keys", Value: "known", Usage: "under load, records are `known` (phase 2 empty) or sent by `both` sides"},
 			&cli.StringFlag{Name: "security", Usage: "secure channel of the load's connections: `tls` or noise (default: libp2p's choice, TLS 1.3 then Noise)"},
 			&cli.StringFlag{Name: "transport", Value: def.Transport, Usage: "transport of the load's connections: `tcp` (with yamux) or quic"},
+			&cli.StringFlag{Name: "muxer", Usage: "with tcp: `yamux` (libp2p's) or yamux-readbuf (yamux reading through a 4 KiB buffer)"},
+			&cli.StringSliceFlag{Name: "compare", Usage: "connection setups to run in turn, --runs times each, as `TRANSPORT[/SECURITY[/MUXER]]`, comma-separated (tcp/tls,tcp/noise,quic); instead of --transport, --security and --muxer"},
 			&cli.BoolFlag{Name: "new-streams", Usage: "open a new stream for every exchange instead of keeping the stream of the last exchange with the peer (node.WithStreamIdleTimeout(0))"},
 			&cli.DurationFlag{Name: "latency", Value: def.Latency, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
 			&cli.IntFlag{Name: "rtt-samples", Value: def.RTTSamples, Usage: "exchanges timed on mocknet, per case"},
@@ -120,6 +124,8 @@ func benchConfigFrom(c *cli.Command) (bench.Config, error) {
 		NoticeSize:  c.Int("notice-size"),
 		Security:    c.String("security"),
 		Transport:   c.String("transport"),
+		Muxer:       c.String("muxer"),
+		Setups:      c.StringSlice("compare"),
 		NewStreams:  c.Bool("new-streams"),
 		Latency:     c.Duration("latency"),
 		RTTSamples:  c.Int("rtt-samples"),
@@ -147,6 +153,9 @@ func benchConfigFrom(c *cli.Command) (bench.Config, error) {
 	}
 	if cfg.Fresh() && (c.IsSet("count") || c.IsSet("duration")) {
 		return cfg, usagef("with --keys both and --peers above --concurrency every identity makes one exchange: give no --count or --duration")
+	}
+	if c.IsSet("compare") && (c.IsSet("transport") || c.IsSet("security") || c.IsSet("muxer")) {
+		return cfg, usagef("--compare names the transport, security and muxer of each run: not with --transport, --security or --muxer")
 	}
 	if c.IsSet("duration") && c.IsSet("count") {
 		return cfg, usagef("give --count or --duration, not both")

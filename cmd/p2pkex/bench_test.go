@@ -44,6 +44,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "--store", "disk"},
 		{"bench", "--runs", "0"},
 		{"bench", "--transport", "udp"},
+		{"bench", "--compare", "tcp/noise,quic", "--security", "tls"},
+		{"bench", "--compare", "quic/noise"},
+		{"bench", "--muxer", "mplex"},
 		{"bench", "--keys", "both", "--peers", "8", "--concurrency", "4", "--count", "5"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
