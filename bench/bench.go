@@ -997,17 +997,11 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 		end := time.Now().Add(cfg.Duration)
 		more = func() bool { return time.Now().Before(end) }
 	}
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	var start time.Time // of the load
 
 	say("load: %d exchanges in flight, %s", cfg.Concurrency, map[bool]string{
@@ -1073,9 +1067,7 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 		return err
 	}
 	installErr := nodes.waitInstalled(ctx)
-	if cfg.CPUProfile != "" {
-		pprof.StopCPUProfile() // the load only, not what follows
-	}
+	stopProfile() // the load only, not what follows
 	probe.finish()
 	cpu := processCPU() - cpu0 - probe.cpu
 	if probe.err != nil {
@@ -1610,6 +1602,30 @@ type lagStream struct {
 func (s lagStream) Close() error {
 	time.AfterFunc(s.lag, func() { _ = s.Stream.Close() })
 	return nil
+}
+
+// startCPUProfile starts a CPU profile to the file name, if name is not
+// empty. The returned function stops it and closes the file; it may be
+// called more than once.
+func startCPUProfile(name string) (stop func(), err error) {
+	if name == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
 }
 
 // writeHeapProfile writes a heap profile (of the last collection) to name.

@@ -20,9 +20,11 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
@@ -154,6 +156,10 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 				}
 			}
 			c.noRTTs = len(out.Runs) > 0
+			if cfg.CPUProfile != "" {
+				// One profile a run: FILE.1, FILE.2, ... in the order run.
+				c.CPUProfile = fmt.Sprintf("%s.%d", cfg.CPUProfile, len(out.Runs)+1)
+			}
 			c.noNull = nulls[cs.setup]
 			nulls[cs.setup] = true
 			fmt.Fprintf(progress, "bench: run %d of %d, %s\n", r+1, cfg.Runs, cs.label)
@@ -330,6 +336,14 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 	}
 
 	say("load: %d first contacts, %d at a time", cfg.Peers, cfg.Concurrency)
+	// The profile covers the untimed parts of the load too (the hosts,
+	// libp2p's handshakes, the initiators' Close): they run between the
+	// timed groups.
+	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	probe := startFloorProbe(cfg)
 	var (
 		latencies      = make([]time.Duration, 0, cfg.Peers)
@@ -382,6 +396,12 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 			probe.finish()
 			return fmt.Errorf("first-contact initiators: %w", err)
 		}
+		// Not timed: the responder's identify of the new connections
+		// (the initiators' ran in Connect), and a collection of the
+		// garbage of making the group's hosts. Both belong to the
+		// connections, counted in cpu_s_per_first_contact_all; left to run
+		// on into the timed part they were charged to the exchanges.
+		settle(ctx, rh, nodes)
 		// Timed: the exchanges.
 		t0, c0 := time.Now(), processCPU()
 		for _, n := range nodes {
@@ -427,6 +447,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		}
 	}
 	wallAll, cpuAll := time.Since(start), processCPU()-cpuAll0
+	stopProfile()
 	probe.finish()
 	if err := ctx.Err(); err != nil {
 		return err
@@ -495,6 +516,23 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		sum.StoreBytesPerPeer = float64(sum.StoreBytes) / float64(sum.KnownPeers)
 	}
 	return measureStore(respDir, peers, sum)
+}
+
+// settle waits for h's identify of its connections to the nodes, then
+// collects the garbage.
+func settle(ctx context.Context, h host.Host, nodes []*node.Node) {
+	if ids, ok := h.(interface{ IDService() identify.IDService }); ok {
+		for _, n := range nodes {
+			for _, c := range h.Network().ConnsToPeer(n.ID()) {
+				select {
+				case <-ids.IDService().IdentifyWait(c):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}
+	runtime.GC()
 }
 
 // measureStore reopens the store the load left and times the open and

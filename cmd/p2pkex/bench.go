@@ -78,7 +78,7 @@ Examples:
 			&cli.BoolFlag{Name: "new-streams", Usage: "open a new stream for every exchange instead of keeping the stream of the last exchange with the peer (node.WithStreamIdleTimeout(0))"},
 			&cli.DurationFlag{Name: "latency", Value: def.Latency, Usage: "mocknet link latency per direction for the round-trip count; 0 skips it"},
 			&cli.IntFlag{Name: "rtt-samples", Value: def.RTTSamples, Usage: "exchanges timed on mocknet, per case"},
-			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE`"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load phase to `FILE` (FILE.1, FILE.2, ... with several runs)"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write heap profiles of the exchanges in flight to `FILE` and of the baseline to FILE.base"},
 			&cli.StringFlag{Name: "store", Value: def.Store, Usage: "store of every node: `bolt` (as the daemon's, in a temporary directory), memory, or both (alternating runs)"},
 			&cli.IntFlag{Name: "runs", Value: def.Runs, Usage: "runs of the load per store, alternating stores; the summary gives each run and the medians"},
