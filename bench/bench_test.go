@@ -190,3 +190,23 @@ func TestRunSeriesSetups(t *testing.T) {
 		}
 	}
 }
+
+// TestRunSeriesFirstContacts runs first contacts twice in a series: each
+// run's responder starts from a store of its own (they once shared one, and
+// the second run failed on the first one's identity).
+func TestRunSeriesFirstContacts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BothKeys, cfg.Peers, cfg.Concurrency, cfg.Latency, cfg.Runs = true, 6, 3, 0, 2
+	res, err := RunSeries(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 2 {
+		t.Fatalf("%d runs, want 2", len(res.Runs))
+	}
+	for i, r := range res.Runs {
+		if r.KnownPeers != 6 || r.Failures != 0 {
+			t.Errorf("run %d: %d known peers, %d failures; want 6, 0", i+1, r.KnownPeers, r.Failures)
+		}
+	}
+}

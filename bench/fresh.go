@@ -269,8 +269,10 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 	respDir := ""
 	var respStore ps.Store
 	if cfg.Store == "bolt" {
-		respDir = filepath.Join(cfg.storeRoot, "responder")
-		respStore, err = ps.OpenBolt(respDir)
+		// A directory of its own: the runs of a series share storeRoot.
+		if respDir, err = os.MkdirTemp(cfg.storeRoot, "responder-"); err == nil {
+			respStore, err = ps.OpenBolt(respDir)
+		}
 	} else {
 		respStore = ps.NewMemory()
 	}
