@@ -43,6 +43,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2pkex/p2pkex/internal/procstat"
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -471,7 +472,7 @@ func (a *anchors) measure(cfg *Config, say func(string, ...any)) error {
 	if err := f(); err != nil { // one untimed round warms caches and lazily initialised tables
 		return fmt.Errorf("crypto floor: %w", err)
 	}
-	cpu0 := processCPU()
+	cpu0 := procstat.CPU()
 	t0 := time.Now()
 	for range benchFloorRounds {
 		if err := f(); err != nil {
@@ -482,7 +483,7 @@ func (a *anchors) measure(cfg *Config, say func(string, ...any)) error {
 	// Process CPU time, like the exchanges' (the untimed first round of
 	// MeasureFloor is spread over the others): unlike wall time, it does
 	// not grow when other processes take the CPU.
-	if a.floorCPU = (processCPU() - cpu0) / benchFloorRounds; a.floorCPU <= 0 {
+	if a.floorCPU = (procstat.CPU() - cpu0) / benchFloorRounds; a.floorCPU <= 0 {
 		a.floorCPU = a.floorWall
 	}
 	say("Noise XX, %d handshakes over loopback TCP", benchNoiseRounds)
@@ -628,7 +629,7 @@ func measureNoise(rounds int) (cpu time.Duration, err error) {
 			}
 			conns = append(conns, cs)
 		}
-		start := processCPU()
+		start := procstat.CPU()
 		for i, cs := range conns {
 			if err = nb.handshake(cs); err != nil {
 				for _, rest := range conns[i+1:] {
@@ -638,7 +639,7 @@ func measureNoise(rounds int) (cpu time.Duration, err error) {
 				return 0, err
 			}
 		}
-		cpu += processCPU() - start
+		cpu += procstat.CPU() - start
 		done += len(conns)
 	}
 	return cpu / time.Duration(rounds), nil
@@ -1011,7 +1012,7 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 	probe := startFloorProbe(cfg)
 	nodes.timed.reset()
 	start = time.Now()
-	cpu0 := processCPU()
+	cpu0 := procstat.CPU()
 	go func() {
 		defer close(progressDone)
 		tick := time.NewTicker(time.Second)
@@ -1069,7 +1070,7 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 	installErr := nodes.waitInstalled(ctx)
 	stopProfile() // the load only, not what follows
 	probe.finish()
-	cpu := processCPU() - cpu0 - probe.cpu
+	cpu := procstat.CPU() - cpu0 - probe.cpu
 	if probe.err != nil {
 		return fmt.Errorf("crypto floor beside the load: %w", probe.err)
 	}
@@ -1333,9 +1334,9 @@ func runNull(ctx context.Context, nodes *benchNodes, x *nullExchange, count, con
 	work(int64(len(nodes.initiators)))
 	time.Sleep(100 * time.Millisecond) // identify pushes the new protocol
 	failed.Store(0)
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0 := time.Now(), procstat.CPU()
 	work(int64(count))
-	cpu, wall := processCPU()-cpu0, time.Since(start)
+	cpu, wall := procstat.CPU()-cpu0, time.Since(start)
 	if f := failed.Load(); f > 0 {
 		return fmt.Errorf("%d failed, first: %v", f, *firstErr.Load())
 	}
@@ -1434,9 +1435,9 @@ func waitForRest(timeout time.Duration) bool {
 	const interval = 50 * time.Millisecond
 	end := time.Now().Add(timeout)
 	for time.Now().Before(end) {
-		c := processCPU()
+		c := procstat.CPU()
 		time.Sleep(interval)
-		if processCPU()-c < interval/10 {
+		if procstat.CPU()-c < interval/10 {
 			return true
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 
+	"github.com/p2pkex/p2pkex/internal/procstat"
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -355,7 +356,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		timedWall      time.Duration
 		mu             sync.Mutex
 		lastProgress   = time.Now()
-		start, cpuAll0 = time.Now(), processCPU()
+		start, cpuAll0 = time.Now(), procstat.CPU()
 	)
 	for lo := 0; lo < len(ids) && ctx.Err() == nil; lo += cfg.Concurrency {
 		group := ids[lo:min(lo+cfg.Concurrency, len(ids))]
@@ -405,7 +406,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		// on into the timed part they were charged to the exchanges.
 		settle(ctx, rh, nodes)
 		// Timed: the exchanges.
-		t0, c0 := time.Now(), processCPU()
+		t0, c0 := time.Now(), procstat.CPU()
 		for _, n := range nodes {
 			wg.Go(func() {
 				ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
@@ -429,7 +430,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 			})
 		}
 		wg.Wait()
-		timedCPU += processCPU() - c0
+		timedCPU += procstat.CPU() - c0
 		timedWall += time.Since(t0)
 		// Not timed: the initiators go, as a visitor does.
 		for i, n := range nodes {
@@ -448,7 +449,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 				time.Since(start).Seconds(), done, failed, float64(len(latencies))/timedWall.Seconds())
 		}
 	}
-	wallAll, cpuAll := time.Since(start), processCPU()-cpuAll0
+	wallAll, cpuAll := time.Since(start), procstat.CPU()-cpuAll0
 	stopProfile()
 	probe.finish()
 	if err := ctx.Err(); err != nil {
