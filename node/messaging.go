@@ -308,6 +308,11 @@ type messaging struct {
 	// started; only epochs from it up are accepted (see "Replays across
 	// restarts" at the top of this file).
 	fresh map[peer.ID]uint64
+	// forgotten counts, per peer, the times the node forgot it (Forget).
+	// A message whose key was read before a forget of its sender and whose
+	// body arrives after it is refused (accept): the key it holds was
+	// destroyed.
+	forgotten map[peer.ID]uint64
 
 	subsMu     sync.RWMutex
 	subs       map[*msgSub]struct{}
@@ -573,6 +578,7 @@ func refusedBy(p peer.ID, epoch uint64, st msgStatus) error {
 // allocated for the body before the header checked out (msgadmit.go).
 func (n *Node) handleMessageStream(s network.Stream) {
 	p := s.Conn().RemotePeer()
+	gen := n.msg.forgetGen(p) // before the key is read
 	act, ok := n.mayMessage(p)
 	if act != nil {
 		defer clear(act.Key[:]) // on every path: messageKey may return it as the key
@@ -638,7 +644,7 @@ func (n *Node) handleMessageStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	msg, err := n.openMessage(p, h, sess, minEpoch, frame)
+	msg, err := n.openMessage(p, h, sess, minEpoch, gen, frame)
 	if err == nil {
 		err = n.keepMessage(ctx, msg) // msgkeep.go: the keeper, then subscribers
 	}
@@ -668,8 +674,9 @@ func (n *Node) answer(s network.Stream, st msgStatus) {
 // openMessage authenticates a frame from p, whose header h checked out
 // with session key sess (checkMessageHeader), and checks it against the
 // replay window. The header is the frame's first bytes, read before the
-// body: the key is not looked up again.
-func (n *Node) openMessage(p peer.ID, h *msgHeader, sess *peerstore.SessionKey, minEpoch uint64, frame []byte) (*Message, error) {
+// body: the key is not looked up again; gen is p's forgetGen from before it
+// was read.
+func (n *Node) openMessage(p peer.ID, h *msgHeader, sess *peerstore.SessionKey, minEpoch, gen uint64, frame []byte) (*Message, error) {
 	if !n.msg.isFresh(p, h.epoch) {
 		return nil, fmt.Errorf("%w: epoch %d was installed before this node started: its replay windows are gone",
 			ErrEpochExpired, h.epoch)
@@ -693,10 +700,17 @@ func (n *Node) openMessage(p peer.ID, h *msgHeader, sess *peerstore.SessionKey, 
 		return nil, ErrMessageAuth
 	}
 	// Only an authenticated message creates or moves a window.
-	if err := n.msg.accept(p, sk, aead, h.counter, minEpoch); err != nil {
+	if err := n.msg.accept(p, sk, aead, h.counter, minEpoch, gen); err != nil {
 		return nil, err
 	}
 	return &Message{From: p, Epoch: h.epoch, KeyID: h.keyID, Data: data, Time: n.cfg.now()}, nil
+}
+
+// forgetGen returns how often the node forgot p so far.
+func (m *messaging) forgetGen(p peer.ID) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.forgotten[p]
 }
 
 // installed records that the node installed epoch for p (node.install):
@@ -722,10 +736,14 @@ func (m *messaging) isFresh(p peer.ID, epoch uint64) bool {
 }
 
 // accept marks counter in the window of (p, sk), creating it, and drops the
-// windows of p's epochs below minEpoch.
-func (m *messaging) accept(p peer.ID, sk msgStreamKey, aead cipher.AEAD, counter, minEpoch uint64) error {
+// windows of p's epochs below minEpoch. It refuses the message if the node
+// forgot p since gen was read.
+func (m *messaging) accept(p peer.ID, sk msgStreamKey, aead cipher.AEAD, counter, minEpoch, gen uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.forgotten[p] != gen {
+		return fmt.Errorf("%w: the peer was forgotten while its message was read", ErrUnknownEpoch)
+	}
 	mp := m.recv[p]
 	if mp == nil {
 		if m.recv == nil {
