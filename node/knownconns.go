@@ -79,11 +79,10 @@ func (n *Node) markKnown(p peer.ID, c network.Conn) {
 	if err != nil {
 		return
 	}
-	entry, err := allowlistEntry(ip, p)
-	if err != nil {
-		return
-	}
-	key := entry.String()
+	// The key is the raw pair, not the entry's text: this runs after
+	// every exchange, and the entry costs a base58 round trip of the peer
+	// ID and a multiaddr parse, which only a new pair needs.
+	key := string(ip.To16()) + string(p)
 	n.mu.Lock()
 	_, dup := n.allowlisted[key]
 	if dup || len(n.allowlisted) >= maxAllowlisted {
@@ -92,8 +91,12 @@ func (n *Node) markKnown(p peer.ID, c network.Conn) {
 	}
 	n.allowlisted[key] = struct{}{}
 	n.mu.Unlock()
+	entry, err := allowlistEntry(ip, p)
+	if err != nil {
+		return
+	}
 	if err := n.allowlist.Add(entry); err != nil {
-		log.Debugw("allowlist known peer", "peer", p, "addr", key, "err", err)
+		log.Debugw("allowlist known peer", "peer", p, "addr", entry, "err", err)
 	}
 }
 

@@ -94,7 +94,6 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -309,6 +308,11 @@ type messaging struct {
 	// started; only epochs from it up are accepted (see "Replays across
 	// restarts" at the top of this file).
 	fresh map[peer.ID]uint64
+	// forgotten counts, per peer, the times the node forgot it (Forget).
+	// A message whose key was read before a forget of its sender and whose
+	// body arrives after it is refused (accept): the key it holds was
+	// destroyed.
+	forgotten map[peer.ID]uint64
 
 	subsMu     sync.RWMutex
 	subs       map[*msgSub]struct{}
@@ -574,7 +578,12 @@ func refusedBy(p peer.ID, epoch uint64, st msgStatus) error {
 // allocated for the body before the header checked out (msgadmit.go).
 func (n *Node) handleMessageStream(s network.Stream) {
 	p := s.Conn().RemotePeer()
-	if !n.mayMessage(p) {
+	gen := n.msg.forgetGen(p) // before the key is read
+	act, ok := n.mayMessage(p)
+	if act != nil {
+		defer clear(act.Key[:]) // on every path: messageKey may return it as the key
+	}
+	if !ok {
 		n.admit.msgNoSession.Add(1)
 		log.Debugw("refusing message stream: no session with the peer", "peer", p)
 		resetMessage(s, msgUnknownEpoch)
@@ -612,11 +621,13 @@ func (n *Node) handleMessageStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	if err := n.checkMessageHeader(ctx, p, h); err != nil {
+	sess, minEpoch, err := n.checkMessageHeader(ctx, p, h, act)
+	if err != nil {
 		n.admit.msgRefusedHeader.Add(1)
 		n.refuseHeader(s, p, h.epoch, err)
 		return
 	}
+	defer clear(sess.Key[:])
 	if hook := testHookMsgBody.Load(); hook != nil {
 		(*hook)(p, size)
 	}
@@ -633,7 +644,7 @@ func (n *Node) handleMessageStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	msg, err := n.openMessage(ctx, p, frame)
+	msg, err := n.openMessage(p, h, sess, minEpoch, gen, frame)
 	if err == nil {
 		err = n.keepMessage(ctx, msg) // msgkeep.go: the keeper, then subscribers
 	}
@@ -660,24 +671,15 @@ func (n *Node) answer(s network.Stream, st msgStatus) {
 	_ = s.Close()
 }
 
-// openMessage authenticates a frame from p and checks it against the replay
-// window.
-func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Message, error) {
-	h, err := parseMsgHeader(frame)
-	if err != nil {
-		return nil, err
-	}
-	sess, minEpoch, err := n.messageKey(ctx, p, h.epoch)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(sess.Key[:])
+// openMessage authenticates a frame from p, whose header h checked out
+// with session key sess (checkMessageHeader), and checks it against the
+// replay window. The header is the frame's first bytes, read before the
+// body: the key is not looked up again; gen is p's forgetGen from before it
+// was read.
+func (n *Node) openMessage(p peer.ID, h *msgHeader, sess *peerstore.SessionKey, minEpoch, gen uint64, frame []byte) (*Message, error) {
 	if !n.msg.isFresh(p, h.epoch) {
 		return nil, fmt.Errorf("%w: epoch %d was installed before this node started: its replay windows are gone",
 			ErrEpochExpired, h.epoch)
-	}
-	if subtle.ConstantTimeCompare(sess.ID[:], h.keyID[:]) != 1 {
-		return nil, fmt.Errorf("%w: got %s, epoch %d has %s", ErrKeyMismatch, h.keyID, h.epoch, sess.ID)
 	}
 	sk := msgStreamKey{epoch: h.epoch, salt: h.salt}
 	n.msg.mu.Lock()
@@ -687,6 +689,7 @@ func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Messa
 	}
 	n.msg.mu.Unlock()
 	var aead cipher.AEAD
+	var err error
 	if st != nil {
 		aead = st.aead
 	} else if aead, err = messageAEAD(sess, p, n.host.ID(), &h.salt); err != nil {
@@ -697,10 +700,17 @@ func (n *Node) openMessage(ctx context.Context, p peer.ID, frame []byte) (*Messa
 		return nil, ErrMessageAuth
 	}
 	// Only an authenticated message creates or moves a window.
-	if err := n.msg.accept(p, sk, aead, h.counter, minEpoch); err != nil {
+	if err := n.msg.accept(p, sk, aead, h.counter, minEpoch, gen); err != nil {
 		return nil, err
 	}
 	return &Message{From: p, Epoch: h.epoch, KeyID: h.keyID, Data: data, Time: n.cfg.now()}, nil
+}
+
+// forgetGen returns how often the node forgot p so far.
+func (m *messaging) forgetGen(p peer.ID) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.forgotten[p]
 }
 
 // installed records that the node installed epoch for p (node.install):
@@ -726,10 +736,14 @@ func (m *messaging) isFresh(p peer.ID, epoch uint64) bool {
 }
 
 // accept marks counter in the window of (p, sk), creating it, and drops the
-// windows of p's epochs below minEpoch.
-func (m *messaging) accept(p peer.ID, sk msgStreamKey, aead cipher.AEAD, counter, minEpoch uint64) error {
+// windows of p's epochs below minEpoch. It refuses the message if the node
+// forgot p since gen was read.
+func (m *messaging) accept(p peer.ID, sk msgStreamKey, aead cipher.AEAD, counter, minEpoch, gen uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.forgotten[p] != gen {
+		return fmt.Errorf("%w: the peer was forgotten while its message was read", ErrUnknownEpoch)
+	}
 	mp := m.recv[p]
 	if mp == nil {
 		if m.recv == nil {
@@ -796,12 +810,20 @@ func secondEpoch(streams map[msgStreamKey]*msgStream, e uint64) uint64 {
 
 // messageKey returns the session key of p's epoch if the node accepts
 // messages under it, and the lowest epoch it accepts. An epoch above the
-// active one waits for an exchange with p in flight.
-func (n *Node) messageKey(ctx context.Context, p peer.ID, epoch uint64) (*peerstore.SessionKey, uint64, error) {
+// active one waits for an exchange with p in flight. read is the active
+// session as just read from the store, or nil: it is used (and then
+// cleared or returned) if epoch is not above it, else the store is read.
+func (n *Node) messageKey(ctx context.Context, p peer.ID, epoch uint64, read *peerstore.SessionKey) (*peerstore.SessionKey, uint64, error) {
 	for waits := 0; ; waits++ {
-		act, err := n.store.ActiveSession(p)
-		if err != nil && !errors.Is(err, peerstore.ErrNotFound) {
-			return nil, 0, fmt.Errorf("%w: read session: %v", ErrMessageInternal, err)
+		act, err := read, error(nil)
+		read = nil
+		if act == nil || epoch > act.Epoch {
+			if act != nil {
+				clear(act.Key[:])
+			}
+			if act, err = n.store.ActiveSession(p); err != nil && !errors.Is(err, peerstore.ErrNotFound) {
+				return nil, 0, fmt.Errorf("%w: read session: %v", ErrMessageInternal, err)
+			}
 		}
 		if act != nil && epoch <= act.Epoch {
 			return n.acceptedKey(p, act, epoch)

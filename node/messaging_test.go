@@ -548,3 +548,64 @@ func requireReplayRefused(t *testing.T, a *Node, dir string, f []byte, epoch uin
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// countingStore counts the session-key reads of a node's store.
+type countingStore struct {
+	ps.Store
+	sessions atomic.Int64
+}
+
+func (s *countingStore) ActiveSession(p peer.ID) (*ps.SessionKey, error) {
+	s.sessions.Add(1)
+	return s.Store.ActiveSession(p)
+}
+
+// TestMessageKeyReadOnce checks that the receiver reads (and, on bbolt,
+// decrypts) the session key once per message: the header check hands it to
+// openMessage.
+func TestMessageKeyReadOnce(t *testing.T) {
+	leakCheck(t)
+	store := &countingStore{Store: ps.NewMemory()}
+	a, b := newNode(t), newNode(t, WithStore(store))
+	introduce(a, b)
+	exchange(t, a, b)
+	inb, stop := b.Messages(0)
+	defer stop()
+	store.sessions.Store(0)
+	for i := range 3 {
+		require.NoError(t, a.Send(ctxT(t), b.ID(), []byte(fmt.Sprint("message ", i))))
+		receive(t, inb)
+	}
+	require.Equal(t, int64(3), store.sessions.Load(), "session-key reads for 3 messages")
+}
+
+// TestMessageForgottenWhileRead: a peer forgotten after its message's
+// header checked out and before its body was read is refused, and leaves
+// no message state behind: the key the header check read is not used once
+// the node has forgotten the peer.
+func TestMessageForgottenWhileRead(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	introduce(a, b)
+	exchange(t, a, b)
+	inb, stop := b.Messages(0)
+	defer stop()
+	hook := func(p peer.ID, _ int) {
+		if p == a.ID() {
+			_, err := b.Forget(p)
+			require.NoError(t, err)
+		}
+	}
+	testHookMsgBody.Store(&hook)
+	t.Cleanup(func() { testHookMsgBody.Store(nil) })
+	err := a.Send(ctxT(t), b.ID(), []byte("after forget"))
+	var re *RefusedError
+	require.ErrorAs(t, err, &re, "sent to a node that forgot the sender while reading it")
+	select {
+	case m := <-inb:
+		t.Fatalf("delivered: %q", m.Data)
+	case <-time.After(100 * time.Millisecond):
+	}
+	b.msg.mu.Lock()
+	defer b.msg.mu.Unlock()
+	require.Nil(t, b.msg.recv[a.ID()], "replay windows of a forgotten peer")
+}

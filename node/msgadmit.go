@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-varint"
 
+	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
@@ -55,13 +56,22 @@ var testHookMsgBody atomic.Pointer[func(p peer.ID, size int)]
 // last notice; messageKey then waits for the exchange). An exchange in an
 // earlier phase does not count: a fresh identity holding a half-open
 // exchange must not make its message streams wait, and hold service
-// streams, for as long as that exchange lasts.
-func (n *Node) mayMessage(p peer.ID) bool {
+// streams, for as long as that exchange lasts. The active session it read,
+// if any, goes on to checkMessageHeader, which reads the store again only
+// if the header names a later epoch; the caller clears it.
+func (n *Node) mayMessage(p peer.ID) (*peerstore.SessionKey, bool) {
 	n.mu.Lock()
 	sl := n.slots[p]
 	late := sl != nil && sl.phase >= protocol.Phase3
 	n.mu.Unlock()
-	return late || n.hasSession(p)
+	act, err := n.store.ActiveSession(p)
+	if err != nil {
+		if !errors.Is(err, peerstore.ErrNotFound) {
+			log.Warnw("messages: read session", "peer", p, "err", err)
+		}
+		return nil, late
+	}
+	return act, true
 }
 
 // readMsgHeader reads a message frame's length and header from r, checking
@@ -107,17 +117,20 @@ func decodeMsgHeader(b *[MessageHeaderSize]byte) (*msgHeader, error) {
 
 // checkMessageHeader checks, before the body is read, that the node
 // accepts messages from p under the header's epoch and that its key ID is
-// that epoch's.
-func (n *Node) checkMessageHeader(ctx context.Context, p peer.ID, h *msgHeader) error {
-	sess, _, err := n.messageKey(ctx, p, h.epoch)
+// that epoch's. act is the active session mayMessage read, or nil. It
+// returns the epoch's session key and the lowest epoch whose windows are
+// kept (messageKey) for openMessage, so that the key is read from the
+// store (and decrypted there) once per message; the caller clears the key.
+func (n *Node) checkMessageHeader(ctx context.Context, p peer.ID, h *msgHeader, act *peerstore.SessionKey) (*peerstore.SessionKey, uint64, error) {
+	sess, minEpoch, err := n.messageKey(ctx, p, h.epoch, act)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	defer clear(sess.Key[:])
 	if subtle.ConstantTimeCompare(sess.ID[:], h.keyID[:]) != 1 {
-		return fmt.Errorf("%w: got %s, epoch %d has %s", ErrKeyMismatch, h.keyID, h.epoch, sess.ID)
+		clear(sess.Key[:])
+		return nil, 0, fmt.Errorf("%w: got %s, epoch %d has %s", ErrKeyMismatch, h.keyID, h.epoch, sess.ID)
 	}
-	return nil
+	return sess, minEpoch, nil
 }
 
 // refuseHeader refuses a message from its header: it reports the refusal

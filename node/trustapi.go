@@ -200,4 +200,8 @@ func (m *messaging) forget(p peer.ID) {
 	defer m.mu.Unlock()
 	delete(m.send, p)
 	delete(m.recv, p)
+	if m.forgotten == nil {
+		m.forgotten = map[peer.ID]uint64{}
+	}
+	m.forgotten[p]++ // a message being read now is refused (accept)
 }

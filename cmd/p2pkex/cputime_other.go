@@ -1,9 +1,0 @@
-//go:build !unix
-
-package main
-
-import "time"
-
-// processCPU is not measured on this system: the CPU figures of "p2pkex
-// bench" come out as zero.
-func processCPU() time.Duration { return 0 }
