@@ -130,7 +130,8 @@ type keyFile struct {
 	fresh   bool     // openKeyFile created the file
 	failed  bool     // a wipe failed: do not mark the file clean at Close
 
-	syncs atomic.Uint64 // fdatasyncs of the file (benchmarks and tests)
+	marked atomic.Bool   // markOpen has marked the file open in this run
+	syncs  atomic.Uint64 // fdatasyncs of the file (benchmarks and tests)
 }
 
 const (
@@ -216,15 +217,18 @@ func (k *keyFile) put(n uint64, v *[slotSize]byte) error {
 // markOpen marks the file open (unclean), durably, before the first write
 // of this run: from then on a crash makes the next open check every slot.
 func (k *keyFile) markOpen() error {
+	if k.marked.Load() {
+		return nil // every commit asks: no exclusive lock once done
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.dirty {
-		return nil
+	if !k.dirty {
+		if err := k.setState(keysOpen); err != nil {
+			return err
+		}
+		k.dirty = true
 	}
-	if err := k.setState(keysOpen); err != nil {
-		return err
-	}
-	k.dirty = true
+	k.marked.Store(true)
 	return nil
 }
 
