@@ -14,8 +14,8 @@ package peerstore
 //
 // with the additional data binding the ciphertext to its place in the store
 // (sealAD). Destroying a secret is: commit the bbolt transaction that drops
-// the sealed value, then overwrite its slot with zeros and fdatasync the key
-// file. Every copy of the sealed value that lingers in bbolt's free pages is
+// the sealed value, then overwrite its slot — with zeros, or with a new
+// random key for the pool (keyFile) — and fdatasync the key file. Every copy of the sealed value that lingers in bbolt's free pages is
 // then undecryptable; the slot's 32 bytes were the only place the key was.
 //
 // # Crash safety
