@@ -39,8 +39,9 @@ package peerstore
 //     alone and no caller's partial writes reach another's commit.
 // A crash inside a batch leaves each caller's commit wholly there or
 // wholly absent, as for a single commit; the failpoints BatchAfterWrite,
-// BatchAfterCommit and ShredAfterWipe (shred_test.go, TestShredCrashBatch)
-// kill a process inside a batch of several callers and in the overwrite
+// BatchAfterCommit and BatchAfterOverwrite (batch_test.go,
+// TestShredCrashBatch) kill a process inside a batch of several callers:
+// before its commit, after it, and in the overwrite of the pruned slots
 // after it.
 
 import (
@@ -194,6 +195,10 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 			failpoint.Inject(r.afterCommit)
 		}
 	}
+	fp := ""
+	if len(batch) > 1 {
+		fp = failpoint.BatchAfterOverwrite
+	}
 	return func() {
 		if len(w.dead) == 0 {
 			// Nothing to destroy: the callers are answered at once, and
@@ -203,10 +208,10 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 			for _, r := range batch {
 				r.done <- nil
 			}
-			_ = w.afterCommit()
+			_ = w.afterCommit(fp)
 			return
 		}
-		err := w.afterCommit()
+		err := w.afterCommit(fp)
 		for _, r := range batch {
 			r.done <- err
 		}

@@ -176,10 +176,10 @@ func TestShredCrashBatch(t *testing.T) {
 	}
 	exe, err := os.Executable()
 	require.NoError(t, err)
-	// ShredAfterWipe: killed in the step after a commit that destroys the
-	// pruned keys and refills the pool of synced keys (new keys and zeros
-	// written to store.keys, not yet synced; shred.go).
-	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.ShredAfterWipe} {
+	// BatchAfterOverwrite: killed in the step after the shared commit that
+	// destroys the pruned keys and refills the pool of synced keys (new
+	// keys and zeros written to store.keys, not yet synced; shred.go).
+	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.BatchAfterOverwrite} {
 		t.Run(fp, func(t *testing.T) {
 			t.Parallel()
 			const writers = 12
@@ -292,7 +292,7 @@ func TestShredCrashBatch(t *testing.T) {
 			// before it may have committed and not yet answered (the lead
 			// passes on before the wipe), so unanswered commits may be
 			// there after either failpoint; the bounds above hold for both.
-			if fp == failpoint.BatchAfterCommit {
+			if fp == failpoint.BatchAfterCommit || fp == failpoint.BatchAfterOverwrite {
 				require.GreaterOrEqual(t, inBatch, 2, "the killed batch committed two or more writers' epochs")
 			}
 			require.NoError(t, st.Close())

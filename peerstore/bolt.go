@@ -447,9 +447,10 @@ func (w *writeTx) beforeCommit() error {
 }
 
 // afterCommit destroys the slots of the secrets the committed transaction
-// deleted and refills the pool, in one sync of the key file (recycle).
-func (w *writeTx) afterCommit() error {
-	if err := w.keys.recycle(w.dead, len(w.fresh)); err != nil {
+// deleted and refills the pool, in one sync of the key file (recycle); fp
+// is a failpoint before that sync ("" for none).
+func (w *writeTx) afterCommit(fp string) error {
+	if err := w.keys.recycle(w.dead, len(w.fresh), fp); err != nil {
 		return fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
 	}
 	return nil
@@ -550,7 +551,7 @@ func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 	if afterCommit != "" {
 		failpoint.Inject(afterCommit)
 	}
-	return w.afterCommit()
+	return w.afterCommit("")
 }
 
 // bucket returns a top-level bucket; initSchema made them all, so a missing

@@ -362,7 +362,7 @@ func (k *keyFile) sync() error {
 // of secrets sealed for a transaction that failed. A failure leaves them
 // in use and the file marked unclean, so that the next OpenBolt wipes them.
 func (k *keyFile) wipe(slots []uint64) error {
-	return k.destroy(slots, false, 0)
+	return k.destroy(slots, false, 0, "")
 }
 
 // recycle destroys the slots of the secrets a committed transaction
@@ -370,9 +370,10 @@ func (k *keyFile) wipe(slots []uint64) error {
 // slot gets a new key while the pool is below its target (else zeros), and
 // free slots get new keys up to the target. Without dead slots it syncs
 // only to refill a pool that is half empty. used is how many slots the
-// transaction took; the target follows it.
-func (k *keyFile) recycle(dead []uint64, used int) error {
-	return k.destroy(dead, true, used)
+// transaction took; the target follows it. fp is a failpoint between the
+// writes and the sync, besides ShredAfterWipe ("" for none).
+func (k *keyFile) recycle(dead []uint64, used int, fp string) error {
+	return k.destroy(dead, true, used, fp)
 }
 
 // destroy overwrites the slots, and with refill tops up the pool, then
@@ -381,7 +382,7 @@ func (k *keyFile) recycle(dead []uint64, used int) error {
 // here on no snapshot names them (their deletion committed, or never did),
 // and they are neither free nor in the pool before the sync; so readers,
 // and the next group commit's seals (batch.go), need not wait for the disk.
-func (k *keyFile) destroy(slots []uint64, refill bool, used int) error {
+func (k *keyFile) destroy(slots []uint64, refill bool, used int, fp string) error {
 	k.mu.Lock()
 	if refill {
 		k.target = min(max(k.target, 2*used), maxPool)
@@ -437,6 +438,9 @@ func (k *keyFile) destroy(slots []uint64, refill bool, used int) error {
 		return nil
 	}
 	failpoint.Inject(failpoint.ShredAfterWipe)
+	if fp != "" {
+		failpoint.Inject(fp)
+	}
 	err = k.sync()
 	k.mu.Lock()
 	defer k.mu.Unlock()
