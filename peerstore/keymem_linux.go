@@ -13,7 +13,8 @@ import (
 // peers opens as fast as a small one), and there is no second copy of the
 // keys. Every write still goes through pwrite and fdatasync (put in
 // shred.go), which the mapping sees at once (Linux's page cache is one for
-// both).
+// both). bbolt reads store.db the same way (a shared read-only mapping,
+// written with pwrite), so a file system that holds a store supports it.
 //
 // What the copy that other platforms keep (keymem_bsd.go) is locked in
 // memory for, a mapping of the file has by nature: its pages are the page
@@ -23,7 +24,8 @@ import (
 //
 // The mapping reaches past the end of the file (touching such a page would
 // be SIGBUS), but only slots below keyFile.n are read, and a slot is
-// written (growing the file) before n counts it.
+// written (growing the file) before n counts it. Like store.db's mapping,
+// it faults if another process truncates the file under the store.
 type keyMem struct {
 	b []byte // the mapping; the file's size is keyFile.n slots
 }
