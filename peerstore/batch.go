@@ -1,14 +1,17 @@
 package peerstore
 
 // Group commit: the bbolt store's CommitExchange calls that arrive while
-// another commit is being written share one transaction, one sync of
-// store.db and one sync of the key file.
+// another commit is being written share one transaction and its two syncs
+// of store.db.
 //
-// Without it every exchange pays two fdatasyncs of its own (bbolt syncs the
-// data pages and then the meta page, and the key file is synced before
-// them), one writer at a time: about 0.5–0.7 ms per commit on the machine
-// of docs/PERFORMANCE.md, which capped a loaded daemon at about a third of
-// the rate of the same node on the in-memory store (issue 15).
+// Without it every exchange pays bbolt's two fdatasyncs of its own (the
+// data pages, then the meta page), one writer at a time: about 0.5–0.7 ms
+// per commit on the machine of docs/PERFORMANCE.md, which capped a loaded
+// daemon at about a third of the rate of the same node on the in-memory
+// store (issue 15). The key file costs the batch no sync before its commit
+// (its slots come from the pool of synced keys, shred.go) and one after it
+// (destroy the pruned keys, refill the pool), which overlaps with the next
+// batch.
 //
 // The scheme is the classic one, without a timer: a caller that finds no
 // commit under way leads at once (an idle store adds no latency); callers
@@ -17,28 +20,32 @@ package peerstore
 // and hands the lead to the first of the queue, which takes the whole
 // queue as the next batch. So a batch is what arrived during one commit.
 // The lead passes on as soon as the transaction committed, before the
-// slots of what it pruned are wiped: that sync of the key file overlaps
-// with the next batch, and the callers are answered once it is done.
+// slots of what it pruned are overwritten: that sync of the key file
+// overlaps with the next batch, and the callers are answered once it is
+// done. A batch that pruned nothing is answered at once, and its leader
+// refills the pool afterwards if it is half empty.
 //
 // The guarantees are those of write (bolt.go), for every caller:
 //   - no caller is answered before the transaction that holds its commit
-//     is committed and synced, and the slots of what it pruned are wiped
-//     and the wipe synced;
+//     is committed and synced, and the slots of what it pruned are
+//     overwritten and the overwrite synced;
 //   - the shredding keys of every secret sealed in the batch are synced
-//     before the transaction commits (one sync for the batch);
+//     before the transaction commits (in an earlier sync, for the pool's
+//     slots, or in one sync for the batch);
 //   - a failed caller leaves nothing: if one caller's function fails, the
 //     whole transaction is rolled back, its fresh slots wiped, and every
 //     caller of the batch runs again alone, in arrival order (as bbolt's
 //     own DB.Batch does), so that each gets the answer it would have got
 //     alone and no caller's partial writes reach another's commit.
 // A crash inside a batch leaves each caller's commit wholly there or
-// wholly absent, as for a single commit; the failpoints BatchAfterWrite
-// and BatchAfterCommit (shred_test.go, TestShredCrashBatch) kill a process
-// inside a batch of several callers.
+// wholly absent, as for a single commit; the failpoints BatchAfterWrite,
+// BatchAfterCommit and BatchAfterOverwrite (batch_test.go,
+// TestShredCrashBatch) kill a process inside a batch of several callers:
+// before its commit, after it, and in the overwrite of the pruned slots
+// after it.
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -151,12 +158,10 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 		if len(batch) > 1 {
 			failpoint.Inject(failpoint.BatchAfterWrite)
 		}
-		if len(w.fresh) > 0 {
-			// What the transaction refers to must be on disk before it:
-			// one sync for every secret sealed in the batch.
-			return s.keys.sync()
-		}
-		return nil
+		// What the transaction refers to must be on disk before it: the
+		// slots come from the pool of synced keys, or else one sync for
+		// every secret sealed in the batch.
+		return w.beforeCommit()
 	})
 	if err != nil {
 		// Nothing refers to the new slots.
@@ -190,11 +195,23 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 			failpoint.Inject(r.afterCommit)
 		}
 	}
+	fp := ""
+	if len(batch) > 1 {
+		fp = failpoint.BatchAfterOverwrite
+	}
 	return func() {
-		err := s.keys.wipe(w.dead)
-		if err != nil {
-			err = fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
+		if len(w.dead) == 0 {
+			// Nothing to destroy: the callers are answered at once, and
+			// the leader refills the pool on its way out (a failure there
+			// loses nothing: the slots' keys seal nothing, and the next
+			// open wipes them).
+			for _, r := range batch {
+				r.done <- nil
+			}
+			_ = w.afterCommit(fp)
+			return
 		}
+		err := w.afterCommit(fp)
 		for _, r := range batch {
 			r.done <- err
 		}

@@ -64,6 +64,48 @@ func TestBoltGroupCommit(t *testing.T) {
 	}
 }
 
+// TestBoltKeyPool: once the pool of synced keys is filled, a commit takes
+// its slot from it and costs no sync of the key file before the commit;
+// the one sync after it destroys the pruned key and refills the pool. A
+// closed store has no key in its key file that nothing names (Close wipes
+// the pool). Without the pool a commit that prunes syncs the key file
+// twice.
+func TestBoltKeyPool(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	st := openBolt(t, dir)
+	p := storetest.RandPeerID(t)
+	for e := uint64(1); e <= peerstore.KeepEpochs+1; e++ {
+		commitEpoch(t, st, p, e)
+	}
+	require.Positive(t, peerstore.KeyPool(st), "the pool is filled after a commit")
+	for e := uint64(peerstore.KeepEpochs + 2); e <= peerstore.KeepEpochs+12; e++ {
+		before := peerstore.KeyFileSyncs(st)
+		commitEpoch(t, st, p, e)
+		require.EqualValues(t, 1, peerstore.KeyFileSyncs(st)-before, "epoch %d: key-file syncs of a commit that prunes", e)
+	}
+	ss, err := st.Sessions(p)
+	require.NoError(t, err)
+	require.Len(t, ss, peerstore.KeepEpochs)
+	require.NoError(t, st.Close())
+	unnamed, err := peerstore.UnnamedKeySlots(dir)
+	require.NoError(t, err)
+	require.Zero(t, unnamed, "keys that nothing names in a closed store")
+
+	// Reopened (clean: no walk), it finds its free slots when it needs
+	// them and keeps every session.
+	st = openBolt(t, dir)
+	commitEpoch(t, st, p, peerstore.KeepEpochs+13)
+	q := storetest.RandPeerID(t)
+	commitEpoch(t, st, q, 1)
+	ss, err = st.Sessions(p)
+	require.NoError(t, err)
+	require.EqualValues(t, peerstore.KeepEpochs+13, ss[len(ss)-1].Epoch)
+	require.NoError(t, st.Close())
+	unnamed, err = peerstore.UnnamedKeySlots(dir)
+	require.NoError(t, err)
+	require.Zero(t, unnamed)
+}
+
 const (
 	envBatchChild = "P2PKEX_BATCH_CHILD" // the store directory, in the child
 	envBatchPeers = "P2PKEX_BATCH_PEERS" // the peers, comma-separated
@@ -134,7 +176,10 @@ func TestShredCrashBatch(t *testing.T) {
 	}
 	exe, err := os.Executable()
 	require.NoError(t, err)
-	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit} {
+	// BatchAfterOverwrite: killed in the step after the shared commit that
+	// destroys the pruned keys and refills the pool of synced keys (new
+	// keys and zeros written to store.keys, not yet synced; shred.go).
+	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.BatchAfterOverwrite} {
 		t.Run(fp, func(t *testing.T) {
 			t.Parallel()
 			const writers = 12
@@ -209,6 +254,13 @@ func TestShredCrashBatch(t *testing.T) {
 				require.NotEmpty(t, storetest.RecoverableSecrets(t, dir, pruned...))
 			}
 
+			// The crash left keys that nothing names (the pool, the keys of
+			// an uncommitted batch or of pruned epochs); the next open
+			// wipes them (else the count after it could not fail).
+			unnamed, err := peerstore.UnnamedKeySlots(dir)
+			require.NoError(t, err)
+			require.Positive(t, unnamed, "unnamed key slots right after the kill")
+
 			checkBolt(t, dir)
 			st, err = peerstore.OpenBolt(dir)
 			require.NoError(t, err)
@@ -240,11 +292,14 @@ func TestShredCrashBatch(t *testing.T) {
 			// before it may have committed and not yet answered (the lead
 			// passes on before the wipe), so unanswered commits may be
 			// there after either failpoint; the bounds above hold for both.
-			if fp == failpoint.BatchAfterCommit {
+			if fp == failpoint.BatchAfterCommit || fp == failpoint.BatchAfterOverwrite {
 				require.GreaterOrEqual(t, inBatch, 2, "the killed batch committed two or more writers' epochs")
 			}
 			require.NoError(t, st.Close())
 			storetest.RequireNoSecretInFiles(t, dir, "killed at "+fp+", reopened", gone...)
+			unnamed, err = peerstore.UnnamedKeySlots(dir)
+			require.NoError(t, err)
+			require.Zero(t, unnamed, "unnamed key slots after the reopen")
 		})
 	}
 }

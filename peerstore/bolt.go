@@ -417,20 +417,43 @@ func (s *boltStore) view(fn func(tx *bolt.Tx) error) error {
 // secret the store writes goes through seal, and every one it destroys
 // through shred: the two places that keep the key file in step with bbolt.
 type writeTx struct {
-	tx    *bolt.Tx
-	keys  *keyFile
-	fresh []uint64 // slots sealed in this transaction: wiped if it fails
-	dead  []uint64 // slots of the secrets it deleted: wiped once it committed
+	tx       *bolt.Tx
+	keys     *keyFile
+	fresh    []uint64 // slots sealed in this transaction: wiped if it fails
+	unsynced bool     // a fresh slot's key is not yet synced (not from the pool)
+	dead     []uint64 // slots of the secrets it deleted: destroyed once it committed
 }
 
 // seal seals secret for place (kind, where) under a new slot.
 func (w *writeTx) seal(kind string, where, secret []byte) ([]byte, error) {
-	sealed, slot, err := w.keys.seal(kind, where, secret)
+	sealed, slot, synced, err := w.keys.seal(kind, where, secret)
 	if err != nil {
 		return nil, err
 	}
 	w.fresh = append(w.fresh, slot)
+	w.unsynced = w.unsynced || !synced
 	return sealed, nil
+}
+
+// beforeCommit is the last step of every write transaction: the keys of
+// the slots it names must be on disk before it commits. Those from the
+// pool are (shred.go); only a slot written for this transaction costs a
+// sync of the key file here.
+func (w *writeTx) beforeCommit() error {
+	if w.unsynced {
+		return w.keys.sync()
+	}
+	return nil
+}
+
+// afterCommit destroys the slots of the secrets the committed transaction
+// deleted and refills the pool, in one sync of the key file (recycle); fp
+// is a failpoint before that sync ("" for none).
+func (w *writeTx) afterCommit(fp string) error {
+	if err := w.keys.recycle(w.dead, len(w.fresh), fp); err != nil {
+		return fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
+	}
+	return nil
 }
 
 // shred marks the slots of deleted secrets for wiping after the commit.
@@ -499,9 +522,10 @@ func (w *writeTx) deleteExchangeKey(b *bolt.Bucket, name []byte) error {
 	return nil
 }
 
-// write runs a write transaction. The keys sealed in it are synced before
-// it commits; the slots of the secrets it deleted are wiped after it
-// committed, after failpoint afterCommit ("" for none).
+// write runs a write transaction. The keys sealed in it are on disk before
+// it commits (beforeCommit); the slots of the secrets it deleted are
+// destroyed after it committed (afterCommit), after failpoint afterCommit
+// ("" for none).
 func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -518,11 +542,7 @@ func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 		if err := fn(w); err != nil {
 			return err
 		}
-		if len(w.fresh) > 0 {
-			// What the transaction refers to must be on disk before it.
-			return s.keys.sync()
-		}
-		return nil
+		return w.beforeCommit()
 	})
 	if err != nil {
 		// Nothing refers to the new slots.
@@ -531,10 +551,7 @@ func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 	if afterCommit != "" {
 		failpoint.Inject(afterCommit)
 	}
-	if err := s.keys.wipe(w.dead); err != nil {
-		return fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
-	}
-	return nil
+	return w.afterCommit("")
 }
 
 // bucket returns a top-level bucket; initSchema made them all, so a missing

@@ -1,7 +1,12 @@
 package peerstore
 
 import (
+	"os"
+	"path/filepath"
+	"time"
+
 	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/p2pkex/p2pkex/internal/failpoint"
 )
@@ -32,4 +37,45 @@ func GroupCommits(st Store) (batches, commits uint64) {
 	s.batch.mu.Lock()
 	defer s.batch.mu.Unlock()
 	return s.batch.batches, s.batch.commits
+}
+
+// KeyFileSyncs returns how many times the bbolt store synced its key file,
+// for tests and benchmarks.
+func KeyFileSyncs(st Store) uint64 { return st.(*boltStore).keys.syncs.Load() }
+
+// KeyPool returns how many slots the bbolt store's pool of synced keys
+// holds, for tests.
+func KeyPool(st Store) int {
+	k := st.(*boltStore).keys
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return len(k.ready)
+}
+
+// UnnamedKeySlots reads the files of a closed store in dir and returns how
+// many slots of its key file hold a key that no sealed value in store.db
+// names: none in a store closed cleanly, or opened again after a crash.
+func UnnamedKeySlots(dir string) (int, error) {
+	db, err := bolt.Open(filepath.Join(dir, BoltFileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	named := map[uint64]bool{}
+	if err := db.View(func(tx *bolt.Tx) error {
+		return forEachSealed(tx, func(n uint64) { named[n] = true })
+	}); err != nil {
+		return 0, err
+	}
+	keys, err := os.ReadFile(filepath.Join(dir, KeysFileName))
+	if err != nil {
+		return 0, err
+	}
+	unnamed := 0
+	for n := uint64(1); n < uint64(len(keys)/slotSize); n++ {
+		if !isZero(keys[n*slotSize:(n+1)*slotSize]) && !named[n] {
+			unnamed++
+		}
+	}
+	return unnamed, nil
 }

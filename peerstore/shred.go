@@ -14,25 +14,31 @@ package peerstore
 //
 // with the additional data binding the ciphertext to its place in the store
 // (sealAD). Destroying a secret is: commit the bbolt transaction that drops
-// the sealed value, then overwrite its slot with zeros and fdatasync the key
-// file. Every copy of the sealed value that lingers in bbolt's free pages is
+// the sealed value, then overwrite its slot — with zeros, or with a new
+// random key for the pool (keyFile) — and fdatasync the key file. Every copy of the sealed value that lingers in bbolt's free pages is
 // then undecryptable; the slot's 32 bytes were the only place the key was.
 //
 // # Crash safety
 //
 // Writing: the slot's key is written and synced before the bbolt
 // transaction that refers to it commits, so a committed value always has its
-// key. Deleting: the slot is wiped only after the transaction that dropped
-// its last reference committed, so a crash never destroys a key that is
-// still referred to. A crash can leave a slot holding a key nothing refers
-// to (killed between the key's write and the commit, or between the commit
-// and the wipe). The key file's header says whether the store was closed
-// cleanly (it is marked open, and synced, before the first write of a run,
-// so a store that is only read costs no write); an unclean one makes the
-// next OpenBolt walk every sealed value in bbolt and wipe every slot none of
-// them names, before it returns. So a
-// secret destroyed by an operation that a crash interrupted is gone once the
-// store has been opened again (docs/SECURITY.md, "Destroyed keys").
+// key. A commit normally finds its slots ready, written and synced
+// beforehand (the pool, keyFile), so it pays no sync of the key file of its
+// own. Deleting: the slot is overwritten (with zeros, or with a new key for
+// the pool: either destroys the old key) only after the transaction that
+// dropped its last reference committed, and the method returns only after
+// that write is synced, so a crash never destroys a key that is still
+// referred to. A crash can leave a slot holding a key nothing refers to
+// (killed between the key's write and the commit, or between the commit
+// and the overwrite, or holding a key of the pool). The key file's header
+// says whether the store was closed cleanly (it is marked open, and synced,
+// before the first write of a run, so a store that is only read costs no
+// write); an unclean one makes the next OpenBolt walk every sealed value in
+// bbolt and wipe every slot none of them names, before it returns. So a
+// secret destroyed by an operation that a crash interrupted is gone once
+// the store has been opened again (docs/SECURITY.md, "Destroyed keys"). A
+// clean close wipes the pool's slots (synced) before it marks the file
+// clean, so that in a clean file every non-zero slot is named.
 //
 // # File
 //
@@ -42,10 +48,13 @@ package peerstore
 // offset never crosses a disk sector, so a torn write cannot leave half of
 // one key and half of another. The file only grows; a free slot is reused.
 //
-// In memory the store keeps a copy of the file (to open a sealed value
-// without a system call) in memory of its own, outside the Go heap where the
-// platform allows: locked against swapping (mlock, where the limit allows)
-// and left out of core dumps (MADV_DONTDUMP) — see keymem_unix.go.
+// The store reads the slots through a view outside the Go heap (to open a
+// sealed value without a system call; keymem_*.go): on Linux the file
+// itself, mapped shared and read-only (its pages are the file's page cache,
+// never swapped; opening a store reads nothing of it), elsewhere a copy read
+// at open, locked against swapping where the limit allows; left out of core
+// dumps where the platform allows (MADV_DONTDUMP). Every write goes through
+// pwrite and fdatasync.
 
 import (
 	"crypto/aes"
@@ -54,9 +63,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/p2pkex/p2pkex/internal/failpoint"
 )
@@ -89,22 +98,59 @@ type shredKey [shredKeySize]byte
 //
 // mu orders sealing, opening and wiping: openers hold it shared for a whole
 // bbolt read transaction, so that a slot is not wiped (and perhaps reused)
-// under a reader whose snapshot still names it; wipe holds it exclusively.
+// under a reader whose snapshot still names it; writers of slots hold it
+// exclusively.
+//
+// # The pool of synced keys
+//
+// A slot's key must be on disk before the transaction that first names it
+// commits. Written when a secret is sealed, that costs a sync of the key
+// file before every commit. So the store keeps a pool (ready): slots that
+// hold a fresh key, written and synced, that nothing names yet. seal takes
+// its slot from the pool, and the commit needs no sync of the key file.
+// The pool is filled where a sync is paid anyway: after a commit, the slots
+// of the secrets it deleted are overwritten — with a new random key instead
+// of zeros — and the one sync that destroys the old keys makes the new ones
+// durable (recycle). Overwriting a key destroys it as zeros do: the old key
+// is in no file once the sync returned. The pool holds no secret (its keys
+// seal nothing yet); a crash leaves its slots unreferenced, and the next
+// open wipes them as any other unreferenced slot (recoverKeys); Close wipes
+// them before it marks the file clean, so a clean file still has no
+// non-zero slot that nothing names.
 type keyFile struct {
-	mu     sync.RWMutex
-	f      *os.File
-	mem    *keyMem  // slot n at mem.b[n*slotSize:]; len(mem.b) is the capacity
-	n      uint64   // slots 0..n-1 exist in the file
-	free   []uint64 // free slots below n
-	dirty  bool     // the file is marked open (markOpen)
-	fresh  bool     // openKeyFile created the file
-	failed bool     // a wipe failed: do not mark the file clean at Close
+	mu      sync.RWMutex
+	f       *os.File
+	mem     *keyMem  // slot n at mem.b[n*slotSize:] for n < n (keymem_*.go)
+	n       uint64   // slots 0..n-1 exist in the file
+	free    []uint64 // free (zero) slots below n; complete once scanned
+	scanned bool     // free lists every zero slot (else the first alloc that needs one scans)
+	ready   []uint64 // the pool: slots with a synced key that nothing names
+	target  int      // how many slots recycle keeps in the pool
+	dirty   bool     // the file is marked open (markOpen)
+	fresh   bool     // openKeyFile created the file
+	failed  bool     // a wipe failed: do not mark the file clean at Close
+
+	marked atomic.Bool   // markOpen has marked the file open in this run
+	syncs  atomic.Uint64 // fdatasyncs of the file (benchmarks and tests)
 }
+
+const (
+	// The pool's size follows the largest number of slots one transaction
+	// took (twice that, so that the next batch finds enough even if the
+	// recycle of the last one is still syncing), within these bounds.
+	minPool = 8
+	maxPool = 2 * maxBatch
+)
 
 // openKeyFile opens or creates the key file at path. clean reports whether
 // the file was closed cleanly (a new file is clean); use then fixes up the
 // free slots. The file is marked open (unclean) only before the first write
 // (markOpen), so that a store only read costs no write.
+//
+// Opening reads only the header: the slots are read when first needed
+// (keymem_linux.go maps the file), and the free ones are found when the
+// first slot is needed (scanFree), so that a store of many peers opens in
+// about the time of a small one.
 func openKeyFile(path string) (k *keyFile, clean bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -123,26 +169,24 @@ func openKeyFile(path string) (k *keyFile, clean bool, err error) {
 	if size%slotSize != 0 || size > 1<<40 {
 		return nil, false, fmt.Errorf("open %s: %w: size %d is not a whole number of slots", path, ErrCorrupt, size)
 	}
-	k = &keyFile{f: f, n: uint64(size / slotSize)}
-	fresh := k.n == 0
-	if fresh {
-		k.n = 1
-	}
-	if k.mem, err = newKeyMem(int(max(k.n, 64) * slotSize)); err != nil {
+	k = &keyFile{f: f, n: uint64(size / slotSize), target: minPool}
+	if k.mem, err = openKeyMem(f, int(size)); err != nil {
 		return nil, false, err
 	}
-	if fresh {
-		copy(k.mem.b, keysMagic)
-		if err := k.setState(keysClean); err != nil {
-			k.mem.free()
-			return nil, false, err
+	if k.n == 0 {
+		var h [slotSize]byte
+		copy(h[:], keysMagic)
+		h[len(keysMagic)] = keysClean
+		err := k.put(0, &h)
+		if err == nil {
+			err = k.sync()
 		}
-		k.fresh = true
+		if err != nil {
+			k.mem.free()
+			return nil, false, fmt.Errorf("peerstore: write key file header: %w", err)
+		}
+		k.fresh, k.scanned = true, true
 		return k, true, nil
-	}
-	if _, err := io.ReadFull(io.NewSectionReader(f, 0, size), k.mem.b[:size]); err != nil {
-		k.mem.free()
-		return nil, false, fmt.Errorf("peerstore: read %s: %w", path, err)
 	}
 	if string(k.mem.b[:len(keysMagic)]) != keysMagic {
 		k.mem.free()
@@ -153,63 +197,93 @@ func openKeyFile(path string) (k *keyFile, clean bool, err error) {
 	return k, clean, nil
 }
 
+// put writes v to slot n of the file (not synced), growing the file if n
+// is its next slot; the caller holds mu exclusively.
+func (k *keyFile) put(n uint64, v *[slotSize]byte) error {
+	off := int64(n * slotSize)
+	if _, err := k.f.WriteAt(v[:], off); err != nil {
+		return err
+	}
+	if err := k.mem.ensure(k.f, int(off)+slotSize); err != nil {
+		return err
+	}
+	k.mem.wrote(off, v[:])
+	if n >= k.n {
+		k.n = n + 1
+	}
+	return nil
+}
+
 // markOpen marks the file open (unclean), durably, before the first write
 // of this run: from then on a crash makes the next open check every slot.
 func (k *keyFile) markOpen() error {
+	if k.marked.Load() {
+		return nil // every commit asks: no exclusive lock once done
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.dirty {
-		return nil
+	if !k.dirty {
+		if err := k.setState(keysOpen); err != nil {
+			return err
+		}
+		k.dirty = true
 	}
-	if err := k.setState(keysOpen); err != nil {
-		return err
-	}
-	k.dirty = true
+	k.marked.Store(true)
 	return nil
 }
 
-// setState writes the header's state byte and syncs the file.
+// setState writes the header's state byte and syncs the file; the caller
+// holds mu exclusively.
 func (k *keyFile) setState(st byte) error {
-	k.mem.b[len(keysMagic)] = st
-	if _, err := k.f.WriteAt(k.mem.b[:slotSize], 0); err != nil {
+	h := [slotSize]byte(k.slot(0))
+	h[len(keysMagic)] = st
+	if err := k.put(0, &h); err != nil {
 		return fmt.Errorf("peerstore: write key file header: %w", err)
 	}
-	if err := fdatasync(k.f); err != nil {
-		return fmt.Errorf("peerstore: sync key file: %w", err)
-	}
-	return nil
+	return k.sync()
 }
 
 // use sets the free slots. With inUse nil (a clean file) every zero slot is
-// free. Otherwise (after a crash, or to start a migration) inUse(n) says
-// whether bbolt refers to slot n; every other slot is wiped, and the wipes
-// synced, before use returns. The file must be marked open before a wipe.
+// free, and they are found when the first is needed (scanFree). Otherwise
+// (after a crash, or to start a migration) inUse(n) says whether bbolt
+// refers to slot n; every other slot is wiped, and the wipes synced, before
+// use returns. The file must be marked open before a wipe.
 func (k *keyFile) use(inUse func(uint64) bool) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.free = k.free[:0]
+	k.free, k.ready, k.scanned = nil, nil, false
+	if inUse == nil {
+		return nil
+	}
+	var zero [slotSize]byte
 	wiped := false
 	for n := k.n - 1; n >= 1; n-- {
-		s := k.slot(n)
-		if inUse != nil && !inUse(n) {
-			if !isZero(s) {
-				clear(s)
-				if _, err := k.f.WriteAt(s, int64(n*slotSize)); err != nil {
-					return fmt.Errorf("peerstore: wipe key slot: %w", err)
-				}
-				wiped = true
+		if !inUse(n) && !isZero(k.slot(n)) {
+			if err := k.put(n, &zero); err != nil {
+				return fmt.Errorf("peerstore: wipe key slot: %w", err)
 			}
+			wiped = true
 		}
-		if isZero(s) {
+		if isZero(k.slot(n)) {
 			k.free = append(k.free, n)
 		}
 	}
+	k.scanned = true
 	if wiped {
-		if err := k.f.Sync(); err != nil {
-			return fmt.Errorf("peerstore: sync key file: %w", err)
-		}
+		return k.sync()
 	}
 	return nil
+}
+
+// scanFree finds the free slots of a file that was closed cleanly: every
+// zero slot. The caller holds mu exclusively.
+func (k *keyFile) scanFree() {
+	for n := k.n - 1; n >= 1; n-- {
+		if isZero(k.slot(n)) {
+			k.free = append(k.free, n)
+		}
+	}
+	k.scanned = true
 }
 
 func (k *keyFile) slot(n uint64) []byte { return k.mem.b[n*slotSize : (n+1)*slotSize] }
@@ -218,106 +292,203 @@ func (k *keyFile) slot(n uint64) []byte { return k.mem.b[n*slotSize : (n+1)*slot
 // a slot is free is no secret).
 func isZero(b []byte) bool { return [slotSize]byte(b) == [slotSize]byte{} }
 
-// alloc takes a free slot, fills it with a new random key and writes it to
-// the file (not synced: the caller syncs before anything refers to it).
-func (k *keyFile) alloc() (uint64, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var n uint64
-	if l := len(k.free); l > 0 {
-		n, k.free = k.free[l-1], k.free[:l-1]
-	} else {
-		if need := (k.n + 1) * slotSize; need > uint64(len(k.mem.b)) {
-			if err := k.grow(int(need * 2)); err != nil {
-				return 0, err
-			}
-		}
-		n = k.n
-		k.n++
-	}
-	s := k.slot(n)
-	for isZero(s) { // zero marks a free slot; 32 random zero bytes never happen
-		if _, err := rand.Read(s); err != nil {
-			k.free = append(k.free, n)
-			return 0, err
+// newKey fills v with a random key; zero marks a free slot, and 32 random
+// zero bytes never happen.
+func newKey(v *[slotSize]byte) error {
+	for *v == [slotSize]byte{} {
+		if _, err := rand.Read(v[:]); err != nil {
+			return err
 		}
 	}
-	if _, err := k.f.WriteAt(s, int64(n*slotSize)); err != nil {
-		clear(s)
-		k.free = append(k.free, n)
-		return 0, fmt.Errorf("peerstore: write key slot: %w", err)
-	}
-	return n, nil
+	return nil
 }
 
-// grow moves the copy of the file to a larger region and wipes the old one.
-func (k *keyFile) grow(size int) error {
-	m, err := newKeyMem(size)
-	if err != nil {
-		return err
+// takeFree returns a free slot, or the next new one; the caller holds mu
+// exclusively and writes the slot (put) before it is used again.
+func (k *keyFile) takeFree() uint64 {
+	if !k.scanned {
+		k.scanFree()
 	}
-	copy(m.b, k.mem.b)
-	k.mem.free() // wipes
-	k.mem = m
-	return nil
+	if l := len(k.free); l > 0 {
+		n := k.free[l-1]
+		k.free = k.free[:l-1]
+		return n
+	}
+	return k.n
+}
+
+// alloc takes a slot for a new secret: from the pool (synced reports that
+// its key is on disk), or else a free slot with a new key written to the
+// file but not synced (the caller syncs before anything refers to it).
+func (k *keyFile) alloc() (n uint64, synced bool, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if l := len(k.ready); l > 0 {
+		n = k.ready[l-1]
+		k.ready = k.ready[:l-1]
+		return n, true, nil
+	}
+	n = k.takeFree()
+	var key [slotSize]byte
+	defer clear(key[:])
+	if err := newKey(&key); err != nil {
+		k.release(n)
+		return 0, false, err
+	}
+	if err := k.put(n, &key); err != nil {
+		k.failed = true // the slot may hold part of the key: the next open checks
+		return 0, false, fmt.Errorf("peerstore: write key slot: %w", err)
+	}
+	return n, false, nil
+}
+
+// release gives back a slot takeFree returned and that was not written.
+func (k *keyFile) release(n uint64) {
+	if n < k.n {
+		k.free = append(k.free, n)
+	}
 }
 
 // sync makes the keys written so far durable.
 func (k *keyFile) sync() error {
+	k.syncs.Add(1)
 	if err := fdatasync(k.f); err != nil {
 		return fmt.Errorf("peerstore: sync key file: %w", err)
 	}
 	return nil
 }
 
-// wipe overwrites the slots with zeros, syncs, and frees them. A failure
-// leaves them in use and the file marked unclean, so that the next OpenBolt
-// wipes them.
+// wipe overwrites the slots with zeros, syncs, and frees them: the slots
+// of secrets sealed for a transaction that failed. A failure leaves them
+// in use and the file marked unclean, so that the next OpenBolt wipes them.
 func (k *keyFile) wipe(slots []uint64) error {
-	if len(slots) == 0 {
+	return k.destroy(slots, false, 0, "")
+}
+
+// recycle destroys the slots of the secrets a committed transaction
+// deleted, and refills the pool, with one sync (see keyFile): each dead
+// slot gets a new key while the pool is below its target (else zeros), and
+// free slots get new keys up to the target. Without dead slots it syncs
+// only to refill a pool that is half empty. used is how many slots the
+// transaction took; the target follows it. fp is a failpoint between the
+// writes and the sync, besides ShredAfterWipe ("" for none).
+func (k *keyFile) recycle(dead []uint64, used int, fp string) error {
+	return k.destroy(dead, true, used, fp)
+}
+
+// destroy overwrites the slots, and with refill tops up the pool, then
+// syncs. Exclusively while the slots are overwritten: no reader is between
+// its snapshot and its open of one of them. Not while the file syncs: from
+// here on no snapshot names them (their deletion committed, or never did),
+// and they are neither free nor in the pool before the sync; so readers,
+// and the next group commit's seals (batch.go), need not wait for the disk.
+func (k *keyFile) destroy(slots []uint64, refill bool, used int, fp string) error {
+	k.mu.Lock()
+	if refill {
+		k.target = min(max(k.target, 2*used), maxPool)
+	}
+	var zero, key [slotSize]byte
+	defer clear(key[:])
+	var keyed, zeroed []uint64
+	want := 0
+	if refill && (len(slots) > 0 || len(k.ready) < k.target/2) {
+		// With slots to destroy the sync is paid anyway: fill the pool.
+		// Else only a pool half empty is worth a sync of its own.
+		want = max(k.target-len(k.ready), 0)
+	}
+	write := func(n uint64) error {
+		if len(keyed) < want {
+			clear(key[:])
+			if err := newKey(&key); err != nil {
+				return err
+			}
+			if err := k.put(n, &key); err != nil {
+				return err
+			}
+			keyed = append(keyed, n)
+			return nil
+		}
+		if err := k.put(n, &zero); err != nil {
+			return err
+		}
+		zeroed = append(zeroed, n)
 		return nil
 	}
-	// Exclusively while the slots are overwritten: no reader is between
-	// its snapshot and its open of one of them. Not while the file syncs:
-	// from here on no snapshot names them (their deletion committed), and
-	// they are not free for reuse before the sync; so readers, and the
-	// next group commit's seals (batch.go), need not wait for the disk.
-	k.mu.Lock()
-	var zero [slotSize]byte
+	var err error
 	for _, n := range slots {
-		clear(k.slot(n))
-		if _, err := k.f.WriteAt(zero[:], int64(n*slotSize)); err != nil {
-			k.failed = true
-			k.mu.Unlock()
-			return fmt.Errorf("peerstore: wipe key slot: %w", err)
+		if err = write(n); err != nil {
+			break
 		}
 	}
+	for err == nil && len(keyed) < want {
+		err = write(k.takeFree())
+	}
+	// A zeroed slot is free once the sync returned; if the free slots were
+	// not yet listed, the scan that lists them finds it (and may hand it
+	// out before the sync: then it is overwritten with a new key, which
+	// destroys the old one as well, and synced before a commit names it).
+	listZeroed := k.scanned
+	if err != nil {
+		k.failed = true
+		k.mu.Unlock()
+		return fmt.Errorf("peerstore: wipe key slot: %w", err)
+	}
 	k.mu.Unlock()
+	if len(keyed) == 0 && len(zeroed) == 0 {
+		return nil
+	}
 	failpoint.Inject(failpoint.ShredAfterWipe)
-	err := fdatasync(k.f)
+	if fp != "" {
+		failpoint.Inject(fp)
+	}
+	err = k.sync()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err != nil {
 		k.failed = true
-		return fmt.Errorf("peerstore: sync key file: %w", err)
+		return err
 	}
-	k.free = append(k.free, slots...)
+	k.ready = append(k.ready, keyed...)
+	if listZeroed {
+		k.free = append(k.free, zeroed...)
+	}
 	return nil
 }
 
-// close marks the file clean (unless a wipe failed), closes it and wipes
-// the copy in memory.
+// close wipes the pool, marks the file clean (unless a wipe failed), closes
+// it and drops the view of it.
 func (k *keyFile) close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var err error
 	if k.dirty && !k.failed {
-		err = k.setState(keysClean)
+		err = k.wipePool()
+		if err == nil {
+			// A separate sync: the header must not say clean before the
+			// pool's slots are zero on disk.
+			err = k.setState(keysClean)
+		}
 	}
 	err = errors.Join(err, k.f.Close())
 	k.mem.free()
 	k.mem = nil
 	return err
+}
+
+// wipePool zeros the pool's slots and syncs; the caller holds mu.
+func (k *keyFile) wipePool() error {
+	if len(k.ready) == 0 {
+		return nil
+	}
+	var zero [slotSize]byte
+	for _, n := range k.ready {
+		if err := k.put(n, &zero); err != nil {
+			return fmt.Errorf("peerstore: wipe key slot: %w", err)
+		}
+	}
+	k.free = append(k.free, k.ready...)
+	k.ready = nil
+	return k.sync()
 }
 
 // sealAD is the additional data of a sealed secret: what it is and where it
@@ -351,27 +522,28 @@ func (k *keyFile) gcm(n uint64) (cipher.AEAD, error) {
 }
 
 // seal allocates a slot and returns secret sealed under its key, for place
-// (kind, where). The slot's key is not yet synced.
-func (k *keyFile) seal(kind string, where, secret []byte) (sealed []byte, slot uint64, err error) {
+// (kind, where). synced reports whether the slot's key is already on disk
+// (it came from the pool); if not, the caller syncs before a commit names it.
+func (k *keyFile) seal(kind string, where, secret []byte) (sealed []byte, slot uint64, synced bool, err error) {
 	if len(secret) > maxSealedSecret {
-		return nil, 0, fmt.Errorf("peerstore: secret of %d bytes too large to store", len(secret))
+		return nil, 0, false, fmt.Errorf("peerstore: secret of %d bytes too large to store", len(secret))
 	}
-	if slot, err = k.alloc(); err != nil {
-		return nil, 0, err
+	if slot, synced, err = k.alloc(); err != nil {
+		return nil, 0, false, err
 	}
 	k.mu.RLock()
 	aead, err := k.gcm(slot)
 	k.mu.RUnlock()
 	if err != nil {
-		return nil, 0, errors.Join(err, k.wipe([]uint64{slot}))
+		return nil, 0, false, errors.Join(err, k.wipe([]uint64{slot}))
 	}
 	out := make([]byte, 8+gcmNonceSize, sealedOverhead+len(secret))
 	binary.BigEndian.PutUint64(out, slot)
 	if _, err := rand.Read(out[8:]); err != nil {
-		return nil, 0, errors.Join(err, k.wipe([]uint64{slot}))
+		return nil, 0, false, errors.Join(err, k.wipe([]uint64{slot}))
 	}
 	out = aead.Seal(out, out[8:8+gcmNonceSize], secret, sealAD(kind, where, slot))
-	return out, slot, nil
+	return out, slot, synced, nil
 }
 
 // sealedSlot returns the slot a sealed value names, checking its size.

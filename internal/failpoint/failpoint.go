@@ -59,6 +59,10 @@ const (
 	// synced; no caller has been answered, and the pruned epochs' slots
 	// are not yet wiped.
 	BatchAfterCommit = "batch-after-commit"
+	// BatchAfterOverwrite: after such a shared transaction committed, the
+	// pruned epochs' slots and the pool's new keys are written to the key
+	// file but not yet synced; no caller has been answered.
+	BatchAfterOverwrite = "batch-after-overwrite"
 )
 
 // armed is the failpoint this process dies at, or "" for none.
