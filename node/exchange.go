@@ -280,8 +280,33 @@ func (n *Node) serve(s network.Stream, arrived time.Time) bool {
 			n.admit.timedOutUnknown.Add(1)
 		}
 	}
+	if errors.Is(err, protocol.ErrConflict) {
+		n.handOnWithdrawn(p, si)
+	}
 	n.finish(p, si, info, err)
 	return err == nil
+}
+
+// handOnWithdrawn gives the callers that joined si, an inbound exchange the
+// peer withdrew with CONFLICT, an exchange of their own. The peer withdraws
+// a START when its outbound exchange gave way to ours (claimInbound, on the
+// peer): if ours had already been answered, this side's handler waited for
+// it to finish and then took the peer's START as its next exchange
+// (TestStartWhileOwnRunEnds), and a caller of Exchange that came in the
+// meantime joined it. That caller asked for an exchange after ours ended;
+// the peer's caller has ours, and nobody waits for the withdrawn one, so its
+// CONFLICT is not the joined caller's answer (docs/PROTOCOL.md section 17).
+func (n *Node) handOnWithdrawn(p peer.ID, si *slot) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if si.waiters == 0 || n.closed || n.slots[p] != si {
+		return
+	}
+	o := n.startOutbound(p)
+	si.follow = o
+	o.waiters += si.waiters
+	si.waiters = 0
+	log.Debugw("peer withdrew its exchange; starting one for the callers that joined it", "peer", p, "callers", o.waiters)
 }
 
 // claimInbound takes the peer's slot for an inbound exchange. An exchange
@@ -376,10 +401,21 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		if len(tr.events) > 0 {
 			err = &trustEventsError{err: err, events: tr.events}
 		}
+		n.mu.Lock()
+		gaveWay := sl.follow != nil
+		n.mu.Unlock()
 		var ae *protocol.AbortError
-		if errors.As(err, &ae) {
+		switch {
+		case gaveWay:
+			// Cancelled because it gave way to the peer's simultaneous
+			// exchange (claimInbound): the reset says so with CONFLICT.
+			// The peer may answer this START after its own exchange
+			// finished, and must not take the withdrawal for a failure of
+			// its side (handOnWithdrawn; docs/PROTOCOL.md section 17).
+			s.ResetWithError(protocol.ResetCode(protocol.ErrConflict))
+		case errors.As(err, &ae):
 			s.Reset()
-		} else {
+		default:
 			// The status travels in the reset too: it may overtake ABORT.
 			s.ResetWithError(protocol.ResetCode(err))
 		}
