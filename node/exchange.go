@@ -179,8 +179,9 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		}
 		log.Debugw("kept stream ended; opening a new one", "peer", p, "err", err)
 	}
-	// A relayed (limited) connection will do (nat.go).
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
+	// A relayed (limited) connection will do (nat.go); a dial backoff does
+	// not stand (dial.go).
+	s, err := n.newStream(ctx, p, protocol.ID)
 	if err != nil {
 		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
 			return nil, err // one line of its own (identity.go)
