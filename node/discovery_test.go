@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,6 +89,46 @@ func TestDHTWithoutBootstrapContactsNoOne(t *testing.T) {
 	require.Empty(t, n.Host().Network().Peers())
 	require.Empty(t, n.DHTPeers())
 	require.Empty(t, n.DiscoveredPeers())
+}
+
+// TestRendezvousWaitsForUsableDHT: no rendezvous round runs while the
+// DHT's routing table is empty (each would fail and cost a round: the first
+// discovery then waited for a later one, seen by tools/swarm); once a peer
+// joins, rounds run and the two find each other. Without the wait, the
+// node alone runs rounds every 100 ms.
+func TestRendezvousWaitsForUsableDHT(t *testing.T) {
+	var mu sync.Mutex
+	rounds := map[*Node][]int{}
+	hook := func(n *Node, size int) {
+		mu.Lock()
+		defer mu.Unlock()
+		rounds[n] = append(rounds[n], size)
+	}
+	testHookRendezvousRound.Store(&hook)
+	t.Cleanup(func() { testHookRendezvousRound.Store(nil) })
+	roundsOf := func(n *Node) []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(rounds[n])
+	}
+
+	fast := WithDiscoveryInterval(100 * time.Millisecond)
+	first := newNode(t, WithDHT(nil, WithDHTMode(DHTModeServer), fast))
+	time.Sleep(time.Second) // alone: the old schedule ran several rounds by now
+	require.Empty(t, roundsOf(first), "rounds while the routing table was empty")
+
+	second := newNode(t, WithDHT([]peer.AddrInfo{{ID: first.ID(), Addrs: first.Host().Addrs()}}, WithDHTMode(DHTModeServer), fast))
+	for _, pair := range [][2]*Node{{first, second}, {second, first}} {
+		require.Eventually(t, func() bool { return discoveredVia(pair[0], pair[1].ID(), SourceDHT) },
+			25*time.Second, 20*time.Millisecond, "%s never found %s", pair[0].ID(), pair[1].ID())
+	}
+	for _, n := range []*Node{first, second} {
+		sizes := roundsOf(n)
+		require.NotEmpty(t, sizes)
+		for _, size := range sizes {
+			require.Positive(t, size, "a round with an empty routing table")
+		}
+	}
 }
 
 func TestDiscoveryOffByDefault(t *testing.T) {
