@@ -5,11 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	lswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/stretchr/testify/require"
 
 	ps "github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // TestReturningPeerDespiteDialBackoff: a peer leaves, a dial to it fails
@@ -64,4 +67,35 @@ func TestReturningPeerDespiteDialBackoff(t *testing.T) {
 
 	leaveAndReturn("connect")
 	require.NoError(t, a.Connect(ctx, peer.AddrInfo{ID: bID}), "Connect to b despite the backoff")
+}
+
+// TestResetDuringNegotiationSaysWhat: a responder that gives up before
+// protocol negotiation has finished at the initiator (its reset, carrying a
+// status, overtakes the end of multistream-select) is reported as the
+// peer's abort with that status, in one line, not as libp2p's bare
+// "failed to negotiate protocol: stream reset (remote): code: 0x7e000c".
+func TestResetDuringNegotiationSaysWhat(t *testing.T) {
+	n := newNode(t)
+	lp := connectedLimitPeer(t, n)
+	// Both sides identified each other: n knows lp's protocols, and
+	// negotiates at once when it opens a stream (not lazily).
+	require.Eventually(t, func() bool {
+		ps, err := n.Host().Peerstore().GetProtocols(lp.h.ID())
+		return err == nil && len(ps) > 0
+	}, 10*time.Second, 5*time.Millisecond)
+	// lp answers every new stream with a reset carrying TIMEOUT, before
+	// multistream-select answers anything.
+	lp.h.Network().SetStreamHandler(func(s network.Stream) {
+		_ = s.ResetWithError(protocol.ResetCode(protocol.ErrTimeout))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := n.Exchange(ctx, lp.h.ID())
+	require.Error(t, err)
+	var ae *protocol.AbortError
+	require.ErrorAs(t, err, &ae, "%v", err)
+	require.Equal(t, pb.Status_TIMEOUT, ae.Status)
+	require.Contains(t, err.Error(), "during protocol negotiation")
+	require.NotContains(t, err.Error(), "\n")
+	t.Log(err)
 }

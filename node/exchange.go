@@ -186,6 +186,13 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
 			return nil, err // one line of its own (identity.go)
 		}
+		if ae := protocol.AbortFromReset(err); ae != nil {
+			// The responder gave up (its phase-1 deadline, say) and reset
+			// the stream with the status before this side had read the
+			// end of protocol negotiation, which NewStream does at first
+			// contact: libp2p's error names only the reset and its code.
+			return nil, fmt.Errorf("open %s stream to %s: %w (it reset the stream during protocol negotiation)", protocol.ID, p, ae)
+		}
 		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
 	}
 	release, err := protocol.PrepareStream(s, n.cfg.noticeSize)
