@@ -66,7 +66,9 @@ type slot struct {
 // Exchange runs the key exchange with p (connecting through the host's
 // peerstore addresses if needed) and returns the installed key's metadata.
 // If an exchange with p is already running, in either direction, Exchange
-// waits for it and returns its result. Cancelling ctx stops waiting; the
+// waits for it and returns its result (one the peer withdraws after a
+// simultaneous start is followed by an exchange of its own,
+// handOnWithdrawn). Cancelling ctx stops waiting; the
 // exchange itself is cancelled when no caller waits for it any more.
 //
 // The exchange is with p or fails: another identity answering at p's
