@@ -321,9 +321,10 @@ type mdnsNotifee struct{ d *discovery }
 
 func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) { m.d.found(ai, SourceMDNS) }
 
-// rendezvous bootstraps the DHT, waits until it is usable, then advertises
-// the node under the namespace and looks up the others: the first round at
-// once, the next ones 1 s, 2 s, 4 s … later, up to the interval.
+// rendezvous bootstraps the DHT, waits until it is usable, then runs
+// rounds that advertise the node under the namespace and look up the others
+// (round): the first round at once, the next ones 1 s, 2 s, 4 s … later, up
+// to the interval.
 //
 // A DHT is usable once its routing table holds a peer: before that, every
 // advertisement and lookup fails at once ("failed to find any peer in
@@ -358,32 +359,7 @@ func (d *discovery) rendezvous(c *dhtConfig) {
 			(*h)(d.n, d.kad.RoutingTable().Size())
 		}
 
-		failed := false
-		if time.Now().After(readvertise) {
-			ctx, cancel := context.WithTimeout(d.ctx, advertiseTimeout)
-			ttl, err := rd.Advertise(ctx, c.rendezvous)
-			cancel()
-			if err != nil {
-				// The table lost its peers, or they did not answer.
-				log.Debugw("DHT advertise", "ns", c.rendezvous, "err", err)
-				failed = true
-			} else {
-				readvertise = time.Now().Add(ttl / 2)
-			}
-		}
-
-		ctx, cancel := context.WithTimeout(d.ctx, findTimeout)
-		ch, err := rd.FindPeers(ctx, c.rendezvous)
-		if err != nil {
-			log.Debugw("DHT find peers", "ns", c.rendezvous, "err", err)
-			failed = true
-		} else {
-			for ai := range ch {
-				d.found(ai, SourceDHT)
-			}
-		}
-		cancel()
-
+		failed := d.round(rd, c, &readvertise)
 		if failed {
 			wait, retry = retry, min(2*retry, c.interval)
 		} else {
@@ -391,6 +367,53 @@ func (d *discovery) rendezvous(c *dhtConfig) {
 			retry = min(firstRoundDelay, c.interval)
 		}
 	}
+}
+
+// round advertises the node under the rendezvous if that is due (it is
+// again at half the advertisement's TTL) and, at the same time, looks up
+// the others. It reports whether the round failed. The lookup does not
+// wait for the advertisement: an advertisement is a lookup of the closest
+// peers and then a store at each, which took 4–7 s per node in a 30-node
+// swarm starting up (tools/swarm), while the lookup of the others took
+// under a second.
+func (d *discovery) round(rd *drouting.RoutingDiscovery, c *dhtConfig, readvertise *time.Time) (failed bool) {
+	type advertisement struct {
+		ttl time.Duration
+		err error
+	}
+	var advertised chan advertisement
+	if time.Now().After(*readvertise) {
+		advertised = make(chan advertisement, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(d.ctx, advertiseTimeout)
+			defer cancel()
+			ttl, err := rd.Advertise(ctx, c.rendezvous)
+			advertised <- advertisement{ttl, err}
+		}()
+	}
+
+	ctx, cancel := context.WithTimeout(d.ctx, findTimeout)
+	ch, err := rd.FindPeers(ctx, c.rendezvous)
+	if err != nil {
+		log.Debugw("DHT find peers", "ns", c.rendezvous, "err", err)
+		failed = true
+	} else {
+		for ai := range ch {
+			d.found(ai, SourceDHT)
+		}
+	}
+	cancel()
+
+	if advertised != nil {
+		if a := <-advertised; a.err != nil {
+			// The table lost its peers, or they did not answer.
+			log.Debugw("DHT advertise", "ns", c.rendezvous, "err", a.err)
+			failed = true
+		} else {
+			*readvertise = time.Now().Add(a.ttl / 2)
+		}
+	}
+	return failed
 }
 
 // Polling of an empty routing table (waitUsable): first soon, then less
