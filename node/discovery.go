@@ -352,7 +352,7 @@ func (d *discovery) rendezvous(c *dhtConfig) {
 			return
 		case <-time.After(wait):
 		}
-		if !d.waitUsable() {
+		if !d.waitUsable(c.interval) {
 			return
 		}
 		if h := testHookRendezvousRound.Load(); h != nil {
@@ -425,8 +425,18 @@ const (
 
 // waitUsable waits until the DHT's routing table holds a peer. It reports
 // false when discovery stops first.
-func (d *discovery) waitUsable() bool {
+//
+// While the table is empty it asks the DHT to bootstrap again (Bootstrap
+// makes it dial its bootstrap peers when its table is empty), 1 s after the
+// wait began, then 2 s, 4 s … up to interval: on its own kad-dht tries them
+// again only every 2 minutes, so a node whose first dials failed (the
+// bootstrap nodes overloaded, or away) stayed without peers for minutes —
+// in a 200-node swarm on a loaded machine some nodes discovered nobody in
+// their 280 s (tools/swarm).
+func (d *discovery) waitUsable(interval time.Duration) bool {
 	poll := usablePollFirst
+	kick := min(firstRoundDelay, interval)
+	nextKick := time.Now().Add(kick)
 	for d.kad.RoutingTable().Size() == 0 {
 		select {
 		case <-d.ctx.Done():
@@ -434,6 +444,14 @@ func (d *discovery) waitUsable() bool {
 		case <-time.After(poll):
 		}
 		poll = min(2*poll, usablePollMax)
+		if time.Now().After(nextKick) {
+			log.Debugw("DHT routing table empty; bootstrapping again", "after", kick)
+			if err := d.kad.Bootstrap(d.ctx); err != nil {
+				log.Debugw("DHT bootstrap", "err", err)
+			}
+			kick = min(2*kick, interval)
+			nextKick = time.Now().Add(kick)
+		}
 	}
 	return true
 }

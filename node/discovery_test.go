@@ -3,12 +3,15 @@ package node
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+
+	ps "github.com/p2pkex/p2pkex/peerstore"
 )
 
 // discoveredVia reports whether n has found p through src.
@@ -129,6 +132,36 @@ func TestRendezvousWaitsForUsableDHT(t *testing.T) {
 			require.Positive(t, size, "a round with an empty routing table")
 		}
 	}
+}
+
+// TestDHTBootstrapsAgain: the node's bootstrap peer is away when it starts
+// (its dial fails, and libp2p backs off from the address) and comes back at
+// the same address. The node joins the DHT and finds it without waiting for
+// kad-dht's own retry, 2 minutes later: the wait for a usable table asks
+// the DHT to bootstrap again, with backoff.
+func TestDHTBootstrapsAgain(t *testing.T) {
+	fast := WithDiscoveryInterval(500 * time.Millisecond)
+	store := ps.NewMemory()
+	t.Cleanup(func() { store.Close() })
+	boot, err := New(context.Background(), WithStore(store), WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+	require.NoError(t, err)
+	bootInfo := peer.AddrInfo{ID: boot.ID(), Addrs: boot.Host().Addrs()}
+	var listen []string
+	for _, a := range boot.Host().Network().ListenAddresses() {
+		listen = append(listen, a.String())
+	}
+	require.NoError(t, boot.Close())
+
+	n := newNode(t, WithDHT([]peer.AddrInfo{bootInfo}, WithDHTMode(DHTModeServer), fast))
+	require.Eventually(t, func() bool {
+		_, err := n.Host().Network().DialPeer(context.Background(), bootInfo.ID)
+		return err != nil && strings.Contains(err.Error(), "dial backoff")
+	}, 10*time.Second, 10*time.Millisecond, "the node's first bootstrap dial failed")
+
+	boot = newNode(t, WithStore(store), WithListenAddrs(listen...), WithDHT(nil, WithDHTMode(DHTModeServer), fast))
+	require.Equal(t, bootInfo.ID, boot.ID())
+	require.Eventually(t, func() bool { return discoveredVia(n, boot.ID(), SourceDHT) },
+		45*time.Second, 50*time.Millisecond, "the node never joined through its returning bootstrap peer")
 }
 
 func TestDiscoveryOffByDefault(t *testing.T) {
