@@ -134,7 +134,7 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 		defer n.wg.Done()
 		defer cancel()
 		info, err := n.initiate(ctx, p, s)
-		if errors.Is(err, protocol.ErrConflict) {
+		for again := true; errors.Is(err, protocol.ErrConflict); again = false {
 			// The peer started an exchange with us at the same moment and
 			// won the tie-break; its START is on the way. Wait for the
 			// handler to hand our waiters over to it.
@@ -142,6 +142,15 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 			case <-ctx.Done():
 			case <-time.After(n.cfg.phaseTimeout):
 			}
+			if !again || ctx.Err() != nil {
+				break
+			}
+			// The peer's START never came: its exchange failed before it
+			// reached us (tools/swarm saw it under load), and CONFLICT
+			// has no exchange to join. Run ours once more
+			// (docs/PROTOCOL.md section 17).
+			log.Debugw("the peer's simultaneous exchange never came; running ours again", "peer", p)
+			info, err = n.initiate(ctx, p, s)
 		}
 		n.finish(p, s, info, err)
 	}()

@@ -17,6 +17,7 @@ import (
 
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // newNode starts a node on loopback TCP only.
@@ -626,4 +627,31 @@ func TestStartWhileOwnRunEnds(t *testing.T) {
 	require.NoError(t, <-second)
 	require.EqualValues(t, 2, info.Epoch)
 	requireSameKey(t, large, small, 2)
+}
+
+// TestConflictWithoutPeerStartRunsAgain: the peer refuses the exchange
+// with CONFLICT (it has one of its own in flight and the smaller ID), but
+// its own START never comes (its exchange failed before it reached this
+// node). After waiting the phase timeout for it, the node runs its exchange
+// once more instead of failing the call with CONFLICT, which has no
+// exchange to join (seen by tools/swarm under load).
+func TestConflictWithoutPeerStartRunsAgain(t *testing.T) {
+	a := newNode(t, WithPhaseTimeout(2*time.Second))
+	b, fh := newFaultNode(t, protocol.DefaultNoticeSize)
+	introduce(a, b)
+	abort, err := protocol.AbortNotice(protocol.ErrConflict)
+	require.NoError(t, err)
+	// b's first answer becomes a refusal with CONFLICT.
+	fh.arm(faultPlan{edit: func(typ pb.Notice_Type, notice []byte) []byte {
+		if typ == pb.Notice_CONTINUE {
+			return protocol.AppendFrame(nil, abort)
+		}
+		return protocol.AppendFrame(nil, notice)
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := a.Exchange(ctx, b.ID())
+	require.NoError(t, err, "the second run of the exchange")
+	require.EqualValues(t, 1, info.Epoch)
+	requireSameKey(t, a, b, 1)
 }
