@@ -2,11 +2,16 @@ package node
 
 import (
 	"context"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+
+	ps "github.com/p2pkex/p2pkex/peerstore"
 )
 
 // discoveredVia reports whether n has found p through src.
@@ -87,6 +92,76 @@ func TestDHTWithoutBootstrapContactsNoOne(t *testing.T) {
 	require.Empty(t, n.Host().Network().Peers())
 	require.Empty(t, n.DHTPeers())
 	require.Empty(t, n.DiscoveredPeers())
+}
+
+// TestRendezvousWaitsForUsableDHT: no rendezvous round runs while the
+// DHT's routing table is empty (each would fail and cost a round: the first
+// discovery then waited for a later one, seen by tools/swarm); once a peer
+// joins, rounds run and the two find each other. Without the wait, the
+// node alone runs rounds every 100 ms.
+func TestRendezvousWaitsForUsableDHT(t *testing.T) {
+	var mu sync.Mutex
+	rounds := map[*Node][]int{}
+	hook := func(n *Node, size int) {
+		mu.Lock()
+		defer mu.Unlock()
+		rounds[n] = append(rounds[n], size)
+	}
+	testHookRendezvousRound.Store(&hook)
+	t.Cleanup(func() { testHookRendezvousRound.Store(nil) })
+	roundsOf := func(n *Node) []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(rounds[n])
+	}
+
+	fast := WithDiscoveryInterval(100 * time.Millisecond)
+	first := newNode(t, WithDHT(nil, WithDHTMode(DHTModeServer), fast))
+	time.Sleep(time.Second) // alone: the old schedule ran several rounds by now
+	require.Empty(t, roundsOf(first), "rounds while the routing table was empty")
+
+	second := newNode(t, WithDHT([]peer.AddrInfo{{ID: first.ID(), Addrs: first.Host().Addrs()}}, WithDHTMode(DHTModeServer), fast))
+	for _, pair := range [][2]*Node{{first, second}, {second, first}} {
+		require.Eventually(t, func() bool { return discoveredVia(pair[0], pair[1].ID(), SourceDHT) },
+			25*time.Second, 20*time.Millisecond, "%s never found %s", pair[0].ID(), pair[1].ID())
+	}
+	for _, n := range []*Node{first, second} {
+		sizes := roundsOf(n)
+		require.NotEmpty(t, sizes)
+		for _, size := range sizes {
+			require.Positive(t, size, "a round with an empty routing table")
+		}
+	}
+}
+
+// TestDHTBootstrapsAgain: the node's bootstrap peer is away when it starts
+// (its dial fails, and libp2p backs off from the address) and comes back at
+// the same address. The node joins the DHT and finds it without waiting for
+// kad-dht's own retry, 2 minutes later: the wait for a usable table asks
+// the DHT to bootstrap again, with backoff.
+func TestDHTBootstrapsAgain(t *testing.T) {
+	fast := WithDiscoveryInterval(500 * time.Millisecond)
+	store := ps.NewMemory()
+	t.Cleanup(func() { store.Close() })
+	boot, err := New(context.Background(), WithStore(store), WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+	require.NoError(t, err)
+	bootInfo := peer.AddrInfo{ID: boot.ID(), Addrs: boot.Host().Addrs()}
+	var listen []string
+	for _, a := range boot.Host().Network().ListenAddresses() {
+		listen = append(listen, a.String())
+	}
+	require.NoError(t, boot.Close())
+
+	n := newNode(t, WithDHT([]peer.AddrInfo{bootInfo}, WithDHTMode(DHTModeServer), fast))
+	require.Eventually(t, func() bool {
+		_, err := n.Host().Network().DialPeer(context.Background(), bootInfo.ID)
+		return err != nil && strings.Contains(err.Error(), "dial backoff")
+	}, 10*time.Second, 10*time.Millisecond, "the node's first bootstrap dial failed")
+
+	boot = newNode(t, WithStore(store), WithListenAddrs(listen...), WithDHT(nil, WithDHTMode(DHTModeServer), fast))
+	require.Equal(t, bootInfo.ID, boot.ID())
+	require.Eventually(t, func() bool { return discoveredVia(n, boot.ID(), SourceDHT) },
+		45*time.Second, 50*time.Millisecond, "the node never joined through its returning bootstrap peer")
 }
 
 func TestDiscoveryOffByDefault(t *testing.T) {

@@ -66,7 +66,9 @@ type slot struct {
 // Exchange runs the key exchange with p (connecting through the host's
 // peerstore addresses if needed) and returns the installed key's metadata.
 // If an exchange with p is already running, in either direction, Exchange
-// waits for it and returns its result. Cancelling ctx stops waiting; the
+// waits for it and returns its result (one the peer withdraws after a
+// simultaneous start is followed by an exchange of its own,
+// handOnWithdrawn). Cancelling ctx stops waiting; the
 // exchange itself is cancelled when no caller waits for it any more.
 //
 // The exchange is with p or fails: another identity answering at p's
@@ -132,7 +134,7 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 		defer n.wg.Done()
 		defer cancel()
 		info, err := n.initiate(ctx, p, s)
-		if errors.Is(err, protocol.ErrConflict) {
+		for again := true; errors.Is(err, protocol.ErrConflict); again = false {
 			// The peer started an exchange with us at the same moment and
 			// won the tie-break; its START is on the way. Wait for the
 			// handler to hand our waiters over to it.
@@ -140,6 +142,15 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 			case <-ctx.Done():
 			case <-time.After(n.cfg.phaseTimeout):
 			}
+			if !again || ctx.Err() != nil {
+				break
+			}
+			// The peer's START never came: its exchange failed before it
+			// reached us (tools/swarm saw it under load), and CONFLICT
+			// has no exchange to join. Run ours once more
+			// (docs/PROTOCOL.md section 17).
+			log.Debugw("the peer's simultaneous exchange never came; running ours again", "peer", p)
+			info, err = n.initiate(ctx, p, s)
 		}
 		n.finish(p, s, info, err)
 	}()
@@ -179,11 +190,19 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		}
 		log.Debugw("kept stream ended; opening a new one", "peer", p, "err", err)
 	}
-	// A relayed (limited) connection will do (nat.go).
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, protocol.ID)
+	// A relayed (limited) connection will do (nat.go); a dial backoff does
+	// not stand (dial.go).
+	s, err := n.newStream(ctx, p, protocol.ID)
 	if err != nil {
 		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
 			return nil, err // one line of its own (identity.go)
+		}
+		if ae := protocol.AbortFromReset(err); ae != nil {
+			// The responder gave up (its phase-1 deadline, say) and reset
+			// the stream with the status before this side had read the
+			// end of protocol negotiation, which NewStream does at first
+			// contact: libp2p's error names only the reset and its code.
+			return nil, fmt.Errorf("open %s stream to %s: %w (it reset the stream during protocol negotiation)", protocol.ID, p, ae)
 		}
 		return nil, fmt.Errorf("open %s stream to %s: %w", protocol.ID, p, err)
 	}
@@ -280,8 +299,33 @@ func (n *Node) serve(s network.Stream, arrived time.Time) bool {
 			n.admit.timedOutUnknown.Add(1)
 		}
 	}
+	if errors.Is(err, protocol.ErrConflict) {
+		n.handOnWithdrawn(p, si)
+	}
 	n.finish(p, si, info, err)
 	return err == nil
+}
+
+// handOnWithdrawn gives the callers that joined si, an inbound exchange the
+// peer withdrew with CONFLICT, an exchange of their own. The peer withdraws
+// a START when its outbound exchange gave way to ours (claimInbound, on the
+// peer): if ours had already been answered, this side's handler waited for
+// it to finish and then took the peer's START as its next exchange
+// (TestStartWhileOwnRunEnds), and a caller of Exchange that came in the
+// meantime joined it. That caller asked for an exchange after ours ended;
+// the peer's caller has ours, and nobody waits for the withdrawn one, so its
+// CONFLICT is not the joined caller's answer (docs/PROTOCOL.md section 17).
+func (n *Node) handOnWithdrawn(p peer.ID, si *slot) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if si.waiters == 0 || n.closed || n.slots[p] != si {
+		return
+	}
+	o := n.startOutbound(p)
+	si.follow = o
+	o.waiters += si.waiters
+	si.waiters = 0
+	log.Debugw("peer withdrew its exchange; starting one for the callers that joined it", "peer", p, "callers", o.waiters)
 }
 
 // claimInbound takes the peer's slot for an inbound exchange. An exchange
@@ -376,10 +420,21 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 		if len(tr.events) > 0 {
 			err = &trustEventsError{err: err, events: tr.events}
 		}
+		n.mu.Lock()
+		gaveWay := sl.follow != nil
+		n.mu.Unlock()
 		var ae *protocol.AbortError
-		if errors.As(err, &ae) {
+		switch {
+		case gaveWay:
+			// Cancelled because it gave way to the peer's simultaneous
+			// exchange (claimInbound): the reset says so with CONFLICT.
+			// The peer may answer this START after its own exchange
+			// finished, and must not take the withdrawal for a failure of
+			// its side (handOnWithdrawn; docs/PROTOCOL.md section 17).
+			s.ResetWithError(protocol.ResetCode(protocol.ErrConflict))
+		case errors.As(err, &ae):
 			s.Reset()
-		} else {
+		default:
 			// The status travels in the reset too: it may overtake ABORT.
 			s.ResetWithError(protocol.ResetCode(err))
 		}

@@ -510,8 +510,9 @@ func (m *messaging) reserve(self, p peer.ID, act *peerstore.SessionKey) (cipher.
 func (n *Node) sendFrame(ctx context.Context, p peer.ID, epoch uint64, frame []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, MessageTimeout)
 	defer cancel()
-	// A relayed (limited) connection will do (nat.go).
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, limitedConnReason), p, MessageProtocolID)
+	// A relayed (limited) connection will do (nat.go); a dial backoff does
+	// not stand (dial.go).
+	s, err := n.newStream(ctx, p, MessageProtocolID)
 	if err != nil {
 		if err = n.identityChanged(p, err); errors.Is(err, ErrIdentityChanged) {
 			return err // one line of its own (identity.go)

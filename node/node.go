@@ -408,7 +408,9 @@ func (n *Node) Fingerprint() protocol.Fingerprint {
 // an address of pi.ID, Connect fails with an *IdentityChangeError, under
 // every trust policy (identity.go).
 func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
-	return n.identityChanged(pi.ID, n.host.Connect(ctx, pi))
+	// A dial backoff does not stand (dial.go).
+	err := retryForced(ctx, pi.ID, func(ctx context.Context) error { return n.host.Connect(ctx, pi) })
+	return n.identityChanged(pi.ID, err)
 }
 
 // ActiveKey returns the session key currently in use with p: the one with

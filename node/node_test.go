@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/stretchr/testify/require"
 
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
+	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // newNode starts a node on loopback TCP only.
@@ -162,6 +164,97 @@ func TestSimultaneousStart(t *testing.T) {
 		require.EqualValues(t, i+1, ia.Epoch, "round %d: exactly one exchange ran", i)
 		requireSameKey(t, a, b, ia.Epoch)
 	}
+}
+
+// TestWithdrawnStartHandsCallerOn: the flake of TestSimultaneousStart,
+// made deterministic. The larger peer's outbound exchange gave way to the
+// smaller one's; its START, sent before, reaches the smaller peer after its
+// own exchange was answered, so the smaller peer's handler waits for that
+// and then answers the START as the peer's next exchange. A caller of
+// Exchange that comes in then joins that inbound exchange. The peer withdrew
+// it (a reset with CONFLICT, TestGaveWayResetsWithConflict): the caller must
+// get an exchange of its own, not the withdrawal as its failure (before the
+// fix: "peer aborted the exchange: internal error", or CONFLICT).
+func TestWithdrawnStartHandsCallerOn(t *testing.T) {
+	x, y := newNode(t), newNode(t)
+	introduce(x, y)
+	introduce(y, x)
+	require.NoError(t, y.Connect(context.Background(), peer.AddrInfo{ID: x.ID(), Addrs: x.Host().Addrs()}))
+	// The withdrawn START: y's identity and exchange key, on a stream of
+	// y's host that y's node does not know of.
+	y.mu.Lock()
+	lp := &limitPeer{h: y.Host(), sk: y.identity, key: y.xkey}
+	y.mu.Unlock()
+	a := holdAttempt(t, lp, x.ID())
+	require.Equal(t, outcomeProceeded, a.outcome, "x answers the START: %v", a.err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		info *KeyInfo
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		info, err := x.Exchange(ctx, y.ID())
+		done <- result{info, err}
+	}()
+	require.Eventually(t, func() bool { return waiting(x, y.ID()) }, 10*time.Second, time.Millisecond,
+		"the caller joins the inbound exchange")
+	x.mu.Lock()
+	joined := x.slots[y.ID()]
+	x.mu.Unlock()
+	require.False(t, joined.outbound, "the caller joined the inbound exchange, not an outbound one")
+	// y withdraws it, as a node whose outbound exchange gave way does.
+	require.NoError(t, a.s.ResetWithError(protocol.ResetCode(protocol.ErrConflict)))
+	r := <-done
+	require.NoError(t, r.err, "the joined caller gets an exchange of its own")
+	require.EqualValues(t, 1, r.info.Epoch)
+	require.Equal(t, protocol.Initiator, r.info.Role)
+	requireSameKey(t, x, y, 1)
+}
+
+// TestGaveWayResetsWithConflict: the larger peer's outbound exchange, not
+// yet answered, gives way to the smaller peer's START (docs/PROTOCOL.md
+// section 17) and resets its stream with CONFLICT as its status: the
+// smaller peer may answer that START later (TestWithdrawnStartHandsCallerOn)
+// and must read a withdrawal, not a failure (before the fix: the cancelled
+// run's reset carried INTERNAL_ERROR).
+func TestGaveWayResetsWithConflict(t *testing.T) {
+	large := newNode(t)
+	var small *limitPeer
+	for small == nil {
+		lp := newLimitPeer(t)
+		if lp.h.ID() < large.ID() {
+			small = lp
+		}
+	}
+	// The small peer holds the stream of large's exchange unanswered.
+	streams := make(chan network.Stream, 1)
+	small.h.SetStreamHandler(protocol.ID, func(s network.Stream) { streams <- s })
+	require.NoError(t, small.h.Connect(context.Background(), peer.AddrInfo{ID: large.ID(), Addrs: large.Host().Addrs()}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() { _, _ = large.Exchange(ctx, small.h.ID()) }()
+	var out network.Stream
+	select {
+	case out = <-streams:
+	case <-ctx.Done():
+		t.Fatal("large's exchange never reached the small peer")
+	}
+	t.Cleanup(func() { _ = out.Reset() })
+	fr := protocol.NewFrameReader(out)
+	_, err := fr.ReadFrame(protocol.MaxNoticeSize)
+	require.NoError(t, err, "large's START")
+	// The small peer's own START: large gives way and answers it.
+	a := holdAttempt(t, small, large.ID())
+	require.Equal(t, outcomeProceeded, a.outcome, "large answers the smaller peer's START: %v", a.err)
+	_ = out.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = fr.ReadFrame(protocol.MaxNoticeSize)
+	var se *network.StreamError
+	require.ErrorAs(t, err, &se, "large resets the exchange that gave way")
+	require.True(t, se.Remote)
+	require.Equal(t, protocol.ResetCode(protocol.ErrConflict), se.ErrorCode, "the reset says CONFLICT")
 }
 
 func TestConcurrentCallsJoin(t *testing.T) {
@@ -534,4 +627,31 @@ func TestStartWhileOwnRunEnds(t *testing.T) {
 	require.NoError(t, <-second)
 	require.EqualValues(t, 2, info.Epoch)
 	requireSameKey(t, large, small, 2)
+}
+
+// TestConflictWithoutPeerStartRunsAgain: the peer refuses the exchange
+// with CONFLICT (it has one of its own in flight and the smaller ID), but
+// its own START never comes (its exchange failed before it reached this
+// node). After waiting the phase timeout for it, the node runs its exchange
+// once more instead of failing the call with CONFLICT, which has no
+// exchange to join (seen by tools/swarm under load).
+func TestConflictWithoutPeerStartRunsAgain(t *testing.T) {
+	a := newNode(t, WithPhaseTimeout(2*time.Second))
+	b, fh := newFaultNode(t, protocol.DefaultNoticeSize)
+	introduce(a, b)
+	abort, err := protocol.AbortNotice(protocol.ErrConflict)
+	require.NoError(t, err)
+	// b's first answer becomes a refusal with CONFLICT.
+	fh.arm(faultPlan{edit: func(typ pb.Notice_Type, notice []byte) []byte {
+		if typ == pb.Notice_CONTINUE {
+			return protocol.AppendFrame(nil, abort)
+		}
+		return protocol.AppendFrame(nil, notice)
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := a.Exchange(ctx, b.ID())
+	require.NoError(t, err, "the second run of the exchange")
+	require.EqualValues(t, 1, info.Epoch)
+	requireSameKey(t, a, b, 1)
 }

@@ -45,7 +45,7 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 	defer stop()
 
 	fail := func(err error) (*Result, error) {
-		if ae := abortFromReset(err); ae != nil {
+		if ae := AbortFromReset(err); ae != nil {
 			err = ae
 		}
 		if cerr := ctx.Err(); cerr != nil {
@@ -163,9 +163,11 @@ func ResetCode(err error) network.StreamErrorCode {
 	return AbortCodeBase + network.StreamErrorCode(StatusOf(err))
 }
 
-// abortFromReset turns a reset by the peer that carries a status into the
-// AbortError the ABORT frame would have produced.
-func abortFromReset(err error) *AbortError {
+// AbortFromReset turns a reset by the peer that carries a status into the
+// AbortError the ABORT frame would have produced; nil for any other error.
+// Run applies it to every error of the stream; a caller applies it to the
+// errors it meets outside Run (a reset during protocol negotiation).
+func AbortFromReset(err error) *AbortError {
 	var se *network.StreamError
 	if errors.As(err, &se) && se.Remote && se.ErrorCode > AbortCodeBase && se.ErrorCode <= AbortCodeBase+0xff {
 		return &AbortError{Status: pb.Status(se.ErrorCode - AbortCodeBase)}

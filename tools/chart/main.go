@@ -31,6 +31,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/p2pkex/p2pkex/internal/toolio"
 )
 
 // run is the part of a "p2pkex bench" summary the chart uses.
@@ -80,36 +82,23 @@ func main() {
 		}
 		draw = func(w io.Writer) error { return drawRuns(w, runs, *title) }
 	}
-	var w io.Writer = os.Stdout
-	if *out != "" {
-		f, err := os.Create(*out)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "chart:", err)
-			os.Exit(1)
-		}
-		defer f.Close()
-		w = f
+	w, closeOut, err := toolio.Output(*out)
+	if err == nil {
+		err = errors.Join(draw(w), closeOut())
 	}
-	if err := draw(w); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "chart:", err)
 		os.Exit(1)
 	}
 }
 
 func readRuns(names []string) ([]run, error) {
-	if len(names) == 0 {
-		return readRunsFrom(os.Stdin)
+	r, closeIn, err := toolio.Inputs(names...)
+	if err != nil {
+		return nil, err
 	}
-	var readers []io.Reader
-	for _, n := range names {
-		f, err := os.Open(n)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		readers = append(readers, f)
-	}
-	return readRunsFrom(io.MultiReader(readers...))
+	defer closeIn()
+	return readRunsFrom(r)
 }
 
 // readRunsFrom decodes summaries until EOF and sorts them by concurrency.
@@ -339,19 +328,11 @@ var tableFields = []string{
 // printTable prints the runs' tableFields, one run a row, then the median
 // of each column.
 func printTable(w io.Writer, names []string) error {
-	var r io.Reader = os.Stdin
-	if len(names) > 0 {
-		var readers []io.Reader
-		for _, n := range names {
-			f, err := os.Open(n)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			readers = append(readers, f)
-		}
-		r = io.MultiReader(readers...)
+	r, closeIn, err := toolio.Inputs(names...)
+	if err != nil {
+		return err
 	}
+	defer closeIn()
 	dec := json.NewDecoder(r)
 	var rows []map[string]any
 	for {

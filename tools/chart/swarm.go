@@ -18,9 +18,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"sort"
 	"strings"
+
+	"github.com/p2pkex/p2pkex/internal/toolio"
 )
 
 // swarmReport is the part of a tools/swarm report the chart uses.
@@ -58,18 +59,14 @@ type swarmReport struct {
 }
 
 func readSwarm(names []string) (*swarmReport, error) {
-	var r io.Reader = os.Stdin
 	if len(names) > 1 {
 		return nil, errors.New("-swarm draws one report")
 	}
-	if len(names) == 1 {
-		f, err := os.Open(names[0])
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
+	r, closeIn, err := toolio.Inputs(names...)
+	if err != nil {
+		return nil, err
 	}
+	defer closeIn()
 	var s swarmReport
 	if err := json.NewDecoder(r).Decode(&s); err != nil {
 		return nil, fmt.Errorf("reading the swarm report: %w", err)

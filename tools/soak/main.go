@@ -48,6 +48,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pkex/p2pkex/internal/procstat"
+	"github.com/p2pkex/p2pkex/internal/toolio"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/peerstore"
 )
@@ -108,7 +109,7 @@ func main() {
 		var r *report
 		r, err = runSoak(ctx, o)
 		if r != nil {
-			if werr := writeJSON(o.jsonOut, r); werr != nil && err == nil {
+			if werr := toolio.WriteJSON(o.jsonOut, r); werr != nil && err == nil {
 				err = werr
 			}
 			if err == nil && !r.Pass {
@@ -569,19 +570,4 @@ func slope(xs, ys []float64) float64 {
 		return 0
 	}
 	return num / den
-}
-
-func writeJSON(path string, v any) error {
-	var w io.Writer = os.Stdout
-	if path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -20,9 +20,8 @@ type protocolAbort = protocol.AbortError
 // with the ABORT status, which may come before the initiator has finished
 // negotiating the protocol, where no AbortError is made of it).
 func resetStatus(err error) (pb.Status, bool) {
-	var se *network.StreamError
-	if errors.As(err, &se) && se.Remote && se.ErrorCode > protocol.AbortCodeBase && se.ErrorCode <= protocol.AbortCodeBase+0xff {
-		return pb.Status(se.ErrorCode - protocol.AbortCodeBase), true
+	if ae := protocol.AbortFromReset(err); ae != nil {
+		return ae.Status, true
 	}
 	return 0, false
 }

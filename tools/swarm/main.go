@@ -43,11 +43,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -66,6 +64,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pkex/p2pkex/internal/procstat"
+	"github.com/p2pkex/p2pkex/internal/toolio"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/peerstore"
 )
@@ -166,7 +165,7 @@ func main() {
 		}
 	}
 	if r != nil {
-		if werr := writeJSON(c.jsonOut, r); werr != nil && err == nil {
+		if werr := toolio.WriteJSON(c.jsonOut, r); werr != nil && err == nil {
 			err = werr
 		}
 		if err == nil && !r.Pass {
@@ -896,19 +895,4 @@ func (s *swarm) sample(now time.Time, cores float64) {
 	s.logf("live %d, discovered %.1f per node, exchanges %d ok %d, peer gone %d, failed between live peers %d, messages ok %d; %.2f cores, heap %.0f MiB, rss %.0f MiB, %d goroutines, %d files",
 		live, b.DiscoveredMean, b.Exchanges, b.ExchangesOK, b.FailedGone, b.FailedLive, b.MessagesOK, cores,
 		float64(b.HeapLive)/(1<<20), float64(b.RSS)/(1<<20), b.Goroutines, b.OpenFiles)
-}
-
-func writeJSON(path string, v any) error {
-	var w io.Writer = os.Stdout
-	if path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
