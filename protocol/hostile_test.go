@@ -527,12 +527,19 @@ func (v *villain) run(t *testing.T, honest *node.Node, dir hostileDir, tc villai
 			require.FailNow(t, "the honest node never opened a stream")
 		}
 		ss := v.runSession(t, s, protocol.Responder, tc, hostile)
-		select {
-		case err := <-errc:
-			return ss, err
-		case <-ctx.Done():
-			require.FailNow(t, "honest Exchange did not return")
-			return nil, nil
+		for {
+			select {
+			case err := <-errc:
+				return ss, err
+			case s := <-v.streams:
+				// The honest node tries again (after a CONFLICT whose
+				// START never came, docs/PROTOCOL.md section 17): the
+				// villain answers the same way every time.
+				v.runSession(t, s, protocol.Responder, tc, hostile)
+			case <-ctx.Done():
+				require.FailNow(t, "honest Exchange did not return")
+				return nil, nil
+			}
 		}
 	}
 	events, stop := honest.Subscribe(0)
@@ -1193,8 +1200,9 @@ func hostileRows() []hostileRow {
 		},
 		{
 			// CONFLICT tells an initiator to join the peer's simultaneous
-			// exchange; when none comes, its Exchange must still fail, within
-			// a phase timeout.
+			// exchange; when none comes, it runs its exchange once more
+			// (docs/PROTOCOL.md section 17), and a peer that answers
+			// CONFLICT again fails the call: no endless retries.
 			name: "ABORT/CONFLICT-without-a-simultaneous-start", dirs: hostileBoth, opts: silent, abort: pb.Status_CONFLICT,
 			tactic: villainTactic{out: hostileOpeningNotice(&pb.Notice{Type: pb.Notice_ABORT, Abort: &pb.Abort{Status: pb.Status_CONFLICT}})},
 		},
