@@ -70,7 +70,7 @@ Examples:
 			&cli.DurationFlag{Name: "duration", Usage: "run for this long instead of --count"},
 			&cli.StringFlag{Name: "suite", Value: def.Suite.String(), Usage: "suite: MLKEM768X25519 or X25519"},
 			&cli.IntFlag{Name: "notice-size", Value: def.NoticeSize, Usage: "largest notice in bytes (128 to 65536)"},
-			&cli.StringFlag{Name: "keys", Value: "known", Usage: "under load, records are `known` (phase 2 empty) or sent by `both` sides"},
+			&cli.StringFlag{Name: "keys", Value: "known", Usage: "under load, `MODE`: known (records known, phase 2 empty) or both (both sides send their records: first contacts with --peers above --concurrency)"},
 			&cli.StringFlag{Name: "security", Usage: "secure channel of the load's connections: `tls` or noise (default: libp2p's choice, TLS 1.3 then Noise)"},
 			&cli.StringFlag{Name: "transport", Value: def.Transport, Usage: "transport of the load's connections: `tcp` (with yamux) or quic"},
 			&cli.StringFlag{Name: "muxer", Usage: "with tcp: `yamux` (libp2p's) or yamux-readbuf (yamux reading through a 4 KiB buffer)"},
