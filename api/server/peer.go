@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -31,7 +32,7 @@ import (
 func ParseMultiaddr(s string) (ma.Multiaddr, error) {
 	m, err := ma.NewMultiaddr(s)
 	if err != nil {
-		return nil, api.Errorf(api.CodeBadRequest, "malformed multiaddr %q: %s", s, multiaddrProblem(s, err))
+		return nil, api.Errorf(api.CodeBadRequest, "malformed multiaddr %q: %s", s, multiaddrProblem(err))
 	}
 	return m, nil
 }
@@ -39,13 +40,13 @@ func ParseMultiaddr(s string) (ma.Multiaddr, error) {
 // multiaddrProblem is go-multiaddr's reason without its own copy of the
 // input ("failed to parse multiaddr \"X\": ..."), which the line names
 // already.
-func multiaddrProblem(s string, err error) string {
-	msg := err.Error()
-	for _, prefix := range []string{fmt.Sprintf("failed to parse multiaddr %q: ", s), "failed to parse multiaddr: "} {
-		msg = strings.TrimPrefix(msg, prefix)
-	}
-	return msg
+func multiaddrProblem(err error) string {
+	// go-multiaddr names the input again, sometimes normalised (a trailing
+	// slash dropped): the user's own text is already in the message.
+	return multiaddrPrefix.ReplaceAllString(err.Error(), "")
 }
+
+var multiaddrPrefix = regexp.MustCompile(`^failed to parse multiaddr( "[^"]*")?: `)
 
 // ParsePeerAddr parses a full multiaddr ending in /p2p/<peer ID>.
 func ParsePeerAddr(s string) (*peer.AddrInfo, error) {
