@@ -55,6 +55,7 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"CommitStaleIsAtomic", s.testCommitStaleIsAtomic},
 		{"CommitInvalid", s.testCommitInvalid},
 		{"CommitFirstSeen", s.testCommitFirstSeen},
+		{"CommitSeenGranularity", s.testCommitSeenGranularity},
 		{"CommitWithoutPeerKey", s.testCommitWithoutPeerKey},
 		{"KeepEpochs", s.testKeepEpochs},
 		{"Sessions", s.testSessions},
@@ -559,6 +560,62 @@ func (s *suite) testCommitFirstSeen(t *testing.T) {
 	want = *pkq
 	want.FirstSeen, want.LastSeen = at(6*time.Hour), at(6*time.Hour)
 	RequirePeerKeyEqual(t, &want, got)
+}
+
+// testCommitSeenGranularity: a commit that leaves the record as it is
+// moves LastSeen only once it is more than SeenGranularity old (or Seen is
+// before it); a changed record is always written, LastSeen with it.
+func (s *suite) testCommitSeenGranularity(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	g := peerstore.SeenGranularity
+	pk := newPeerKey(t, p, 1)
+	pk.FirstSeen, pk.LastSeen = at(0), at(0)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1), PeerKey: pk, Seen: at(0)}))
+	want := *pk
+	check := func(epoch uint64, c peerstore.Commit, lastSeen time.Time, what string) {
+		t.Helper()
+		c.Session = newSession(t, p, epoch)
+		require.NoError(t, st.CommitExchange(c))
+		got, err := st.Peer(p)
+		require.NoError(t, err)
+		want.LastSeen = lastSeen
+		RequirePeerKeyEqual(t, &want, got)
+		act, err := st.ActiveSession(p)
+		require.NoError(t, err)
+		require.Equal(t, epoch, act.Epoch, "%s: the session is committed in any case", what)
+	}
+	same := *pk
+	same.FirstSeen, same.LastSeen = at(g/2), at(g/2) // times are not compared
+	check(2, peerstore.Commit{Seen: at(g / 2)}, at(0), "no record, within the granularity")
+	check(3, peerstore.Commit{PeerKey: &same, Seen: at(g)}, at(0), "the same record, at the granularity")
+	check(4, peerstore.Commit{Seen: at(g + time.Nanosecond)}, at(g+time.Nanosecond), "no record, past it")
+	check(5, peerstore.Commit{Seen: at(g)}, at(g), "Seen before LastSeen (a clock set back)")
+
+	trust := *pk
+	trust.Trust = peerstore.TrustChanged
+	want.Trust = peerstore.TrustChanged
+	check(6, peerstore.Commit{PeerKey: &trust, Seen: at(g + time.Second)}, at(g+time.Second), "a new trust state")
+	rec := *pk
+	rec.Trust = peerstore.TrustChanged
+	rec.Record = randBytes(t, 100)
+	want.Record = rec.Record
+	check(7, peerstore.Commit{PeerKey: &rec, Seen: at(g + 2*time.Second)}, at(g+2*time.Second), "a new record, same seq")
+	seq := rec
+	seq.Seq = 2
+	want.Seq = 2
+	check(8, peerstore.Commit{PeerKey: &seq, Seen: at(g + 3*time.Second)}, at(g+3*time.Second), "a new seq")
+	fp := seq
+	fp.Fingerprint = randBytes(t, 34)
+	want.Fingerprint = fp.Fingerprint
+	check(9, peerstore.Commit{PeerKey: &fp, Seen: at(g + 4*time.Second)}, at(g+4*time.Second), "a new fingerprint")
+
+	// The granularity holds across a reopen (the stored LastSeen counts).
+	if s.reopen == nil {
+		return // a store that cannot reopen (memory)
+	}
+	st = s.reopenStore(t, st)
+	check(10, peerstore.Commit{Seen: at(g + 5*time.Second)}, at(g+4*time.Second), "after a reopen")
 }
 
 func (s *suite) testCommitWithoutPeerKey(t *testing.T) {
