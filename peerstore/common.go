@@ -125,6 +125,18 @@ func clonePeerKey(k *PeerKey) *PeerKey {
 	return &c
 }
 
+// readBack is a copy of pk as the bbolt store reads it back: its times
+// are the instants stored, in the local time zone (codec.go, decodeTime).
+func readBack(pk *PeerKey) *PeerKey {
+	c := clonePeerKey(pk)
+	for _, t := range []*time.Time{&c.FirstSeen, &c.LastSeen} {
+		if !t.IsZero() {
+			*t = time.Unix(t.Unix(), int64(t.Nanosecond()))
+		}
+	}
+	return c
+}
+
 func cloneSession(s *SessionKey) *SessionKey {
 	c := *s
 	c.Created = c.Created.Round(0)

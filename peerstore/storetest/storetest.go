@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,7 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"ReturnsCopies", s.testReturnsCopies},
 		{"StoresCopies", s.testStoresCopies},
 		{"ConcurrentCommits", s.testConcurrentCommits},
+		{"ReadsAfterWrites", s.testReadsAfterWrites},
 		{"ConcurrentSameEpoch", s.testConcurrentSameEpoch},
 		{"CommitsTogether", s.testCommitsTogether},
 		{"Forget", s.testForget},
@@ -779,6 +781,79 @@ func (s *suite) testStoresCopies(t *testing.T) {
 	cur, _, err := st.ExchangeKeys()
 	require.NoError(t, err)
 	RequireExchangeKeyEqual(t, &want, cur)
+}
+
+// testReadsAfterWrites: while one goroutine writes a peer's record again
+// and again (new records, trust changes, then Forget), readers never see a
+// record older than a write that had returned before their read began, nor
+// one older than what they saw before (a store that caches records, as
+// bbolt's does, must not serve or put back a stale one).
+func (s *suite) testReadsAfterWrites(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	const writes = 60
+	// done is 2*seq after the commit of record seq returned, 2*seq+1 after
+	// the SetTrust that follows it (to TrustVerified when seq is odd).
+	var done atomic.Uint64
+	var forgetting, forgotten atomic.Bool
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			var seen uint64
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				after, gone := done.Load(), forgotten.Load()
+				pk, err := st.Peer(p)
+				going := forgetting.Load() // a Forget may have overlapped the read
+				if gone {
+					if !errors.Is(err, peerstore.ErrNotFound) {
+						t.Errorf("Peer after Forget returned: %v, %v", pk, err)
+						return
+					}
+					continue
+				}
+				if errors.Is(err, peerstore.ErrNotFound) && (after == 0 || going) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("Peer: %v", err)
+					return
+				}
+				v := 2 * pk.Seq
+				if pk.Trust == peerstore.TrustVerified || (pk.Seq%2 == 0 && pk.Trust == peerstore.TrustChanged) {
+					v++ // the SetTrust after commit seq
+				}
+				if v < after || v < seen {
+					t.Errorf("read version %d (seq %d, %v) after a write of version %d had returned, and %d read before", v, pk.Seq, pk.Trust, after, seen)
+					return
+				}
+				seen = v
+			}
+		})
+	}
+	for seq := uint64(1); seq <= writes && !t.Failed(); seq++ {
+		pk := newPeerKey(t, p, seq)
+		require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, seq), PeerKey: pk, Seen: pk.LastSeen}))
+		done.Store(2 * seq)
+		trust := peerstore.TrustVerified
+		if seq%2 == 0 {
+			trust = peerstore.TrustChanged
+		}
+		require.NoError(t, st.SetTrust(p, trust))
+		done.Store(2*seq + 1)
+	}
+	forgetting.Store(true)
+	_, err := st.Forget(p)
+	require.NoError(t, err)
+	forgotten.Store(true)
+	time.Sleep(10 * time.Millisecond) // let the readers read after the Forget
+	close(stop)
+	wg.Wait()
 }
 
 func (s *suite) testConcurrentCommits(t *testing.T) {
