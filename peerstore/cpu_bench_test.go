@@ -2,15 +2,9 @@ package peerstore_test
 
 import (
 	"crypto/rand"
-	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/test"
 
 	"github.com/p2pkex/p2pkex/internal/procstat"
 	"github.com/p2pkex/p2pkex/peerstore"
@@ -33,15 +27,8 @@ func BenchmarkStoreCPU(b *testing.B) {
 		exchanges  = 3000 // per store and round
 		recordSize = 1400
 	)
-	ids := make([]peer.ID, peers)
-	for i := range ids {
-		var err error
-		if ids[i], err = test.RandPeerID(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	setup := func(st peerstore.Store) []uint64 {
-		epochs := make([]uint64, peers)
+	ids := randPeerIDs(b, peers)
+	setup := func(st peerstore.Store, epochs []uint64) {
 		now := time.Now()
 		for i, p := range ids {
 			rec := make([]byte, recordSize)
@@ -54,70 +41,34 @@ func BenchmarkStoreCPU(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		return epochs
 	}
-	// run returns the process's CPU time per exchange.
-	run := func(b *testing.B, st peerstore.Store, epochs []uint64) time.Duration {
-		var next atomic.Int64
-		var failed atomic.Pointer[error]
-		var wg sync.WaitGroup
+	// round returns the process's CPU time per exchange, in µs.
+	round := func(st peerstore.Store, epochs []uint64) float64 {
 		cpu0 := procstat.CPU()
-		for i := range peers {
-			wg.Go(func() {
-				p := ids[i]
-				fail := func(err error) { failed.Store(&err) }
-				for next.Add(1) <= exchanges && failed.Load() == nil {
-					for range 2 {
-						if _, err := st.Peer(p); err != nil {
-							fail(err)
-						}
-					}
-					act, err := st.ActiveSession(p)
-					if err != nil {
-						fail(err)
-						continue
-					}
-					clear(act.Key[:])
-					epochs[i]++
-					now := time.Now()
-					s := peerstore.SessionKey{Peer: p, Epoch: epochs[i], Suite: 1, Created: now}
-					rand.Read(s.Key[:])
-					if err := st.CommitExchange(peerstore.Commit{Session: s, Seen: now}); err != nil {
-						fail(err)
-					}
+		perPeer(b, exchanges, epochs, func(i int, epoch uint64) error {
+			p := ids[i]
+			for range 2 {
+				if _, err := st.Peer(p); err != nil {
+					return err
 				}
-			})
-		}
-		wg.Wait()
-		if errp := failed.Load(); errp != nil {
-			b.Fatal(*errp)
-		}
-		return (procstat.CPU() - cpu0) / exchanges
+			}
+			act, err := st.ActiveSession(p)
+			if err != nil {
+				return err
+			}
+			clear(act.Key[:])
+			now := time.Now()
+			s := peerstore.SessionKey{Peer: p, Epoch: epoch, Suite: 1, Created: now}
+			rand.Read(s.Key[:])
+			return st.CommitExchange(peerstore.Commit{Session: s, Seen: now})
+		})
+		return float64(procstat.CPU()-cpu0) / float64(time.Microsecond) / exchanges
 	}
-	bolt, err := peerstore.OpenBolt(filepath.Join(b.TempDir(), "store"))
-	if err != nil {
-		b.Fatal(err)
+	memCPU, boltCPU := alternateStores(b, peers, setup, round)
+	diffs := make([]float64, len(memCPU))
+	for i := range diffs {
+		diffs[i] = boltCPU[i] - memCPU[i]
 	}
-	defer bolt.Close()
-	mem := peerstore.NewMemory()
-	defer mem.Close()
-	boltEpochs, memEpochs := setup(bolt), setup(mem)
-	var diffs, boltCPU, memCPU []float64
-	round := 0
-	for b.Loop() {
-		var cb, cm time.Duration
-		if round%2 == 0 {
-			cm = run(b, mem, memEpochs)
-			cb = run(b, bolt, boltEpochs)
-		} else {
-			cb = run(b, bolt, boltEpochs)
-			cm = run(b, mem, memEpochs)
-		}
-		round++
-		us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-		diffs, boltCPU, memCPU = append(diffs, us(cb-cm)), append(boltCPU, us(cb)), append(memCPU, us(cm))
-	}
-	median := func(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }
 	b.ReportMetric(median(diffs), "bolt-minus-memory-cpu-µs/exch")
 	b.ReportMetric(slices.Min(diffs), "bolt-minus-memory-min")
 	b.ReportMetric(slices.Max(diffs), "bolt-minus-memory-max")

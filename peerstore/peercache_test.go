@@ -14,7 +14,9 @@ import (
 func TestPeerCache(t *testing.T) {
 	p, err := test.RandPeerID()
 	require.NoError(t, err)
-	rec := func(seq uint64) *PeerKey { return &PeerKey{Peer: p, Seq: seq, Record: []byte{byte(seq)}, Trust: TrustFirstUse} }
+	rec := func(seq uint64) *PeerKey {
+		return &PeerKey{Peer: p, Seq: seq, Record: []byte{byte(seq)}, Trust: TrustFirstUse}
+	}
 	seq := func(c *peerCache) uint64 {
 		t.Helper()
 		pk := c.get(p)
