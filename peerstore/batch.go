@@ -147,9 +147,9 @@ func (e errCallerFailed) Error() string { return e.err.Error() }
 // batch deleted and answer each caller. See the top of this file for what
 // it guarantees.
 func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
-	w := &writeTx{keys: s.keys}
+	w := &writeTx{keys: s.keys, cache: s.peers}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		w.tx = tx
+		w.tx, w.txid = tx, uint64(tx.ID())
 		for _, r := range batch {
 			if err := r.fn(w); err != nil {
 				return errCallerFailed{err}
@@ -163,6 +163,7 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 		// every secret sealed in the batch.
 		return w.beforeCommit()
 	})
+	w.settle(err == nil)
 	if err != nil {
 		// Nothing refers to the new slots.
 		wipeErr := s.keys.wipe(w.fresh)

@@ -95,6 +95,7 @@ type boltStore struct {
 	db     *bolt.DB
 	keys   *keyFile    // the shredding keys of the sealed secrets (shred.go)
 	batch  groupCommit // CommitExchange's group commit (batch.go)
+	peers  *peerCache  // decoded records for Peer (peercache.go)
 }
 
 // OpenBolt opens the store in directory dir, creating dir (mode 0700) and its
@@ -150,7 +151,7 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &boltStore{db: db, keys: keys}
+	s := &boltStore{db: db, keys: keys, peers: newPeerCache()}
 	if keys.fresh && version == schemaVersion {
 		if err := checkNoSealed(db); err != nil {
 			db.Close()
@@ -419,9 +420,12 @@ func (s *boltStore) view(fn func(tx *bolt.Tx) error) error {
 type writeTx struct {
 	tx       *bolt.Tx
 	keys     *keyFile
-	fresh    []uint64 // slots sealed in this transaction: wiped if it fails
-	unsynced bool     // a fresh slot's key is not yet synced (not from the pool)
-	dead     []uint64 // slots of the secrets it deleted: destroyed once it committed
+	cache    *peerCache           // nil in a migration
+	txid     uint64               // tx.ID()
+	written  map[peer.ID]*PeerKey // records it wrote (nil: deleted), for the cache
+	fresh    []uint64             // slots sealed in this transaction: wiped if it fails
+	unsynced bool                 // a fresh slot's key is not yet synced (not from the pool)
+	dead     []uint64             // slots of the secrets it deleted: destroyed once it committed
 }
 
 // seal seals secret for place (kind, where) under a new slot.
@@ -454,6 +458,29 @@ func (w *writeTx) afterCommit(fp string) error {
 		return fmt.Errorf("destroy deleted keys (the next open retries): %w", err)
 	}
 	return nil
+}
+
+// settle hands the peer records the transaction wrote to the cache once it
+// has committed (or failed), and lifts their pending marks (peercache.go).
+func (w *writeTx) settle(committed bool) {
+	if w.cache != nil && len(w.written) > 0 {
+		w.cache.end(w.written, w.txid, committed)
+	}
+}
+
+// wrote notes that the transaction wrote p's record (nil: deleted it);
+// the first time, it marks p pending in the cache, before the commit.
+func (w *writeTx) wrote(p peer.ID, pk *PeerKey) {
+	if w.cache == nil {
+		return
+	}
+	if _, ok := w.written[p]; !ok {
+		if w.written == nil {
+			w.written = map[peer.ID]*PeerKey{}
+		}
+		w.cache.begin(p)
+	}
+	w.written[p] = pk
 }
 
 // shred marks the slots of deleted secrets for wiping after the commit.
@@ -536,14 +563,15 @@ func (s *boltStore) write(afterCommit string, fn func(w *writeTx) error) error {
 	if err := s.keys.markOpen(); err != nil {
 		return err
 	}
-	w := &writeTx{keys: s.keys}
+	w := &writeTx{keys: s.keys, cache: s.peers}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		w.tx = tx
+		w.tx, w.txid = tx, uint64(tx.ID())
 		if err := fn(w); err != nil {
 			return err
 		}
 		return w.beforeCommit()
 	})
+	w.settle(err == nil)
 	if err != nil {
 		// Nothing refers to the new slots.
 		return errors.Join(err, s.keys.wipe(w.fresh))
@@ -765,14 +793,28 @@ func (s *boltStore) PruneExchangeKeys(now time.Time) (bool, error) {
 }
 
 func (s *boltStore) Peer(p peer.ID) (*PeerKey, error) {
+	if pk := s.peers.get(p); pk != nil {
+		// Closed is checked as in view: a closed store answers nothing.
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.closed {
+			return nil, ErrClosed
+		}
+		return pk, nil
+	}
 	var pk *PeerKey
+	var snap uint64
 	err := s.view(func(tx *bolt.Tx) (err error) {
+		snap = uint64(tx.ID())
 		pk, err = getPeer(tx, p)
 		if err == nil && pk == nil {
 			err = ErrNotFound
 		}
 		return err
 	})
+	if err == nil {
+		s.peers.fill(pk, snap)
+	}
 	return pk, err
 }
 
@@ -789,12 +831,18 @@ func getPeer(tx *bolt.Tx, p peer.ID) (*PeerKey, error) {
 	return decodePeerKey([]byte(p), v)
 }
 
-func putPeer(tx *bolt.Tx, pk *PeerKey) error {
+// putPeer stores pk as p's record. Every write of a record goes through
+// it (or deletePeer), which keeps the cache of Peer true (peercache.go).
+func (w *writeTx) putPeer(pk *PeerKey) error {
 	v, err := encodePeerKey(pk)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketPeers).Put([]byte(pk.Peer), v)
+	if err := w.tx.Bucket(bucketPeers).Put([]byte(pk.Peer), v); err != nil {
+		return err
+	}
+	w.wrote(pk.Peer, readBack(pk))
+	return nil
 }
 
 func (s *boltStore) Peers() ([]PeerKey, error) {
@@ -837,7 +885,7 @@ func (s *boltStore) SetTrust(p peer.ID, t TrustState) error {
 			return ErrNotFound
 		}
 		pk.Trust = t
-		return putPeer(w.tx, pk)
+		return w.putPeer(pk)
 	})
 }
 
@@ -892,7 +940,7 @@ func commitTx(w *writeTx, c *Commit) error {
 		return err
 	}
 	if rec := newPeerRecord(old, c); rec != nil {
-		if err := putPeer(tx, rec); err != nil {
+		if err := w.putPeer(rec); err != nil {
 			return err
 		}
 	}
@@ -926,12 +974,16 @@ func commitTx(w *writeTx, c *Commit) error {
 
 // deletePeer removes the stored record (and trust state) of p. Every path
 // that removes a peer's record goes through it. A record holds no secret.
-func deletePeer(tx *bolt.Tx, p peer.ID) error {
-	b, err := bucket(tx, bucketPeers)
+func (w *writeTx) deletePeer(p peer.ID) error {
+	b, err := bucket(w.tx, bucketPeers)
 	if err != nil {
 		return err
 	}
-	return b.Delete([]byte(p))
+	if err := b.Delete([]byte(p)); err != nil {
+		return err
+	}
+	w.wrote(p, nil)
+	return nil
 }
 
 // Forget removes p's record, trust state and session keys in one
@@ -950,7 +1002,7 @@ func (s *boltStore) Forget(p peer.ID) (ForgetResult, error) {
 		}
 		if pk != nil {
 			res.Record, res.Trust = true, pk.Trust
-			if err := deletePeer(w.tx, p); err != nil {
+			if err := w.deletePeer(p); err != nil {
 				return err
 			}
 		}

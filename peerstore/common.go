@@ -55,9 +55,14 @@ func checkRotate(cur *ExchangeKey, next *ExchangeKey, grace time.Duration) error
 // newPeerRecord is the record CommitExchange writes for c: c.PeerKey (a
 // copy), with FirstSeen kept from old when there is one, or else taken from
 // c.Seen when the caller left it zero. With no c.PeerKey it is old with only
-// LastSeen updated, or nil when the peer is unknown.
+// LastSeen updated, or nil when the peer is unknown. It is nil too when the
+// commit would change nothing but a LastSeen at most SeenGranularity old
+// (seenRecently): both stores write nothing then.
 func newPeerRecord(old *PeerKey, c *Commit) *PeerKey {
 	var rec *PeerKey
+	if seenRecently(old, c) {
+		return nil
+	}
 	switch {
 	case c.PeerKey != nil:
 		rec = clonePeerKey(c.PeerKey)
@@ -75,6 +80,22 @@ func newPeerRecord(old *PeerKey, c *Commit) *PeerKey {
 	rec.FirstSeen = rec.FirstSeen.Round(0)
 	rec.LastSeen = rec.LastSeen.Round(0)
 	return rec
+}
+
+// seenRecently reports whether c leaves old's record as it is (no new
+// record, or one equal to old but for the times) and old.LastSeen is at
+// most SeenGranularity before c.Seen. A Seen before the stored LastSeen (a
+// clock set back) is written, as before the granularity.
+func seenRecently(old *PeerKey, c *Commit) bool {
+	if old == nil {
+		return false
+	}
+	if pk := c.PeerKey; pk != nil && (pk.Seq != old.Seq || pk.Trust != old.Trust ||
+		!bytes.Equal(pk.Record, old.Record) || !bytes.Equal(pk.Fingerprint, old.Fingerprint)) {
+		return false
+	}
+	d := c.Seen.Sub(old.LastSeen)
+	return d >= 0 && d <= SeenGranularity
 }
 
 // Copies. Byte slices are always copied; times lose their monotonic
@@ -102,6 +123,18 @@ func clonePeerKey(k *PeerKey) *PeerKey {
 	c.FirstSeen = c.FirstSeen.Round(0)
 	c.LastSeen = c.LastSeen.Round(0)
 	return &c
+}
+
+// readBack is a copy of pk as the bbolt store reads it back: its times
+// are the instants stored, in the local time zone (codec.go, decodeTime).
+func readBack(pk *PeerKey) *PeerKey {
+	c := clonePeerKey(pk)
+	for _, t := range []*time.Time{&c.FirstSeen, &c.LastSeen} {
+		if !t.IsZero() {
+			*t = time.Unix(t.Unix(), int64(t.Nanosecond()))
+		}
+	}
+	return c
 }
 
 func cloneSession(s *SessionKey) *SessionKey {

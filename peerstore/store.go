@@ -140,7 +140,9 @@ type PeerKey struct {
 	Fingerprint []byte // multihash of Record
 	Trust       TrustState
 	FirstSeen   time.Time
-	LastSeen    time.Time
+	// LastSeen is the Commit.Seen of the last exchange with the peer, to
+	// within SeenGranularity: see Commit.Seen.
+	LastSeen time.Time
 }
 
 // SessionKey is a symmetric key agreed with a peer.
@@ -162,9 +164,21 @@ type Commit struct {
 	// 2 received a new one). FirstSeen is kept from the stored record when
 	// one exists.
 	PeerKey *PeerKey
-	// Seen is written as the peer's LastSeen.
+	// Seen is written as the peer's LastSeen, unless the commit leaves the
+	// record as it is (PeerKey nil, or equal to the stored record in Seq,
+	// Record, Fingerprint and Trust) and the stored LastSeen is at most
+	// SeenGranularity before Seen: then the record is not rewritten.
 	Seen time.Time
 }
+
+// SeenGranularity is how far a stored LastSeen may lag behind the last
+// commit with the peer. Without it every exchange with a known peer would
+// rewrite the peer's whole record (about 1.4 KB) only to move LastSeen: in
+// the bbolt store a decode, an encode and a dirty page per commit, the
+// largest part of a commit's own CPU under load (docs/performance/store.md,
+// "The record rewritten at every commit"). A minute is far finer than
+// what LastSeen is for (showing the user when a peer was last met).
+const SeenGranularity = time.Minute
 
 // ForgetResult says what Store.Forget removed.
 type ForgetResult struct {

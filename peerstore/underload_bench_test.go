@@ -31,69 +31,103 @@ func BenchmarkCommitUnderLoad(b *testing.B) {
 		exchanges = 1500 // per store and round
 		ecdhOps   = 10   // per exchange: about 1 ms of CPU here
 	)
-	ids := make([]peer.ID, peers)
-	for i := range ids {
-		var err error
-		if ids[i], err = test.RandPeerID(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	run := func(b *testing.B, st peerstore.Store, epochs []uint64) float64 {
-		var next atomic.Int64
-		var failed atomic.Pointer[error]
-		var wg sync.WaitGroup
+	ids := randPeerIDs(b, peers)
+	run := func(st peerstore.Store, epochs []uint64) float64 {
 		start := time.Now()
-		for i := range peers {
-			wg.Go(func() {
-				priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
-				pub := priv.PublicKey()
-				for next.Add(1) <= exchanges && failed.Load() == nil {
-					for range ecdhOps {
-						if _, err := priv.ECDH(pub); err != nil {
-							failed.Store(&err)
-						}
-					}
-					epochs[i]++
-					s := peerstore.SessionKey{Peer: ids[i], Epoch: epochs[i], Suite: 1, Created: time.Now()}
-					rand.Read(s.Key[:])
-					if err := st.CommitExchange(peerstore.Commit{Session: s, Seen: time.Now()}); err != nil {
-						failed.Store(&err)
-					}
+		keys := make([]*ecdh.PrivateKey, peers)
+		for i := range keys {
+			keys[i], _ = ecdh.X25519().GenerateKey(rand.Reader)
+		}
+		perPeer(b, exchanges, epochs, func(i int, epoch uint64) error {
+			for range ecdhOps {
+				if _, err := keys[i].ECDH(keys[i].PublicKey()); err != nil {
+					return err
 				}
-			})
-		}
-		wg.Wait()
-		if errp := failed.Load(); errp != nil {
-			b.Fatal(*errp)
-		}
+			}
+			s := peerstore.SessionKey{Peer: ids[i], Epoch: epoch, Suite: 1, Created: time.Now()}
+			rand.Read(s.Key[:])
+			return st.CommitExchange(peerstore.Commit{Session: s, Seen: time.Now()})
+		})
 		return exchanges / time.Since(start).Seconds()
 	}
-	bolt, err := peerstore.OpenBolt(filepath.Join(b.TempDir(), "store"))
-	if err != nil {
-		b.Fatal(err)
+	memRates, boltRates := alternateStores(b, peers, nil, run)
+	ratios := make([]float64, len(memRates))
+	for i := range ratios {
+		ratios[i] = boltRates[i] / memRates[i]
 	}
-	defer bolt.Close()
-	mem := peerstore.NewMemory()
-	defer mem.Close()
-	boltEpochs, memEpochs := make([]uint64, peers), make([]uint64, peers)
-	var ratios, boltRates, memRates []float64
-	round := 0
-	for b.Loop() {
-		var rb, rm float64
-		if round%2 == 0 {
-			rm = run(b, mem, memEpochs)
-			rb = run(b, bolt, boltEpochs)
-		} else {
-			rb = run(b, bolt, boltEpochs)
-			rm = run(b, mem, memEpochs)
-		}
-		round++
-		ratios, boltRates, memRates = append(ratios, rb/rm), append(boltRates, rb), append(memRates, rm)
-	}
-	median := func(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }
 	b.ReportMetric(median(ratios), "bolt/memory")
 	b.ReportMetric(slices.Min(ratios), "bolt/memory-min")
 	b.ReportMetric(slices.Max(ratios), "bolt/memory-max")
 	b.ReportMetric(median(boltRates), "bolt-exchanges/s")
 	b.ReportMetric(median(memRates), "memory-exchanges/s")
 }
+
+// randPeerIDs returns n new peer IDs.
+func randPeerIDs(b *testing.B, n int) []peer.ID {
+	ids := make([]peer.ID, n)
+	for i := range ids {
+		var err error
+		if ids[i], err = test.RandPeerID(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// perPeer runs exchanges calls of exchange spread over one goroutine per
+// peer (len(epochs) of them), each peer's one after the other; exchange
+// gets the peer's index and its next epoch. The first error ends the run.
+func perPeer(b *testing.B, exchanges int, epochs []uint64, exchange func(i int, epoch uint64) error) {
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for i := range epochs {
+		wg.Go(func() {
+			for next.Add(1) <= int64(exchanges) && failed.Load() == nil {
+				epochs[i]++
+				if err := exchange(i, epochs[i]); err != nil {
+					failed.Store(&err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if errp := failed.Load(); errp != nil {
+		b.Fatal(*errp)
+	}
+}
+
+// alternateStores runs round once on a memory store and once on a bbolt
+// store per b.Loop round, alternating which goes first, and returns the
+// rounds' results of each. Each store has its own epochs, one per peer,
+// after setup (if not nil) ran on it.
+func alternateStores(b *testing.B, peers int, setup func(st peerstore.Store, epochs []uint64), round func(st peerstore.Store, epochs []uint64) float64) (mem, bolt []float64) {
+	boltStore, err := peerstore.OpenBolt(filepath.Join(b.TempDir(), "store"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer boltStore.Close()
+	memStore := peerstore.NewMemory()
+	defer memStore.Close()
+	boltEpochs, memEpochs := make([]uint64, peers), make([]uint64, peers)
+	if setup != nil {
+		setup(boltStore, boltEpochs)
+		setup(memStore, memEpochs)
+	}
+	n := 0
+	for b.Loop() {
+		var rb, rm float64
+		if n%2 == 0 {
+			rm = round(memStore, memEpochs)
+			rb = round(boltStore, boltEpochs)
+		} else {
+			rb = round(boltStore, boltEpochs)
+			rm = round(memStore, memEpochs)
+		}
+		n++
+		mem, bolt = append(mem, rm), append(bolt, rb)
+	}
+	return mem, bolt
+}
+
+func median(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }

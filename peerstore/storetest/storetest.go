@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,12 +56,14 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"CommitStaleIsAtomic", s.testCommitStaleIsAtomic},
 		{"CommitInvalid", s.testCommitInvalid},
 		{"CommitFirstSeen", s.testCommitFirstSeen},
+		{"CommitSeenGranularity", s.testCommitSeenGranularity},
 		{"CommitWithoutPeerKey", s.testCommitWithoutPeerKey},
 		{"KeepEpochs", s.testKeepEpochs},
 		{"Sessions", s.testSessions},
 		{"ReturnsCopies", s.testReturnsCopies},
 		{"StoresCopies", s.testStoresCopies},
 		{"ConcurrentCommits", s.testConcurrentCommits},
+		{"ReadsAfterWrites", s.testReadsAfterWrites},
 		{"ConcurrentSameEpoch", s.testConcurrentSameEpoch},
 		{"CommitsTogether", s.testCommitsTogether},
 		{"Forget", s.testForget},
@@ -561,6 +564,62 @@ func (s *suite) testCommitFirstSeen(t *testing.T) {
 	RequirePeerKeyEqual(t, &want, got)
 }
 
+// testCommitSeenGranularity: a commit that leaves the record as it is
+// moves LastSeen only once it is more than SeenGranularity old (or Seen is
+// before it); a changed record is always written, LastSeen with it.
+func (s *suite) testCommitSeenGranularity(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	g := peerstore.SeenGranularity
+	pk := newPeerKey(t, p, 1)
+	pk.FirstSeen, pk.LastSeen = at(0), at(0)
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1), PeerKey: pk, Seen: at(0)}))
+	want := *pk
+	check := func(epoch uint64, c peerstore.Commit, lastSeen time.Time, what string) {
+		t.Helper()
+		c.Session = newSession(t, p, epoch)
+		require.NoError(t, st.CommitExchange(c))
+		got, err := st.Peer(p)
+		require.NoError(t, err)
+		want.LastSeen = lastSeen
+		RequirePeerKeyEqual(t, &want, got)
+		act, err := st.ActiveSession(p)
+		require.NoError(t, err)
+		require.Equal(t, epoch, act.Epoch, "%s: the session is committed in any case", what)
+	}
+	same := *pk
+	same.FirstSeen, same.LastSeen = at(g/2), at(g/2) // times are not compared
+	check(2, peerstore.Commit{Seen: at(g / 2)}, at(0), "no record, within the granularity")
+	check(3, peerstore.Commit{PeerKey: &same, Seen: at(g)}, at(0), "the same record, at the granularity")
+	check(4, peerstore.Commit{Seen: at(g + time.Nanosecond)}, at(g+time.Nanosecond), "no record, past it")
+	check(5, peerstore.Commit{Seen: at(g)}, at(g), "Seen before LastSeen (a clock set back)")
+
+	trust := *pk
+	trust.Trust = peerstore.TrustChanged
+	want.Trust = peerstore.TrustChanged
+	check(6, peerstore.Commit{PeerKey: &trust, Seen: at(g + time.Second)}, at(g+time.Second), "a new trust state")
+	rec := *pk
+	rec.Trust = peerstore.TrustChanged
+	rec.Record = randBytes(t, 100)
+	want.Record = rec.Record
+	check(7, peerstore.Commit{PeerKey: &rec, Seen: at(g + 2*time.Second)}, at(g+2*time.Second), "a new record, same seq")
+	seq := rec
+	seq.Seq = 2
+	want.Seq = 2
+	check(8, peerstore.Commit{PeerKey: &seq, Seen: at(g + 3*time.Second)}, at(g+3*time.Second), "a new seq")
+	fp := seq
+	fp.Fingerprint = randBytes(t, 34)
+	want.Fingerprint = fp.Fingerprint
+	check(9, peerstore.Commit{PeerKey: &fp, Seen: at(g + 4*time.Second)}, at(g+4*time.Second), "a new fingerprint")
+
+	// The granularity holds across a reopen (the stored LastSeen counts).
+	if s.reopen == nil {
+		return // a store that cannot reopen (memory)
+	}
+	st = s.reopenStore(t, st)
+	check(10, peerstore.Commit{Seen: at(g + 5*time.Second)}, at(g+4*time.Second), "after a reopen")
+}
+
 func (s *suite) testCommitWithoutPeerKey(t *testing.T) {
 	st := s.store(t)
 	p := RandPeerID(t)
@@ -722,6 +781,79 @@ func (s *suite) testStoresCopies(t *testing.T) {
 	cur, _, err := st.ExchangeKeys()
 	require.NoError(t, err)
 	RequireExchangeKeyEqual(t, &want, cur)
+}
+
+// testReadsAfterWrites: while one goroutine writes a peer's record again
+// and again (new records, trust changes, then Forget), readers never see a
+// record older than a write that had returned before their read began, nor
+// one older than what they saw before (a store that caches records, as
+// bbolt's does, must not serve or put back a stale one).
+func (s *suite) testReadsAfterWrites(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	const writes = 60
+	// done is 2*seq after the commit of record seq returned, 2*seq+1 after
+	// the SetTrust that follows it (to TrustVerified when seq is odd).
+	var done atomic.Uint64
+	var forgetting, forgotten atomic.Bool
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			var seen uint64
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				after, gone := done.Load(), forgotten.Load()
+				pk, err := st.Peer(p)
+				going := forgetting.Load() // a Forget may have overlapped the read
+				if gone {
+					if !errors.Is(err, peerstore.ErrNotFound) {
+						t.Errorf("Peer after Forget returned: %v, %v", pk, err)
+						return
+					}
+					continue
+				}
+				if errors.Is(err, peerstore.ErrNotFound) && (after == 0 || going) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("Peer: %v", err)
+					return
+				}
+				v := 2 * pk.Seq
+				if pk.Trust == peerstore.TrustVerified || (pk.Seq%2 == 0 && pk.Trust == peerstore.TrustChanged) {
+					v++ // the SetTrust after commit seq
+				}
+				if v < after || v < seen {
+					t.Errorf("read version %d (seq %d, %v) after a write of version %d had returned, and %d read before", v, pk.Seq, pk.Trust, after, seen)
+					return
+				}
+				seen = v
+			}
+		})
+	}
+	for seq := uint64(1); seq <= writes && !t.Failed(); seq++ {
+		pk := newPeerKey(t, p, seq)
+		require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, seq), PeerKey: pk, Seen: pk.LastSeen}))
+		done.Store(2 * seq)
+		trust := peerstore.TrustVerified
+		if seq%2 == 0 {
+			trust = peerstore.TrustChanged
+		}
+		require.NoError(t, st.SetTrust(p, trust))
+		done.Store(2*seq + 1)
+	}
+	forgetting.Store(true)
+	_, err := st.Forget(p)
+	require.NoError(t, err)
+	forgotten.Store(true)
+	time.Sleep(10 * time.Millisecond) // let the readers read after the Forget
+	close(stop)
+	wg.Wait()
 }
 
 func (s *suite) testConcurrentCommits(t *testing.T) {
