@@ -38,7 +38,8 @@ type PeerInfo struct {
 	Created, Expires time.Time
 	Suites           []protocol.Suite
 	// FirstSeen and LastSeen: the first exchange with the peer, and the
-	// last.
+	// last, to within peerstore.SeenGranularity (1 minute: an exchange
+	// that changes nothing else does not rewrite the record to move it).
 	FirstSeen, LastSeen time.Time
 	// The active session: its epoch, key ID and suite. Epoch is 0 when
 	// there is none.
