@@ -61,8 +61,8 @@ const (
 	// down, runs in the background while the next exchange runs up to the
 	// held PART_RECEIVED (pipeline.go).
 	crashRespondNext = "respond-next"
-	crashRotate   = "rotate"   // rotate the exchange key
-	crashReceive  = "receive"  // receive messages until killed (TestCrashReplay)
+	crashRotate      = "rotate"  // rotate the exchange key
+	crashReceive     = "receive" // receive messages until killed (TestCrashReplay)
 )
 
 // crashChildTimeout bounds a child that never reaches its failpoint.
