@@ -116,6 +116,9 @@ func prevInstalled(prev *slot) error {
 // follows an exchange whose result is not published yet (finish flushes
 // the queue after that result).
 func (n *Node) publishStep(sl *slot, ev Event) {
+	if n.events.count.Load() == 0 {
+		return // as publish: no subscriber could have seen it yet
+	}
 	if sl.held.Load() {
 		n.mu.Lock()
 		if sl.held.Load() {
