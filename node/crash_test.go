@@ -56,8 +56,13 @@ const (
 const (
 	crashInitiate = "initiate" // run an exchange with the honest peer as initiator
 	crashRespond  = "respond"  // serve the honest peer's exchange as responder
-	crashRotate   = "rotate"   // rotate the exchange key
-	crashReceive  = "receive"  // receive messages until killed (TestCrashReplay)
+	// crashRespondNext serves two exchanges of the honest peer on one
+	// kept stream, the first with both records known: its commit, slowed
+	// down, runs in the background while the next exchange runs up to the
+	// held PART_RECEIVED (pipeline.go).
+	crashRespondNext = "respond-next"
+	crashRotate      = "rotate"  // rotate the exchange key
+	crashReceive     = "receive" // receive messages until killed (TestCrashReplay)
 )
 
 // crashChildTimeout bounds a child that never reaches its failpoint.
@@ -72,7 +77,13 @@ func TestCrashChild(t *testing.T) {
 	store, err := ps.OpenBolt(os.Getenv(envCrashDir))
 	require.NoError(t, err)
 	defer store.Close()
-	n, err := New(context.Background(), WithStore(store), WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+	var nodeStore ps.Store = store
+	if os.Getenv(envCrashAction) == crashRespondNext {
+		// Time for the next exchange to reach the hold before the
+		// failpoint, inside the bolt store's commit, kills the child.
+		nodeStore = slowCommitStore{Store: store, delay: 500 * time.Millisecond}
+	}
+	n, err := New(context.Background(), WithStore(nodeStore), WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
 	require.NoError(t, err)
 	defer n.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), crashChildTimeout)
@@ -100,7 +111,7 @@ func TestCrashChild(t *testing.T) {
 		require.NoError(t, err)
 		n.Host().Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 		_, err = n.Exchange(ctx, ai.ID)
-	case crashRespond:
+	case crashRespond, crashRespondNext:
 		events, stop := n.Subscribe(0)
 		defer stop()
 		_, err = os.Stdout.WriteString(crashAddrPrefix + n.Addrs()[0].String() + "\n")
@@ -144,6 +155,7 @@ func TestCrash(t *testing.T) {
 		{failpoint.CommitBeforeWrite, crashRespond},
 		{failpoint.CommitAfterWrite, crashRespond},
 		{failpoint.CommitAfterCommit, crashRespond},
+		{failpoint.CommitBeforeWrite, crashRespondNext},
 		{failpoint.RotateBeforeWrite, crashRotate},
 		{failpoint.RotateAfterWrite, crashRotate},
 		{failpoint.RotateAfterCommit, crashRotate},
@@ -209,9 +221,12 @@ func crashCase(t *testing.T, exe, fp, action string) {
 	for range ps.KeepEpochs {
 		exchange(t, c0, honest)
 	}
-	if action == crashRotate {
+	switch action {
+	case crashRotate:
 		require.NoError(t, c0.RotateExchangeKey())
-	} else {
+	case crashRespondNext:
+		// Both records known: the crashing commit is pipelined.
+	default:
 		require.NoError(t, honest.RotateExchangeKey())
 	}
 	before := readCrashState(t, childStore, honest.ID())
@@ -347,6 +362,12 @@ func crashCase(t *testing.T, exe, fp, action string) {
 		honestEpoch = act.Epoch
 	}
 	childEpoch := after.sessions[len(after.sessions)-1].Epoch
+	if action == crashRespondNext {
+		// The child held its PART_RECEIVED of the next exchange until the
+		// commit it died in: the honest peer is at most one epoch ahead
+		// (the one the child was committing), never two.
+		require.LessOrEqual(t, honestEpoch, childEpoch+1, "the honest peer's epoch after the child died committing epoch %d", childEpoch+1)
+	}
 	c1, err := New(ctx, WithStore(reopened), listen)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, c1.Close()) }()
@@ -405,7 +426,7 @@ func runCrashChild(t *testing.T, ctx context.Context, exe, fp, action, dir strin
 		}
 	}()
 
-	if action == crashRespond {
+	if action == crashRespond || action == crashRespondNext {
 		select {
 		case a := <-addr:
 			ai, err := peer.AddrInfoFromString(a)
@@ -415,6 +436,13 @@ func runCrashChild(t *testing.T, ctx context.Context, exe, fp, action, dir strin
 			// depends on how far the child's last notice got.
 			if _, err := honest.Exchange(ctx, ai.ID); err != nil {
 				t.Logf("honest initiator: %v", err)
+			}
+			if action == crashRespondNext {
+				// The next exchange, on the kept stream, while the child
+				// commits the first: it cannot complete.
+				info, err := honest.Exchange(ctx, ai.ID)
+				require.Error(t, err, "an exchange completed while the child was committing the one before: %+v", info)
+				t.Logf("honest initiator, next exchange: %v", err)
 			}
 		case <-read:
 		}

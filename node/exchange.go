@@ -61,6 +61,17 @@ type slot struct {
 	// lock: a message from a peer without a session waits only for an
 	// exchange in phase 3 or later (msgadmit.go).
 	phase protocol.Phase
+	// Pipelined commits (pipeline.go). committing is the epoch an inbound
+	// exchange installs once its run succeeded (set and read by its
+	// stream's handler). next, under the node lock, is the exchange the
+	// peer started on the same kept stream while this one's commit was in
+	// flight: not in n.slots until finish hands this slot's place to it.
+	// held is set while this exchange follows one whose result finish has
+	// not published; its events wait in queued (under the node lock).
+	committing uint64
+	next       *slot
+	held       atomic.Bool
+	queued     []Event
 }
 
 // Exchange runs the key exchange with p (connecting through the host's
@@ -161,10 +172,17 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 // The result is published under the node lock, so that it reaches
 // subscribers before any event of the peer's next exchange, which needs the
 // lock to take the slot (metrics.go pairs an exchange's events by peer).
+//
+// An exchange that followed s on its kept stream (pipeline.go) takes s's
+// place, and its queued events follow s's result.
 func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
 	n.mu.Lock()
 	if n.slots[p] == s {
-		delete(n.slots, p)
+		if s.next != nil {
+			n.slots[p] = s.next
+		} else {
+			delete(n.slots, p)
+		}
 	}
 	if s.follow == nil {
 		s.info, s.err = info, err
@@ -175,6 +193,13 @@ func (n *Node) finish(p peer.ID, s *slot, info *KeyInfo, err error) {
 		n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventFailed, Err: err})
 	default:
 		n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventDone, Info: info})
+	}
+	if nx := s.next; nx != nil {
+		for _, ev := range nx.queued {
+			n.events.publish(ev)
+		}
+		nx.queued = nil
+		nx.held.Store(false)
 	}
 	n.mu.Unlock()
 	close(s.done)
@@ -212,7 +237,7 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		return nil, err
 	}
 	defer release()
-	return n.run(ctx, s, protocol.Initiator, sl, time.Time{})
+	return n.run(ctx, s, protocol.Initiator, sl)
 }
 
 // handleStream serves the exchanges of an inbound stream: the first, and
@@ -230,33 +255,39 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	// Each exchange's phase-1 deadline runs from the arrival of its stream
-	// or, on a kept stream, of its START (admission.go).
+	// or, on a kept stream, of its START (admission.go). prev is the last
+	// exchange served on s, whose commit may still be in flight
+	// (pipeline.go).
+	var prev *slot
 	for cur, arrived := network.Stream(s), time.Now(); cur != nil; cur, arrived = n.awaitNext(s), time.Now() {
-		if !n.serve(cur, arrived) {
+		var ok bool
+		if prev, ok = n.serve(cur, arrived, prev); !ok {
 			return
 		}
 	}
 }
 
-// serve runs one inbound exchange on s, which arrived at arrived. It
-// reports whether the exchange succeeded; otherwise s has been reset or, on
-// a refusal, closed. Admission (admission.go) decides first, from counts
-// alone: nothing is reserved for an exchange it refuses.
-func (n *Node) serve(s network.Stream, arrived time.Time) bool {
+// serve runs one inbound exchange on s, which arrived at arrived; prev is
+// the exchange served before it on the same kept stream, or nil. It
+// returns the exchange's slot and reports whether its run succeeded and
+// its commit succeeded or is in flight (pipeline.go); otherwise s has been
+// reset or, on a refusal, closed. Admission (admission.go) decides first,
+// from counts alone: nothing is reserved for an exchange it refuses.
+func (n *Node) serve(s network.Stream, arrived time.Time, prev *slot) (*slot, bool) {
 	p := s.Conn().RemotePeer()
 	t := n.classify(s)
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		refuse(s, ErrClosed)
-		return false
+		return nil, false
 	}
 	if over := n.admitLocked(p, t); over != nil {
 		n.mu.Unlock()
 		over.Add(1)
 		log.Debugw("refusing exchange: over an inbound limit", "peer", p, "known", t.known, "origin", t.origin)
 		refuse(s, protocol.ErrBusy)
-		return false
+		return nil, false
 	}
 	n.wg.Add(1)
 	n.mu.Unlock()
@@ -275,35 +306,69 @@ func (n *Node) serve(s network.Stream, arrived time.Time) bool {
 	if err != nil {
 		log.Debugw("refusing exchange", "peer", p, "err", err)
 		refuse(s, protocol.ErrBusy)
-		return false
+		return nil, false
 	}
 	defer release()
 	// Waiting for the slot counts against phase 1.
 	until := arrived.Add(n.phase1Timeout(t.known))
-	si, refusal := n.claimInbound(p, until)
+	si, pred, refusal := n.claimInbound(p, until, prev)
 	if refusal != nil {
 		if errors.Is(refusal, protocol.ErrBusy) {
 			n.admit.slotWait.Add(1)
 		}
 		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
 		refuse(s, refusal)
-		return false
+		return nil, false
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	info, err := n.run(ctx, s, protocol.Responder, si, until)
+	res, tr, err := n.runProtocol(ctx, s, protocol.Responder, si, until, pred)
 	leave()
-	if errors.Is(err, protocol.ErrTimeout) {
-		n.admit.timedOut.Add(1)
-		if !t.known {
-			n.admit.timedOutUnknown.Add(1)
+	if err == nil && pred != nil {
+		// The hold on PART_RECEIVED has waited for pred; this only makes
+		// the order plain: nothing of this exchange is installed before
+		// pred's commit returned.
+		if err = prevInstalled(pred); err != nil {
+			res.Wipe()
+			s.Reset()
 		}
 	}
-	if errors.Is(err, protocol.ErrConflict) {
-		n.handOnWithdrawn(p, si)
+	if err != nil {
+		if errors.Is(err, protocol.ErrTimeout) {
+			n.admit.timedOut.Add(1)
+			if !t.known {
+				n.admit.timedOutUnknown.Add(1)
+			}
+		}
+		if errors.Is(err, protocol.ErrConflict) {
+			n.handOnWithdrawn(p, si)
+		}
+		if pred != nil {
+			<-pred.done // its result first (finish hands the slot on)
+		}
+		n.finish(p, si, nil, err)
+		return nil, false
 	}
-	n.finish(p, si, info, err)
-	return err == nil
+	if res.Received {
+		// The peer's record and trust state change with this commit, and
+		// the next exchange reads them from the store: commit first.
+		info, err := n.complete(s, res, tr)
+		res.Wipe()
+		n.finish(p, si, info, err)
+		return si, err == nil
+	}
+	// Commit in the background and go back to the stream for the peer's
+	// next exchange (pipeline.go). serve's own count in n.wg covers this
+	// Add.
+	si.committing = res.Epoch
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer res.Wipe()
+		info, err := n.complete(s, res, tr)
+		n.finish(p, si, info, err)
+	}()
+	return si, true
 }
 
 // handOnWithdrawn gives the callers that joined si, an inbound exchange the
@@ -338,7 +403,12 @@ func (n *Node) handOnWithdrawn(p peer.ID, si *slot) {
 // answered is waited for like an inbound one: the peer's START is its next
 // exchange, started after its responder finished ours (protocol/model,
 // finding 3).
-func (n *Node) claimInbound(p peer.ID, until time.Time) (*slot, error) {
+//
+// prev is the exchange served before on the same kept stream, or nil. If
+// it is still the peer's slot (its commit is in flight), the new exchange
+// follows it without waiting (pipeline.go): the slot returned becomes the
+// peer's when prev finishes, and pred, returned, is prev.
+func (n *Node) claimInbound(p peer.ID, until time.Time, prev *slot) (si, pred *slot, err error) {
 	timer := time.NewTimer(time.Until(until))
 	defer timer.Stop()
 	n.mu.Lock()
@@ -347,13 +417,18 @@ func (n *Node) claimInbound(p peer.ID, until time.Time) (*slot, error) {
 		cur := n.slots[p]
 		switch {
 		case n.closed:
-			return nil, ErrClosed
+			return nil, nil, ErrClosed
 		case cur == nil:
 			si := &slot{done: make(chan struct{})}
 			n.slots[p] = si
-			return si, nil
+			return si, nil, nil
+		case cur == prev:
+			si := &slot{done: make(chan struct{})}
+			si.held.Store(true)
+			prev.next = si
+			return si, prev, nil
 		case cur.outbound && !cur.answered && n.host.ID() < p:
-			return nil, protocol.ErrConflict
+			return nil, nil, protocol.ErrConflict
 		case cur.outbound && !cur.answered:
 			si := &slot{done: make(chan struct{})}
 			n.slots[p] = si
@@ -361,17 +436,17 @@ func (n *Node) claimInbound(p peer.ID, until time.Time) (*slot, error) {
 			si.waiters += cur.waiters
 			cur.waiters = 0
 			cur.cancel()
-			return si, nil
+			return si, nil, nil
 		}
 		n.mu.Unlock()
 		select {
 		case <-cur.done:
 		case <-timer.C:
 			n.mu.Lock()
-			return nil, protocol.ErrBusy
+			return nil, nil, protocol.ErrBusy
 		case <-n.ctx.Done():
 			n.mu.Lock()
-			return nil, ErrClosed
+			return nil, nil, ErrClosed
 		}
 		n.mu.Lock()
 	}
@@ -397,21 +472,46 @@ func refuse(s network.Stream, reason error) {
 }
 
 // run drives one exchange over a prepared stream and installs its key. On
-// failure it resets s. A non-zero phase1 is the deadline of phase 1 (an
-// inbound exchange's, admission.go), which Run's phase deadlines then do
-// not extend.
-func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot, phase1 time.Time) (*KeyInfo, error) {
+// failure it resets s.
+func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
+	res, tr, err := n.runProtocol(ctx, s, role, sl, time.Time{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Wipe()
+	return n.complete(s, res, tr)
+}
+
+// runProtocol drives one exchange over a prepared stream up to its result,
+// which the caller installs (complete) and wipes. On failure it resets s. A
+// non-zero phase1 is the deadline of phase 1 (an inbound exchange's,
+// admission.go), which Run's phase deadlines then do not extend. pred, if
+// not nil, is the exchange before this one on the same kept stream, whose
+// commit may be in flight (pipeline.go): this one proposes an epoch above
+// pred's and holds its PART_RECEIVED until pred is installed.
+func (n *Node) runProtocol(ctx context.Context, s network.Stream, role protocol.Role, sl *slot, phase1 time.Time, pred *slot) (*protocol.Result, *trustRun, error) {
 	p := s.Conn().RemotePeer()
 	tr := &trustRun{} // trust.go
-	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl, tr)
+	var hold *heldStream
+	var after uint64
+	var sent func(pb.Notice_Type)
+	if pred != nil {
+		hold = &heldStream{prev: pred}
+		after, sent = pred.committing, hold.sent
+	}
+	m, err := n.machine(role, p, s.Conn().RemotePublicKey(), sl, tr, after, sent)
 	if err != nil {
 		s.Reset()
-		return nil, err
+		return nil, nil, err
 	}
 	defer m.Wipe()
 	var rs protocol.Stream = s
 	if !phase1.IsZero() {
 		rs = &deadlineStream{Stream: s, until: phase1, m: m}
+	}
+	if hold != nil {
+		hold.Stream = rs
+		rs = hold
 	}
 	res, err := protocol.Run(ctx, rs, m, n.cfg.phaseTimeout)
 	if err != nil {
@@ -438,9 +538,8 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 			// The status travels in the reset too: it may overtake ABORT.
 			s.ResetWithError(protocol.ResetCode(err))
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	defer res.Wipe()
 	if h := testHookRunEnded.Load(); h != nil {
 		(*h)(n, role)
 	}
@@ -455,25 +554,35 @@ func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl
 	gaveWay := sl.follow != nil
 	n.mu.Unlock()
 	if gaveWay {
+		res.Wipe()
 		s.Reset()
-		return nil, errGaveWay
+		return nil, nil, errGaveWay
 	}
+	return res, tr, nil
+}
+
+// complete installs the result of a successful run on s. On failure it
+// resets s.
+func (n *Node) complete(s network.Stream, res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	info, err := n.install(res, tr)
 	if err != nil {
 		s.Reset()
 		return nil, err
 	}
-	n.markKnown(p, s.Conn()) // knownconns.go
+	n.markKnown(res.Remote, s.Conn()) // knownconns.go
 	// The stream carries the next exchange with p (streams.go): the
 	// initiator keeps it, the responder's handler waits on it.
-	if role == protocol.Initiator {
-		n.keepOutbound(p, s)
+	if res.Role == protocol.Initiator {
+		n.keepOutbound(res.Remote, s)
 	}
 	return info, nil
 }
 
 // machine builds the state machine for an exchange with p from the store.
-func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot, tr *trustRun) (*protocol.Machine, error) {
+// A non-zero after is the epoch of an exchange with p whose commit may be
+// in flight (pipeline.go): the proposal is above it, whatever the store
+// holds yet. sent, if not nil, learns of every notice the machine builds.
+func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, sl *slot, tr *trustRun, after uint64, sent func(pb.Notice_Type)) (*protocol.Machine, error) {
 	n.mu.Lock()
 	xk := n.xkey
 	n.mu.Unlock()
@@ -489,6 +598,7 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 	case !errors.Is(err, peerstore.ErrNotFound):
 		return nil, fmt.Errorf("read session of %s: %w", p, err)
 	}
+	epoch = max(epoch, after+1)
 	return protocol.NewMachine(protocol.Config{
 		Role:       role,
 		Identity:   n.identity,
@@ -511,7 +621,10 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 				sl.phase = e.Phase // mayMessage
 				n.mu.Unlock()
 			}
-			n.events.publish(Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
+			if sent != nil && e.Kind == protocol.EventNoticeSent {
+				sent(e.Notice)
+			}
+			n.publishStep(sl, Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
 		},
 		Now: n.cfg.now,
 	})

@@ -156,7 +156,7 @@ func (n *Node) initiateOnKept(ctx context.Context, s network.Stream, sl *slot) (
 		return nil, false, err // a new stream would be over the same limit
 	}
 	defer release()
-	info, err = n.run(ctx, s, protocol.Initiator, sl, time.Time{})
+	info, err = n.run(ctx, s, protocol.Initiator, sl)
 	if err == nil || ctx.Err() != nil {
 		return info, false, err
 	}
@@ -175,8 +175,9 @@ func (n *Node) initiateOnKept(ctx context.Context, s network.Stream, sl *slot) (
 	return nil, !answered && (stale || (closed && ae == nil)), err
 }
 
-// awaitNext waits on s, whose exchange as responder has succeeded, for the
-// peer's next exchange, and returns the stream to run it on. It returns nil
+// awaitNext waits on s, whose exchange as responder has succeeded (its
+// commit may still be in flight: pipeline.go), for the peer's next
+// exchange, and returns the stream to run it on. It returns nil
 // once s has ended: the peer closed it, it stayed idle for
 // responderIdleTimeout, or the node closes. Idle streams are bounded like
 // running exchanges (WithInboundLimits); beyond that, s is closed at once.
