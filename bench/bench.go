@@ -43,6 +43,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2pkex/p2pkex/internal/procs"
 	"github.com/p2pkex/p2pkex/internal/procstat"
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
@@ -329,7 +330,7 @@ type Summary struct {
 	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
 	FloorRatePerS          float64 `json:"floor_rate_per_s"`
 	RatioRateVsFloor       float64 `json:"ratio_rate_vs_floor"`
-	// GOMAXPROCS ÷ the floor beside the load, and the rate against it.
+	// CPUs ÷ the floor beside the load, and the rate against it.
 	FloorInLoadRatePerS    float64 `json:"floor_rate_in_load_per_s,omitempty"`
 	RatioRateVsFloorInLoad float64 `json:"ratio_rate_vs_floor_in_load,omitempty"`
 
@@ -398,7 +399,7 @@ func runOne(ctx context.Context, cfg *Config, progress io.Writer) (*Summary, err
 		Peers:       cfg.Peers,
 		Concurrency: cfg.Concurrency,
 		GOMAXPROCS:  runtime.GOMAXPROCS(0),
-		CPUs:        runtime.NumCPU(),
+		CPUs:        procs.CPUs(),
 		GoVersion:   runtime.Version(),
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -432,14 +433,14 @@ func runOne(ctx context.Context, cfg *Config, progress io.Writer) (*Summary, err
 	sum.FloorCPUS = floor.Seconds()
 	sum.FloorWallS = ((before.floorWall + after.floorWall) / 2).Seconds()
 	sum.FloorCPUSBeforeAfter = [2]float64{before.floorCPU.Seconds(), after.floorCPU.Seconds()}
-	sum.FloorRatePerS = float64(sum.GOMAXPROCS) / floor.Seconds()
+	sum.FloorRatePerS = float64(sum.CPUs) / floor.Seconds()
 	sum.NoiseCPUS = ((before.noiseCPU + after.noiseCPU) / 2).Seconds()
 	sum.NoiseCPUSBeforeAfter = [2]float64{before.noiseCPU.Seconds(), after.noiseCPU.Seconds()}
 	sum.RatioCPUVsFloor = sum.CPUSPerExch / sum.FloorCPUS
 	if sum.FloorInLoadCPUS > 0 {
 		sum.RatioCPUVsFloorInLoad = sum.CPUSPerExch / sum.FloorInLoadCPUS
 		sum.RatioNullVsFloorInLoad = sum.NullCPUSPerExch / sum.FloorInLoadCPUS
-		sum.FloorInLoadRatePerS = float64(sum.GOMAXPROCS) / sum.FloorInLoadCPUS
+		sum.FloorInLoadRatePerS = float64(sum.CPUs) / sum.FloorInLoadCPUS
 		sum.RatioRateVsFloorInLoad = sum.ExchangesPerS / sum.FloorInLoadRatePerS
 	}
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS

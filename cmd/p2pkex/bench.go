@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/bench"
+	"github.com/p2pkex/p2pkex/internal/procs"
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
@@ -88,6 +89,7 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
+			procs.Raise() // as the daemon runs (internal/procs)
 			cfg, err := benchConfigFrom(c)
 			if err != nil {
 				return err

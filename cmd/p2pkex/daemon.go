@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/api/server"
+	"github.com/p2pkex/p2pkex/internal/procs"
 	"github.com/p2pkex/p2pkex/node"
 )
 
@@ -76,6 +77,9 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
+			// One P more than CPUs: the store's syncs hold a P while they
+			// wait (internal/procs). $GOMAXPROCS overrides.
+			procs.Raise()
 			if err := checkNodeFlags(c); err != nil { // nodeconfig.go
 				return err
 			}

@@ -63,6 +63,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pkex/p2pkex/internal/procs"
 	"github.com/p2pkex/p2pkex/internal/procstat"
 	"github.com/p2pkex/p2pkex/internal/toolio"
 	"github.com/p2pkex/p2pkex/node"
@@ -118,6 +119,7 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	procs.Raise() // as the daemon runs (internal/procs)
 	if flag.NArg() > 0 {
 		usage("unexpected argument %q", flag.Arg(0))
 	}
