@@ -437,6 +437,11 @@ func TestAdmissionKnownPeerConnections(t *testing.T) {
 	require.NoError(t, honest.Host().Network().ClosePeer(known.ID()))
 	require.Eventually(t, func() bool { return honest.Host().ConnManager().GetTagInfo(known.ID()) == nil || !tagged() },
 		10*time.Second, 5*time.Millisecond)
+	// And the known peer saw it closed: until then its Connect returns
+	// the dying connection and no new one reaches honest (failed in
+	// .ci/run: "tag on a new connection").
+	require.Eventually(t, func() bool { return len(known.Host().Network().ConnsToPeer(honest.ID())) == 0 },
+		10*time.Second, 5*time.Millisecond, "the known peer sees the connection closed")
 	require.NoError(t, known.Connect(context.Background(), peer.AddrInfo{ID: honest.ID(), Addrs: honest.Host().Addrs()}))
 	require.Eventually(t, tagged, 10*time.Second, 5*time.Millisecond, "tag on a new connection")
 }
