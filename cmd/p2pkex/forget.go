@@ -19,7 +19,6 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/api"
-	"github.com/p2pkex/p2pkex/api/server"
 )
 
 // nothingHeld reports whether the repo holds nothing of the peer.
@@ -72,14 +71,8 @@ Examples:
 }
 
 func forgetAction(ctx context.Context, c *cli.Command) error {
-	if c.Args().Len() != 1 {
-		return usagef("forget: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Args().Len())
-	}
-	p, err := server.ParsePeerID(c.Args().First())
+	p, err := peerIDArg(c) // repo.go
 	if err != nil {
-		return err
-	}
-	if err := notSelf(c, p); err != nil { // repo.go
 		return err
 	}
 	return onBackend(ctx, c, nil, func(b backend) error { // backend.go

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
 
+	"github.com/p2pkex/p2pkex/api/server"
 	"github.com/p2pkex/p2pkex/peerstore"
 )
 
@@ -85,6 +86,19 @@ func notSelf(c *cli.Command, id peer.ID) error {
 		return usagef("%s: %s is this repo's own peer ID", c.Name, id)
 	}
 	return nil
+}
+
+// peerIDArg is the one PEER argument of forget and verify: a peer ID, or a
+// multiaddr ending in one, that is not this repo's own.
+func peerIDArg(c *cli.Command) (peer.ID, error) {
+	if c.Args().Len() != 1 {
+		return "", usagef("%s: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Name, c.Args().Len())
+	}
+	p, err := server.ParsePeerID(c.Args().First())
+	if err != nil {
+		return "", err
+	}
+	return p, notSelf(c, p)
 }
 
 func noRepo(dir string) error {

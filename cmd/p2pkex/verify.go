@@ -18,7 +18,6 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/p2pkex/p2pkex/api"
-	"github.com/p2pkex/p2pkex/api/server"
 	"github.com/p2pkex/p2pkex/peerstore"
 )
 
@@ -67,14 +66,8 @@ Examples:
 }
 
 func verifyAction(ctx context.Context, c *cli.Command) error {
-	if c.Args().Len() != 1 {
-		return usagef("verify: want one PEER (peer ID or MULTIADDR), got %d arguments", c.Args().Len())
-	}
-	p, err := server.ParsePeerID(c.Args().First())
+	p, err := peerIDArg(c) // repo.go
 	if err != nil {
-		return err
-	}
-	if err := notSelf(c, p); err != nil { // repo.go
 		return err
 	}
 	req := api.VerifyRequest{Peer: p.String(), Number: c.String("number"), Yes: c.Bool("yes"), Revoke: c.Bool("revoke")}
