@@ -1,19 +1,15 @@
 package conformance
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"io"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	libp2ppeerstore "github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2pkex/p2pkex/protocol"
@@ -61,15 +57,7 @@ func (b *brokenInitiator) exchange(ctx context.Context, p peer.ID) error {
 	}
 	st := &brokenExchange{s: s, m: m, started: true, known: b.known}
 	fail := func(err error) error {
-		if f := m.Fail(err); f != nil {
-			_ = protocol.WriteFrames(s, [][]byte{f.Bytes})
-		}
-		var ae *protocol.AbortError
-		if errors.As(err, &ae) {
-			_ = s.Reset() // no answer to an ABORT (V48)
-		} else {
-			_ = s.ResetWithError(protocol.ResetCode(err))
-		}
+		endFailed(s, m, err, nil)
 		return err
 	}
 	out, err := m.Start()
@@ -117,33 +105,7 @@ func (b *brokenInitiator) exchange(ctx context.Context, p peer.ID) error {
 // runAgainstInitiator runs the initiator-mode suite with b dialling it.
 func runAgainstInitiator(t *testing.T, b *brokenInitiator) *Report {
 	t.Helper()
-	l, err := Listen()
-	require.NoError(t, err)
-	defer l.Close()
-	b.h.Peerstore().AddAddrs(l.h.ID(), l.h.Addrs(), libp2ppeerstore.PermanentAddrTTL)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			ectx, ecancel := context.WithTimeout(ctx, 10*time.Second)
-			_ = b.exchange(ectx, l.h.ID())
-			ecancel()
-		}
-	}()
-	rep, err := l.Run(ctx, Options{Wait: testWait}, 20*time.Second)
-	require.NoError(t, err)
-	close(done)
-	_ = l.Close() // ends the exchange in flight
-	wg.Wait()
+	rep, _ := runInitiatorMode(t, b.h.Peerstore(), b.exchange, Options{Wait: testWait}, 0)
 	return rep
 }
 
@@ -196,18 +158,7 @@ func TestSuiteFindsBrokenInitiators(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := runAgainstInitiator(t, newBrokenInitiator(t, tc.hook))
-			if !slices.Equal(tc.want, failedCases(rep)) {
-				var buf bytes.Buffer
-				_ = rep.WriteTable(&buf)
-				t.Log("\n" + buf.String())
-			}
-			require.Equal(t, tc.want, failedCases(rep), "failed cases")
-			for _, r := range rep.Results {
-				if r.Outcome == Fail {
-					t.Logf("%s: %s", r.Case, r.Detail)
-				}
-			}
+			requireFailedCases(t, runAgainstInitiator(t, newBrokenInitiator(t, tc.hook)), tc.want)
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -65,16 +66,30 @@ func TestSuiteAgainstNodeInitiator(t *testing.T) {
 // the suite ends, and returns the report and the errors of n's exchanges.
 func runInitiatorSuite(t *testing.T, n *node.Node, opts Options, minExchanges int) (*Report, []error) {
 	t.Helper()
+	return runInitiatorMode(t, n.Host().Peerstore(), func(ctx context.Context, p peer.ID) error {
+		_, err := n.Exchange(ctx, p)
+		return err
+	}, opts, minExchanges)
+}
+
+// runInitiatorMode runs the initiator-mode suite, with exchange (an
+// initiator whose peerstore is ps) called again and again until the suite
+// ends, each call bounded to 10 s. It returns the report and the errors of
+// the calls that returned by then, at least minCalls of them: the
+// initiator's side of the last exchange may finish after the suite's.
+func runInitiatorMode(t *testing.T, ps libp2ppeerstore.Peerstore, exchange func(ctx context.Context, p peer.ID) error, opts Options, minCalls int) (*Report, []error) {
+	t.Helper()
 	l, err := Listen()
 	require.NoError(t, err)
 	defer l.Close()
-	n.Host().Peerstore().AddAddrs(l.h.ID(), l.h.Addrs(), libp2ppeerstore.PermanentAddrTTL)
+	ps.AddAddrs(l.h.ID(), l.h.Addrs(), libp2ppeerstore.PermanentAddrTTL)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
 	done := make(chan struct{})
-	go func() {
+	wg.Go(func() {
 		for {
 			select {
 			case <-done:
@@ -82,25 +97,44 @@ func runInitiatorSuite(t *testing.T, n *node.Node, opts Options, minExchanges in
 			default:
 			}
 			ectx, ecancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := n.Exchange(ectx, l.h.ID())
+			err := exchange(ectx, l.h.ID())
 			ecancel()
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()
 		}
-	}()
+	})
 	rep, err := l.Run(ctx, opts, 20*time.Second)
 	require.NoError(t, err)
-	// The node's side of the last exchange may finish after the suite's.
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(errs) >= minExchanges
+		return len(errs) >= minCalls
 	}, 10*time.Second, 10*time.Millisecond)
-	close(done)
 	mu.Lock()
-	defer mu.Unlock()
-	return rep, append([]error(nil), errs...)
+	got := append([]error(nil), errs...)
+	mu.Unlock()
+	close(done)
+	_ = l.Close() // ends the exchange in flight
+	wg.Wait()     // no call outlives the test's hosts
+	return rep, got
+}
+
+// requireFailedCases fails t unless exactly the cases want (sorted) failed
+// in rep; it logs the table when they differ and each failure's detail.
+func requireFailedCases(t *testing.T, rep *Report, want []string) {
+	t.Helper()
+	if !slices.Equal(want, failedCases(rep)) {
+		var buf bytes.Buffer
+		_ = rep.WriteTable(&buf)
+		t.Log("\n" + buf.String())
+	}
+	require.Equal(t, want, failedCases(rep), "failed cases")
+	for _, r := range rep.Results {
+		if r.Outcome == Fail {
+			t.Logf("%s: %s", r.Case, r.Detail)
+		}
+	}
 }
 
 // failedCases lists the names of the failed cases of rep.

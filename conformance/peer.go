@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/p2pkex/p2pkex/internal/wiretest"
 	"github.com/p2pkex/p2pkex/protocol"
 	"github.com/p2pkex/p2pkex/protocol/pb"
 )
@@ -240,8 +241,7 @@ func (x *exchange) drain() {
 
 // read reads one frame of the IUT and notes what the checks need.
 func (x *exchange) read() ([]byte, error) {
-	_ = x.s.SetReadDeadline(time.Now().Add(x.wait))
-	f, err := x.fr.ReadFrame(protocol.MaxNoticeSize)
+	f, _, err := wiretest.ReadFrame(x.s, x.fr, x.wait)
 	if err != nil {
 		if isTimeout(err) {
 			err = fmt.Errorf("%w within %v", errNoAnswer, x.wait)
@@ -290,20 +290,12 @@ func (x *exchange) observe(f []byte) {
 // write sends raw bytes, unless the tactic went silent. The IUT may already
 // have reset the stream: errors are the outcome's, not the write's.
 func (x *exchange) write(b []byte) {
-	if x.silent || len(b) == 0 {
-		return
+	if !x.silent {
+		_ = wiretest.Write(x.s, x.wait, b)
 	}
-	_ = x.s.SetWriteDeadline(time.Now().Add(x.wait))
-	_, _ = x.s.Write(b)
 }
 
-func (x *exchange) send(frames ...protocol.Frame) {
-	var b []byte
-	for _, f := range frames {
-		b = protocol.AppendFrame(b, f.Bytes)
-	}
-	x.write(b)
-}
+func (x *exchange) send(frames ...protocol.Frame) { x.write(wiretest.AppendFrames(nil, frames...)) }
 
 func (x *exchange) sendNotice(n *pb.Notice) { x.send(marshal(n)) }
 
@@ -378,12 +370,7 @@ func lp(dst, x []byte) []byte {
 
 func roleName(r protocol.Role) string { return r.String() }
 
-func otherRole(r protocol.Role) protocol.Role {
-	if r == protocol.Initiator {
-		return protocol.Responder
-	}
-	return protocol.Initiator
-}
+func otherRole(r protocol.Role) protocol.Role { return wiretest.Other(r) }
 
 func stageOf(t pb.Notice_Type) int {
 	switch t {
@@ -508,16 +495,16 @@ func randomBytes(n int) []byte {
 
 func marshal(n *pb.Notice) protocol.Frame {
 	// The suite's notices have no strings: marshalling cannot fail.
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(n)
-	return protocol.Frame{Type: n.Type, Bytes: b}
+	f, _ := wiretest.Marshal(n)
+	return f
 }
 
+// decode decodes b; what does not decode is an empty notice.
 func decode(b []byte) *pb.Notice {
-	var n pb.Notice
-	if proto.Unmarshal(b, &n) != nil {
-		return &pb.Notice{}
+	if n, err := wiretest.Decode(b); err == nil {
+		return n
 	}
-	return &n
+	return &pb.Notice{}
 }
 
 // chunks cuts item into notices of type typ of at most size bytes, as
@@ -537,58 +524,27 @@ func chunks(typ pb.Notice_Type, item []byte, size int) []protocol.Frame {
 // ---------------------------------------------------------------------------
 // Batch helpers for tactics.
 
-func has(batch []protocol.Frame, types ...pb.Notice_Type) bool {
-	for _, f := range batch {
-		for _, t := range types {
-			if f.Type == t {
-				return true
-			}
-		}
-	}
-	return false
-}
+func has(batch []protocol.Frame, types ...pb.Notice_Type) bool { return wiretest.Has(batch, types...) }
 
 // replace returns batch with its notices of type typ replaced by with, at
 // the place of the first of them.
 func replace(batch []protocol.Frame, typ pb.Notice_Type, with []protocol.Frame) []protocol.Frame {
-	var out []protocol.Frame
-	done := false
-	for _, f := range batch {
-		if f.Type != typ {
-			out = append(out, f)
-			continue
-		}
-		if !done {
-			out = append(out, with...)
-			done = true
-		}
-	}
-	return out
+	return wiretest.Replace(batch, typ, with)
 }
 
 // onBatch runs fn on the batch that holds a notice of one of types; every
 // other batch goes out unchanged.
 func onBatch(fn func(x *exchange, batch []protocol.Frame), types ...pb.Notice_Type) func(*exchange, []protocol.Frame) {
-	return func(x *exchange, batch []protocol.Frame) {
-		if has(batch, types...) {
-			fn(x, batch)
-			return
-		}
-		x.send(batch...)
-	}
+	return wiretest.OnBatch((*exchange).send, fn, types...)
 }
 
 // editType changes the suite's notices of type typ.
 func editType(typ pb.Notice_Type, fn func(x *exchange, n *pb.Notice)) func(*exchange, []protocol.Frame) {
 	return onBatch(func(x *exchange, batch []protocol.Frame) {
-		out := make([]protocol.Frame, len(batch))
-		copy(out, batch)
-		for i, f := range out {
-			if f.Type == typ {
-				n := decode(f.Bytes)
-				fn(x, n)
-				out[i] = marshal(n)
-			}
+		out, err := wiretest.Edit(batch, typ, func(n *pb.Notice) { fn(x, n) })
+		if err != nil {
+			x.suiteFailed(err)
+			return
 		}
 		x.send(out...)
 	}, typ)
@@ -610,35 +566,36 @@ func replaceItem(typ pb.Notice_Type, item func(x *exchange) []byte) func(*exchan
 // replaceChunks replaces the suite's KEY or PART notices with chunks(x).
 func replaceChunks(typ pb.Notice_Type, cs func(x *exchange) []*pb.Chunk) func(*exchange, []protocol.Frame) {
 	return replaceWith(typ, func(x *exchange) []protocol.Frame {
-		var out []protocol.Frame
-		for _, c := range cs(x) {
-			out = append(out, marshal(&pb.Notice{Type: typ, Chunk: c}))
-		}
+		out, _ := wiretest.ChunkNotices(typ, cs(x)) // no strings: cannot fail
 		return out
 	})
 }
 
 // sealedPart reassembles the suite's sealed part from the PART notices of
-// batch.
+// batch (empty if they hold none).
 func sealedPart(batch []protocol.Frame) *pb.SealedPart {
-	var item []byte
-	for _, f := range batch {
-		if f.Type == pb.Notice_PART {
-			item = append(item, decode(f.Bytes).GetChunk().GetData()...)
-		}
+	if sp, err := wiretest.SealedPart(batch); err == nil {
+		return sp
 	}
-	var sp pb.SealedPart
-	_ = proto.Unmarshal(item, &sp)
-	return &sp
+	return &pb.SealedPart{}
+}
+
+// suiteFailed ends the suite's side of the exchange: a tactic could not
+// build what it sends.
+func (x *exchange) suiteFailed(err error) {
+	x.machineErr = fmt.Errorf("suite: %w", err)
+	x.silent = true
 }
 
 // editPart changes the suite's sealed part before it is chunked again.
 func editPart(fn func(x *exchange, sp *pb.SealedPart) error) func(*exchange, []protocol.Frame) {
 	return onBatch(func(x *exchange, batch []protocol.Frame) {
-		sp := sealedPart(batch)
-		if err := fn(x, sp); err != nil {
-			x.machineErr = fmt.Errorf("suite: %w", err)
-			x.silent = true
+		sp, err := wiretest.SealedPart(batch)
+		if err == nil {
+			err = fn(x, sp)
+		}
+		if err != nil {
+			x.suiteFailed(err)
 			return
 		}
 		item, _ := proto.Marshal(sp)

@@ -14,12 +14,8 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +26,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
+	"github.com/p2pkex/p2pkex/internal/childproc"
 	"github.com/p2pkex/p2pkex/internal/failpoint"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/peerstore/storetest"
@@ -137,13 +134,7 @@ func TestCrashChild(t *testing.T) {
 
 // TestCrash kills a child at every failpoint; see the top of this file.
 func TestCrash(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("crash tests need SIGKILL")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Skipf("cannot re-execute the test binary: %v", err)
-	}
+	exe := childproc.Exe(t)
 	// Subtests run in parallel, after this function returns: check for
 	// leaks once they all ended.
 	running := goleak.IgnoreCurrent()
@@ -390,12 +381,7 @@ func crashCase(t *testing.T, exe, fp, action string) {
 // died of SIGKILL; any other end fails the test.
 func runCrashChild(t *testing.T, ctx context.Context, exe, fp, action, dir string, honest *Node) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestCrashChild$", "-test.count=1")
-	// On timeout, SIGQUIT: the child dumps its goroutines, and its exit is
-	// not mistaken for the failpoint's SIGKILL.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
-	cmd.WaitDelay = 5 * time.Second
-	cmd.Env = append(os.Environ(),
+	cmd := childproc.Command(ctx, exe, "TestCrashChild",
 		envCrashChild+"=1",
 		failpoint.EnvVar+"="+fp,
 		envCrashDir+"="+dir,
@@ -449,12 +435,8 @@ func runCrashChild(t *testing.T, ctx context.Context, exe, fp, action, dir strin
 	}
 
 	<-read
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			return
-		}
+	if err = cmd.Wait(); childproc.Killed(err) {
+		return
 	}
 	t.Fatalf("child did not die at failpoint %s (%v)\nstdout:\n%s\nstderr:\n%s", fp, err, out.String(), stderr.String())
 }
@@ -508,26 +490,17 @@ func requireSessions(t *testing.T, want, got []ps.SessionKey) {
 // and comes back on the same store: the recorded message, replayed, is
 // refused, and the sender's next Send converges.
 func TestCrashReplay(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("crash tests need SIGKILL")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Skipf("cannot re-execute the test binary: %v", err)
-	}
+	exe := childproc.Exe(t)
 	leakCheck(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a := newNode(t)
 	dir := filepath.Join(t.TempDir(), "receiver")
 
-	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
-	cmd.WaitDelay = 5 * time.Second
-	cmd.Env = append(os.Environ(), envCrashChild+"=1", envCrashDir+"="+dir, envCrashAction+"="+crashReceive)
+	cmd := childproc.Command(ctx, exe, "TestCrashChild", envCrashChild+"=1", envCrashDir+"="+dir, envCrashAction+"="+crashReceive)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	stderr := &lockedBuffer{}
+	stderr := &childproc.Buffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	lines := make(chan string, 16)
@@ -563,32 +536,10 @@ func TestCrashReplay(t *testing.T) {
 
 	require.NoError(t, cmd.Process.Kill()) // SIGKILL
 	err = cmd.Wait()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee)
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "%v", err)
+	require.True(t, childproc.Killed(err), "%v", err)
 	require.NoError(t, a.Host().Network().ClosePeer(ai.ID))
 	a.Host().Peerstore().ClearAddrs(ai.ID)
 
 	checkBoltFile(t, dir)
 	requireReplayRefused(t, a, dir, f, info.Epoch)
-}
-
-// lockedBuffer is a bytes.Buffer that a child's output may be written to
-// while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

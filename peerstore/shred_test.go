@@ -12,10 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/p2pkex/p2pkex/internal/childproc"
 	"github.com/p2pkex/p2pkex/internal/failpoint"
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/peerstore/storetest"
@@ -250,13 +248,7 @@ func TestShredCrashChild(t *testing.T) {
 // failpoint it passes: before the commit nothing may be lost; after it, the
 // destroyed secrets must be unrecoverable once the store was opened again.
 func TestShredCrash(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("crash tests need SIGKILL")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Skipf("cannot re-execute the test binary: %v", err)
-	}
+	exe := childproc.Exe(t)
 	points := map[string][]struct {
 		fp        string
 		committed bool
@@ -287,14 +279,10 @@ func TestShredCrash(t *testing.T) {
 				beforeSessions, _ := st.Sessions(f.peer)
 				require.NoError(t, st.Close())
 
-				cmd := exec.Command(exe, "-test.run=^TestShredCrashChild$", "-test.count=1")
-				cmd.Env = append(os.Environ(), envShredChild+"="+op.name, envShredDir+"="+f.dir,
+				cmd := childproc.Command(t.Context(), exe, "TestShredCrashChild", envShredChild+"="+op.name, envShredDir+"="+f.dir,
 					envShredPeer+"="+f.peer.String(), failpoint.EnvVar+"="+pt.fp)
 				out, err := cmd.CombinedOutput()
-				var ee *exec.ExitError
-				require.ErrorAs(t, err, &ee, "child: %s", out)
-				ws, ok := ee.Sys().(syscall.WaitStatus)
-				require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "child did not die at %s: %v\n%s", pt.fp, err, out)
+				require.True(t, childproc.Killed(err), "child did not die at %s: %v\n%s", pt.fp, err, out)
 
 				checkBolt(t, f.dir)
 				if pt.committed && pt.fp != failpoint.ShredAfterWipe {

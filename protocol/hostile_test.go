@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/p2pkex/p2pkex/internal/wiretest"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -231,39 +232,28 @@ func (v *villain) runSession(t *testing.T, s network.Stream, role protocol.Role,
 
 // read reads one frame of the honest side, noting ABORTs.
 func (ss *villainSession) read() ([]byte, error) {
-	_ = ss.s.SetReadDeadline(time.Now().Add(hostileTimeout))
-	f, err := ss.fr.ReadFrame(protocol.MaxNoticeSize)
-	if err != nil {
-		return nil, err
+	f, abort, err := wiretest.ReadFrame(ss.s, ss.fr, hostileTimeout)
+	if abort != nil {
+		ss.aborts = append(ss.aborts, *abort)
 	}
-	var n pb.Notice
-	if proto.Unmarshal(f, &n) == nil && n.Type == pb.Notice_ABORT && n.Abort != nil {
-		ss.aborts = append(ss.aborts, n.Abort.Status)
-	}
-	return f, nil
+	return f, err
 }
 
 // write sends raw bytes, unless the tactic went silent. In a hostile
 // session the honest side may already have reset the stream: write errors
 // are then expected and ignored.
 func (ss *villainSession) write(b []byte) {
-	if ss.silent || len(b) == 0 {
+	if ss.silent {
 		return
 	}
-	_ = ss.s.SetWriteDeadline(time.Now().Add(hostileTimeout))
-	_, err := ss.s.Write(b)
-	if !ss.hostile {
+	if err := wiretest.Write(ss.s, hostileTimeout, b); !ss.hostile {
 		require.NoError(ss.t, err)
 	}
 }
 
 // send writes frames.
 func (ss *villainSession) send(frames ...protocol.Frame) {
-	var b []byte
-	for _, f := range frames {
-		b = protocol.AppendFrame(b, f.Bytes)
-	}
-	ss.write(b)
+	ss.write(wiretest.AppendFrames(nil, frames...))
 }
 
 // closeWrite ends the villain's side of the stream and goes silent.
@@ -275,25 +265,20 @@ func (ss *villainSession) closeWrite() {
 // villainRole and honestRole of the session.
 func (ss *villainSession) villainRole() protocol.Role { return ss.m.Role() }
 
-func (ss *villainSession) honestRole() protocol.Role {
-	if ss.m.Role() == protocol.Initiator {
-		return protocol.Responder
-	}
-	return protocol.Initiator
-}
+func (ss *villainSession) honestRole() protocol.Role { return wiretest.Other(ss.m.Role()) }
 
 func hostileMarshal(t *testing.T, n *pb.Notice) protocol.Frame {
 	t.Helper()
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(n)
+	f, err := wiretest.Marshal(n)
 	require.NoError(t, err)
-	return protocol.Frame{Type: n.Type, Bytes: b}
+	return f
 }
 
 func hostileDecode(t *testing.T, b []byte) *pb.Notice {
 	t.Helper()
-	var n pb.Notice
-	require.NoError(t, proto.Unmarshal(b, &n))
-	return &n
+	n, err := wiretest.Decode(b)
+	require.NoError(t, err)
+	return n
 }
 
 // edit returns f changed by fn.
@@ -309,62 +294,15 @@ func (ss *villainSession) chunks(typ pb.Notice_Type, item []byte, noticeSize int
 	if noticeSize == 0 {
 		noticeSize = ss.m.MaxFrame()
 	}
-	var out []protocol.Frame
-	for _, c := range protocol.SplitForTest(item, noticeSize) {
-		out = append(out, hostileMarshal(ss.t, &pb.Notice{Type: typ, Chunk: c}))
-	}
+	out, err := wiretest.ChunkNotices(typ, protocol.SplitForTest(item, noticeSize))
+	require.NoError(ss.t, err)
 	return out
-}
-
-// hostileReplace returns batch with its notices of type typ replaced by with, at
-// the place of the first of them.
-func hostileReplace(batch []protocol.Frame, typ pb.Notice_Type, with []protocol.Frame) []protocol.Frame {
-	var out []protocol.Frame
-	done := false
-	for _, f := range batch {
-		if f.Type != typ {
-			out = append(out, f)
-			continue
-		}
-		if !done {
-			out = append(out, with...)
-			done = true
-		}
-	}
-	return out
-}
-
-// hostileBefore returns the frames of batch before the first of type typ.
-func hostileBefore(batch []protocol.Frame, typ pb.Notice_Type) []protocol.Frame {
-	for i, f := range batch {
-		if f.Type == typ {
-			return batch[:i]
-		}
-	}
-	return batch
-}
-
-func hostileHas(batch []protocol.Frame, types ...pb.Notice_Type) bool {
-	for _, f := range batch {
-		for _, typ := range types {
-			if f.Type == typ {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hostileOnBatch runs fn on the batch that holds a notice of one of types (each
 // type travels in one batch only); every other batch goes out unchanged.
 func hostileOnBatch(fn func(ss *villainSession, batch []protocol.Frame), types ...pb.Notice_Type) func(*villainSession, []protocol.Frame) {
-	return func(ss *villainSession, batch []protocol.Frame) {
-		if hostileHas(batch, types...) {
-			fn(ss, batch)
-			return
-		}
-		ss.send(batch...)
-	}
+	return wiretest.OnBatch((*villainSession).send, fn, types...)
 }
 
 // hostileOpening is the villain's first notice: START or CONTINUE.
@@ -383,12 +321,9 @@ func hostileOpeningNotice(n *pb.Notice) func(*villainSession, []protocol.Frame) 
 // hostileEditType edits the villain's notice of type typ.
 func hostileEditType(typ pb.Notice_Type, fn func(ss *villainSession, n *pb.Notice)) func(*villainSession, []protocol.Frame) {
 	return hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
-		for i, f := range batch {
-			if f.Type == typ {
-				batch[i] = ss.edit(f, func(n *pb.Notice) { fn(ss, n) })
-			}
-		}
-		ss.send(batch...)
+		out, err := wiretest.Edit(batch, typ, func(n *pb.Notice) { fn(ss, n) })
+		require.NoError(ss.t, err)
+		ss.send(out...)
 	}, typ)
 }
 
@@ -396,34 +331,25 @@ func hostileEditType(typ pb.Notice_Type, fn func(ss *villainSession, n *pb.Notic
 // item(ss).
 func hostileReplaceItem(typ pb.Notice_Type, item func(ss *villainSession) []byte) func(*villainSession, []protocol.Frame) {
 	return hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
-		ss.send(hostileReplace(batch, typ, ss.chunks(typ, item(ss), 0))...)
+		ss.send(wiretest.Replace(batch, typ, ss.chunks(typ, item(ss), 0))...)
 	}, typ)
 }
 
 // hostileReplaceChunks replaces the villain's KEY or PART notices with chunks(ss).
 func hostileReplaceChunks(typ pb.Notice_Type, chunks func(ss *villainSession) []*pb.Chunk) func(*villainSession, []protocol.Frame) {
 	return hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
-		var with []protocol.Frame
-		for _, c := range chunks(ss) {
-			with = append(with, hostileMarshal(ss.t, &pb.Notice{Type: typ, Chunk: c}))
-		}
-		ss.send(hostileReplace(batch, typ, with)...)
+		with, err := wiretest.ChunkNotices(typ, chunks(ss))
+		require.NoError(ss.t, err)
+		ss.send(wiretest.Replace(batch, typ, with)...)
 	}, typ)
 }
 
 // sealedPart reassembles the villain's sealed part from the PART notices of
 // batch.
 func (ss *villainSession) sealedPart(batch []protocol.Frame) *pb.SealedPart {
-	var item []byte
-	for _, f := range batch {
-		if f.Type == pb.Notice_PART {
-			item = append(item, hostileDecode(ss.t, f.Bytes).Chunk.Data...)
-		}
-	}
-	require.NotEmpty(ss.t, item)
-	var sp pb.SealedPart
-	require.NoError(ss.t, proto.Unmarshal(item, &sp))
-	return &sp
+	sp, err := wiretest.SealedPart(batch)
+	require.NoError(ss.t, err)
+	return sp
 }
 
 // hostileEditPart changes the villain's sealed part before it is chunked again.
@@ -433,7 +359,7 @@ func hostileEditPart(fn func(ss *villainSession, sp *pb.SealedPart)) func(*villa
 		fn(ss, sp)
 		item, err := proto.Marshal(sp)
 		require.NoError(ss.t, err)
-		ss.send(hostileReplace(batch, pb.Notice_PART, ss.chunks(pb.Notice_PART, item, 0))...)
+		ss.send(wiretest.Replace(batch, pb.Notice_PART, ss.chunks(pb.Notice_PART, item, 0))...)
 	}, pb.Notice_PART)
 }
 
@@ -450,7 +376,7 @@ func (ss *villainSession) signPart(sp *pb.SealedPart, role protocol.Role, signer
 func hostileEcho(typ pb.Notice_Type) villainTactic {
 	return villainTactic{
 		out: func(ss *villainSession, batch []protocol.Frame) {
-			ss.send(hostileReplace(batch, typ, nil)...)
+			ss.send(wiretest.Replace(batch, typ, nil)...)
 		},
 		in: func(ss *villainSession, frame []byte) {
 			if hostileDecode(ss.t, frame).Type == typ {
@@ -472,7 +398,7 @@ func hostileReplay(typ pb.Notice_Type, nth int) func(*villainSession, []protocol
 			}
 		}
 		require.NotEmpty(ss.t, old, "recorded session %d has no %v", nth, typ)
-		ss.send(hostileReplace(batch, typ, old)...)
+		ss.send(wiretest.Replace(batch, typ, old)...)
 	}, typ)
 }
 
@@ -480,8 +406,8 @@ func hostileReplay(typ pb.Notice_Type, nth int) func(*villainSession, []protocol
 // then nothing more.
 func hostileSilentFrom(typ pb.Notice_Type) func(*villainSession, []protocol.Frame) {
 	return func(ss *villainSession, batch []protocol.Frame) {
-		ss.send(hostileBefore(batch, typ)...)
-		if hostileHas(batch, typ) {
+		ss.send(wiretest.Before(batch, typ)...)
+		if wiretest.Has(batch, typ) {
 			ss.silent = true
 		}
 	}
@@ -744,7 +670,7 @@ func hostileRows() []hostileRow {
 			name: "order/KEY-in-phase-1", dirs: hostileBoth, want: protocol.ErrUnexpected,
 			tactic: villainTactic{out: hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
 				ss.send(ss.chunks(pb.Notice_KEY, ss.v.key.Envelope, 0)...)
-				ss.send(hostileReplace(batch, pb.Notice_KEY, nil)...)
+				ss.send(wiretest.Replace(batch, pb.Notice_KEY, nil)...)
 			}, phase1End...)},
 		},
 		{
@@ -775,10 +701,10 @@ func hostileRows() []hostileRow {
 		{
 			name: "order/PART_RECEIVED-before-PART", dirs: hostileBoth, want: protocol.ErrUnexpected,
 			tactic: villainTactic{out: hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
-				ss.send(hostileBefore(batch, pb.Notice_PART)...)
+				ss.send(wiretest.Before(batch, pb.Notice_PART)...)
 				ss.send(hostileMarshal(ss.t, &pb.Notice{Type: pb.Notice_PART_RECEIVED,
 					PartReceived: &pb.PartReceived{Mac: hostileRandom(ss.t, protocol.MACSize)}}))
-				ss.send(batch[len(hostileBefore(batch, pb.Notice_PART)):]...)
+				ss.send(batch[len(wiretest.Before(batch, pb.Notice_PART)):]...)
 			}, pb.Notice_PART)},
 		},
 
@@ -801,7 +727,7 @@ func hostileRows() []hostileRow {
 				out: hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
 					item, err := proto.Marshal(ss.sealedPart(batch))
 					require.NoError(ss.t, err)
-					ss.send(hostileReplace(batch, pb.Notice_PART, ss.chunks(pb.Notice_PART, item, protocol.DefaultNoticeSize))...)
+					ss.send(wiretest.Replace(batch, pb.Notice_PART, ss.chunks(pb.Notice_PART, item, protocol.DefaultNoticeSize))...)
 				}, pb.Notice_PART),
 			},
 		},
@@ -1146,7 +1072,7 @@ func hostileRows() []hostileRow {
 			// PART is signed over the old transcript.
 			name: "replay/whole-earlier-session", dirs: hostileBoth, prior: 1, want: protocol.ErrBadSignature,
 			tactic: villainTactic{out: func(ss *villainSession, batch []protocol.Frame) {
-				if hostileHas(batch, hostileOpening...) {
+				if wiretest.Has(batch, hostileOpening...) {
 					ss.send(ss.v.sessions[0]...)
 				}
 				ss.silent = true
@@ -1193,7 +1119,7 @@ func hostileRows() []hostileRow {
 		{
 			name: "ABORT/instead-of-PART", dirs: hostileBoth, abort: pb.Status_BAD_COMMITMENT,
 			tactic: villainTactic{out: hostileOnBatch(func(ss *villainSession, batch []protocol.Frame) {
-				ss.send(hostileBefore(batch, pb.Notice_PART)...)
+				ss.send(wiretest.Before(batch, pb.Notice_PART)...)
 				ss.send(hostileMarshal(ss.t, &pb.Notice{Type: pb.Notice_ABORT, Abort: &pb.Abort{Status: pb.Status_BAD_COMMITMENT}}))
 				ss.silent = true
 			}, pb.Notice_PART)},

@@ -984,31 +984,31 @@ type specDerived struct {
 	Result     vecResult
 }
 
+// identity is the file's identity named name, or nil.
+func (f *vecFile) identity(name string) *vecIdentityJSON {
+	if i := slices.IndexFunc(f.Identities, func(x *vecIdentityJSON) bool { return x.Name == name }); i >= 0 {
+		return f.Identities[i]
+	}
+	return nil
+}
+
+// recordOf is the file's record with ID id, or nil.
+func (f *vecFile) recordOf(id string) *vecRecord {
+	if i := slices.IndexFunc(f.Records, func(x *vecRecord) bool { return x.ID == id }); i >= 0 {
+		return f.Records[i]
+	}
+	return nil
+}
+
 // specDerive recomputes everything a vector derives from its inputs and
 // frames, checking every notice against the rules of docs/PROTOCOL.md on
 // the way.
 func specDerive(f *vecFile, v *vector) (*specDerived, error) {
-	identity := func(name string) *vecIdentityJSON {
-		for _, x := range f.Identities {
-			if x.Name == name {
-				return x
-			}
-		}
-		return nil
-	}
-	recordOf := func(id string) *vecRecord {
-		for _, x := range f.Records {
-			if x.ID == id {
-				return x
-			}
-		}
-		return nil
-	}
 	sides := [2]*vecSide{&v.Initiator, &v.Responder}
 	var ids [2]*vecIdentityJSON
 	var recs [2]*vecRecord // current records
 	for i, s := range sides {
-		id := identity(s.Identity)
+		id := f.identity(s.Identity)
 		if id == nil {
 			return nil, fmt.Errorf("%s: unknown identity %q", specRoles[i], s.Identity)
 		}
@@ -1022,7 +1022,7 @@ func specDerive(f *vecFile, v *vector) (*specDerived, error) {
 			if rid == "" {
 				continue
 			}
-			r := recordOf(rid)
+			r := f.recordOf(rid)
 			if r == nil || r.Owner != s.Identity {
 				return nil, fmt.Errorf("%s: record %q", specRoles[i], rid)
 			}
@@ -1030,7 +1030,7 @@ func specDerive(f *vecFile, v *vector) (*specDerived, error) {
 				return nil, fmt.Errorf("%s record %s: %w", specRoles[i], rid, err)
 			}
 		}
-		recs[i] = recordOf(s.Record)
+		recs[i] = f.recordOf(s.Record)
 		if recs[i] == nil {
 			return nil, fmt.Errorf("%s: no current record", specRoles[i])
 		}
@@ -1049,7 +1049,7 @@ func specDerive(f *vecFile, v *vector) (*specDerived, error) {
 			}
 			continue
 		}
-		r := recordOf(s.KnownRecord)
+		r := f.recordOf(s.KnownRecord)
 		if r == nil || r.Owner != sides[1-i].Identity || !bytes.Equal(r.Fingerprint, s.KnownFingerprint) {
 			return nil, fmt.Errorf("%s: known record %q", specRoles[i], s.KnownRecord)
 		}
@@ -1551,29 +1551,13 @@ func (h hexBytes) String() string { return hex.EncodeToString(h) }
 // specRebuild builds the frames of v, in the order of v.Frames, from the
 // inputs.
 func specRebuild(f *vecFile, v *vector) ([][]byte, error) {
-	identity := func(name string) *vecIdentityJSON {
-		for _, x := range f.Identities {
-			if x.Name == name {
-				return x
-			}
-		}
-		return nil
-	}
-	recordOf := func(id string) *vecRecord {
-		for _, x := range f.Records {
-			if x.ID == id {
-				return x
-			}
-		}
-		return nil
-	}
 	sides := [2]*vecSide{&v.Initiator, &v.Responder}
 	var recs [2]*vecRecord
 	var seeds [2][]byte
 	var peerIDs [2][]byte
 	for i, s := range sides {
-		id := identity(s.Identity)
-		recs[i] = recordOf(s.Record)
+		id := f.identity(s.Identity)
+		recs[i] = f.recordOf(s.Record)
 		if id == nil || recs[i] == nil {
 			return nil, fmt.Errorf("%s: identity or record", specRoles[i])
 		}

@@ -16,32 +16,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p2pkex/p2pkex/api"
+	"github.com/p2pkex/p2pkex/internal/childproc"
 )
-
-// lockedBuffer collects a daemon's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startDaemon runs the daemon of dir in this process, on loopback, until
 // stop is called or the test ends, and returns its first address.
 func startDaemon(t *testing.T, dir string) (addr string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &lockedBuffer{}
+	out := &childproc.Buffer{} // the daemon's output
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"p2pkex", "daemon", "--repo", dir, "--no-mdns", "--no-dht",
@@ -168,7 +151,7 @@ func TestInboxFollow(t *testing.T) {
 	}
 
 	// A follower whose daemon stops is told so.
-	var out lockedBuffer
+	var out childproc.Buffer
 	var errOut2 strings.Builder
 	go func() {
 		done <- runIO(context.Background(), []string{"p2pkex", "inbox", "--repo", bob, "--follow"}, strings.NewReader(""), &out, &errOut2)
