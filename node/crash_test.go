@@ -23,7 +23,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/stretchr/testify/require"
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/p2pkex/p2pkex/internal/childproc"
@@ -271,7 +270,7 @@ func crashCase(t *testing.T, exe, fp, action string) {
 	stopEvents()
 
 	// Reopen: the file passes bbolt's consistency check and the store opens.
-	checkBoltFile(t, childDir)
+	storetest.RequireBoltConsistent(t, childDir)
 	committed := fp == failpoint.CommitAfterCommit || fp == failpoint.RotateAfterCommit || fp == failpoint.ShredAfterWipe
 	if committed && fp != failpoint.ShredAfterWipe {
 		// Killed between the commit and the wipe of the destroyed keys'
@@ -441,22 +440,6 @@ func runCrashChild(t *testing.T, ctx context.Context, exe, fp, action, dir strin
 	t.Fatalf("child did not die at failpoint %s (%v)\nstdout:\n%s\nstderr:\n%s", fp, err, out.String(), stderr.String())
 }
 
-// checkBoltFile runs bbolt's own consistency check over the store's file,
-// as the crash left it.
-func checkBoltFile(t *testing.T, dir string) {
-	t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, ps.BoltFileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	require.NoError(t, err)
-	defer db.Close()
-	require.NoError(t, db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	}))
-}
-
 // requireLoads checks that a stored exchange key (nil: none) is one the
 // node can load: its record is signed by identity and its private keys
 // match it.
@@ -540,6 +523,6 @@ func TestCrashReplay(t *testing.T) {
 	require.NoError(t, a.Host().Network().ClosePeer(ai.ID))
 	a.Host().Peerstore().ClearAddrs(ai.ID)
 
-	checkBoltFile(t, dir)
+	storetest.RequireBoltConsistent(t, dir)
 	requireReplayRefused(t, a, dir, f, info.Epoch)
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/p2pkex/p2pkex/internal/childproc"
 	"github.com/p2pkex/p2pkex/internal/failpoint"
@@ -315,16 +314,4 @@ func TestShredCrash(t *testing.T) {
 
 // checkBolt runs bbolt's consistency check over the store file as the
 // crash left it.
-func checkBolt(t *testing.T, dir string) {
-	t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, peerstore.BoltFileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	require.NoError(t, err)
-	defer db.Close()
-	require.NoError(t, db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	}))
-}
+func checkBolt(t *testing.T, dir string) { storetest.RequireBoltConsistent(t, dir) }
