@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,6 +24,12 @@ import (
 // runs on; and spin must verify it by full searches.
 
 const modelFile = "model/p2pkex.pml"
+
+// pipelineFile models pipelined commits on a kept stream (node/pipeline.go):
+// one initiator's exchanges one after another, the responder's background
+// commits, failing commits, resets and a SIGKILL (README.md, "The pipeline
+// model").
+const pipelineFile = "model/pipeline.pml"
 
 // modelRow is one "ACCEPT" line of the model.
 type modelRow struct {
@@ -140,6 +147,19 @@ func TestModelMatchesTable(t *testing.T) {
 	require.Equal(t, want, got, "the model's ACCEPT rows must be protocol.Transitions()")
 }
 
+// TestModelPipelineNotices: pipeline.pml's notice types are the wire's.
+func TestModelPipelineNotices(t *testing.T) {
+	b, err := os.ReadFile(pipelineFile)
+	require.NoError(t, err)
+	g := reMtype.FindStringSubmatch(string(b))
+	require.NotNil(t, g, "%s: no mtype", pipelineFile)
+	require.Equal(t, "notice", g[1])
+	for _, name := range strings.Split(g[2], ",") {
+		_, ok := pb.Notice_Type_value[strings.TrimSpace(name)]
+		require.True(t, ok, "%s: %q is no pb.Notice_Type", pipelineFile, strings.TrimSpace(name))
+	}
+}
+
 // unreachableRows are table rows no honest peer makes a machine take, so no
 // search of the model takes them either; the machine accepts them from a
 // misbehaving peer (misbehave_test.go).
@@ -151,6 +171,7 @@ var unreachableRows = []string{
 // spinRun is one verification of the model.
 type spinRun struct {
 	name    string
+	file    string   // the model; modelFile if empty
 	defines []string // for spin
 	ltl     bool     // check the LTL property (acceptance cycles, weak fairness) instead of safety
 	big     bool     // compile pan with optimisation: it pays for large searches only
@@ -176,6 +197,10 @@ var spinRuns = []spinRun{
 	// counterexamples short.
 	{name: "late/safety", defines: []string{"-DLATE=2"}, big: true},
 	{name: "late-fair/safety", defines: []string{"-DLATE=2", "-DMAXFAULTS=0"}},
+	// Pipelined commits: three and four exchanges on the kept stream, each
+	// with or without a record, two faults of any kind.
+	{name: "pipeline/safety", file: pipelineFile, defines: []string{"-DCHOICES=1", "-DMAXFAULTS=2"}},
+	{name: "pipeline-4/safety", file: pipelineFile, defines: []string{"-DN=4", "-DCHOICES=1", "-DMAXFAULTS=2"}},
 }
 
 // TestModelSpin verifies the model with spin: no assertion violation, no
@@ -279,6 +304,44 @@ func TestModelMutants(t *testing.T) {
 		name:     "late/old-install",
 		defines:  []string{"-DLATE", "-DOLD_TIEBREAK_RAN", "-DOLD_INSTALL"},
 		violated: "((actEp[0]!=actEp[1])||(actKey[0]==actKey[1]))",
+	}, {
+		// Pipelined commits (pipeline.pml). The responder sends the next
+		// exchange's PART_RECEIVED while the commit before it may still be
+		// in flight: no hold (heldStream).
+		name:     "pipeline/no-hold",
+		file:     pipelineFile,
+		edit:     replace(pipelineHold, "\t:: else -> skip\n\tfi;"),
+		violated: "((k==1)||(returned[(k-1)]&&(ok[(k-1)]||reset)))",
+	}, {
+		// The same, seen from the initiator alone (P4): it installs an
+		// exchange whose predecessor the responder does not hold durably.
+		name:     "pipeline/no-hold/initiator",
+		file:     pipelineFile,
+		edit:     edits(replace(pipelineHold, "\t:: else -> skip\n\tfi;"), onlyProperty(t, "P4")),
+		violated: "(k<=(durX+1))",
+	}, {
+		// A failed commit neither resets the stream nor fails the hold:
+		// the next exchange goes on after it.
+		name:     "pipeline/failed-commit-unnoticed",
+		file:     pipelineFile,
+		edit:     edits(replace(pipelineFailCheck, ""), replace(pipelineFailReset, ":: !res -> skip")),
+		violated: "((k==1)||(returned[(k-1)]&&(ok[(k-1)]||reset)))",
+	}, {
+		// The same, seen from the initiator alone (P4).
+		name:     "pipeline/failed-commit-unnoticed/initiator",
+		file:     pipelineFile,
+		edit:     edits(replace(pipelineFailCheck, ""), replace(pipelineFailReset, ":: !res -> skip"), onlyProperty(t, "P4")),
+		violated: "(k<=(durX+1))",
+	}, {
+		// The store answers a commit before it is synced, and syncs after:
+		// the hold releases PART_RECEIVED on a commit not yet durable (P4).
+		name: "pipeline/answered-before-synced",
+		file: pipelineFile,
+		edit: edits(
+			replace(":: durEp = commitEp[k]; durX = k; res = true /* synced: durable */", ":: res = true; report(k, res)"),
+			replace("\t\treport(k, res) }", "\t\tif :: res -> durEp = commitEp[k]; durX = k :: else -> report(k, res) fi }"),
+			onlyProperty(t, "P4")),
+		violated: "(k<=(durX+1))",
 	}} {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
@@ -292,6 +355,60 @@ func TestModelMutants(t *testing.T) {
 			if r.violated != "" {
 				require.Contains(t, out, "assertion violated "+r.violated, "the broken model failed otherwise")
 			}
+		})
+	}
+}
+
+// Parts of pipeline.pml the mutants change.
+const (
+	// The hold on the responder's PART_RECEIVED (heldStream.Write).
+	pipelineHold = `	:: pred != 0 ->
+		do
+		:: returned[pred] -> break
+		:: crashed -> goto gone
+		od;
+		if
+		:: !ok[pred] -> goto failed
+		:: else -> skip
+		fi
+	:: else -> skip
+	fi;`
+	// The hold's check that the commit before succeeded (prevInstalled).
+	pipelineFailCheck = `		if
+		:: !ok[pred] -> goto failed
+		:: else -> skip
+		fi
+`
+	// complete's reset of the stream after a failed commit.
+	pipelineFailReset = ":: !res -> reset = true; resetR = true"
+)
+
+// edits applies fs in order.
+func edits(fs ...func(string) string) func(string) string {
+	return func(src string) string {
+		for _, f := range fs {
+			src = f(src)
+		}
+		return src
+	}
+}
+
+// reProperty is an assertion of pipeline.pml with the property it checks.
+var reProperty = regexp.MustCompile(`assert\((.*)\)(;?) /\* (P\d) \*/`)
+
+// onlyProperty turns off every assertion of pipeline.pml that checks
+// another property than p (the untagged ones, that an honest stream
+// delivers the notices in order, stay), so that a mutant shows that p
+// alone catches it.
+func onlyProperty(t *testing.T, p string) func(string) string {
+	return func(src string) string {
+		require.Contains(t, src, "/* "+p+" */")
+		return reProperty.ReplaceAllStringFunc(src, func(a string) string {
+			g := reProperty.FindStringSubmatch(a)
+			if g[3] == p {
+				return a
+			}
+			return "skip" + g[2] + " /* " + g[3] + " off */"
 		})
 	}
 }
@@ -314,14 +431,16 @@ func requireSpin(t *testing.T) {
 // Pan stops at the first error.
 func runSpin(t *testing.T, r spinRun, cover bool) string {
 	t.Helper()
-	src, err := os.ReadFile(modelFile)
+	file := cmp.Or(r.file, modelFile)
+	src, err := os.ReadFile(file)
 	require.NoError(t, err)
 	model := string(src)
 	if r.edit != nil {
 		model = r.edit(model)
 	}
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "p2pkex.pml"), []byte(model), 0o644))
+	name := filepath.Base(file)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(model), 0o644))
 	run := func(name string, args ...string) string {
 		cmd := exec.CommandContext(t.Context(), name, args...)
 		cmd.Dir = dir
@@ -329,7 +448,7 @@ func runSpin(t *testing.T, r spinRun, cover bool) string {
 		require.NoError(t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
 		return string(out)
 	}
-	run("spin", append(append([]string{}, r.defines...), "-a", "p2pkex.pml")...)
+	run("spin", append(append([]string{}, r.defines...), "-a", name)...)
 	cflags := []string{"-w", "-O0", "-DCOLLAPSE"}
 	if r.big {
 		cflags[1] = "-O1"
@@ -372,7 +491,7 @@ func requireVerified(t *testing.T, r spinRun, out string) {
 	t.Helper()
 	n, ok := panErrors(out)
 	require.True(t, ok, "pan printed no error count:\n%s", out)
-	require.Zero(t, n, "spin found an error; replay it with spin -t -p %s p2pkex.pml:\n%s", strings.Join(r.defines, " "), out)
+	require.Zero(t, n, "spin found an error; replay it with spin -t -p %s %s:\n%s", strings.Join(r.defines, " "), filepath.Base(cmp.Or(r.file, modelFile)), out)
 	require.NotRegexp(t, `(?m)^pan:\d+: `, out, "an error report (assertion violated, invalid end state, acceptance cycle)")
 	for _, bad := range []string{"Search not completed", "max search depth too small", "out of memory", "pan: error"} {
 		require.NotContains(t, out, bad, "\n%s", out)
