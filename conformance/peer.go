@@ -522,7 +522,8 @@ func chunks(typ pb.Notice_Type, item []byte, size int) []protocol.Frame {
 }
 
 // ---------------------------------------------------------------------------
-// Batch helpers for tactics.
+// Batch helpers for tactics: those of internal/wiretest, which protocol's
+// hostile-peer table shares, under the names the cases use.
 
 func has(batch []protocol.Frame, types ...pb.Notice_Type) bool { return wiretest.Has(batch, types...) }
 
