@@ -13,12 +13,27 @@ package peerstore
 // (destroy the pruned keys, refill the pool), which overlaps with the next
 // batch.
 //
-// The scheme is the classic one, without a timer: a caller that finds no
-// commit under way leads at once (an idle store adds no latency); callers
-// that arrive while one is being written queue; when the leader's
-// transaction has committed, the leader answers the callers of its batch
-// and hands the lead to the first of the queue, which takes the whole
-// queue as the next batch. So a batch is what arrived during one commit.
+// The scheme is the classic one: a caller that finds no commit under way
+// leads at once (an idle store adds no latency); callers that arrive while
+// one is being written queue; when the leader's transaction has committed,
+// the leader answers the callers of its batch and hands the lead to the
+// first of the queue, which takes the whole queue as the next batch.
+//
+// A leader that was handed the lead waits a little before it takes the
+// queue (waitBefore): as long as the last transaction took to commit, times
+// batchWaitFactor, at most maxBatchWait, and not at all once batchFull
+// callers are queued. Without the wait a batch is what arrived during one
+// commit: at 64 exchanges in flight about 3 callers, so that every
+// exchange paid about one fdatasync (three per batch), and a sync costs
+// about 0.1 ms of kernel CPU here (docs/performance/store.md). With it a
+// batch collects what arrives in about three commits' time, and the store
+// spends at most a third of its time in syncs. The wait is on no one's
+// critical path when commits come from independent exchanges: the
+// responder commits in the background while the peer's next exchange runs
+// (node/pipeline.go). The lead is handed only when callers queued during
+// the last commit, so a store used one commit at a time (each waiting for
+// the one before) never waits.
+//
 // The lead passes on as soon as the transaction committed, before the
 // slots of what it pruned are overwritten: that sync of the key file
 // overlaps with the next batch, and the callers are answered once it is
@@ -42,11 +57,14 @@ package peerstore
 // BatchAfterCommit and BatchAfterOverwrite (batch_test.go,
 // TestShredCrashBatch) kill a process inside a batch of several callers:
 // before its commit, after it, and in the overwrite of the pruned slots
-// after it.
+// after it; BatchWait kills it while a leader waits for more callers
+// (nothing of its batch written, the batch before it committed). The wait
+// writes nothing and answers no one, so it changes none of the above.
 
 import (
 	"errors"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -56,6 +74,24 @@ import (
 // maxBatch bounds a batch, so that a failing caller's rerun of the others
 // stays short.
 const maxBatch = 256
+
+const (
+	// batchWaitFactor and maxBatchWait bound the wait of a leader that was
+	// handed the lead (see the top of this file); batchFull callers queued
+	// end it. Measured in docs/performance/store.md.
+	batchWaitFactor = 2
+	maxBatchWait    = 10 * time.Millisecond
+	batchFull       = 64
+)
+
+// waitBefore is how long a leader waits for more callers before it takes
+// the queue: queued callers are there, and the last transaction took took.
+func waitBefore(handed bool, queued int, took time.Duration) time.Duration {
+	if !handed || queued >= batchFull {
+		return 0
+	}
+	return min(batchWaitFactor*took, maxBatchWait)
+}
 
 // batchReq is one caller of the group commit.
 type batchReq struct {
@@ -71,9 +107,11 @@ var errLead = errors.New("peerstore: lead the next batch")
 type groupCommit struct {
 	mu    sync.Mutex
 	queue []*batchReq
-	busy  bool // a leader is writing a batch, or has been handed the lead
+	busy  bool          // a leader is writing a batch, or has been handed the lead
+	full  chan struct{} // while a leader waits for callers: closed once batchFull queued
+	took  time.Duration // how long the last transaction took to commit
 
-	batches, commits uint64 // transactions written and callers committed (tests)
+	batches, commits, waits uint64 // transactions, callers committed, leaders that waited (tests)
 }
 
 // writeBatched is write for functions that may share a transaction with
@@ -94,8 +132,12 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 	g.queue = append(g.queue, r)
 	if !g.busy {
 		g.busy = true
-		s.lead() // unlocks g.mu
+		s.lead(false) // unlocks g.mu
 	} else {
+		if g.full != nil && len(g.queue) >= batchFull {
+			close(g.full)
+			g.full = nil
+		}
 		g.mu.Unlock()
 	}
 	for {
@@ -104,7 +146,7 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 			return err
 		}
 		g.mu.Lock()
-		s.lead()
+		s.lead(true)
 	}
 }
 
@@ -112,8 +154,25 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 // lead to the first caller that queued meanwhile. It is called with g.mu
 // held and g.busy set, and unlocks g.mu. Every caller of the batch holds
 // s.mu shared while it waits, so Close waits for the batch.
-func (s *boltStore) lead() {
+func (s *boltStore) lead(handed bool) {
 	g := &s.batch
+	if wait := waitBefore(handed, len(g.queue), g.took); wait > 0 {
+		g.waits++
+		full := make(chan struct{})
+		g.full = full
+		g.mu.Unlock()
+		failpoint.Inject(failpoint.BatchWait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-full:
+		}
+		t.Stop()
+		g.mu.Lock()
+		if g.full == full {
+			g.full = nil
+		}
+	}
 	n := min(len(g.queue), maxBatch)
 	batch := g.queue[:n:n]
 	g.queue = g.queue[n:]
@@ -122,11 +181,13 @@ func (s *boltStore) lead() {
 	}
 	g.mu.Unlock()
 
+	start := time.Now()
 	finish := s.commitBatch(batch)
 
 	// The next batch may start once this one committed: the wipe of what
 	// this one pruned (a sync of the key file) overlaps with it.
 	g.mu.Lock()
+	g.took = time.Since(start)
 	if len(g.queue) > 0 {
 		g.queue[0].done <- errLead // it has no answer yet: the buffer is free
 	} else {

@@ -31,9 +31,20 @@ import (
 
 // TestBoltGroupCommit: commits that arrive together are written in fewer
 // transactions than there are commits, and every one is there. (Without
-// group commit each is a transaction of its own.)
+// group commit each is a transaction of its own.) A store used one commit
+// at a time never makes a leader wait for more callers; concurrent
+// commits do (without the wait, no leader waits).
 func TestBoltGroupCommit(t *testing.T) {
 	st := openBolt(t, filepath.Join(t.TempDir(), "store"))
+	alone := storetest.RandPeerID(t)
+	for e := uint64(1); e <= peerstore.KeepEpochs+3; e++ {
+		commitEpoch(t, st, alone, e)
+	}
+	batches, commits := peerstore.GroupCommits(st)
+	require.EqualValues(t, peerstore.KeepEpochs+3, batches)
+	require.EqualValues(t, batches, commits)
+	require.Zero(t, peerstore.GroupCommitWaits(st), "one commit at a time: a leader waited")
+
 	const writers, epochs = 32, 4
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
@@ -53,10 +64,13 @@ func TestBoltGroupCommit(t *testing.T) {
 	close(start)
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
-	batches, commits := peerstore.GroupCommits(st)
+	b0, c0 := batches, commits
+	batches, commits = peerstore.GroupCommits(st)
+	batches, commits = batches-b0, commits-c0
 	require.EqualValues(t, writers*epochs, commits)
 	require.Less(t, batches, commits, "no two commits shared a transaction")
-	t.Logf("%d commits in %d transactions", commits, batches)
+	require.Positive(t, peerstore.GroupCommitWaits(st), "no leader waited for more callers")
+	t.Logf("%d commits in %d transactions, %d leaders waited", commits, batches, peerstore.GroupCommitWaits(st))
 	for _, p := range peers {
 		act, err := st.ActiveSession(p)
 		require.NoError(t, err)
@@ -104,6 +118,19 @@ func TestBoltKeyPool(t *testing.T) {
 	unnamed, err = peerstore.UnnamedKeySlots(dir)
 	require.NoError(t, err)
 	require.Zero(t, unnamed)
+}
+
+// TestBoltGroupCommitWait: how long a leader waits for more callers
+// (batch.go): not at all if it leads an idle store or batchFull callers
+// are queued; else batchWaitFactor times the last commit's time, at most
+// maxBatchWait.
+func TestBoltGroupCommitWait(t *testing.T) {
+	const took = time.Millisecond
+	require.Zero(t, peerstore.WaitBefore(false, 5, took), "an idle store's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, took), "a full queue's leader waited")
+	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 1, took))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, time.Hour))
+	require.Zero(t, peerstore.WaitBefore(true, 1, 0))
 }
 
 const (
@@ -163,9 +190,10 @@ func TestShredCrashBatchChild(t *testing.T) {
 }
 
 // TestShredCrashBatch kills a process inside a group commit of several
-// callers: after the writes and before the shared commit, and after the
-// commit and before the callers were answered and the pruned keys wiped.
-// After reopening, for every writer: each commit it was answered for is
+// callers: after the writes and before the shared commit, after the
+// commit and before the callers were answered and the pruned keys wiped,
+// in that wipe before its sync, and while the next leader waits for more
+// callers. After reopening, for every writer: each commit it was answered for is
 // there; at most the one it was waiting for is there besides; the epochs
 // kept are the newest KeepEpochs of what is there; and no key of an epoch
 // that is not kept (pruned, or never committed) is recoverable from the
@@ -179,7 +207,9 @@ func TestShredCrashBatch(t *testing.T) {
 	// BatchAfterOverwrite: killed in the step after the shared commit that
 	// destroys the pruned keys and refills the pool of synced keys (new
 	// keys and zeros written to store.keys, not yet synced; shred.go).
-	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.BatchAfterOverwrite} {
+	// BatchWait: killed while a leader that was handed the lead waits for
+	// more callers (batch.go), the batch before it committed.
+	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.BatchAfterOverwrite, failpoint.BatchWait} {
 		t.Run(fp, func(t *testing.T) {
 			t.Parallel()
 			const writers = 12

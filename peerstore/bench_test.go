@@ -174,6 +174,8 @@ func BenchmarkBoltCommitParallel(b *testing.B) {
 	b.Cleanup(func() { st.Close() })
 	s := st.(*boltStore)
 	var next atomic.Uint64
+	pageWrites := func() int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+	writes0 := pageWrites()
 	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -200,5 +202,8 @@ func BenchmarkBoltCommitParallel(b *testing.B) {
 		// the meta page); the key file's syncs are counted.
 		b.ReportMetric(float64(s.keys.syncs.Load())/float64(s.batch.commits), "keysyncs/commit")
 		b.ReportMetric((float64(s.keys.syncs.Load())+2*float64(s.batch.batches))/float64(s.batch.commits), "syncs/commit")
+		// Pages bbolt wrote (each dirty page once per transaction, the
+		// freelist and the meta page included).
+		b.ReportMetric(float64(pageWrites()-writes0)/float64(s.batch.commits), "pagewrites/commit")
 	}
 }
