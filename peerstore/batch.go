@@ -21,8 +21,11 @@ package peerstore
 //
 // A leader that was handed the lead waits a little before it takes the
 // queue (waitBefore): as long as the last transaction took to commit, times
-// batchWaitFactor, at most maxBatchWait, and not at all once batchFull
-// callers are queued. Without the wait a batch is what arrived during one
+// batchWaitFactor, at most maxBatchWait, and not once every caller that
+// could still come is queued: the callers name who commits (the peer), and
+// a node commits one exchange of a peer at a time, so no more callers are
+// to be expected than the peers that committed in the last activeWindow
+// (and batchFull queued are enough in any case). Without the wait a batch is what arrived during one
 // commit: at 64 exchanges in flight about 3 callers, so that every
 // exchange paid about one fdatasync (three per batch), and a sync costs
 // about 0.1 ms of kernel CPU here (docs/performance/store.md). With it a
@@ -32,7 +35,9 @@ package peerstore
 // responder commits in the background while the peer's next exchange runs
 // (node/pipeline.go). The lead is handed only when callers queued during
 // the last commit, so a store used one commit at a time (each waiting for
-// the one before) never waits.
+// the one before) never waits; and a few peers committing one after the
+// other (each exchange waiting for its peer's last commit) wait only until
+// each of them is queued, not for the whole time.
 //
 // The lead passes on as soon as the transaction committed, before the
 // slots of what it pruned are overwritten: that sync of the key file
@@ -82,19 +87,25 @@ const (
 	batchWaitFactor = 2
 	maxBatchWait    = 10 * time.Millisecond
 	batchFull       = 64
+	activeWindow    = 100 * time.Millisecond
 )
 
 // waitBefore is how long a leader waits for more callers before it takes
-// the queue: queued callers are there, and the last transaction took took.
-func waitBefore(handed bool, queued int, took time.Duration) time.Duration {
-	if !handed || queued >= batchFull {
+// the queue: queued callers are there, active is how many distinct callers
+// committed in the last activeWindow, and the last transaction took took.
+func waitBefore(handed bool, queued, active int, took time.Duration) time.Duration {
+	if !handed || queued >= min(active, batchFull) {
 		return 0
 	}
 	return min(batchWaitFactor*took, maxBatchWait)
 }
 
+// enough is how many queued callers end a leader's wait.
+func enough(active int) int { return min(active, batchFull) }
+
 // batchReq is one caller of the group commit.
 type batchReq struct {
+	who         string // who commits (the peer): see waitBefore
 	fn          func(w *writeTx) error
 	afterCommit string     // the caller's failpoint after the commit
 	done        chan error // its answer, or errLead; buffered (1)
@@ -108,8 +119,14 @@ type groupCommit struct {
 	mu    sync.Mutex
 	queue []*batchReq
 	busy  bool          // a leader is writing a batch, or has been handed the lead
-	full  chan struct{} // while a leader waits for callers: closed once batchFull queued
+	full  chan struct{} // while a leader waits for callers: closed once enough queued
+	want  int           // while a leader waits: how many queued callers are enough
 	took  time.Duration // how long the last transaction took to commit
+
+	// seen is when each caller (who) last queued, for the callers that
+	// queued in the last activeWindow (older ones are dropped by the next
+	// leader): how many callers may still come.
+	seen map[string]time.Time
 
 	batches, commits, waits uint64 // transactions, callers committed, leaders that waited (tests)
 }
@@ -117,7 +134,7 @@ type groupCommit struct {
 // writeBatched is write for functions that may share a transaction with
 // others: fn may be called more than once (once in a batch that is rolled
 // back, then alone), and must have no effect outside w's transaction.
-func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) error {
+func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -126,15 +143,20 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 	if err := s.keys.markOpen(); err != nil {
 		return err
 	}
-	r := &batchReq{fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
+	r := &batchReq{who: who, fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
+	now := time.Now()
 	g := &s.batch
 	g.mu.Lock()
 	g.queue = append(g.queue, r)
+	if g.seen == nil {
+		g.seen = map[string]time.Time{}
+	}
+	g.seen[who] = now
 	if !g.busy {
 		g.busy = true
 		s.lead(false) // unlocks g.mu
 	} else {
-		if g.full != nil && len(g.queue) >= batchFull {
+		if g.full != nil && len(g.queue) >= g.want {
 			close(g.full)
 			g.full = nil
 		}
@@ -156,10 +178,13 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 // s.mu shared while it waits, so Close waits for the batch.
 func (s *boltStore) lead(handed bool) {
 	g := &s.batch
-	if wait := waitBefore(handed, len(g.queue), g.took); wait > 0 {
+	// Every leader drops the callers not seen lately, so that the map
+	// holds about one activeWindow's callers.
+	active := g.active(time.Now())
+	if wait := waitBefore(handed, len(g.queue), active, g.took); wait > 0 {
 		g.waits++
 		full := make(chan struct{})
-		g.full = full
+		g.full, g.want = full, enough(active)
 		g.mu.Unlock()
 		failpoint.Inject(failpoint.BatchWait)
 		t := time.NewTimer(wait)
@@ -195,6 +220,17 @@ func (s *boltStore) lead(handed bool) {
 	}
 	g.mu.Unlock()
 	finish()
+}
+
+// active drops the callers that last queued before activeWindow and
+// returns how many are left; the caller holds g.mu.
+func (g *groupCommit) active(now time.Time) int {
+	for who, t := range g.seen {
+		if now.Sub(t) > activeWindow {
+			delete(g.seen, who)
+		}
+	}
+	return len(g.seen)
 }
 
 // errCallerFailed marks a batch rolled back because a caller's function

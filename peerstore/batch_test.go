@@ -121,16 +121,18 @@ func TestBoltKeyPool(t *testing.T) {
 }
 
 // TestBoltGroupCommitWait: how long a leader waits for more callers
-// (batch.go): not at all if it leads an idle store or batchFull callers
-// are queued; else batchWaitFactor times the last commit's time, at most
-// maxBatchWait.
+// (batch.go): not at all if it leads an idle store, if every caller seen
+// lately is queued, or if batchFull callers are; else batchWaitFactor
+// times the last commit's time, at most maxBatchWait.
 func TestBoltGroupCommitWait(t *testing.T) {
 	const took = time.Millisecond
-	require.Zero(t, peerstore.WaitBefore(false, 5, took), "an idle store's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, took), "a full queue's leader waited")
-	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 1, took))
-	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, time.Hour))
-	require.Zero(t, peerstore.WaitBefore(true, 1, 0))
+	require.Zero(t, peerstore.WaitBefore(false, 5, 64, took), "an idle store's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, took), "a full queue's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 2, 2, took), "every caller that could come is queued, and the leader waited")
+	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 1, 2, took))
+	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 63, 1000, took))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour))
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0))
 }
 
 const (
