@@ -20,20 +20,22 @@ package peerstore
 // first of the queue, which takes the whole queue as the next batch.
 //
 // A leader that was handed the lead waits a little before it takes the
-// queue (waitBefore): as long as the last transaction took to commit, times
-// batchWaitFactor, at most maxBatchWait, and not once every caller that
-// could still come is queued: the callers name who commits (the peer), and
+// queue (waitBefore): twice as long as the last transaction took to commit,
+// or a quarter of the time between two commits of one caller if that is
+// longer, at most maxBatchWait, and not once every caller that could still
+// come is queued: the callers name who commits (the peer), and
 // a node commits one exchange of a peer at a time, so no more callers are
 // to be expected than the peers that committed in the last activeWindow
 // (and batchFull queued are enough in any case). Without the wait a batch is what arrived during one
 // commit: at 64 exchanges in flight about 3 callers, so that every
 // exchange paid about one fdatasync (three per batch), and a sync costs
 // about 0.1 ms of kernel CPU here (docs/performance/store.md). With it a
-// batch collects what arrives in about three commits' time, and the store
-// spends at most a third of its time in syncs. The wait is on no one's
-// critical path when commits come from independent exchanges: the
-// responder commits in the background while the peer's next exchange runs
-// (node/pipeline.go). The lead is handed only when callers queued during
+// batch collects what arrives in at least three commits' time. The wait
+// is on no one's critical path when commits come from independent
+// exchanges: the responder commits in the background while the peer's
+// next exchange runs (node/pipeline.go), which needs the commit only at
+// its end, so a quarter of a peer's cycle (about 10 ms at 64 in flight)
+// stays off it. The lead is handed only when callers queued during
 // the last commit, so a store used one commit at a time (each waiting for
 // the one before) never waits; and a few peers committing one after the
 // other (each exchange waiting for its peer's last commit) wait only until
@@ -85,19 +87,21 @@ const (
 	// handed the lead (see the top of this file); batchFull callers queued
 	// end it. Measured in docs/performance/store.md.
 	batchWaitFactor = 2
+	batchCycleShare = 4 // the wait may be a quarter of a caller's cycle
 	maxBatchWait    = 10 * time.Millisecond
 	batchFull       = 64
-	activeWindow    = 100 * time.Millisecond
+	activeWindow    = 500 * time.Millisecond
 )
 
 // waitBefore is how long a leader waits for more callers before it takes
 // the queue: queued callers are there, active is how many distinct callers
-// committed in the last activeWindow, and the last transaction took took.
-func waitBefore(handed bool, queued, active int, took time.Duration) time.Duration {
+// committed in the last activeWindow, the last transaction took took, and
+// a caller's commits come cycle apart (0: unknown).
+func waitBefore(handed bool, queued, active int, took, cycle time.Duration) time.Duration {
 	if !handed || queued >= min(active, batchFull) {
 		return 0
 	}
-	return min(batchWaitFactor*took, maxBatchWait)
+	return min(max(batchWaitFactor*took, cycle/batchCycleShare), maxBatchWait)
 }
 
 // enough is how many queued callers end a leader's wait.
@@ -124,9 +128,13 @@ type groupCommit struct {
 	took  time.Duration // how long the last transaction took to commit
 
 	// seen is when each caller (who) last queued, for the callers that
-	// queued in the last activeWindow (older ones are dropped by the next
-	// leader): how many callers may still come.
-	seen map[string]time.Time
+	// queued in the last activeWindow (older ones are dropped by a leader
+	// now and then): how many callers may still come. cycle is the mean
+	// time between two commits of one caller (a moving average over the
+	// gaps within activeWindow).
+	seen   map[string]time.Time
+	pruned time.Time
+	cycle  time.Duration
 
 	batches, commits, waits uint64 // transactions, callers committed, leaders that waited (tests)
 }
@@ -150,6 +158,9 @@ func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) er
 	g.queue = append(g.queue, r)
 	if g.seen == nil {
 		g.seen = map[string]time.Time{}
+	}
+	if prev, ok := g.seen[who]; ok && now.Sub(prev) <= activeWindow {
+		g.cycle += (now.Sub(prev) - g.cycle) / 8
 	}
 	g.seen[who] = now
 	if !g.busy {
@@ -178,10 +189,8 @@ func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) er
 // s.mu shared while it waits, so Close waits for the batch.
 func (s *boltStore) lead(handed bool) {
 	g := &s.batch
-	// Every leader drops the callers not seen lately, so that the map
-	// holds about one activeWindow's callers.
 	active := g.active(time.Now())
-	if wait := waitBefore(handed, len(g.queue), active, g.took); wait > 0 {
+	if wait := waitBefore(handed, len(g.queue), active, g.took, g.cycle); wait > 0 {
 		g.waits++
 		full := make(chan struct{})
 		g.full, g.want = full, enough(active)
@@ -222,12 +231,16 @@ func (s *boltStore) lead(handed bool) {
 	finish()
 }
 
-// active drops the callers that last queued before activeWindow and
-// returns how many are left; the caller holds g.mu.
+// active returns how many callers queued in the last activeWindow (and a
+// little more: it drops the older ones every activeWindow/8, so that the
+// map holds about one activeWindow's callers); the caller holds g.mu.
 func (g *groupCommit) active(now time.Time) int {
-	for who, t := range g.seen {
-		if now.Sub(t) > activeWindow {
-			delete(g.seen, who)
+	if now.Sub(g.pruned) >= activeWindow/8 {
+		g.pruned = now
+		for who, t := range g.seen {
+			if now.Sub(t) > activeWindow {
+				delete(g.seen, who)
+			}
 		}
 	}
 	return len(g.seen)

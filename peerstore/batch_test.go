@@ -123,16 +123,19 @@ func TestBoltKeyPool(t *testing.T) {
 // TestBoltGroupCommitWait: how long a leader waits for more callers
 // (batch.go): not at all if it leads an idle store, if every caller seen
 // lately is queued, or if batchFull callers are; else batchWaitFactor
-// times the last commit's time, at most maxBatchWait.
+// times the last commit's time, or a batchCycleShare of a caller's cycle
+// if that is longer, at most maxBatchWait.
 func TestBoltGroupCommitWait(t *testing.T) {
-	const took = time.Millisecond
-	require.Zero(t, peerstore.WaitBefore(false, 5, 64, took), "an idle store's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, took), "a full queue's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, 2, 2, took), "every caller that could come is queued, and the leader waited")
-	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 1, 2, took))
-	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 63, 1000, took))
-	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour))
-	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0))
+	const took, cycle = time.Millisecond, 20 * time.Millisecond
+	require.Zero(t, peerstore.WaitBefore(false, 5, 64, took, cycle), "an idle store's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, took, cycle), "a full queue's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 2, 2, took, cycle), "every caller that could come is queued, and the leader waited")
+	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 1, 2, took, 0))
+	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 63, 1000, took, time.Millisecond))
+	require.Equal(t, cycle/peerstore.BatchCycleShare, peerstore.WaitBefore(true, 1, 64, took, cycle))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour, 0))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, 0, time.Hour))
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0, 0))
 }
 
 const (

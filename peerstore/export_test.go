@@ -53,6 +53,7 @@ var WaitBefore = waitBefore
 
 const (
 	BatchWaitFactor = batchWaitFactor
+	BatchCycleShare = batchCycleShare
 	MaxBatchWait    = maxBatchWait
 	BatchFull       = batchFull
 )
