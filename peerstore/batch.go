@@ -20,22 +20,26 @@ package peerstore
 // first of the queue, which takes the whole queue as the next batch.
 //
 // A leader that was handed the lead waits a little before it takes the
-// queue (waitBefore): twice as long as the last transaction took to commit,
-// or a quarter of the time between two commits of one caller if that is
-// longer, at most maxBatchWait, and not once every caller that could still
-// come is queued: the callers name who commits (the peer), and
+// queue (waitBefore): half the slack that its callers leave, at most
+// maxBatchWait, and not once every caller that could still come is
+// queued. The slack is the time between two commits of one caller (its
+// cycle: a peer's exchanges, one after the other) less the time a caller
+// waits for its commit to be answered; a wait adds to the latter, so the
+// waits settle at about a third of the slack there was without them. The
+// other bound: the callers name who commits (the peer), and
 // a node commits one exchange of a peer at a time, so no more callers are
 // to be expected than the peers that committed in the last activeWindow
 // (and batchFull queued are enough in any case). Without the wait a batch is what arrived during one
 // commit: at 64 exchanges in flight about 3 callers, so that every
 // exchange paid about one fdatasync (three per batch), and a sync costs
-// about 0.1 ms of kernel CPU here (docs/performance/store.md). With it a
-// batch collects what arrives in at least three commits' time. The wait
-// is on no one's critical path when commits come from independent
-// exchanges: the responder commits in the background while the peer's
-// next exchange runs (node/pipeline.go), which needs the commit only at
-// its end, so a quarter of a peer's cycle (about 10 ms at 64 in flight)
-// stays off it. The lead is handed only when callers queued during
+// about 0.1 ms of kernel CPU here (docs/performance/store.md). With it, at
+// 64 in flight (a cycle of about 40 ms, commits answered in a few), a
+// batch collects what arrives in about 10 ms. The wait is on no one's
+// critical path as long as it stays within the slack: the responder
+// commits in the background while the peer's next exchange runs
+// (node/pipeline.go), and that exchange needs the commit only at its end,
+// about a cycle later. With few exchanges in flight the cycle is short,
+// the slack small, and so is the wait. The lead is handed only when callers queued during
 // the last commit, so a store used one commit at a time (each waiting for
 // the one before) never waits; and a few peers committing one after the
 // other (each exchange waiting for its peer's last commit) wait only until
@@ -86,22 +90,20 @@ const (
 	// batchWaitFactor and maxBatchWait bound the wait of a leader that was
 	// handed the lead (see the top of this file); batchFull callers queued
 	// end it. Measured in docs/performance/store.md.
-	batchWaitFactor = 2
-	batchCycleShare = 4 // the wait may be a quarter of a caller's cycle
-	maxBatchWait    = 10 * time.Millisecond
-	batchFull       = 64
-	activeWindow    = 500 * time.Millisecond
+	maxBatchWait = 10 * time.Millisecond
+	batchFull    = 64
+	activeWindow = 500 * time.Millisecond
 )
 
 // waitBefore is how long a leader waits for more callers before it takes
 // the queue: queued callers are there, active is how many distinct callers
-// committed in the last activeWindow, the last transaction took took, and
-// a caller's commits come cycle apart (0: unknown).
-func waitBefore(handed bool, queued, active int, took, cycle time.Duration) time.Duration {
-	if !handed || queued >= min(active, batchFull) {
+// committed in the last activeWindow, a caller's commits come cycle apart
+// (0: unknown) and a caller waits lat for its answer.
+func waitBefore(handed bool, queued, active int, cycle, lat time.Duration) time.Duration {
+	if !handed || queued >= min(active, batchFull) || cycle <= lat {
 		return 0
 	}
-	return min(max(batchWaitFactor*took, cycle/batchCycleShare), maxBatchWait)
+	return min((cycle-lat)/2, maxBatchWait)
 }
 
 // enough is how many queued callers end a leader's wait.
@@ -109,7 +111,8 @@ func enough(active int) int { return min(active, batchFull) }
 
 // batchReq is one caller of the group commit.
 type batchReq struct {
-	who         string // who commits (the peer): see waitBefore
+	who         string    // who commits (the peer): see waitBefore
+	queued      time.Time // when it queued
 	fn          func(w *writeTx) error
 	afterCommit string     // the caller's failpoint after the commit
 	done        chan error // its answer, or errLead; buffered (1)
@@ -125,16 +128,17 @@ type groupCommit struct {
 	busy  bool          // a leader is writing a batch, or has been handed the lead
 	full  chan struct{} // while a leader waits for callers: closed once enough queued
 	want  int           // while a leader waits: how many queued callers are enough
-	took  time.Duration // how long the last transaction took to commit
 
 	// seen is when each caller (who) last queued, for the callers that
 	// queued in the last activeWindow (older ones are dropped by a leader
 	// now and then): how many callers may still come. cycle is the mean
 	// time between two commits of one caller (a moving average over the
-	// gaps within activeWindow).
+	// gaps within activeWindow), lat the mean time from a caller's queueing
+	// to its answer (a moving average over the batches).
 	seen   map[string]time.Time
 	pruned time.Time
 	cycle  time.Duration
+	lat    time.Duration
 
 	batches, commits, waits uint64 // transactions, callers committed, leaders that waited (tests)
 }
@@ -151,8 +155,8 @@ func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) er
 	if err := s.keys.markOpen(); err != nil {
 		return err
 	}
-	r := &batchReq{who: who, fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
 	now := time.Now()
+	r := &batchReq{who: who, queued: now, fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
 	g := &s.batch
 	g.mu.Lock()
 	g.queue = append(g.queue, r)
@@ -190,7 +194,7 @@ func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) er
 func (s *boltStore) lead(handed bool) {
 	g := &s.batch
 	active := g.active(time.Now())
-	if wait := waitBefore(handed, len(g.queue), active, g.took, g.cycle); wait > 0 {
+	if wait := waitBefore(handed, len(g.queue), active, g.cycle, g.lat); wait > 0 {
 		g.waits++
 		full := make(chan struct{})
 		g.full, g.want = full, enough(active)
@@ -215,13 +219,11 @@ func (s *boltStore) lead(handed bool) {
 	}
 	g.mu.Unlock()
 
-	start := time.Now()
 	finish := s.commitBatch(batch)
 
 	// The next batch may start once this one committed: the wipe of what
 	// this one pruned (a sync of the key file) overlaps with it.
 	g.mu.Lock()
-	g.took = time.Since(start)
 	if len(g.queue) > 0 {
 		g.queue[0].done <- errLead // it has no answer yet: the buffer is free
 	} else {
@@ -229,6 +231,21 @@ func (s *boltStore) lead(handed bool) {
 	}
 	g.mu.Unlock()
 	finish()
+}
+
+// answer answers the callers of a committed batch and notes how long they
+// waited (lat).
+func (s *boltStore) answer(batch []*batchReq, err error) {
+	now := time.Now()
+	var sum time.Duration
+	for _, r := range batch {
+		sum += now.Sub(r.queued)
+		r.done <- err
+	}
+	g := &s.batch
+	g.mu.Lock()
+	g.lat += (sum/time.Duration(len(batch)) - g.lat) / 8
+	g.mu.Unlock()
 }
 
 // active returns how many callers queued in the last activeWindow (and a
@@ -316,15 +333,10 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 			// the leader refills the pool on its way out (a failure there
 			// loses nothing: the slots' keys seal nothing, and the next
 			// open wipes them).
-			for _, r := range batch {
-				r.done <- nil
-			}
+			s.answer(batch, nil)
 			_ = w.afterCommit(fp)
 			return
 		}
-		err := w.afterCommit(fp)
-		for _, r := range batch {
-			r.done <- err
-		}
+		s.answer(batch, w.afterCommit(fp))
 	}
 }

@@ -33,7 +33,8 @@ import (
 // transactions than there are commits, and every one is there. (Without
 // group commit each is a transaction of its own.) A store used one commit
 // at a time never makes a leader wait for more callers; concurrent
-// commits do (without the wait, no leader waits).
+// commits with a pause between a writer's commits do (without the wait,
+// no leader waits).
 func TestBoltGroupCommit(t *testing.T) {
 	st := openBolt(t, filepath.Join(t.TempDir(), "store"))
 	alone := storetest.RandPeerID(t)
@@ -58,6 +59,9 @@ func TestBoltGroupCommit(t *testing.T) {
 				s := peerstore.SessionKey{Peer: peers[i], Epoch: e, Suite: 1, Created: time.Now()}
 				copy(s.Key[:], storetest.RandBytes(t, peerstore.KeySize))
 				errs[i] = st.CommitExchange(peerstore.Commit{Session: s, Seen: time.Now()})
+				// A writer's next exchange: its cycle is longer than its
+				// commit's latency, which leaves the leaders slack to wait.
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
@@ -122,25 +126,26 @@ func TestBoltKeyPool(t *testing.T) {
 
 // TestBoltGroupCommitWait: how long a leader waits for more callers
 // (batch.go): not at all if it leads an idle store, if every caller seen
-// lately is queued, or if batchFull callers are; else batchWaitFactor
-// times the last commit's time, or a batchCycleShare of a caller's cycle
-// if that is longer, at most maxBatchWait.
+// lately is queued, if batchFull callers are, or if callers wait for
+// their answers as long as their cycle; else half the difference, at most
+// maxBatchWait.
 func TestBoltGroupCommitWait(t *testing.T) {
-	const took, cycle = time.Millisecond, 20 * time.Millisecond
-	require.Zero(t, peerstore.WaitBefore(false, 5, 64, took, cycle), "an idle store's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, took, cycle), "a full queue's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, 2, 2, took, cycle), "every caller that could come is queued, and the leader waited")
-	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 1, 2, took, 0))
-	require.Equal(t, peerstore.BatchWaitFactor*took, peerstore.WaitBefore(true, 63, 1000, took, time.Millisecond))
-	require.Equal(t, cycle/peerstore.BatchCycleShare, peerstore.WaitBefore(true, 1, 64, took, cycle))
-	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour, 0))
-	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, 0, time.Hour))
-	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0, 0))
+	const cycle, lat = 20 * time.Millisecond, 4 * time.Millisecond
+	require.Zero(t, peerstore.WaitBefore(false, 5, 64, cycle, lat), "an idle store's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, cycle, lat), "a full queue's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 2, 2, cycle, lat), "every caller that could come is queued, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0, 0), "no cycle known, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, lat, lat), "no slack, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, lat, cycle), "no slack, and the leader waited")
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 1, 64, cycle, lat))
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 63, 1000, cycle, lat))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour, lat))
 }
 
 const (
 	envBatchChild = "P2PKEX_BATCH_CHILD" // the store directory, in the child
 	envBatchPeers = "P2PKEX_BATCH_PEERS" // the peers, comma-separated
+	envBatchPause = "P2PKEX_BATCH_PAUSE" // a pause between a writer's commits, if set
 
 	batchTry  = "TRY"  // TRY <peer index> <epoch> <key hex>: about to commit
 	batchDone = "DONE" // DONE <peer index> <epoch>: CommitExchange returned nil
@@ -165,6 +170,9 @@ func TestShredCrashBatchChild(t *testing.T) {
 	}
 	st, err := peerstore.OpenBolt(dir)
 	require.NoError(t, err)
+	// With a pause between its commits a writer has a cycle longer than
+	// its commit's latency, so that leaders wait (failpoint BatchWait).
+	pause, _ := time.ParseDuration(os.Getenv(envBatchPause))
 	var out sync.Mutex
 	say := func(format string, args ...any) {
 		out.Lock()
@@ -185,6 +193,7 @@ func TestShredCrashBatchChild(t *testing.T) {
 					return
 				}
 				say("%s %d %d", batchDone, i, e)
+				time.Sleep(pause)
 			}
 		})
 	}
@@ -242,6 +251,9 @@ func TestShredCrashBatch(t *testing.T) {
 			cmd := exec.Command(exe, "-test.run=^TestShredCrashBatchChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), envBatchChild+"="+dir, envBatchPeers+"="+strings.Join(ids, ","),
 				failpoint.EnvVar+"="+fp)
+			if fp == failpoint.BatchWait {
+				cmd.Env = append(cmd.Env, envBatchPause+"=2ms")
+			}
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			stdout, err := cmd.Output()

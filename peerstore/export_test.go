@@ -52,10 +52,8 @@ func GroupCommitWaits(st Store) uint64 {
 var WaitBefore = waitBefore
 
 const (
-	BatchWaitFactor = batchWaitFactor
-	BatchCycleShare = batchCycleShare
-	MaxBatchWait    = maxBatchWait
-	BatchFull       = batchFull
+	MaxBatchWait = maxBatchWait
+	BatchFull    = batchFull
 )
 
 // KeyFileSyncs returns how many times the bbolt store synced its key file,
