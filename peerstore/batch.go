@@ -20,30 +20,28 @@ package peerstore
 // first of the queue, which takes the whole queue as the next batch.
 //
 // A leader that was handed the lead waits a little before it takes the
-// queue (waitBefore): half the slack that its callers leave, at most
-// maxBatchWait, and not once every caller that could still come is
-// queued. The slack is the time between two commits of one caller (its
-// cycle: a peer's exchanges, one after the other) less the time a caller
-// waits for its commit to be answered; a wait adds to the latter, so the
-// waits settle at about a third of the slack there was without them. The
-// other bound: the callers name who commits (the peer), and
-// a node commits one exchange of a peer at a time, so no more callers are
-// to be expected than the peers that committed in the last activeWindow
-// (and batchFull queued are enough in any case). Without the wait a batch is what arrived during one
+// queue (waitBefore). Without the wait a batch is what arrived during one
 // commit: at 64 exchanges in flight about 3 callers, so that every
 // exchange paid about one fdatasync (three per batch), and a sync costs
-// about 0.1 ms of kernel CPU here (docs/performance/store.md). With it, at
-// 64 in flight (a cycle of about 40 ms, commits answered in a few), a
-// batch collects what arrives in about 10 ms. The wait is on no one's
-// critical path as long as it stays within the slack: the responder
-// commits in the background while the peer's next exchange runs
-// (node/pipeline.go), and that exchange needs the commit only at its end,
-// about a cycle later. With few exchanges in flight the cycle is short,
-// the slack small, and so is the wait. The lead is handed only when callers queued during
-// the last commit, so a store used one commit at a time (each waiting for
-// the one before) never waits; and a few peers committing one after the
-// other (each exchange waiting for its peer's last commit) wait only until
-// each of them is queued, not for the whole time.
+// about 0.1 ms of kernel CPU here (docs/performance/store.md). The wait is
+// on no one's critical path as long as it stays within the callers'
+// slack: the responder commits in the background while the peer's next
+// exchange runs (node/pipeline.go), and that exchange needs the commit
+// only at its end, about a cycle later. So the leader waits half the
+// slack, at most maxBatchWait: the time between two commits of one caller
+// (its cycle, a moving average) less the time a caller waits for its
+// answer (a moving average). A wait adds to the latter, so the waits
+// settle at about a third of the slack there was without them. At 64 in
+// flight (a cycle of about 40 ms, commits answered in a few) that is the
+// 10 ms cap, and a batch about three times larger; with few exchanges in
+// flight the cycle is short and so is the wait; with no cycle known
+// (first contacts: each peer commits once) there is none. The wait ends
+// at once when every caller that could still come is queued: callers
+// name who commits (the peer), and a node commits one exchange of a peer
+// at a time, so no more are to be expected than the peers that committed
+// in the last activeWindow (and batchFull queued are enough in any case).
+// The lead is handed only when callers queued during the last commit, so
+// a store used one commit at a time never waits.
 //
 // The lead passes on as soon as the transaction committed, before the
 // slots of what it pruned are overwritten: that sync of the key file
@@ -87,9 +85,10 @@ import (
 const maxBatch = 256
 
 const (
-	// batchWaitFactor and maxBatchWait bound the wait of a leader that was
-	// handed the lead (see the top of this file); batchFull callers queued
-	// end it. Measured in docs/performance/store.md.
+	// maxBatchWait bounds the wait of a leader that was handed the lead
+	// (see the top of this file); batchFull callers queued, or all that
+	// queued in the last activeWindow, end it. Measured in
+	// docs/performance/store.md.
 	maxBatchWait = 10 * time.Millisecond
 	batchFull    = 64
 	activeWindow = 500 * time.Millisecond
