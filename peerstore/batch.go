@@ -13,12 +13,36 @@ package peerstore
 // (destroy the pruned keys, refill the pool), which overlaps with the next
 // batch.
 //
-// The scheme is the classic one, without a timer: a caller that finds no
-// commit under way leads at once (an idle store adds no latency); callers
-// that arrive while one is being written queue; when the leader's
-// transaction has committed, the leader answers the callers of its batch
-// and hands the lead to the first of the queue, which takes the whole
-// queue as the next batch. So a batch is what arrived during one commit.
+// The scheme is the classic one: a caller that finds no commit under way
+// leads at once (an idle store adds no latency); callers that arrive while
+// one is being written queue; when the leader's transaction has committed,
+// the leader answers the callers of its batch and hands the lead to the
+// first of the queue, which takes the whole queue as the next batch.
+//
+// A leader that was handed the lead waits a little before it takes the
+// queue (waitBefore). Without the wait a batch is what arrived during one
+// commit: at 64 exchanges in flight about 3 callers, so that every
+// exchange paid about one fdatasync (three per batch), and a sync costs
+// about 0.1 ms of kernel CPU here (docs/performance/store.md). The wait is
+// on no one's critical path as long as it stays within the callers'
+// slack: the responder commits in the background while the peer's next
+// exchange runs (node/pipeline.go), and that exchange needs the commit
+// only at its end, about a cycle later. So the leader waits half the
+// slack, at most maxBatchWait: the time between two commits of one caller
+// (its cycle, a moving average) less the time a caller waits for its
+// answer (a moving average). A wait adds to the latter, so the waits
+// settle at about a third of the slack there was without them. At 64 in
+// flight (a cycle of about 40 ms, commits answered in a few) that is the
+// 10 ms cap, and a batch about three times larger; with few exchanges in
+// flight the cycle is short and so is the wait; with no cycle known
+// (first contacts: each peer commits once) there is none. The wait ends
+// at once when every caller that could still come is queued: callers
+// name who commits (the peer), and a node commits one exchange of a peer
+// at a time, so no more are to be expected than the peers that committed
+// in the last activeWindow (and batchFull queued are enough in any case).
+// The lead is handed only when callers queued during the last commit, so
+// a store used one commit at a time never waits.
+//
 // The lead passes on as soon as the transaction committed, before the
 // slots of what it pruned are overwritten: that sync of the key file
 // overlaps with the next batch, and the callers are answered once it is
@@ -42,11 +66,14 @@ package peerstore
 // BatchAfterCommit and BatchAfterOverwrite (batch_test.go,
 // TestShredCrashBatch) kill a process inside a batch of several callers:
 // before its commit, after it, and in the overwrite of the pruned slots
-// after it.
+// after it; BatchWait kills it while a leader waits for more callers
+// (nothing of its batch written, the batch before it committed). The wait
+// writes nothing and answers no one, so it changes none of the above.
 
 import (
 	"errors"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -57,8 +84,34 @@ import (
 // stays short.
 const maxBatch = 256
 
+const (
+	// maxBatchWait bounds the wait of a leader that was handed the lead
+	// (see the top of this file); batchFull callers queued, or all that
+	// queued in the last activeWindow, end it. Measured in
+	// docs/performance/store.md.
+	maxBatchWait = 10 * time.Millisecond
+	batchFull    = 64
+	activeWindow = 500 * time.Millisecond
+)
+
+// waitBefore is how long a leader waits for more callers before it takes
+// the queue: queued callers are there, active is how many distinct callers
+// committed in the last activeWindow, a caller's commits come cycle apart
+// (0: unknown) and a caller waits lat for its answer.
+func waitBefore(handed bool, queued, active int, cycle, lat time.Duration) time.Duration {
+	if !handed || queued >= min(active, batchFull) || cycle <= lat {
+		return 0
+	}
+	return min((cycle-lat)/2, maxBatchWait)
+}
+
+// enough is how many queued callers end a leader's wait.
+func enough(active int) int { return min(active, batchFull) }
+
 // batchReq is one caller of the group commit.
 type batchReq struct {
+	who         string    // who commits (the peer): see waitBefore
+	queued      time.Time // when it queued
 	fn          func(w *writeTx) error
 	afterCommit string     // the caller's failpoint after the commit
 	done        chan error // its answer, or errLead; buffered (1)
@@ -71,15 +124,28 @@ var errLead = errors.New("peerstore: lead the next batch")
 type groupCommit struct {
 	mu    sync.Mutex
 	queue []*batchReq
-	busy  bool // a leader is writing a batch, or has been handed the lead
+	busy  bool          // a leader is writing a batch, or has been handed the lead
+	full  chan struct{} // while a leader waits for callers: closed once enough queued
+	want  int           // while a leader waits: how many queued callers are enough
 
-	batches, commits uint64 // transactions written and callers committed (tests)
+	// seen is when each caller (who) last queued, for the callers that
+	// queued in the last activeWindow (older ones are dropped by a leader
+	// now and then): how many callers may still come. cycle is the mean
+	// time between two commits of one caller (a moving average over the
+	// gaps within activeWindow), lat the mean time from a caller's queueing
+	// to its answer (a moving average over the batches).
+	seen   map[string]time.Time
+	pruned time.Time
+	cycle  time.Duration
+	lat    time.Duration
+
+	batches, commits, waits uint64 // transactions, callers committed, leaders that waited (tests)
 }
 
 // writeBatched is write for functions that may share a transaction with
 // others: fn may be called more than once (once in a batch that is rolled
 // back, then alone), and must have no effect outside w's transaction.
-func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) error {
+func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -88,14 +154,26 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 	if err := s.keys.markOpen(); err != nil {
 		return err
 	}
-	r := &batchReq{fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
+	now := time.Now()
+	r := &batchReq{who: who, queued: now, fn: fn, afterCommit: afterCommit, done: make(chan error, 1)}
 	g := &s.batch
 	g.mu.Lock()
 	g.queue = append(g.queue, r)
+	if g.seen == nil {
+		g.seen = map[string]time.Time{}
+	}
+	if prev, ok := g.seen[who]; ok && now.Sub(prev) <= activeWindow {
+		g.cycle += (now.Sub(prev) - g.cycle) / 8
+	}
+	g.seen[who] = now
 	if !g.busy {
 		g.busy = true
-		s.lead() // unlocks g.mu
+		s.lead(false) // unlocks g.mu
 	} else {
+		if g.full != nil && len(g.queue) >= g.want {
+			close(g.full)
+			g.full = nil
+		}
 		g.mu.Unlock()
 	}
 	for {
@@ -104,7 +182,7 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 			return err
 		}
 		g.mu.Lock()
-		s.lead()
+		s.lead(true)
 	}
 }
 
@@ -112,8 +190,26 @@ func (s *boltStore) writeBatched(afterCommit string, fn func(w *writeTx) error) 
 // lead to the first caller that queued meanwhile. It is called with g.mu
 // held and g.busy set, and unlocks g.mu. Every caller of the batch holds
 // s.mu shared while it waits, so Close waits for the batch.
-func (s *boltStore) lead() {
+func (s *boltStore) lead(handed bool) {
 	g := &s.batch
+	active := g.active(time.Now())
+	if wait := waitBefore(handed, len(g.queue), active, g.cycle, g.lat); wait > 0 {
+		g.waits++
+		full := make(chan struct{})
+		g.full, g.want = full, enough(active)
+		g.mu.Unlock()
+		failpoint.Inject(failpoint.BatchWait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-full:
+		}
+		t.Stop()
+		g.mu.Lock()
+		if g.full == full {
+			g.full = nil
+		}
+	}
 	n := min(len(g.queue), maxBatch)
 	batch := g.queue[:n:n]
 	g.queue = g.queue[n:]
@@ -134,6 +230,36 @@ func (s *boltStore) lead() {
 	}
 	g.mu.Unlock()
 	finish()
+}
+
+// answer answers the callers of a committed batch and notes how long they
+// waited (lat).
+func (s *boltStore) answer(batch []*batchReq, err error) {
+	now := time.Now()
+	var sum time.Duration
+	for _, r := range batch {
+		sum += now.Sub(r.queued)
+		r.done <- err
+	}
+	g := &s.batch
+	g.mu.Lock()
+	g.lat += (sum/time.Duration(len(batch)) - g.lat) / 8
+	g.mu.Unlock()
+}
+
+// active returns how many callers queued in the last activeWindow (and a
+// little more: it drops the older ones every activeWindow/8, so that the
+// map holds about one activeWindow's callers); the caller holds g.mu.
+func (g *groupCommit) active(now time.Time) int {
+	if now.Sub(g.pruned) >= activeWindow/8 {
+		g.pruned = now
+		for who, t := range g.seen {
+			if now.Sub(t) > activeWindow {
+				delete(g.seen, who)
+			}
+		}
+	}
+	return len(g.seen)
 }
 
 // errCallerFailed marks a batch rolled back because a caller's function
@@ -206,15 +332,10 @@ func (s *boltStore) commitBatch(batch []*batchReq) (finish func()) {
 			// the leader refills the pool on its way out (a failure there
 			// loses nothing: the slots' keys seal nothing, and the next
 			// open wipes them).
-			for _, r := range batch {
-				r.done <- nil
-			}
+			s.answer(batch, nil)
 			_ = w.afterCommit(fp)
 			return
 		}
-		err := w.afterCommit(fp)
-		for _, r := range batch {
-			r.done <- err
-		}
+		s.answer(batch, w.afterCommit(fp))
 	}
 }

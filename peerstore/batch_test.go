@@ -31,9 +31,21 @@ import (
 
 // TestBoltGroupCommit: commits that arrive together are written in fewer
 // transactions than there are commits, and every one is there. (Without
-// group commit each is a transaction of its own.)
+// group commit each is a transaction of its own.) A store used one commit
+// at a time never makes a leader wait for more callers; concurrent
+// commits with a pause between a writer's commits do (without the wait,
+// no leader waits).
 func TestBoltGroupCommit(t *testing.T) {
 	st := openBolt(t, filepath.Join(t.TempDir(), "store"))
+	alone := storetest.RandPeerID(t)
+	for e := uint64(1); e <= peerstore.KeepEpochs+3; e++ {
+		commitEpoch(t, st, alone, e)
+	}
+	batches, commits := peerstore.GroupCommits(st)
+	require.EqualValues(t, peerstore.KeepEpochs+3, batches)
+	require.EqualValues(t, batches, commits)
+	require.Zero(t, peerstore.GroupCommitWaits(st), "one commit at a time: a leader waited")
+
 	const writers, epochs = 32, 4
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
@@ -47,16 +59,22 @@ func TestBoltGroupCommit(t *testing.T) {
 				s := peerstore.SessionKey{Peer: peers[i], Epoch: e, Suite: 1, Created: time.Now()}
 				copy(s.Key[:], storetest.RandBytes(t, peerstore.KeySize))
 				errs[i] = st.CommitExchange(peerstore.Commit{Session: s, Seen: time.Now()})
+				// A writer's next exchange: its cycle is longer than its
+				// commit's latency, which leaves the leaders slack to wait.
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
 	close(start)
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
-	batches, commits := peerstore.GroupCommits(st)
+	b0, c0 := batches, commits
+	batches, commits = peerstore.GroupCommits(st)
+	batches, commits = batches-b0, commits-c0
 	require.EqualValues(t, writers*epochs, commits)
 	require.Less(t, batches, commits, "no two commits shared a transaction")
-	t.Logf("%d commits in %d transactions", commits, batches)
+	require.Positive(t, peerstore.GroupCommitWaits(st), "no leader waited for more callers")
+	t.Logf("%d commits in %d transactions, %d leaders waited", commits, batches, peerstore.GroupCommitWaits(st))
 	for _, p := range peers {
 		act, err := st.ActiveSession(p)
 		require.NoError(t, err)
@@ -106,9 +124,28 @@ func TestBoltKeyPool(t *testing.T) {
 	require.Zero(t, unnamed)
 }
 
+// TestBoltGroupCommitWait: how long a leader waits for more callers
+// (batch.go): not at all if it leads an idle store, if every caller seen
+// lately is queued, if batchFull callers are, or if callers wait for
+// their answers as long as their cycle; else half the difference, at most
+// maxBatchWait.
+func TestBoltGroupCommitWait(t *testing.T) {
+	const cycle, lat = 20 * time.Millisecond, 4 * time.Millisecond
+	require.Zero(t, peerstore.WaitBefore(false, 5, 64, cycle, lat), "an idle store's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, cycle, lat), "a full queue's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 2, 2, cycle, lat), "every caller that could come is queued, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0, 0), "no cycle known, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, lat, lat), "no slack, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 64, lat, cycle), "no slack, and the leader waited")
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 1, 64, cycle, lat))
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 63, 1000, cycle, lat))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour, lat))
+}
+
 const (
 	envBatchChild = "P2PKEX_BATCH_CHILD" // the store directory, in the child
 	envBatchPeers = "P2PKEX_BATCH_PEERS" // the peers, comma-separated
+	envBatchPause = "P2PKEX_BATCH_PAUSE" // a pause between a writer's commits, if set
 
 	batchTry  = "TRY"  // TRY <peer index> <epoch> <key hex>: about to commit
 	batchDone = "DONE" // DONE <peer index> <epoch>: CommitExchange returned nil
@@ -133,6 +170,9 @@ func TestShredCrashBatchChild(t *testing.T) {
 	}
 	st, err := peerstore.OpenBolt(dir)
 	require.NoError(t, err)
+	// With a pause between its commits a writer has a cycle longer than
+	// its commit's latency, so that leaders wait (failpoint BatchWait).
+	pause, _ := time.ParseDuration(os.Getenv(envBatchPause))
 	var out sync.Mutex
 	say := func(format string, args ...any) {
 		out.Lock()
@@ -153,6 +193,7 @@ func TestShredCrashBatchChild(t *testing.T) {
 					return
 				}
 				say("%s %d %d", batchDone, i, e)
+				time.Sleep(pause)
 			}
 		})
 	}
@@ -163,9 +204,10 @@ func TestShredCrashBatchChild(t *testing.T) {
 }
 
 // TestShredCrashBatch kills a process inside a group commit of several
-// callers: after the writes and before the shared commit, and after the
-// commit and before the callers were answered and the pruned keys wiped.
-// After reopening, for every writer: each commit it was answered for is
+// callers: after the writes and before the shared commit, after the
+// commit and before the callers were answered and the pruned keys wiped,
+// in that wipe before its sync, and while the next leader waits for more
+// callers. After reopening, for every writer: each commit it was answered for is
 // there; at most the one it was waiting for is there besides; the epochs
 // kept are the newest KeepEpochs of what is there; and no key of an epoch
 // that is not kept (pruned, or never committed) is recoverable from the
@@ -179,7 +221,9 @@ func TestShredCrashBatch(t *testing.T) {
 	// BatchAfterOverwrite: killed in the step after the shared commit that
 	// destroys the pruned keys and refills the pool of synced keys (new
 	// keys and zeros written to store.keys, not yet synced; shred.go).
-	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.BatchAfterOverwrite} {
+	// BatchWait: killed while a leader that was handed the lead waits for
+	// more callers (batch.go), the batch before it committed.
+	for _, fp := range []string{failpoint.BatchAfterWrite, failpoint.BatchAfterCommit, failpoint.BatchAfterOverwrite, failpoint.BatchWait} {
 		t.Run(fp, func(t *testing.T) {
 			t.Parallel()
 			const writers = 12
@@ -207,6 +251,9 @@ func TestShredCrashBatch(t *testing.T) {
 			cmd := exec.Command(exe, "-test.run=^TestShredCrashBatchChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), envBatchChild+"="+dir, envBatchPeers+"="+strings.Join(ids, ","),
 				failpoint.EnvVar+"="+fp)
+			if fp == failpoint.BatchWait {
+				cmd.Env = append(cmd.Env, envBatchPause+"=2ms")
+			}
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			stdout, err := cmd.Output()

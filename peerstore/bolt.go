@@ -897,7 +897,7 @@ func (s *boltStore) CommitExchange(c Commit) error {
 	}
 	// Commits that arrive together share a transaction and its syncs
 	// (batch.go); each returns once its own is durable.
-	return s.writeBatched(failpoint.CommitAfterCommit, func(w *writeTx) error {
+	return s.writeBatched(string(c.Session.Peer), failpoint.CommitAfterCommit, func(w *writeTx) error {
 		if err := commitTx(w, &c); err != nil {
 			return err
 		}

@@ -39,6 +39,23 @@ func GroupCommits(st Store) (batches, commits uint64) {
 	return s.batch.batches, s.batch.commits
 }
 
+// GroupCommitWaits returns how many leaders of the bbolt store's group
+// commit waited for more callers before they took the queue, for tests.
+func GroupCommitWaits(st Store) uint64 {
+	s := st.(*boltStore)
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return s.batch.waits
+}
+
+// The group commit's wait (batch.go), for tests.
+var WaitBefore = waitBefore
+
+const (
+	MaxBatchWait = maxBatchWait
+	BatchFull    = batchFull
+)
+
 // KeyFileSyncs returns how many times the bbolt store synced its key file,
 // for tests and benchmarks.
 func KeyFileSyncs(st Store) uint64 { return st.(*boltStore).keys.syncs.Load() }

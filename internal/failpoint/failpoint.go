@@ -63,6 +63,12 @@ const (
 	// pruned epochs' slots and the pool's new keys are written to the key
 	// file but not yet synced; no caller has been answered.
 	BatchAfterOverwrite = "batch-after-overwrite"
+	// BatchWait: a group commit's leader that was handed the lead waits
+	// for more callers before it writes its batch: the batch before it
+	// has committed (its pruned slots' overwrite perhaps not yet synced,
+	// its callers perhaps not yet answered); the queued callers have
+	// written nothing.
+	BatchWait = "batch-wait"
 )
 
 // armed is the failpoint this process dies at, or "" for none.

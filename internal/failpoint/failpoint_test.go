@@ -16,7 +16,7 @@ func TestInjectUnarmedIsNoop(t *testing.T) {
 	for _, name := range []string{CommitBeforeWrite, CommitAfterWrite, CommitAfterCommit,
 		RotateBeforeWrite, RotateAfterWrite, RotateAfterCommit,
 		DeleteSessionsAfterWrite, DeleteSessionsAfterCommit, ShredAfterWipe,
-		BatchAfterWrite, BatchAfterCommit, ""} {
+		BatchAfterWrite, BatchAfterCommit, BatchAfterOverwrite, BatchWait, ""} {
 		Inject(name)
 	}
 }
