@@ -586,18 +586,19 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 	n.mu.Lock()
 	xk := n.xkey
 	n.mu.Unlock()
-	known, trust, err := n.knownRecord(p)
+	// One Lookup for what the exchange needs of the store: the record's
+	// fingerprint and trust, the active epoch. It copies no record and
+	// opens no session key (on bbolt an AES-GCM open per exchange, only
+	// for the epoch).
+	st, err := n.store.Lookup(p)
+	if err != nil && !errors.Is(err, peerstore.ErrNotFound) {
+		return nil, fmt.Errorf("look up %s in the store: %w", p, err)
+	}
+	known, trust, err := n.knownRecord(p, &st)
 	if err != nil {
 		return nil, err
 	}
-	epoch := uint64(1)
-	switch act, err := n.store.ActiveSession(p); {
-	case err == nil:
-		epoch = act.Epoch + 1
-		clear(act.Key[:])
-	case !errors.Is(err, peerstore.ErrNotFound):
-		return nil, fmt.Errorf("read session of %s: %w", p, err)
-	}
+	epoch := st.Epoch + 1
 	epoch = max(epoch, after+1)
 	return protocol.NewMachine(protocol.Config{
 		Role:       role,
@@ -630,20 +631,25 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 	})
 }
 
-// knownRecord returns p's stored record if it is still valid. A record that
-// no longer validates (expired, say) counts as missing: phase 2 fetches a
-// fresh one.
-func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustState, error) {
+// knownRecord returns p's stored record, which st (p's Lookup) names, if
+// it is still valid, and its trust state. A record that no longer
+// validates (expired, say) counts as missing: phase 2 fetches a fresh one.
+// The record is read from the store and parsed only when the cache does
+// not hold the one st names.
+func (n *Node) knownRecord(p peer.ID, st *peerstore.PeerState) (*protocol.PeerRecord, peerstore.TrustState, error) {
+	if !st.Record {
+		return nil, st.Trust, nil
+	}
+	now := n.cfg.now()
+	if rec := n.records.get(p, st.Fingerprint, now); rec != nil {
+		return rec, st.Trust, nil
+	}
 	pk, err := n.store.Peer(p)
 	if errors.Is(err, peerstore.ErrNotFound) {
-		return nil, peerstore.TrustUnknown, nil
+		return nil, peerstore.TrustUnknown, nil // forgotten since the Lookup
 	}
 	if err != nil {
 		return nil, peerstore.TrustUnknown, fmt.Errorf("read record of %s: %w", p, err)
-	}
-	now := n.cfg.now()
-	if rec := n.records.get(p, pk.Record, now); rec != nil {
-		return rec, pk.Trust, nil
 	}
 	rec, err := protocol.ParsePeerRecord(pk.Record, p, now)
 	if err != nil {
