@@ -694,6 +694,12 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	if err := n.store.CommitExchange(c); err != nil {
 		return nil, fmt.Errorf("install key: %w", err)
 	}
+	if res.Received {
+		// The machine validated it for this peer (ParsePeerRecord): the
+		// next exchange finds it parsed (knownRecord) instead of reading
+		// it back from the store and checking its signature again.
+		n.records.put(res.PeerRecord)
+	}
 	n.msg.installed(res.Remote, res.Epoch) // messaging.go: a fresh epoch
 	info := &KeyInfo{
 		Peer:             res.Remote,
