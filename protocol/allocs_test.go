@@ -3,6 +3,9 @@ package protocol
 import (
 	"context"
 	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/stretchr/testify/require"
 )
 
 // TestExchangeAllocs bounds the allocations of one exchange run by Run over
@@ -41,3 +44,30 @@ func TestExchangeAllocs(t *testing.T) {
 }
 
 const exchangeAllocsBound = 580
+
+// TestNewMachineIdentity: NewMachine checks Config.Identity against the
+// exchange key without deriving a peer ID when the key is the one the
+// exchange key was made with, and still refuses another identity's.
+func TestNewMachineIdentity(t *testing.T) {
+	a, c := newParty(t), newParty(t)
+	cfg := Config{Role: Initiator, Identity: a.sk, Remote: c.id, Own: a.key, Epoch: 1}
+	_, err := NewMachine(cfg)
+	require.NoError(t, err)
+
+	// An equal key in another object (as read back from a store).
+	raw, err := crypto.MarshalPrivateKey(a.sk)
+	require.NoError(t, err)
+	cfg.Identity, err = crypto.UnmarshalPrivateKey(raw)
+	require.NoError(t, err)
+	_, err = NewMachine(cfg)
+	require.NoError(t, err)
+
+	cfg.Identity = c.sk
+	cfg.Remote = a.id
+	_, err = NewMachine(cfg)
+	require.ErrorContains(t, err, "exchange key belongs to another identity")
+	b := newParty(t)
+	cfg.Identity, cfg.Remote = b.sk, c.id
+	_, err = NewMachine(cfg)
+	require.ErrorContains(t, err, "exchange key belongs to another identity")
+}
