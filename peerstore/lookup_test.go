@@ -75,3 +75,52 @@ func TestPeerCacheState(t *testing.T) {
 	require.Equal(t, TrustVerified, st.Trust)
 	require.Equal(t, []byte{2}, st.Fingerprint)
 }
+
+// BenchmarkExchangeReads compares what an exchange with a known peer reads
+// of the store before it starts: Lookup (since issue 15) against what it
+// read before, Peer (a copy of the record; the responder's admission read
+// it again) and ActiveSession (on bbolt a decryption of the session key),
+// per side.
+func BenchmarkExchangeReads(b *testing.B) {
+	for _, kind := range []string{"memory", "bolt"} {
+		b.Run(kind, func(b *testing.B) {
+			var st Store = NewMemory()
+			if kind == "bolt" {
+				var err error
+				if st, err = OpenBolt(filepath.Join(b.TempDir(), "store")); err != nil {
+					b.Fatal(err)
+				}
+			}
+			defer st.Close()
+			p, err := test.RandPeerID()
+			require.NoError(b, err)
+			now := time.Now()
+			require.NoError(b, st.CommitExchange(Commit{
+				Session: SessionKey{Peer: p, Epoch: 1, Suite: 1, Created: now},
+				PeerKey: &PeerKey{Peer: p, Seq: 1, Record: make([]byte, 1400), Fingerprint: make([]byte, 34), Trust: TrustFirstUse, FirstSeen: now, LastSeen: now},
+				Seen:    now,
+			}))
+			b.Run("Lookup", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := st.Lookup(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("PeerActiveSession", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := st.Peer(p); err != nil {
+						b.Fatal(err)
+					}
+					act, err := st.ActiveSession(p)
+					if err != nil {
+						b.Fatal(err)
+					}
+					clear(act.Key[:])
+				}
+			})
+		})
+	}
+}
