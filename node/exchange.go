@@ -724,6 +724,6 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	} else {
 		info.SentOwnKey, info.ReceivedPeerKey = res.ResponderKeySent, res.InitiatorKeySent
 	}
-	log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID.String())
+	log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID) // a Stringer: formatted only if logged
 	return info, nil
 }
