@@ -610,7 +610,7 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 		Suites:     n.cfg.suites,
 		NoticeSize: n.cfg.noticeSize,
 		Epoch:      epoch,
-		Accept:     n.accept(p, trust, tr), // trust.go
+		Accept:     n.accept(p, trust, st.Record, tr), // trust.go
 		Trace: func(e protocol.Event) {
 			if role == protocol.Initiator && e.Kind == protocol.EventNoticeReceived && e.Notice == pb.Notice_CONTINUE {
 				n.mu.Lock()
