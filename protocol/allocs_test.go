@@ -20,6 +20,9 @@ func TestExchangeAllocs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 50 exchanges")
 	}
+	if underRace {
+		t.Skip("the race detector changes allocation counts (sync.Pool drops items at random)")
+	}
 	a, c := newParty(t, SuiteMLKEM768X25519), newParty(t, SuiteMLKEM768X25519)
 	knownC, knownA := c.record(), a.record()
 	ctx := context.Background()
