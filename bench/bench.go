@@ -672,6 +672,18 @@ type forgetfulStore struct{ ps.Store }
 
 func (forgetfulStore) Peer(peer.ID) (*ps.PeerKey, error) { return nil, ps.ErrNotFound }
 
+// Lookup hides the record as Peer does: a peer with no session is unknown.
+func (s forgetfulStore) Lookup(p peer.ID) (ps.PeerState, error) {
+	st, err := s.Store.Lookup(p)
+	if err == nil && st.Epoch == 0 {
+		err = ps.ErrNotFound
+	}
+	if err != nil {
+		return ps.PeerState{}, err
+	}
+	return ps.PeerState{Epoch: st.Epoch}, nil
+}
+
 // newBenchStore returns a node's store: bbolt in a new directory under
 // cfg.storeRoot, opened as the daemon opens its own (cmd/p2pkex/repo.go), or memory.
 // With --keys both (and known identities) it forgets every record.
@@ -1720,6 +1732,11 @@ func (s *timedStore) CommitExchange(c ps.Commit) error {
 func (s *timedStore) Peer(p peer.ID) (*ps.PeerKey, error) {
 	defer s.note(&s.reads, time.Now())
 	return s.Store.Peer(p)
+}
+
+func (s *timedStore) Lookup(p peer.ID) (ps.PeerState, error) {
+	defer s.note(&s.reads, time.Now())
+	return s.Store.Lookup(p)
 }
 
 func (s *timedStore) ActiveSession(p peer.ID) (*ps.SessionKey, error) {

@@ -222,31 +222,18 @@ type ticket struct {
 }
 
 // storeKnows reports whether the store holds p's record or a session with
-// it. A store error counts as unknown (and is logged): the peer then gets
-// the stricter treatment, never the reserve.
+// it: one Lookup, which copies no record and opens no key. A store error
+// counts as unknown (and is logged): the peer then gets the stricter
+// treatment, never the reserve.
 func (n *Node) storeKnows(p peer.ID) bool {
-	_, err := n.store.Peer(p)
+	_, err := n.store.Lookup(p)
 	if err == nil {
 		return true
 	}
 	if !errors.Is(err, peerstore.ErrNotFound) {
-		log.Warnw("admission: read record", "peer", p, "err", err)
-		return false
+		log.Warnw("admission: look up peer", "peer", p, "err", err)
 	}
-	return n.hasSession(p)
-}
-
-// hasSession reports whether the store holds a session with p.
-func (n *Node) hasSession(p peer.ID) bool {
-	act, err := n.store.ActiveSession(p)
-	if err != nil {
-		if !errors.Is(err, peerstore.ErrNotFound) {
-			log.Warnw("admission: read session", "peer", p, "err", err)
-		}
-		return false
-	}
-	clear(act.Key[:])
-	return true
+	return false
 }
 
 // admitLocked admits an inbound exchange of p, counting it, or returns the

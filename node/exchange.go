@@ -586,18 +586,19 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 	n.mu.Lock()
 	xk := n.xkey
 	n.mu.Unlock()
-	known, trust, err := n.knownRecord(p)
+	// One Lookup for what the exchange needs of the store: the record's
+	// fingerprint and trust, the active epoch. It copies no record and
+	// opens no session key (on bbolt an AES-GCM open per exchange, only
+	// for the epoch).
+	st, err := n.store.Lookup(p)
+	if err != nil && !errors.Is(err, peerstore.ErrNotFound) {
+		return nil, fmt.Errorf("look up %s in the store: %w", p, err)
+	}
+	known, trust, err := n.knownRecord(p, &st)
 	if err != nil {
 		return nil, err
 	}
-	epoch := uint64(1)
-	switch act, err := n.store.ActiveSession(p); {
-	case err == nil:
-		epoch = act.Epoch + 1
-		clear(act.Key[:])
-	case !errors.Is(err, peerstore.ErrNotFound):
-		return nil, fmt.Errorf("read session of %s: %w", p, err)
-	}
+	epoch := st.Epoch + 1
 	epoch = max(epoch, after+1)
 	return protocol.NewMachine(protocol.Config{
 		Role:       role,
@@ -609,7 +610,7 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 		Suites:     n.cfg.suites,
 		NoticeSize: n.cfg.noticeSize,
 		Epoch:      epoch,
-		Accept:     n.accept(p, trust, tr), // trust.go
+		Accept:     n.accept(p, trust, st.Record, tr), // trust.go
 		Trace: func(e protocol.Event) {
 			if role == protocol.Initiator && e.Kind == protocol.EventNoticeReceived && e.Notice == pb.Notice_CONTINUE {
 				n.mu.Lock()
@@ -630,20 +631,25 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 	})
 }
 
-// knownRecord returns p's stored record if it is still valid. A record that
-// no longer validates (expired, say) counts as missing: phase 2 fetches a
-// fresh one.
-func (n *Node) knownRecord(p peer.ID) (*protocol.PeerRecord, peerstore.TrustState, error) {
+// knownRecord returns p's stored record, which st (p's Lookup) names, if
+// it is still valid, and its trust state. A record that no longer
+// validates (expired, say) counts as missing: phase 2 fetches a fresh one.
+// The record is read from the store and parsed only when the cache does
+// not hold the one st names.
+func (n *Node) knownRecord(p peer.ID, st *peerstore.PeerState) (*protocol.PeerRecord, peerstore.TrustState, error) {
+	if !st.Record {
+		return nil, st.Trust, nil
+	}
+	now := n.cfg.now()
+	if rec := n.records.get(p, st.Fingerprint, now); rec != nil {
+		return rec, st.Trust, nil
+	}
 	pk, err := n.store.Peer(p)
 	if errors.Is(err, peerstore.ErrNotFound) {
-		return nil, peerstore.TrustUnknown, nil
+		return nil, peerstore.TrustUnknown, nil // forgotten since the Lookup
 	}
 	if err != nil {
 		return nil, peerstore.TrustUnknown, fmt.Errorf("read record of %s: %w", p, err)
-	}
-	now := n.cfg.now()
-	if rec := n.records.get(p, pk.Record, now); rec != nil {
-		return rec, pk.Trust, nil
 	}
 	rec, err := protocol.ParsePeerRecord(pk.Record, p, now)
 	if err != nil {
@@ -688,6 +694,12 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	if err := n.store.CommitExchange(c); err != nil {
 		return nil, fmt.Errorf("install key: %w", err)
 	}
+	if res.Received {
+		// The machine validated it for this peer (ParsePeerRecord): the
+		// next exchange finds it parsed (knownRecord) instead of reading
+		// it back from the store and checking its signature again.
+		n.records.put(res.PeerRecord)
+	}
 	n.msg.installed(res.Remote, res.Epoch) // messaging.go: a fresh epoch
 	info := &KeyInfo{
 		Peer:             res.Remote,
@@ -712,6 +724,6 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	} else {
 		info.SentOwnKey, info.ReceivedPeerKey = res.ResponderKeySent, res.InitiatorKeySent
 	}
-	log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID.String())
+	log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID) // a Stringer: formatted only if logged
 	return info, nil
 }

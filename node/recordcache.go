@@ -17,21 +17,28 @@ const recordCacheSize = 1024
 // that an exchange with a peer whose record is known does not check the
 // record's signature and rebuild its KEM public keys again: with the default
 // suite that was about a seventh of the CPU time of an exchange
-// (docs/PERFORMANCE.md). An entry is used only for exactly the envelope
-// bytes it was parsed from and only while the record is within its validity
-// period, so a hit returns what protocol.ParsePeerRecord would. When full,
-// it drops a random entry.
+// (docs/PERFORMANCE.md). An entry is used only for the record the store
+// names by its fingerprint (the SHA-256 multihash of the envelope, which
+// the node computed when it stored the record: peerstore.PeerState), so
+// that an exchange need not copy the envelope out of the store to compare
+// it, and only while the record is within its validity period, so a hit
+// returns what protocol.ParsePeerRecord would of the stored envelope. The
+// cache holds only records the node parsed and validated for their peer: a
+// store whose fingerprint did not match its envelope would at worst get
+// the record the node validated under that fingerprint, or a miss. When
+// full, it drops a random entry.
 type recordCache struct {
 	mu sync.Mutex
 	m  map[peer.ID]*protocol.PeerRecord
 }
 
-// get returns p's record parsed from envelope, if cached and valid at now.
-func (c *recordCache) get(p peer.ID, envelope []byte, now time.Time) *protocol.PeerRecord {
+// get returns p's record of the given fingerprint, if cached and valid at
+// now.
+func (c *recordCache) get(p peer.ID, fingerprint []byte, now time.Time) *protocol.PeerRecord {
 	c.mu.Lock()
 	rec := c.m[p]
 	c.mu.Unlock()
-	if rec == nil || !bytes.Equal(rec.Envelope, envelope) ||
+	if rec == nil || !bytes.Equal(rec.Fingerprint[:], fingerprint) ||
 		rec.Created.After(now.Add(protocol.MaxClockSkew)) || !now.Before(rec.Expires) {
 		return nil
 	}

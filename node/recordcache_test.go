@@ -12,8 +12,8 @@ import (
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
-// A cached record is returned only for the exact envelope it was parsed
-// from and only while ParsePeerRecord would accept it.
+// A cached record is returned only for the fingerprint of the envelope it
+// was parsed from and only while ParsePeerRecord would accept it.
 func TestRecordCache(t *testing.T) {
 	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	require.NoError(t, err)
@@ -26,17 +26,20 @@ func TestRecordCache(t *testing.T) {
 	require.NoError(t, err)
 
 	var c recordCache
-	require.Nil(t, c.get(id, xk.Envelope, now), "empty cache")
+	fp := rec.Fingerprint[:]
+	require.Nil(t, c.get(id, fp, now), "empty cache")
 	c.put(rec)
-	got := c.get(id, xk.Envelope, now)
+	got := c.get(id, fp, now)
 	require.NotNil(t, got)
 	require.Equal(t, rec.Fingerprint, got.Fingerprint)
 
 	other := append([]byte(nil), xk.Envelope...)
 	other[len(other)-1] ^= 1
-	require.Nil(t, c.get(id, other, now), "other envelope bytes")
-	require.Nil(t, c.get(id, xk.Envelope, now.Add(2*time.Hour)), "expired")
-	require.Nil(t, c.get(id, xk.Envelope, now.Add(-time.Hour)), "created in the future")
+	otherFP := protocol.FingerprintOf(other)
+	require.Nil(t, c.get(id, otherFP[:], now), "another record's fingerprint")
+	require.Nil(t, c.get(id, nil, now), "no fingerprint")
+	require.Nil(t, c.get(id, fp, now.Add(2*time.Hour)), "expired")
+	require.Nil(t, c.get(id, fp, now.Add(-time.Hour)), "created in the future")
 	_, err = protocol.ParsePeerRecord(xk.Envelope, id, now.Add(2*time.Hour))
 	require.Error(t, err, "the parser agrees: expired")
 

@@ -438,10 +438,15 @@ func (n *Node) judgeRecord(p peer.ID, held *protocol.PeerRecord, heldOK bool, tr
 // known, the record the machine holds (nil if none or expired: then the
 // stored record is read, expired or not, so that the ordering rule holds
 // against it too).
-func (n *Node) accept(p peer.ID, trust peerstore.TrustState, tr *trustRun) func(peer.ID, *protocol.PeerRecord, *protocol.PeerRecord) error {
+//
+// stored says whether the store held a record of p when the exchange
+// began: without one there is nothing to read back (a first contact), and
+// no other record of p can be stored meanwhile, since an exchange that
+// stores one is the peer's only exchange until it committed.
+func (n *Node) accept(p peer.ID, trust peerstore.TrustState, stored bool, tr *trustRun) func(peer.ID, *protocol.PeerRecord, *protocol.PeerRecord) error {
 	return func(_ peer.ID, known, rec *protocol.PeerRecord) error {
 		held, ok := known, true
-		if held == nil {
+		if held == nil && stored {
 			var err error
 			if held, trust, ok, err = n.heldRecord(p); err != nil {
 				return err

@@ -818,6 +818,49 @@ func (s *boltStore) Peer(p peer.ID) (*PeerKey, error) {
 	return pk, err
 }
 
+// Lookup reads the record's state from the cache when it can (else from
+// the read transaction, which fills the cache as Peer does) and the
+// active epoch from the key of the peer's last session: the sealed key
+// is neither decoded nor opened.
+func (s *boltStore) Lookup(p peer.ID) (PeerState, error) {
+	st, cached := s.peers.state(p)
+	var fill *PeerKey
+	var snap uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		if !cached {
+			pk, err := getPeer(tx, p)
+			if err != nil {
+				return err
+			}
+			if pk != nil {
+				st, fill, snap = stateOf(pk), pk, uint64(tx.ID())
+			}
+		}
+		b, err := peerSessions(tx, p)
+		if err != nil {
+			return err
+		}
+		if b != nil {
+			if k, _ := b.Cursor().Last(); k != nil {
+				if st.Epoch, err = decodeEpoch(k); err != nil {
+					return err
+				}
+			}
+		}
+		if !st.Record && st.Epoch == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if fill != nil {
+		s.peers.fill(fill, snap)
+	}
+	if err != nil {
+		return PeerState{}, err
+	}
+	return st, nil
+}
+
 // getPeer returns the stored record of p, or nil if there is none.
 func getPeer(tx *bolt.Tx, p peer.ID) (*PeerKey, error) {
 	b, err := bucket(tx, bucketPeers)

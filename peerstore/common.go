@@ -125,6 +125,12 @@ func clonePeerKey(k *PeerKey) *PeerKey {
 	return &c
 }
 
+// stateOf returns the PeerState of a stored record, its Fingerprint a copy
+// (the record's bytes are not copied at all).
+func stateOf(k *PeerKey) PeerState {
+	return PeerState{Record: true, Seq: k.Seq, Fingerprint: bytes.Clone(k.Fingerprint), Trust: k.Trust}
+}
+
 // readBack is a copy of pk as the bbolt store reads it back: its times
 // are the instants stored, in the local time zone (codec.go, decodeTime).
 func readBack(pk *PeerKey) *PeerKey {

@@ -137,6 +137,26 @@ func (s *memStore) Peer(p peer.ID) (*PeerKey, error) {
 	return clonePeerKey(k), nil
 }
 
+func (s *memStore) Lookup(p peer.ID) (PeerState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return PeerState{}, ErrClosed
+	}
+	var st PeerState
+	k, ok := s.peers[p]
+	if ok {
+		st = stateOf(k)
+	}
+	sess := s.sessions[p]
+	if n := len(sess); n > 0 {
+		st.Epoch = sess[n-1].Epoch
+	} else if !ok {
+		return PeerState{}, ErrNotFound
+	}
+	return st, nil
+}
+
 func (s *memStore) Peers() ([]PeerKey, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

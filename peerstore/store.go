@@ -145,6 +145,24 @@ type PeerKey struct {
 	LastSeen time.Time
 }
 
+// PeerState is what the store holds of a peer, less the record's bytes and
+// any secret: enough to tell whether the peer is known, which record is
+// stored and which epoch an exchange proposes next. Store.Lookup answers
+// it without copying the record or opening a session key, which the node
+// would otherwise do on every exchange only to learn these few values
+// (docs/performance/cpu.md).
+type PeerState struct {
+	// Record says whether the store holds the peer's exchange-key record.
+	// Seq, Fingerprint and Trust are the record's (zero without one).
+	Record      bool
+	Seq         uint64
+	Fingerprint []byte
+	Trust       TrustState
+	// Epoch is the active session's epoch (the highest kept), 0 if the
+	// store holds no session with the peer.
+	Epoch uint64
+}
+
 // SessionKey is a symmetric key agreed with a peer.
 type SessionKey struct {
 	Peer    peer.ID
@@ -210,6 +228,11 @@ type Store interface {
 
 	// Peer returns the stored record of a peer, or ErrNotFound.
 	Peer(peer.ID) (*PeerKey, error)
+	// Lookup returns what the store holds of a peer without the record's
+	// bytes or any session key: whether it holds the record (with its
+	// Seq, Fingerprint and Trust) and the active session's epoch.
+	// ErrNotFound if it holds neither a record nor a session.
+	Lookup(peer.ID) (PeerState, error)
 	// Peers returns every known peer, sorted by peer ID.
 	Peers() ([]PeerKey, error)
 	// SetTrust changes the trust state of a known peer (ErrNotFound if unknown).

@@ -80,7 +80,9 @@ func Run(ctx context.Context, s Stream, m *Machine, phaseTimeout time.Duration) 
 			if err := checkPhase1Sizes(out); err != nil {
 				return fail(err)
 			}
-			if err := writeFrames(s, out, func(f Frame) []byte { return f.Bytes }); err != nil {
+			err := writeFrames(s, out, func(f Frame) []byte { return f.Bytes })
+			releaseFrames(out) // written (or failed): nothing keeps them
+			if err != nil {
 				return fail(err)
 			}
 		}

@@ -135,10 +135,23 @@ type Event struct {
 	SendOwn, ReceivePeer bool
 }
 
-// Frame is one notice to send.
+// Frame is one notice to send. Its Bytes are the caller's, to keep or drop.
 type Frame struct {
 	Type  pb.Notice_Type
 	Bytes []byte
+	// buf is the pooled buffer (pool.go) Bytes live in, or nil. Run, which
+	// drops the frames as soon as it wrote them, gives it back
+	// (releaseFrames); another caller's frames go to the collector.
+	buf *[]byte
+}
+
+// releaseFrames returns the pooled buffers of frames the caller has
+// written and keeps no slice of.
+func releaseFrames(out []Frame) {
+	for i := range out {
+		putBuf(out[i].buf)
+		out[i].buf, out[i].Bytes = nil, nil
+	}
 }
 
 // Result is a finished exchange.
@@ -225,12 +238,19 @@ func NewMachine(cfg Config) (*Machine, error) {
 	if cfg.Identity == nil || cfg.Own == nil {
 		return nil, errors.New("protocol: identity and exchange key are required")
 	}
-	local, err := peer.IDFromPrivateKey(cfg.Identity)
-	if err != nil {
-		return nil, fmt.Errorf("protocol: identity: %w", err)
-	}
-	if cfg.Own.Peer != local {
-		return nil, errors.New("protocol: exchange key belongs to another identity")
+	// The exchange key knows the identity key it was made or loaded with:
+	// the same key is Own.Peer's without deriving the peer ID again (a
+	// marshalling and a multihash per exchange).
+	var err error
+	local := cfg.Own.Peer
+	if cfg.Own.identity == nil || !cfg.Own.identity.Equals(cfg.Identity) {
+		id, err := peer.IDFromPrivateKey(cfg.Identity)
+		if err != nil {
+			return nil, fmt.Errorf("protocol: identity: %w", err)
+		}
+		if cfg.Own.Peer != id {
+			return nil, errors.New("protocol: exchange key belongs to another identity")
+		}
 	}
 	if cfg.Remote == "" || cfg.Remote == local {
 		return nil, errors.New("protocol: invalid remote peer")
@@ -458,24 +478,39 @@ func (m *Machine) newSecrets() error {
 // send marshals m.out, whose body of type t the caller has set, absorbs it
 // into the transcript as ours and reports it. m.out is reset.
 func (m *Machine) send(t pb.Notice_Type) (Frame, error) {
-	b, err := m.marshalOut(t)
+	f, err := m.marshalOut(t)
 	if err != nil {
 		return Frame{}, err
 	}
-	if limit := m.MaxFrame(); len(b) > limit {
-		return Frame{}, fmt.Errorf("own %v notice is %d bytes, notice size %d", t, len(b), limit)
+	if limit := m.MaxFrame(); len(f.Bytes) > limit {
+		putBuf(f.buf)
+		return Frame{}, fmt.Errorf("own %v notice is %d bytes, notice size %d", t, len(f.Bytes), limit)
 	}
-	m.tr.absorb(m.role, b)
-	m.emit(Event{Kind: EventNoticeSent, Notice: t, Size: len(b)})
-	return Frame{Type: t, Bytes: b}, nil
+	m.tr.absorb(m.role, f.Bytes)
+	m.emit(Event{Kind: EventNoticeSent, Notice: t, Size: len(f.Bytes)})
+	return f, nil
 }
 
 // marshalOut marshals m.out as a notice of type t and resets it. The bytes
-// are the frame: the caller keeps them.
-func (m *Machine) marshalOut(t pb.Notice_Type) ([]byte, error) {
+// are the frame: the caller keeps them. They live in a pooled buffer when
+// they fit one (Frame.buf), which Run gives back once it wrote them: a
+// notice is written and dropped at once, and the machine keeps nothing of
+// it (the transcript hashed it).
+func (m *Machine) marshalOut(t pb.Notice_Type) (Frame, error) {
 	defer m.out.Reset()
 	m.out.Type = t
-	return proto.MarshalOptions{Deterministic: true}.Marshal(&m.out)
+	bp := getBuf()
+	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*bp)[:0], &m.out)
+	if err != nil || cap(b) != pooledBuf {
+		// Failed, or grown into an array of its own: the pooled one is
+		// unused.
+		putBuf(bp)
+		bp = nil
+	}
+	if err != nil {
+		return Frame{}, err
+	}
+	return Frame{Type: t, Bytes: b, buf: bp}, nil
 }
 
 // sendChunks sends item in notices of type t, cut as split cuts it, and
@@ -1014,12 +1049,12 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 // sendUnhashed is send for PART_RECEIVED, which is not in the transcript
 // (it authenticates the transcript).
 func (m *Machine) sendUnhashed(t pb.Notice_Type) (Frame, error) {
-	b, err := m.marshalOut(t)
+	f, err := m.marshalOut(t)
 	if err != nil {
 		return Frame{}, err
 	}
-	m.emit(Event{Kind: EventNoticeSent, Notice: t, Size: len(b)})
-	return Frame{Type: t, Bytes: b}, nil
+	m.emit(Event{Kind: EventNoticeSent, Notice: t, Size: len(f.Bytes)})
+	return f, nil
 }
 
 // consumePartReceived is phase 3, steps 4 and 5: the peer proves it holds the

@@ -203,6 +203,10 @@ func checkLifetime(created, expires time.Time) error {
 type ExchangeKey struct {
 	PeerRecord
 	private map[Suite]hpke.PrivateKey
+	// identity is the identity key the record was signed with (checked to
+	// be Peer's), so that NewMachine can check Config.Identity against it
+	// without deriving a peer ID on every exchange; nil if unknown.
+	identity crypto.PrivKey
 }
 
 // NewExchangeKey generates a key pair for each suite and signs a record for
@@ -275,7 +279,7 @@ func sealRecord(identity crypto.PrivKey, rec KeyRecord, priv map[Suite]hpke.Priv
 	if len(b) > MaxRecordSize {
 		return nil, fmt.Errorf("exchange-key record is %d bytes, limit %d (identity key too large?)", len(b), MaxRecordSize)
 	}
-	return &ExchangeKey{PeerRecord: PeerRecord{KeyRecord: rec, Envelope: b, Fingerprint: FingerprintOf(b)}, private: priv}, nil
+	return &ExchangeKey{PeerRecord: PeerRecord{KeyRecord: rec, Envelope: b, Fingerprint: FingerprintOf(b)}, private: priv, identity: identity}, nil
 }
 
 // LoadExchangeKey rebuilds an exchange key from its envelope and serialized
@@ -312,7 +316,7 @@ func LoadExchangeKey(identity crypto.PrivKey, envelope []byte, private map[Suite
 	if len(priv) != len(rec.Keys) {
 		return nil, fmt.Errorf("%w: record lists a key without its private key", ErrBadRecord)
 	}
-	return &ExchangeKey{PeerRecord: PeerRecord{KeyRecord: rec, Envelope: bytes.Clone(envelope), Fingerprint: FingerprintOf(envelope)}, private: priv}, nil
+	return &ExchangeKey{PeerRecord: PeerRecord{KeyRecord: rec, Envelope: bytes.Clone(envelope), Fingerprint: FingerprintOf(envelope)}, private: priv, identity: identity}, nil
 }
 
 // PrivateKeys serializes the private keys, for storage. The caller must keep

@@ -58,6 +58,7 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"CommitFirstSeen", s.testCommitFirstSeen},
 		{"CommitSeenGranularity", s.testCommitSeenGranularity},
 		{"CommitWithoutPeerKey", s.testCommitWithoutPeerKey},
+		{"Lookup", s.testLookup},
 		{"KeepEpochs", s.testKeepEpochs},
 		{"Sessions", s.testSessions},
 		{"ReturnsCopies", s.testReturnsCopies},
@@ -638,6 +639,76 @@ func (s *suite) testCommitWithoutPeerKey(t *testing.T) {
 	RequirePeerKeyEqual(t, pk, gotPK)
 }
 
+// requireLookup checks that Lookup(p) gives the state of record pk (nil:
+// no record) and the active epoch.
+func requireLookup(t testing.TB, st peerstore.Store, p peer.ID, pk *peerstore.PeerKey, epoch uint64) {
+	t.Helper()
+	got, err := st.Lookup(p)
+	require.NoError(t, err)
+	want := peerstore.PeerState{Epoch: epoch}
+	if pk != nil {
+		want.Record, want.Seq, want.Fingerprint, want.Trust = true, pk.Seq, pk.Fingerprint, pk.Trust
+	}
+	require.Equal(t, want.Record, got.Record, "Record")
+	require.Equal(t, want.Seq, got.Seq, "Seq")
+	require.True(t, bytes.Equal(want.Fingerprint, got.Fingerprint), "Fingerprint")
+	require.Equal(t, want.Trust, got.Trust, "Trust")
+	require.Equal(t, want.Epoch, got.Epoch, "Epoch")
+}
+
+// testLookup: Lookup agrees with Peer and ActiveSession through every
+// change of the record, its trust and the epochs, and returns copies.
+func (s *suite) testLookup(t *testing.T) {
+	st := s.store(t)
+	p := RandPeerID(t)
+	_, err := st.Lookup(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound, "an unknown peer")
+
+	// A session without a record (CommitWithoutPeerKey).
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 1), Seen: at(0)}))
+	requireLookup(t, st, p, nil, 1)
+
+	_, pk := commit(t, st, p, 3)
+	requireLookup(t, st, p, pk, 3)
+	// The record read through Peer (cached by a store that caches) and
+	// Lookup stay in step.
+	_, err = st.Peer(p)
+	require.NoError(t, err)
+	requireLookup(t, st, p, pk, 3)
+
+	require.NoError(t, st.SetTrust(p, peerstore.TrustVerified))
+	pk.Trust = peerstore.TrustVerified
+	requireLookup(t, st, p, pk, 3)
+
+	// Epochs past KeepEpochs, a commit without a record: the record stays,
+	// the epoch is the highest.
+	for e := uint64(4); e < 4+peerstore.KeepEpochs+1; e++ {
+		require.NoError(t, st.CommitExchange(peerstore.Commit{Session: newSession(t, p, e), Seen: at(0)}))
+	}
+	requireLookup(t, st, p, pk, 4+peerstore.KeepEpochs)
+
+	// A new record replaces the old one.
+	_, pk2 := commit(t, st, p, 10)
+	requireLookup(t, st, p, pk2, 10)
+
+	// The fingerprint is a copy.
+	got, err := st.Lookup(p)
+	require.NoError(t, err)
+	clear(got.Fingerprint)
+	requireLookup(t, st, p, pk2, 10)
+
+	if s.reopen != nil {
+		st = s.reopenStore(t, st)
+		requireLookup(t, st, p, pk2, 10)
+	}
+
+	res, err := st.Forget(p)
+	require.NoError(t, err)
+	require.True(t, res.Record)
+	_, err = st.Lookup(p)
+	require.ErrorIs(t, err, peerstore.ErrNotFound, "a forgotten peer")
+}
+
 func (s *suite) testKeepEpochs(t *testing.T) {
 	st := s.store(t)
 	p := RandPeerID(t)
@@ -801,18 +872,34 @@ func (s *suite) testReadsAfterWrites(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			var seen uint64
+			var lookup bool
 			for {
 				select {
 				case <-stop:
 					return
 				default:
 				}
+				// Peer and Lookup in turn: both are held to the order.
+				lookup = !lookup
 				after, gone := done.Load(), forgotten.Load()
-				pk, err := st.Peer(p)
+				var seq uint64
+				var trust peerstore.TrustState
+				var err error
+				if lookup {
+					var ls peerstore.PeerState
+					if ls, err = st.Lookup(p); err == nil {
+						seq, trust = ls.Seq, ls.Trust
+					}
+				} else {
+					var pk *peerstore.PeerKey
+					if pk, err = st.Peer(p); err == nil {
+						seq, trust = pk.Seq, pk.Trust
+					}
+				}
 				going := forgetting.Load() // a Forget may have overlapped the read
 				if gone {
 					if !errors.Is(err, peerstore.ErrNotFound) {
-						t.Errorf("Peer after Forget returned: %v, %v", pk, err)
+						t.Errorf("read after Forget (lookup %v) returned: seq %d, %v", lookup, seq, err)
 						return
 					}
 					continue
@@ -821,15 +908,15 @@ func (s *suite) testReadsAfterWrites(t *testing.T) {
 					continue
 				}
 				if err != nil {
-					t.Errorf("Peer: %v", err)
+					t.Errorf("read (lookup %v): %v", lookup, err)
 					return
 				}
-				v := 2 * pk.Seq
-				if pk.Trust == peerstore.TrustVerified || (pk.Seq%2 == 0 && pk.Trust == peerstore.TrustChanged) {
+				v := 2 * seq
+				if trust == peerstore.TrustVerified || (seq%2 == 0 && trust == peerstore.TrustChanged) {
 					v++ // the SetTrust after commit seq
 				}
 				if v < after || v < seen {
-					t.Errorf("read version %d (seq %d, %v) after a write of version %d had returned, and %d read before", v, pk.Seq, pk.Trust, after, seen)
+					t.Errorf("read version %d (seq %d, %v, lookup %v) after a write of version %d had returned, and %d read before", v, seq, trust, lookup, after, seen)
 					return
 				}
 				seen = v
@@ -1098,6 +1185,7 @@ func (s *suite) testClose(t *testing.T) {
 		"RotateExchangeKey": func() error { return st.RotateExchangeKey(newExchangeKey(t, 1), at(0), time.Hour) },
 		"PruneExchangeKeys": func() error { _, err := st.PruneExchangeKeys(at(0)); return err },
 		"Peer":              func() error { _, err := st.Peer(p); return err },
+		"Lookup":            func() error { _, err := st.Lookup(p); return err },
 		"Peers":             func() error { _, err := st.Peers(); return err },
 		"SetTrust":          func() error { return st.SetTrust(p, peerstore.TrustVerified) },
 		"CommitExchange": func() error {

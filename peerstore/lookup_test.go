@@ -1,0 +1,126 @@
+package peerstore
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/test"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestBoltLookupDoesNotOpenKeys checks that the bbolt store's Lookup reads
+// the active epoch without opening the session key (the node calls it on
+// every exchange; ActiveSession decrypts): with the key's slot in the key
+// file destroyed, ActiveSession fails and Lookup still answers.
+func TestBoltLookupDoesNotOpenKeys(t *testing.T) {
+	st, err := OpenBolt(filepath.Join(t.TempDir(), "store"))
+	require.NoError(t, err)
+	defer st.Close()
+	s := st.(*boltStore)
+	p, err := test.RandPeerID()
+	require.NoError(t, err)
+	now := time.Now()
+	for epoch := uint64(1); epoch <= 2; epoch++ {
+		require.NoError(t, st.CommitExchange(Commit{
+			Session: SessionKey{Peer: p, Epoch: epoch, Key: Key{byte(epoch)}, Suite: 1, Created: now},
+			PeerKey: &PeerKey{Peer: p, Seq: 1, Record: []byte("record"), Fingerprint: []byte("fp"), Trust: TrustFirstUse, FirstSeen: now, LastSeen: now},
+			Seen:    now,
+		}))
+	}
+	var slot uint64
+	require.NoError(t, s.view(func(tx *bolt.Tx) error {
+		b, err := peerSessions(tx, p)
+		if err != nil {
+			return err
+		}
+		k, v := b.Cursor().Last()
+		slot, err = sessionSlot([]byte(p), k, v)
+		return err
+	}))
+	require.NoError(t, s.keys.wipe([]uint64{slot}))
+
+	_, err = st.ActiveSession(p)
+	require.ErrorIs(t, err, ErrCorrupt, "the active key no longer opens")
+	ls, err := st.Lookup(p)
+	require.NoError(t, err, "Lookup opened the session key")
+	require.EqualValues(t, 2, ls.Epoch)
+	require.True(t, ls.Record)
+	require.Equal(t, "fp", string(ls.Fingerprint))
+}
+
+// TestPeerCacheState checks that the cache's state, which Lookup reads,
+// follows the same rule as get: nothing while a write of the peer is in
+// flight, and what the settled write stored afterwards.
+func TestPeerCacheState(t *testing.T) {
+	p, err := test.RandPeerID()
+	require.NoError(t, err)
+	c := newPeerCache()
+	_, ok := c.state(p)
+	require.False(t, ok)
+	c.fill(&PeerKey{Peer: p, Seq: 1, Fingerprint: []byte{1}, Trust: TrustFirstUse}, 5)
+	st, ok := c.state(p)
+	require.True(t, ok)
+	require.EqualValues(t, 1, st.Seq)
+	st.Fingerprint[0] = 9 // a copy
+	c.begin(p)
+	_, ok = c.state(p)
+	require.False(t, ok, "served while a write of the peer is in flight")
+	c.end(map[peer.ID]*PeerKey{p: {Peer: p, Seq: 2, Fingerprint: []byte{2}, Trust: TrustVerified}}, 7, true)
+	st, ok = c.state(p)
+	require.True(t, ok)
+	require.EqualValues(t, 2, st.Seq)
+	require.Equal(t, TrustVerified, st.Trust)
+	require.Equal(t, []byte{2}, st.Fingerprint)
+}
+
+// BenchmarkExchangeReads compares what an exchange with a known peer reads
+// of the store before it starts: Lookup (since issue 15) against what it
+// read before, Peer (a copy of the record; the responder's admission read
+// it again) and ActiveSession (on bbolt a decryption of the session key),
+// per side.
+func BenchmarkExchangeReads(b *testing.B) {
+	for _, kind := range []string{"memory", "bolt"} {
+		b.Run(kind, func(b *testing.B) {
+			var st Store = NewMemory()
+			if kind == "bolt" {
+				var err error
+				if st, err = OpenBolt(filepath.Join(b.TempDir(), "store")); err != nil {
+					b.Fatal(err)
+				}
+			}
+			defer st.Close()
+			p, err := test.RandPeerID()
+			require.NoError(b, err)
+			now := time.Now()
+			require.NoError(b, st.CommitExchange(Commit{
+				Session: SessionKey{Peer: p, Epoch: 1, Suite: 1, Created: now},
+				PeerKey: &PeerKey{Peer: p, Seq: 1, Record: make([]byte, 1400), Fingerprint: make([]byte, 34), Trust: TrustFirstUse, FirstSeen: now, LastSeen: now},
+				Seen:    now,
+			}))
+			b.Run("Lookup", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := st.Lookup(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("PeerActiveSession", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := st.Peer(p); err != nil {
+						b.Fatal(err)
+					}
+					act, err := st.ActiveSession(p)
+					if err != nil {
+						b.Fatal(err)
+					}
+					clear(act.Key[:])
+				}
+			})
+		})
+	}
+}
