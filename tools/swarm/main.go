@@ -52,6 +52,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -86,10 +87,12 @@ type config struct {
 	StartParallel     int     `json:"start_parallel"`
 	SampleS           float64 `json:"sample_s"`
 	Seed              uint64  `json:"seed"`
+	Transport         string  `json:"transport"`
+	GOGC              int     `json:"gogc"`
 
 	duration, churnPeriod, down, opInterval, opTimeout, discoveryInterval, sample time.Duration
 	dhtMode                                                                       node.DHTMode
-	jsonOut, dir, cpuProfile                                                      string
+	jsonOut, dir, cpuProfile, heapProfile, goroutineProfile                       string
 	quiet                                                                         bool
 }
 
@@ -114,6 +117,10 @@ func main() {
 	flag.StringVar(&c.dir, "dir", "", "put the repos under `DIR` and keep them (default: a temporary directory, removed)")
 	flag.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (after all nodes started) to `FILE`")
+	flag.StringVar(&c.heapProfile, "heapprofile", "", "write a heap profile at the end of the run, every node still up, to `FILE`")
+	flag.StringVar(&c.goroutineProfile, "goroutineprofile", "", "write the goroutines' stacks, counted, at the end of the run to `FILE`")
+	flag.StringVar(&c.Transport, "transport", "both", "what the nodes listen on: both (TCP and QUIC, as the daemon), quic or tcp")
+	flag.IntVar(&c.GOGC, "gogc", 100, "the garbage collector's GOGC for the process (the environment's GOGC wins)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: swarm [flags]\n")
 		flag.PrintDefaults()
@@ -134,6 +141,15 @@ func main() {
 		usage("-dht-mode must be server, auto or client")
 	}
 	c.DHTMode = *mode
+	if _, ok := transports[c.Transport]; !ok {
+		usage("-transport must be both, quic or tcp")
+	}
+	if env := os.Getenv("GOGC"); env != "" {
+		c.GOGC = debug.SetGCPercent(-1) // the runtime read $GOGC; keep it
+		debug.SetGCPercent(c.GOGC)
+	} else if c.GOGC != 100 {
+		debug.SetGCPercent(c.GOGC)
+	}
 	switch {
 	case c.Bootstrap < 1 || c.Nodes < c.Bootstrap+2:
 		usage("need -bootstrap >= 1 and -nodes >= bootstrap + 2")
@@ -268,6 +284,16 @@ type bucket struct {
 	Goroutines     int     `json:"goroutines"`
 	OpenFiles      int     `json:"open_files"`
 	DiscoveredMean float64 `json:"discovered_mean"`
+	// ConnsMean is the open connections per live node (each end counts at
+	// its node), QUICShare the share of them over QUIC.
+	ConnsMean float64 `json:"conns_mean"`
+	QUICShare float64 `json:"quic_share"`
+	// SchedP50Ms and SchedP99Ms: how long a goroutine that was ready
+	// waited to run, GCShare the collector's share of the CPU
+	// (schedSampler).
+	SchedP50Ms float64 `json:"sched_latency_p50_ms"`
+	SchedP99Ms float64 `json:"sched_latency_p99_ms"`
+	GCShare    float64 `json:"gc_cpu_share"`
 }
 
 // discovery is what one incarnation discovered: seconds from its start to
@@ -302,6 +328,45 @@ type swarm struct {
 	returns     int
 	startErrs   []string
 	received    atomic.Int64
+	sched       *schedSampler
+	// pairs holds the pairs of members (lower index first) that completed
+	// an exchange; byAge and byContact split the exchanges between live
+	// peers (splits).
+	pairs     map[[2]int]bool
+	byAge     map[string]*split
+	byContact map[string]*split
+}
+
+// split counts the exchanges between live peers of one class and their
+// failures by cause.
+type split struct {
+	Attempted int64            `json:"attempted"`
+	Failed    map[string]int64 `json:"failed"`
+}
+
+// ageClass is the class of an exchange by the age of the younger of its two
+// nodes' incarnations when it started: whether failures cluster while nodes
+// join (the swarm's start, the returns after churn).
+func ageClass(age time.Duration) string {
+	switch {
+	case age < 30*time.Second:
+		return "0-30s"
+	case age < 60*time.Second:
+		return "30-60s"
+	case age < 120*time.Second:
+		return "60-120s"
+	}
+	return "120s+"
+}
+
+// incStart is when m's current incarnation started (zero if away).
+func (m *member) incStart() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inc == nil {
+		return time.Time{}
+	}
+	return m.inc.start
 }
 
 type report struct {
@@ -317,11 +382,16 @@ type report struct {
 		Initial discoveryStats `json:"initial"`
 		Rejoin  discoveryStats `json:"rejoin"`
 	} `json:"discovery"`
-	Exchanges        tally               `json:"exchanges"`
-	Messages         tally               `json:"messages"`
-	MessagesReceived int64               `json:"messages_received"`
-	FailureExamples  map[string][]string `json:"failure_examples,omitempty"`
-	Churn            struct {
+	Exchanges tally `json:"exchanges"`
+	// ExchangesByAge splits the exchanges between live peers by the age of
+	// the younger node (ageClass); ExchangesByContact by whether the two
+	// had completed an exchange before ("first" or "repeat").
+	ExchangesByAge     map[string]*split   `json:"exchanges_between_live_peers_by_age"`
+	ExchangesByContact map[string]*split   `json:"exchanges_between_live_peers_by_contact"`
+	Messages           tally               `json:"messages"`
+	MessagesReceived   int64               `json:"messages_received"`
+	FailureExamples    map[string][]string `json:"failure_examples,omitempty"`
+	Churn              struct {
 		Rounds       []float64 `json:"rounds_t_s"`
 		Leaves       int       `json:"leaves"`
 		Returns      int       `json:"returns"`
@@ -335,6 +405,7 @@ type report struct {
 		HeapInusePerNode  float64 `json:"heap_inuse_bytes_per_node"`
 		RSSPerNode        float64 `json:"rss_bytes_per_node"`
 		GoroutinesPerNode float64 `json:"goroutines_per_node"`
+		ConnsPerNode      float64 `json:"conns_per_node"`
 		OpenFilesPerNode  float64 `json:"open_files_per_node"`
 		StoreBytesPerNode float64 `json:"store_bytes_per_node"`
 		Note              string  `json:"note"`
@@ -372,7 +443,8 @@ func run(ctx context.Context, c *config) (*report, error) {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	s := &swarm{cfg: c, byID: map[peer.ID]*member{}, msg: make([]byte, c.MsgSize), examples: map[string][]string{}, t0: time.Now()}
+	s := &swarm{cfg: c, byID: map[peer.ID]*member{}, msg: make([]byte, c.MsgSize), examples: map[string][]string{}, t0: time.Now(),
+		pairs: map[[2]int]bool{}, byAge: map[string]*split{}, byContact: map[string]*split{}}
 	s.lastSample = s.t0
 	s.exchanges.FailedLive, s.messages.FailedLive = map[string]int64{}, map[string]int64{}
 	for i := range c.Nodes {
@@ -433,6 +505,7 @@ func run(ctx context.Context, c *config) (*report, error) {
 			s.churn(ctx, end)
 		}()
 	}
+	s.sched = newSchedSampler()
 	lastCPU, lastT := cpu0, runStart
 	tick := time.NewTicker(c.sample)
 	for done := false; !done; {
@@ -465,6 +538,14 @@ func run(ctx context.Context, c *config) (*report, error) {
 	res.HeapInusePerNode = float64(heap.Inuse) / nodes
 	res.RSSPerNode = float64(procstat.RSS()) / nodes
 	res.GoroutinesPerNode = float64(runtime.NumGoroutine()) / nodes
+	conns, _ := s.conns()
+	res.ConnsPerNode = float64(conns) / nodes
+	if err := writeProfile("heap", c.heapProfile); err != nil {
+		return nil, err
+	}
+	if err := writeProfile("goroutine", c.goroutineProfile); err != nil {
+		return nil, err
+	}
 	res.OpenFilesPerNode = float64(procstat.OpenFiles()) / nodes
 	res.StoreBytesPerNode = float64(procstat.DirSize(dir)) / nodes
 	res.Note = "process totals divided by the nodes: every node runs in this one process; the harness's own share is included"
@@ -473,6 +554,7 @@ func run(ctx context.Context, c *config) (*report, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r.Exchanges, r.Messages = s.exchanges, s.messages
+	r.ExchangesByAge, r.ExchangesByContact = s.byAge, s.byContact
 	r.MessagesReceived = s.received.Load()
 	r.FailureExamples = s.examples
 	r.Churn.Rounds, r.Churn.Leaves, r.Churn.Returns = s.churnRounds, s.leaves, s.returns
@@ -556,13 +638,21 @@ func percentile(xs []float64, p float64) float64 {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-// listenAddrs are the daemon's default listen addresses on loopback, or the
-// ports a member's first incarnation got.
-func (m *member) listenAddrs() []string {
+// transports are the listen addresses of -transport: the daemon's default
+// ones (node.DefaultListenAddrs) on loopback, or one of them.
+var transports = map[string][]string{
+	"both": {"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+	"quic": {"/ip4/127.0.0.1/udp/0/quic-v1"},
+	"tcp":  {"/ip4/127.0.0.1/tcp/0"},
+}
+
+// listenAddrs are the -transport's listen addresses, or the ports a
+// member's first incarnation got.
+func (m *member) listenAddrs(transport string) []string {
 	if m.listen != nil {
 		return m.listen
 	}
-	return []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	return transports[transport]
 }
 
 // start opens m's store and node and starts its work.
@@ -582,7 +672,7 @@ func (s *swarm) start(m *member) error {
 		return []node.Option{node.WithStore(store), node.WithListenAddrs(listen...), node.WithDHT(s.bootInfo, dhtOpts...)}
 	}
 	m.mu.Lock()
-	listen := m.listenAddrs()
+	listen := m.listenAddrs(c.Transport)
 	m.mu.Unlock()
 	started := time.Now()
 	n, err := node.New(context.Background(), opts(listen)...)
@@ -594,7 +684,7 @@ func (s *swarm) start(m *member) error {
 		m.mu.Unlock()
 		s.logf("node %d: ports taken (%v), new ones", m.idx, err)
 		started = time.Now()
-		n, err = node.New(context.Background(), opts([]string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"})...)
+		n, err = node.New(context.Background(), opts(transports[c.Transport])...)
 	}
 	if err != nil {
 		store.Close()
@@ -734,14 +824,48 @@ func (s *swarm) op(ctx context.Context, m *member, inc *incarnation, p *member) 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
 	defer cancel()
 	t0 := time.Now()
+	age := min(t0.Sub(inc.start), t0.Sub(p.incStart())) // p away: peer gone, not split
 	_, xerr := inc.n.Exchange(ctx, p.id)
 	t1 := time.Now()
 	s.count(&s.exchanges, m, p, t0, t1, xerr, "exchange")
+	s.split(m, p, t0, t1, age, xerr)
 	if xerr != nil {
 		return
 	}
 	merr := inc.n.Send(ctx, p.id, s.msg)
 	s.count(&s.messages, m, p, t1, time.Now(), merr, "message")
+}
+
+// split counts an exchange between live peers by its class (age, first
+// contact) and records a pair's first success.
+func (s *swarm) split(m, p *member, t0, t1 time.Time, age time.Duration, err error) {
+	if !m.up(t0, t1) || !p.up(t0, t1) {
+		return
+	}
+	pair := [2]int{min(m.idx, p.idx), max(m.idx, p.idx)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	contact := "repeat"
+	if !s.pairs[pair] {
+		contact = "first"
+	}
+	for _, c := range []struct {
+		m   map[string]*split
+		key string
+	}{{s.byAge, ageClass(age)}, {s.byContact, contact}} {
+		sp := c.m[c.key]
+		if sp == nil {
+			sp = &split{Failed: map[string]int64{}}
+			c.m[c.key] = sp
+		}
+		sp.Attempted++
+		if err != nil {
+			sp.Failed[classify(err)]++
+		}
+	}
+	if err == nil {
+		s.pairs[pair] = true
+	}
 }
 
 func (s *swarm) count(t *tally, m, p *member, t0, t1 time.Time, err error, what string) {
@@ -865,6 +989,41 @@ func (s *swarm) churn(ctx context.Context, end time.Time) {
 	}
 }
 
+// writeProfile writes the named runtime profile to file, if one is asked
+// for.
+func writeProfile(name, file string) error {
+	if file == "" {
+		return nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("%s profile: %w", name, err)
+	}
+	return f.Close()
+}
+
+// conns counts the open connections of the live nodes (both ends of a
+// connection between two of them count) and those over QUIC.
+func (s *swarm) conns() (all, quic int) {
+	for _, m := range s.members {
+		m.mu.Lock()
+		if inc := m.inc; inc != nil {
+			for _, c := range inc.n.Host().Network().Conns() {
+				all++
+				if c.ConnState().Transport == "quic-v1" {
+					quic++
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+	return all, quic
+}
+
 // sample closes the timeline's current bucket.
 func (s *swarm) sample(now time.Time, cores float64) {
 	live, disc := 0, 0
@@ -876,6 +1035,8 @@ func (s *swarm) sample(now time.Time, cores float64) {
 		}
 		m.mu.Unlock()
 	}
+	conns, quic := s.conns()
+	sf := s.sched.read()
 	heapLive := procstat.LiveHeapAtLastGC() // no forced collection: its CPU would count as the nodes'
 	s.mu.Lock()
 	b := s.cur
@@ -891,10 +1052,15 @@ func (s *swarm) sample(now time.Time, cores float64) {
 	b.OpenFiles = procstat.OpenFiles()
 	if live > 0 {
 		b.DiscoveredMean = float64(disc) / float64(live)
+		b.ConnsMean = float64(conns) / float64(live)
 	}
+	if conns > 0 {
+		b.QUICShare = float64(quic) / float64(conns)
+	}
+	b.SchedP50Ms, b.SchedP99Ms, b.GCShare = sf.P50Ms, sf.P99Ms, sf.GCShare
 	s.timeline = append(s.timeline, b)
 	s.mu.Unlock()
-	s.logf("live %d, discovered %.1f per node, exchanges %d ok %d, peer gone %d, failed between live peers %d, messages ok %d; %.2f cores, heap %.0f MiB, rss %.0f MiB, %d goroutines, %d files",
-		live, b.DiscoveredMean, b.Exchanges, b.ExchangesOK, b.FailedGone, b.FailedLive, b.MessagesOK, cores,
-		float64(b.HeapLive)/(1<<20), float64(b.RSS)/(1<<20), b.Goroutines, b.OpenFiles)
+	s.logf("live %d, discovered %.1f per node, exchanges %d ok %d, peer gone %d, failed between live peers %d, messages ok %d; %.2f cores (GC %.0f %%), ready goroutines waited p50 %.1f ms p99 %.0f ms; heap %.0f MiB, rss %.0f MiB, %d goroutines, %d files, %.1f conns per node (%.0f %% QUIC)",
+		live, b.DiscoveredMean, b.Exchanges, b.ExchangesOK, b.FailedGone, b.FailedLive, b.MessagesOK, cores, 100*b.GCShare,
+		b.SchedP50Ms, b.SchedP99Ms, float64(b.HeapLive)/(1<<20), float64(b.RSS)/(1<<20), b.Goroutines, b.OpenFiles, b.ConnsMean, 100*b.QUICShare)
 }
