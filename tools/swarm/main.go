@@ -26,7 +26,8 @@
 // order): dial_backoff (libp2p refused to dial because dials to the peer
 // failed in the last seconds, usually while it was away), timeout_at_peer
 // (the peer gave up on a deadline of its own: ABORT or reset with status
-// TIMEOUT), timeout (a deadline of the initiator's), refused
+// TIMEOUT), dial_timeout (no connection could be made before the
+// initiator's deadline), timeout (a deadline of the initiator's), refused
 // (the peer answered no: ABORT, a refused message, a resource limit), dial
 // (no connection could be made) or other; the report keeps the first
 // errors of each. The run fails (exit 1) on any failure between live peers.
@@ -252,6 +253,7 @@ const (
 	causeRefused = "refused"
 	causeDial    = "dial"
 	causeBackoff = "dial_backoff"
+	causeDialTO  = "dial_timeout"
 	causeOther   = "other"
 )
 
@@ -434,6 +436,9 @@ func (s *swarm) logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, c *config) (*report, error) {
+	if _, ok := transports[c.Transport]; !ok {
+		return nil, fmt.Errorf("unknown transport %q", c.Transport)
+	}
 	dir := c.dir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "p2pkex-swarm-")
@@ -915,6 +920,8 @@ func classify(err error) string {
 		return causeBackoff
 	case isPeerTimeout(err):
 		return causePeerTO
+	case isDial(err) && (errors.Is(err, context.DeadlineExceeded) || isTimeout(err)):
+		return causeDialTO
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
 		return causeTimeout
 	case errors.As(err, &abort) || isRefusal(err):

@@ -30,7 +30,8 @@ func newSchedSampler() *schedSampler {
 // schedFigures are the figures of one interval.
 type schedFigures struct {
 	// P50Ms, P99Ms: the time a ready goroutine waited to run, in
-	// milliseconds (upper bounds of the histogram's buckets).
+	// milliseconds (upper bounds of the histogram's buckets); -1 when no
+	// goroutine was scheduled.
 	P50Ms, P99Ms float64
 	// GCShare: the garbage collector's share of the CPU time the runtime
 	// counted (its estimate, idle time excluded).
@@ -54,8 +55,7 @@ func (s *schedSampler) read() schedFigures {
 			total += delta[i]
 		}
 		s.last = append(s.last[:0], h.Counts...)
-		f.P50Ms = histQuantile(h.Buckets, delta, total, 0.50) * 1000
-		f.P99Ms = histQuantile(h.Buckets, delta, total, 0.99) * 1000
+		f.P50Ms, f.P99Ms = ms(histQuantile(h.Buckets, delta, total, 0.50)), ms(histQuantile(h.Buckets, delta, total, 0.99))
 	}
 	if s.samples[1].Value.Kind() == metrics.KindFloat64 && s.samples[2].Value.Kind() == metrics.KindFloat64 {
 		gc, cpu := s.samples[1].Value.Float64(), s.samples[2].Value.Float64()
@@ -65,6 +65,14 @@ func (s *schedSampler) read() schedFigures {
 		s.lastGC, s.lastCPU = gc, cpu
 	}
 	return f
+}
+
+// ms converts seconds to milliseconds, keeping -1 (none) as it is.
+func ms(s float64) float64 {
+	if s < 0 {
+		return s
+	}
+	return s * 1000
 }
 
 // histQuantile is the upper bound of the bucket that holds quantile q of
