@@ -5,9 +5,25 @@
 //	go run ./tools/swarm -nodes 200 -duration 5m -json swarm.json
 //	go run ./tools/chart -swarm -o swarm.svg swarm.json
 //
-// Every node is a node as the daemon runs it: its own libp2p host (TCP and
-// QUIC on 127.0.0.1, as the daemon's default listen addresses on loopback)
-// and its own bbolt store in its own repo directory (peerstore.OpenBolt).
+// Every node is a node as the daemon runs it: its own libp2p host and its
+// own bbolt store in its own repo directory (peerstore.OpenBolt), with the
+// node's defaults for everything else. Two settings are the harness's own:
+//
+//   - -transport quic (default): the nodes listen on QUIC on 127.0.0.1 only.
+//     The daemon listens on TCP and QUIC; a dial to a peer with both
+//     addresses on a private network tries QUIC first and TCP 30 ms later
+//     (go-libp2p's dial ranker). In a process where 200 nodes share two
+//     cores a QUIC handshake takes longer than that, so TCP is dialled too
+//     and its TLS handshake runs as well: with -transport both (the
+//     daemon's listening) a fifth to a quarter of the connections were TCP
+//     ones, and TLS handshakes took a tenth of the CPU.
+//   - -gogc 400 (default; $GOGC wins): a daemon's few MiB of heap are
+//     collected on an otherwise idle core; 200 nodes in one process have no
+//     idle core, and with the Go default (100) the collector took a quarter
+//     to a third of the CPU (its mark assists stalling the nodes'
+//     goroutines). 400 trades memory for that CPU: the process's heap peaks
+//     at up to five times the live heap (the report's rss_bytes_per_node).
+//
 // Peers find each other only through the DHT rendezvous (node.WithDHT): the
 // first -bootstrap nodes start with no bootstrap peers, and every other node
 // is given them, and nothing else, as its bootstrap list; mDNS is off.
@@ -37,9 +53,14 @@
 // after churn; the exchanges and messages attempted and succeeded, in all
 // and between live peers, and their failures by cause; the messages the
 // subscribers received; the process's CPU, live heap, resident memory,
-// goroutines, open files and store size divided by the nodes (all nodes
-// share the process); and a timeline, one bucket per -sample, which
-// tools/chart -swarm draws.
+// goroutines, open files, connections and store size divided by the nodes
+// (all nodes share the process); and a timeline, one bucket per -sample,
+// which tools/chart -swarm draws. Each bucket also says whether the process
+// was starved: how long a goroutine that was ready waited to run (p50 and
+// p99 of the runtime's /sched/latencies) and the collector's share of the
+// CPU. The exchanges between live peers are split by the age of the younger
+// of the two nodes (do failures cluster while nodes join?) and by whether
+// the pair had completed an exchange before (a first contact).
 package main
 
 import (
@@ -120,8 +141,8 @@ func main() {
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (after all nodes started) to `FILE`")
 	flag.StringVar(&c.heapProfile, "heapprofile", "", "write a heap profile at the end of the run, every node still up, to `FILE`")
 	flag.StringVar(&c.goroutineProfile, "goroutineprofile", "", "write the goroutines' stacks, counted, at the end of the run to `FILE`")
-	flag.StringVar(&c.Transport, "transport", "both", "what the nodes listen on: both (TCP and QUIC, as the daemon), quic or tcp")
-	flag.IntVar(&c.GOGC, "gogc", 100, "the garbage collector's GOGC for the process (the environment's GOGC wins)")
+	flag.StringVar(&c.Transport, "transport", "quic", "what the nodes listen on: quic, tcp or both (TCP and QUIC, as the daemon)")
+	flag.IntVar(&c.GOGC, "gogc", 400, "the garbage collector's GOGC for the process (the environment's GOGC wins)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: swarm [flags]\n")
 		flag.PrintDefaults()
@@ -148,7 +169,7 @@ func main() {
 	if env := os.Getenv("GOGC"); env != "" {
 		c.GOGC = debug.SetGCPercent(-1) // the runtime read $GOGC; keep it
 		debug.SetGCPercent(c.GOGC)
-	} else if c.GOGC != 100 {
+	} else {
 		debug.SetGCPercent(c.GOGC)
 	}
 	switch {
