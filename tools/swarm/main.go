@@ -26,7 +26,17 @@
 //
 // Peers find each other only through the DHT rendezvous (node.WithDHT): the
 // first -bootstrap nodes start with no bootstrap peers, and every other node
-// is given them, and nothing else, as its bootstrap list; mDNS is off.
+// is given them, and nothing else, as its bootstrap list; mDNS is off. The
+// bootstrap nodes are DHT servers (the daemon's --dht-server, as whoever
+// runs a bootstrap node runs it); the others run the daemon's default,
+// node.DHTModeAuto, which on loopback, where AutoNAT never finds a node
+// publicly reachable, keeps them DHT clients: they query the bootstrap
+// nodes and advertise there, and serve no DHT queries. -dht-mode server
+// makes every node a DHT server instead (the daemon's --dht-server, or a
+// network of publicly reachable nodes): a DHT of 200 servers, where each
+// node that joins connects to nearly every other (its routing-table
+// refresh, the others' checks of it), which costs the process several
+// times the CPU (docs/performance/swarm.md).
 //
 // Each node runs, every -op-interval (jittered by ±50 %), an exchange with a
 // peer picked at random among those it has discovered, and, if the exchange
@@ -130,7 +140,7 @@ func main() {
 	flag.DurationVar(&c.opTimeout, "op-timeout", 30*time.Second, "time limit of one exchange and its message")
 	flag.IntVar(&c.K, "k", 10, "report the time to discover this many peers")
 	flag.DurationVar(&c.discoveryInterval, "discovery-interval", node.DefaultDiscoveryInterval, "longest wait between two DHT lookups of the rendezvous (node.WithDiscoveryInterval)")
-	mode := flag.String("dht-mode", "server", "DHT mode of the nodes other than the bootstrap nodes: server, auto or client")
+	mode := flag.String("dht-mode", "auto", "DHT mode of the nodes other than the bootstrap nodes: auto (the daemon's default), server (the daemon's --dht-server) or client")
 	flag.IntVar(&c.MsgSize, "msg-size", 256, "message size in bytes")
 	flag.IntVar(&c.StartParallel, "start-parallel", 8, "nodes starting at once")
 	flag.DurationVar(&c.sample, "sample", 10*time.Second, "time between two samples of the timeline")

@@ -131,8 +131,8 @@ func TestSwarmSmall(t *testing.T) {
 	}
 	c := &config{Nodes: 6, Bootstrap: 1, ChurnFraction: 0.34, K: 2, MsgSize: 64, StartParallel: 4, Seed: 1,
 		duration: 9 * time.Second, churnPeriod: 4 * time.Second, down: time.Second, opInterval: 300 * time.Millisecond,
-		opTimeout: 20 * time.Second, discoveryInterval: time.Second, sample: 2 * time.Second, dhtMode: node.DHTModeServer,
-		Transport: "both", dir: t.TempDir(), quiet: true}
+		opTimeout: 20 * time.Second, discoveryInterval: time.Second, sample: 2 * time.Second, dhtMode: node.DHTModeAuto,
+		Transport: "quic", dir: t.TempDir(), quiet: true}
 	r, err := run(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
