@@ -19,8 +19,8 @@
 //     ones, and TLS handshakes took a tenth of the CPU.
 //   - -gogc 400 (default; $GOGC wins): a daemon's few MiB of heap are
 //     collected on an otherwise idle core; 200 nodes in one process have no
-//     idle core, and with the Go default (100) the collector took a quarter
-//     to a third of the CPU (its mark assists stalling the nodes'
+//     idle core, and with the Go default (100) the collector took a fifth to
+//     a third of the CPU (its mark assists stalling the nodes'
 //     goroutines). 400 trades memory for that CPU: the process's heap peaks
 //     at up to five times the live heap (the report's rss_bytes_per_node).
 //
@@ -35,8 +35,9 @@
 // makes every node a DHT server instead (the daemon's --dht-server, or a
 // network of publicly reachable nodes): a DHT of 200 servers, where each
 // node that joins connects to nearly every other (its routing-table
-// refresh, the others' checks of it), which costs the process several
-// times the CPU (docs/performance/swarm.md).
+// refresh, the others' checks of it); at 30 nodes that took 2.6 times the
+// CPU per node, and 200 servers starved the process on two cores
+// (docs/performance/swarm.md).
 //
 // Each node runs, every -op-interval (jittered by ±50 %), an exchange with a
 // peer picked at random among those it has discovered, and, if the exchange
