@@ -449,6 +449,20 @@ func (n *Node) release() error {
 	n.disc.stop()
 	var errs []error
 	if n.ownsHost && n.host != nil {
+		// The network first: go-libp2p's host stops its services before
+		// it closes its network, and one of them, the observed-address
+		// manager, stops reading its subscription to identify's
+		// completions without closing it; with the network still open,
+		// the completions that kept arriving (peers pushing identify as
+		// they closed, say) filled the subscription, blocked identify's
+		// Emit for good with the event's lock held, and AutoNAT's Close
+		// then waited for that lock: Close never returned
+		// (TestCloseWhileIdentifyCompletes; a bootstrap node of
+		// tools/swarm). Closed first, the network delivers nothing more;
+		// the host's Close closes it again, which does nothing.
+		if err := n.host.Network().Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close network: %w", err))
+		}
 		errs = append(errs, n.host.Close())
 	}
 	if n.ownsStore && n.store != nil {

@@ -5,12 +5,39 @@
 //	go run ./tools/swarm -nodes 200 -duration 5m -json swarm.json
 //	go run ./tools/chart -swarm -o swarm.svg swarm.json
 //
-// Every node is a node as the daemon runs it: its own libp2p host (TCP and
-// QUIC on 127.0.0.1, as the daemon's default listen addresses on loopback)
-// and its own bbolt store in its own repo directory (peerstore.OpenBolt).
+// Every node is a node as the daemon runs it: its own libp2p host and its
+// own bbolt store in its own repo directory (peerstore.OpenBolt), with the
+// node's defaults for everything else. Two settings are the harness's own:
+//
+//   - -transport quic (default): the nodes listen on QUIC on 127.0.0.1 only.
+//     The daemon listens on TCP and QUIC; a dial to a peer with both
+//     addresses on a private network tries QUIC first and TCP 30 ms later
+//     (go-libp2p's dial ranker). In a process where 200 nodes share two
+//     cores a QUIC handshake takes longer than that, so TCP is dialled too
+//     and its TLS handshake runs as well: with -transport both (the
+//     daemon's listening) a fifth to a quarter of the connections were TCP
+//     ones, and TLS handshakes took a tenth of the CPU.
+//   - -gogc 400 (default; $GOGC wins): a daemon's few MiB of heap are
+//     collected on an otherwise idle core; 200 nodes in one process have no
+//     idle core, and with the Go default (100) the collector took a fifth to
+//     a third of the CPU (its mark assists stalling the nodes'
+//     goroutines). 400 trades memory for that CPU: the process's heap peaks
+//     at up to five times the live heap (the report's rss_bytes_per_node).
+//
 // Peers find each other only through the DHT rendezvous (node.WithDHT): the
 // first -bootstrap nodes start with no bootstrap peers, and every other node
-// is given them, and nothing else, as its bootstrap list; mDNS is off.
+// is given them, and nothing else, as its bootstrap list; mDNS is off. The
+// bootstrap nodes are DHT servers (the daemon's --dht-server, as whoever
+// runs a bootstrap node runs it); the others run the daemon's default,
+// node.DHTModeAuto, which on loopback, where AutoNAT never finds a node
+// publicly reachable, keeps them DHT clients: they query the bootstrap
+// nodes and advertise there, and serve no DHT queries. -dht-mode server
+// makes every node a DHT server instead (the daemon's --dht-server, or a
+// network of publicly reachable nodes): a DHT of 200 servers, where each
+// node that joins connects to nearly every other (its routing-table
+// refresh, the others' checks of it); at 30 nodes that took 2.6 times the
+// CPU per node, and 200 servers starved the process on two cores
+// (docs/performance/swarm.md).
 //
 // Each node runs, every -op-interval (jittered by ±50 %), an exchange with a
 // peer picked at random among those it has discovered, and, if the exchange
@@ -26,7 +53,8 @@
 // order): dial_backoff (libp2p refused to dial because dials to the peer
 // failed in the last seconds, usually while it was away), timeout_at_peer
 // (the peer gave up on a deadline of its own: ABORT or reset with status
-// TIMEOUT), timeout (a deadline of the initiator's), refused
+// TIMEOUT), dial_timeout (no connection could be made before the
+// initiator's deadline), timeout (a deadline of the initiator's), refused
 // (the peer answered no: ABORT, a refused message, a resource limit), dial
 // (no connection could be made) or other; the report keeps the first
 // errors of each. The run fails (exit 1) on any failure between live peers.
@@ -36,9 +64,14 @@
 // after churn; the exchanges and messages attempted and succeeded, in all
 // and between live peers, and their failures by cause; the messages the
 // subscribers received; the process's CPU, live heap, resident memory,
-// goroutines, open files and store size divided by the nodes (all nodes
-// share the process); and a timeline, one bucket per -sample, which
-// tools/chart -swarm draws.
+// goroutines, open files, connections and store size divided by the nodes
+// (all nodes share the process); and a timeline, one bucket per -sample,
+// which tools/chart -swarm draws. Each bucket also says whether the process
+// was starved: how long a goroutine that was ready waited to run (p50 and
+// p99 of the runtime's /sched/latencies) and the collector's share of the
+// CPU. The exchanges between live peers are split by the age of the younger
+// of the two nodes (do failures cluster while nodes join?) and by whether
+// the pair had completed an exchange before (a first contact).
 package main
 
 import (
@@ -52,6 +85,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -86,10 +120,12 @@ type config struct {
 	StartParallel     int     `json:"start_parallel"`
 	SampleS           float64 `json:"sample_s"`
 	Seed              uint64  `json:"seed"`
+	Transport         string  `json:"transport"`
+	GOGC              int     `json:"gogc"`
 
 	duration, churnPeriod, down, opInterval, opTimeout, discoveryInterval, sample time.Duration
 	dhtMode                                                                       node.DHTMode
-	jsonOut, dir, cpuProfile                                                      string
+	jsonOut, dir, cpuProfile, heapProfile, goroutineProfile                       string
 	quiet                                                                         bool
 }
 
@@ -105,7 +141,7 @@ func main() {
 	flag.DurationVar(&c.opTimeout, "op-timeout", 30*time.Second, "time limit of one exchange and its message")
 	flag.IntVar(&c.K, "k", 10, "report the time to discover this many peers")
 	flag.DurationVar(&c.discoveryInterval, "discovery-interval", node.DefaultDiscoveryInterval, "longest wait between two DHT lookups of the rendezvous (node.WithDiscoveryInterval)")
-	mode := flag.String("dht-mode", "server", "DHT mode of the nodes other than the bootstrap nodes: server, auto or client")
+	mode := flag.String("dht-mode", "auto", "DHT mode of the nodes other than the bootstrap nodes: auto (the daemon's default), server (the daemon's --dht-server) or client")
 	flag.IntVar(&c.MsgSize, "msg-size", 256, "message size in bytes")
 	flag.IntVar(&c.StartParallel, "start-parallel", 8, "nodes starting at once")
 	flag.DurationVar(&c.sample, "sample", 10*time.Second, "time between two samples of the timeline")
@@ -114,6 +150,10 @@ func main() {
 	flag.StringVar(&c.dir, "dir", "", "put the repos under `DIR` and keep them (default: a temporary directory, removed)")
 	flag.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (after all nodes started) to `FILE`")
+	flag.StringVar(&c.heapProfile, "heapprofile", "", "write a heap profile at the end of the run, every node still up, to `FILE`")
+	flag.StringVar(&c.goroutineProfile, "goroutineprofile", "", "write the goroutines' stacks, counted, at the end of the run to `FILE`")
+	flag.StringVar(&c.Transport, "transport", "quic", "what the nodes listen on: quic, tcp or both (TCP and QUIC, as the daemon)")
+	flag.IntVar(&c.GOGC, "gogc", 400, "the garbage collector's GOGC for the process (the environment's GOGC wins)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: swarm [flags]\n")
 		flag.PrintDefaults()
@@ -134,6 +174,15 @@ func main() {
 		usage("-dht-mode must be server, auto or client")
 	}
 	c.DHTMode = *mode
+	if _, ok := transports[c.Transport]; !ok {
+		usage("-transport must be both, quic or tcp")
+	}
+	if env := os.Getenv("GOGC"); env != "" {
+		c.GOGC = debug.SetGCPercent(-1) // the runtime read $GOGC; keep it
+		debug.SetGCPercent(c.GOGC)
+	} else {
+		debug.SetGCPercent(c.GOGC)
+	}
 	switch {
 	case c.Bootstrap < 1 || c.Nodes < c.Bootstrap+2:
 		usage("need -bootstrap >= 1 and -nodes >= bootstrap + 2")
@@ -236,6 +285,7 @@ const (
 	causeRefused = "refused"
 	causeDial    = "dial"
 	causeBackoff = "dial_backoff"
+	causeDialTO  = "dial_timeout"
 	causeOther   = "other"
 )
 
@@ -268,6 +318,16 @@ type bucket struct {
 	Goroutines     int     `json:"goroutines"`
 	OpenFiles      int     `json:"open_files"`
 	DiscoveredMean float64 `json:"discovered_mean"`
+	// ConnsMean is the open connections per live node (each end counts at
+	// its node), QUICShare the share of them over QUIC.
+	ConnsMean float64 `json:"conns_mean"`
+	QUICShare float64 `json:"quic_share"`
+	// SchedP50Ms and SchedP99Ms: how long a goroutine that was ready
+	// waited to run, GCShare the collector's share of the CPU
+	// (schedSampler).
+	SchedP50Ms float64 `json:"sched_latency_p50_ms"`
+	SchedP99Ms float64 `json:"sched_latency_p99_ms"`
+	GCShare    float64 `json:"gc_cpu_share"`
 }
 
 // discovery is what one incarnation discovered: seconds from its start to
@@ -302,6 +362,45 @@ type swarm struct {
 	returns     int
 	startErrs   []string
 	received    atomic.Int64
+	sched       *schedSampler
+	// pairs holds the pairs of members (lower index first) that completed
+	// an exchange; byAge and byContact split the exchanges between live
+	// peers (splits).
+	pairs     map[[2]int]bool
+	byAge     map[string]*split
+	byContact map[string]*split
+}
+
+// split counts the exchanges between live peers of one class and their
+// failures by cause.
+type split struct {
+	Attempted int64            `json:"attempted"`
+	Failed    map[string]int64 `json:"failed"`
+}
+
+// ageClass is the class of an exchange by the age of the younger of its two
+// nodes' incarnations when it started: whether failures cluster while nodes
+// join (the swarm's start, the returns after churn).
+func ageClass(age time.Duration) string {
+	switch {
+	case age < 30*time.Second:
+		return "0-30s"
+	case age < 60*time.Second:
+		return "30-60s"
+	case age < 120*time.Second:
+		return "60-120s"
+	}
+	return "120s+"
+}
+
+// incStart is when m's current incarnation started (zero if away).
+func (m *member) incStart() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inc == nil {
+		return time.Time{}
+	}
+	return m.inc.start
 }
 
 type report struct {
@@ -317,11 +416,16 @@ type report struct {
 		Initial discoveryStats `json:"initial"`
 		Rejoin  discoveryStats `json:"rejoin"`
 	} `json:"discovery"`
-	Exchanges        tally               `json:"exchanges"`
-	Messages         tally               `json:"messages"`
-	MessagesReceived int64               `json:"messages_received"`
-	FailureExamples  map[string][]string `json:"failure_examples,omitempty"`
-	Churn            struct {
+	Exchanges tally `json:"exchanges"`
+	// ExchangesByAge splits the exchanges between live peers by the age of
+	// the younger node (ageClass); ExchangesByContact by whether the two
+	// had completed an exchange before ("first" or "repeat").
+	ExchangesByAge     map[string]*split   `json:"exchanges_between_live_peers_by_age"`
+	ExchangesByContact map[string]*split   `json:"exchanges_between_live_peers_by_contact"`
+	Messages           tally               `json:"messages"`
+	MessagesReceived   int64               `json:"messages_received"`
+	FailureExamples    map[string][]string `json:"failure_examples,omitempty"`
+	Churn              struct {
 		Rounds       []float64 `json:"rounds_t_s"`
 		Leaves       int       `json:"leaves"`
 		Returns      int       `json:"returns"`
@@ -335,6 +439,7 @@ type report struct {
 		HeapInusePerNode  float64 `json:"heap_inuse_bytes_per_node"`
 		RSSPerNode        float64 `json:"rss_bytes_per_node"`
 		GoroutinesPerNode float64 `json:"goroutines_per_node"`
+		ConnsPerNode      float64 `json:"conns_per_node"`
 		OpenFilesPerNode  float64 `json:"open_files_per_node"`
 		StoreBytesPerNode float64 `json:"store_bytes_per_node"`
 		Note              string  `json:"note"`
@@ -363,6 +468,9 @@ func (s *swarm) logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, c *config) (*report, error) {
+	if _, ok := transports[c.Transport]; !ok {
+		return nil, fmt.Errorf("unknown transport %q", c.Transport)
+	}
 	dir := c.dir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "p2pkex-swarm-")
@@ -372,7 +480,8 @@ func run(ctx context.Context, c *config) (*report, error) {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	s := &swarm{cfg: c, byID: map[peer.ID]*member{}, msg: make([]byte, c.MsgSize), examples: map[string][]string{}, t0: time.Now()}
+	s := &swarm{cfg: c, byID: map[peer.ID]*member{}, msg: make([]byte, c.MsgSize), examples: map[string][]string{}, t0: time.Now(),
+		pairs: map[[2]int]bool{}, byAge: map[string]*split{}, byContact: map[string]*split{}}
 	s.lastSample = s.t0
 	s.exchanges.FailedLive, s.messages.FailedLive = map[string]int64{}, map[string]int64{}
 	for i := range c.Nodes {
@@ -433,6 +542,7 @@ func run(ctx context.Context, c *config) (*report, error) {
 			s.churn(ctx, end)
 		}()
 	}
+	s.sched = newSchedSampler()
 	lastCPU, lastT := cpu0, runStart
 	tick := time.NewTicker(c.sample)
 	for done := false; !done; {
@@ -465,6 +575,14 @@ func run(ctx context.Context, c *config) (*report, error) {
 	res.HeapInusePerNode = float64(heap.Inuse) / nodes
 	res.RSSPerNode = float64(procstat.RSS()) / nodes
 	res.GoroutinesPerNode = float64(runtime.NumGoroutine()) / nodes
+	conns, _ := s.conns()
+	res.ConnsPerNode = float64(conns) / nodes
+	if err := writeProfile("heap", c.heapProfile); err != nil {
+		return nil, err
+	}
+	if err := writeProfile("goroutine", c.goroutineProfile); err != nil {
+		return nil, err
+	}
 	res.OpenFilesPerNode = float64(procstat.OpenFiles()) / nodes
 	res.StoreBytesPerNode = float64(procstat.DirSize(dir)) / nodes
 	res.Note = "process totals divided by the nodes: every node runs in this one process; the harness's own share is included"
@@ -473,6 +591,7 @@ func run(ctx context.Context, c *config) (*report, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r.Exchanges, r.Messages = s.exchanges, s.messages
+	r.ExchangesByAge, r.ExchangesByContact = s.byAge, s.byContact
 	r.MessagesReceived = s.received.Load()
 	r.FailureExamples = s.examples
 	r.Churn.Rounds, r.Churn.Leaves, r.Churn.Returns = s.churnRounds, s.leaves, s.returns
@@ -556,13 +675,21 @@ func percentile(xs []float64, p float64) float64 {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-// listenAddrs are the daemon's default listen addresses on loopback, or the
-// ports a member's first incarnation got.
-func (m *member) listenAddrs() []string {
+// transports are the listen addresses of -transport: the daemon's default
+// ones (node.DefaultListenAddrs) on loopback, or one of them.
+var transports = map[string][]string{
+	"both": {"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+	"quic": {"/ip4/127.0.0.1/udp/0/quic-v1"},
+	"tcp":  {"/ip4/127.0.0.1/tcp/0"},
+}
+
+// listenAddrs are the -transport's listen addresses, or the ports a
+// member's first incarnation got.
+func (m *member) listenAddrs(transport string) []string {
 	if m.listen != nil {
 		return m.listen
 	}
-	return []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	return transports[transport]
 }
 
 // start opens m's store and node and starts its work.
@@ -582,7 +709,7 @@ func (s *swarm) start(m *member) error {
 		return []node.Option{node.WithStore(store), node.WithListenAddrs(listen...), node.WithDHT(s.bootInfo, dhtOpts...)}
 	}
 	m.mu.Lock()
-	listen := m.listenAddrs()
+	listen := m.listenAddrs(c.Transport)
 	m.mu.Unlock()
 	started := time.Now()
 	n, err := node.New(context.Background(), opts(listen)...)
@@ -594,7 +721,7 @@ func (s *swarm) start(m *member) error {
 		m.mu.Unlock()
 		s.logf("node %d: ports taken (%v), new ones", m.idx, err)
 		started = time.Now()
-		n, err = node.New(context.Background(), opts([]string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"})...)
+		n, err = node.New(context.Background(), opts(transports[c.Transport])...)
 	}
 	if err != nil {
 		store.Close()
@@ -734,14 +861,48 @@ func (s *swarm) op(ctx context.Context, m *member, inc *incarnation, p *member) 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
 	defer cancel()
 	t0 := time.Now()
+	age := min(t0.Sub(inc.start), t0.Sub(p.incStart())) // p away: peer gone, not split
 	_, xerr := inc.n.Exchange(ctx, p.id)
 	t1 := time.Now()
 	s.count(&s.exchanges, m, p, t0, t1, xerr, "exchange")
+	s.split(m, p, t0, t1, age, xerr)
 	if xerr != nil {
 		return
 	}
 	merr := inc.n.Send(ctx, p.id, s.msg)
 	s.count(&s.messages, m, p, t1, time.Now(), merr, "message")
+}
+
+// split counts an exchange between live peers by its class (age, first
+// contact) and records a pair's first success.
+func (s *swarm) split(m, p *member, t0, t1 time.Time, age time.Duration, err error) {
+	if !m.up(t0, t1) || !p.up(t0, t1) {
+		return
+	}
+	pair := [2]int{min(m.idx, p.idx), max(m.idx, p.idx)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	contact := "repeat"
+	if !s.pairs[pair] {
+		contact = "first"
+	}
+	for _, c := range []struct {
+		m   map[string]*split
+		key string
+	}{{s.byAge, ageClass(age)}, {s.byContact, contact}} {
+		sp := c.m[c.key]
+		if sp == nil {
+			sp = &split{Failed: map[string]int64{}}
+			c.m[c.key] = sp
+		}
+		sp.Attempted++
+		if err != nil {
+			sp.Failed[classify(err)]++
+		}
+	}
+	if err == nil {
+		s.pairs[pair] = true
+	}
 }
 
 func (s *swarm) count(t *tally, m, p *member, t0, t1 time.Time, err error, what string) {
@@ -791,6 +952,8 @@ func classify(err error) string {
 		return causeBackoff
 	case isPeerTimeout(err):
 		return causePeerTO
+	case isDial(err) && (errors.Is(err, context.DeadlineExceeded) || isTimeout(err)):
+		return causeDialTO
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
 		return causeTimeout
 	case errors.As(err, &abort) || isRefusal(err):
@@ -865,6 +1028,41 @@ func (s *swarm) churn(ctx context.Context, end time.Time) {
 	}
 }
 
+// writeProfile writes the named runtime profile to file, if one is asked
+// for.
+func writeProfile(name, file string) error {
+	if file == "" {
+		return nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("%s profile: %w", name, err)
+	}
+	return f.Close()
+}
+
+// conns counts the open connections of the live nodes (both ends of a
+// connection between two of them count) and those over QUIC.
+func (s *swarm) conns() (all, quic int) {
+	for _, m := range s.members {
+		m.mu.Lock()
+		if inc := m.inc; inc != nil {
+			for _, c := range inc.n.Host().Network().Conns() {
+				all++
+				if c.ConnState().Transport == "quic-v1" {
+					quic++
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+	return all, quic
+}
+
 // sample closes the timeline's current bucket.
 func (s *swarm) sample(now time.Time, cores float64) {
 	live, disc := 0, 0
@@ -876,6 +1074,8 @@ func (s *swarm) sample(now time.Time, cores float64) {
 		}
 		m.mu.Unlock()
 	}
+	conns, quic := s.conns()
+	sf := s.sched.read()
 	heapLive := procstat.LiveHeapAtLastGC() // no forced collection: its CPU would count as the nodes'
 	s.mu.Lock()
 	b := s.cur
@@ -891,10 +1091,15 @@ func (s *swarm) sample(now time.Time, cores float64) {
 	b.OpenFiles = procstat.OpenFiles()
 	if live > 0 {
 		b.DiscoveredMean = float64(disc) / float64(live)
+		b.ConnsMean = float64(conns) / float64(live)
 	}
+	if conns > 0 {
+		b.QUICShare = float64(quic) / float64(conns)
+	}
+	b.SchedP50Ms, b.SchedP99Ms, b.GCShare = sf.P50Ms, sf.P99Ms, sf.GCShare
 	s.timeline = append(s.timeline, b)
 	s.mu.Unlock()
-	s.logf("live %d, discovered %.1f per node, exchanges %d ok %d, peer gone %d, failed between live peers %d, messages ok %d; %.2f cores, heap %.0f MiB, rss %.0f MiB, %d goroutines, %d files",
-		live, b.DiscoveredMean, b.Exchanges, b.ExchangesOK, b.FailedGone, b.FailedLive, b.MessagesOK, cores,
-		float64(b.HeapLive)/(1<<20), float64(b.RSS)/(1<<20), b.Goroutines, b.OpenFiles)
+	s.logf("live %d, discovered %.1f per node, exchanges %d ok %d, peer gone %d, failed between live peers %d, messages ok %d; %.2f cores (GC %.0f %%), ready goroutines waited p50 %.1f ms p99 %.0f ms; heap %.0f MiB, rss %.0f MiB, %d goroutines, %d files, %.1f conns per node (%.0f %% QUIC)",
+		live, b.DiscoveredMean, b.Exchanges, b.ExchangesOK, b.FailedGone, b.FailedLive, b.MessagesOK, cores, 100*b.GCShare,
+		b.SchedP50Ms, b.SchedP99Ms, float64(b.HeapLive)/(1<<20), float64(b.RSS)/(1<<20), b.Goroutines, b.OpenFiles, b.ConnsMean, 100*b.QUICShare)
 }

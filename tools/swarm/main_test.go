@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -94,6 +95,7 @@ func TestClassify(t *testing.T) {
 		{&node.RefusedError{Err: node.ErrNotDelivered}, causeRefused},
 		{fmt.Errorf("open stream: %w", lswarm.ErrDialBackoff), causeBackoff},
 		{fmt.Errorf("failed to dial: %w", &lswarm.DialError{}), causeDial},
+		{fmt.Errorf("failed to dial: all dials failed: %w", context.DeadlineExceeded), causeDialTO},
 		{errors.New("something else"), causeOther},
 	} {
 		if got := classify(c.err); got != c.want {
@@ -129,8 +131,8 @@ func TestSwarmSmall(t *testing.T) {
 	}
 	c := &config{Nodes: 6, Bootstrap: 1, ChurnFraction: 0.34, K: 2, MsgSize: 64, StartParallel: 4, Seed: 1,
 		duration: 9 * time.Second, churnPeriod: 4 * time.Second, down: time.Second, opInterval: 300 * time.Millisecond,
-		opTimeout: 20 * time.Second, discoveryInterval: time.Second, sample: 2 * time.Second, dhtMode: node.DHTModeServer,
-		dir: t.TempDir(), quiet: true}
+		opTimeout: 20 * time.Second, discoveryInterval: time.Second, sample: 2 * time.Second, dhtMode: node.DHTModeAuto,
+		Transport: "quic", dir: t.TempDir(), quiet: true}
 	r, err := run(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +149,58 @@ func TestSwarmSmall(t *testing.T) {
 	if r.MessagesReceived < r.Messages.Succeeded {
 		t.Errorf("%d messages received, %d sends succeeded", r.MessagesReceived, r.Messages.Succeeded)
 	}
-	if len(r.Timeline) == 0 || r.Resources.RSSPerNode <= 0 {
+	var byAge, byContact int64
+	for _, sp := range r.ExchangesByAge {
+		byAge += sp.Attempted
+	}
+	for _, sp := range r.ExchangesByContact {
+		byContact += sp.Attempted
+	}
+	if byAge != r.Exchanges.AttemptedLive || byContact != r.Exchanges.AttemptedLive || r.ExchangesByContact["first"] == nil {
+		t.Errorf("exchanges between live peers %d, split by age %d, by contact %d (%v)", r.Exchanges.AttemptedLive, byAge, byContact, r.ExchangesByContact)
+	}
+	if len(r.Timeline) == 0 || r.Resources.RSSPerNode <= 0 || r.Resources.ConnsPerNode <= 0 {
 		t.Errorf("no timeline or resources: %+v", r.Resources)
 	}
 	t.Log(r.Verdict)
+}
+
+// TestSplit: exchanges between live peers are split by the younger node's
+// age and by first contact; a pair is "repeat" only after a success.
+func TestSplit(t *testing.T) {
+	t0 := time.Now()
+	s := &swarm{t0: t0, pairs: map[[2]int]bool{}, byAge: map[string]*split{}, byContact: map[string]*split{}}
+	a, b := &member{idx: 1, inc: &incarnation{}}, &member{idx: 2, inc: &incarnation{}}
+	gone := &member{idx: 3, inc: &incarnation{}, away: []span{{from: t0}}}
+	fail := fmt.Errorf("x: %w", context.DeadlineExceeded)
+	s.split(a, b, t0, t0, 10*time.Second, fail)   // first, fails
+	s.split(b, a, t0, t0, 45*time.Second, nil)    // first (no success yet), succeeds
+	s.split(a, b, t0, t0, 200*time.Second, fail)  // repeat
+	s.split(a, gone, t0, t0, 10*time.Second, nil) // not between live peers
+	if f := s.byContact["first"]; f == nil || f.Attempted != 2 || f.Failed[causeTimeout] != 1 {
+		t.Errorf("first contacts %+v", f)
+	}
+	if r := s.byContact["repeat"]; r == nil || r.Attempted != 1 || r.Failed[causeTimeout] != 1 {
+		t.Errorf("repeats %+v", r)
+	}
+	if s.byAge["0-30s"].Attempted != 1 || s.byAge["30-60s"].Attempted != 1 || s.byAge["120s+"].Attempted != 1 || s.byAge["60-120s"] != nil {
+		t.Errorf("by age %v", s.byAge)
+	}
+}
+
+func TestHistQuantile(t *testing.T) {
+	buckets := []float64{0, 1, 2, 4, math.Inf(1)}
+	counts := []uint64{50, 40, 9, 1}
+	for _, c := range []struct{ q, want float64 }{{0.5, 1}, {0.9, 2}, {0.99, 4}, {1, 4}} {
+		if got := histQuantile(buckets, counts, 100, c.q); got != c.want {
+			t.Errorf("q %g = %g, want %g", c.q, got, c.want)
+		}
+	}
+	if histQuantile(buckets, []uint64{0, 0, 0, 0}, 0, 0.5) != -1 {
+		t.Error("quantile of nothing")
+	}
+	f := newSchedSampler().read()
+	if f.P50Ms < -1 || f.GCShare < 0 || f.GCShare > 1 {
+		t.Errorf("sampler %+v", f)
+	}
 }
