@@ -129,8 +129,11 @@ func TestAdmissionPerOrigin(t *testing.T) {
 		return &limitPeer{h: h, sk: sk, key: key}, sk
 	}
 	hp, _ := addPeer("/ip4/10.9.0.1/tcp/4001")
+	// The held attempts must keep their slots while the test runs: with the
+	// default 2-s unknown-peer deadline a loaded machine let the first
+	// attempts of an origin expire before the count was read (failed once).
 	honest, err := New(context.Background(), WithHost(hp.h), WithInboundLimits(64, 2), WithKnownReserve(0),
-		WithOriginLimit(2, 24, 48))
+		WithOriginLimit(2, 24, 48), WithUnknownPhase1Timeout(time.Minute), WithPhaseTimeout(time.Minute))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, honest.Close()) })
 	kp, _ := addPeer("/ip4/10.1.1.250/tcp/4001") // known, in the first origin
