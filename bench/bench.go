@@ -43,6 +43,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2pkex/p2pkex/internal/forgetful"
 	"github.com/p2pkex/p2pkex/internal/procs"
 	"github.com/p2pkex/p2pkex/internal/procstat"
 	"github.com/p2pkex/p2pkex/node"
@@ -666,24 +667,6 @@ func loopbackPair(l net.Listener) (client, server net.Conn, err error) {
 	return client, server, nil
 }
 
-// forgetfulStore hides every peer record, so that each exchange is a first
-// contact in which phase 2 carries both records.
-type forgetfulStore struct{ ps.Store }
-
-func (forgetfulStore) Peer(peer.ID) (*ps.PeerKey, error) { return nil, ps.ErrNotFound }
-
-// Lookup hides the record as Peer does: a peer with no session is unknown.
-func (s forgetfulStore) Lookup(p peer.ID) (ps.PeerState, error) {
-	st, err := s.Store.Lookup(p)
-	if err == nil && st.Epoch == 0 {
-		err = ps.ErrNotFound
-	}
-	if err != nil {
-		return ps.PeerState{}, err
-	}
-	return ps.PeerState{Epoch: st.Epoch}, nil
-}
-
 // newBenchStore returns a node's store: bbolt in a new directory under
 // cfg.storeRoot, opened as the daemon opens its own (cmd/p2pkex/repo.go), or memory.
 // With --keys both (and known identities) it forgets every record.
@@ -699,7 +682,7 @@ func newBenchStore(cfg *Config) (ps.Store, error) {
 		}
 	}
 	if cfg.BothKeys && !cfg.fresh {
-		return forgetfulStore{st}, nil
+		return forgetful.New(st), nil
 	}
 	return st, nil
 }

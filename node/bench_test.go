@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 
+	"github.com/p2pkex/p2pkex/internal/forgetful"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
 )
@@ -36,25 +37,6 @@ import (
 // cpu-ns/op: the process CPU time (user and system, both sides) per
 // operation; the exchange also reports writes/op, the write system calls
 // per exchange, both sides (Linux).
-
-// forgetfulStore hides every peer record, so that each exchange runs as a
-// first contact and phase 2 carries both records. Sessions and epochs work
-// as usual.
-type forgetfulStore struct{ ps.Store }
-
-func (forgetfulStore) Peer(peer.ID) (*ps.PeerKey, error) { return nil, ps.ErrNotFound }
-
-// Lookup hides the record as Peer does: a peer with no session is unknown.
-func (s forgetfulStore) Lookup(p peer.ID) (ps.PeerState, error) {
-	st, err := s.Store.Lookup(p)
-	if err == nil && st.Epoch == 0 {
-		err = ps.ErrNotFound
-	}
-	if err != nil {
-		return ps.PeerState{}, err
-	}
-	return ps.PeerState{Epoch: st.Epoch}, nil
-}
 
 // syscallsWrite returns how many write system calls the process made
 // (syscw of /proc/self/io), and false where there is no such file.
@@ -89,7 +71,7 @@ func benchPair(b *testing.B, suite protocol.Suite, forget bool) (a, c *Node) {
 	start := func() *Node {
 		var st ps.Store = ps.NewMemory()
 		if forget {
-			st = forgetfulStore{st}
+			st = forgetful.New(st)
 		}
 		n, err := New(context.Background(), WithStore(st), WithSuites(suite),
 			WithListenAddrs("/ip4/127.0.0.1/tcp/0"))

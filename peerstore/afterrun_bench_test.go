@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -174,11 +173,7 @@ func BenchmarkBoltAfterRun(b *testing.B) {
 				}
 				lat = append(lat, time.Since(t))
 			}
-			slices.Sort(lat)
-			at := func(q float64) float64 { return float64(lat[min(int(float64(len(lat))*q), len(lat)-1)].Nanoseconds()) }
-			b.ReportMetric(at(0.50), "p50-ns")
-			b.ReportMetric(at(0.99), "p99-ns")
-			b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+			peerstore.ReportLatencies(b, lat)
 		})
 	}
 }

@@ -96,3 +96,6 @@ func UnnamedKeySlots(dir string) (int, error) {
 	}
 	return unnamed, nil
 }
+
+// ReportLatencies is reportLatencies, for the external benchmarks.
+var ReportLatencies = reportLatencies

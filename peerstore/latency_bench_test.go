@@ -26,6 +26,12 @@ func BenchmarkBoltLookupLatency(b *testing.B) {
 		}
 		lat = append(lat, time.Since(t))
 	}
+	reportLatencies(b, lat)
+}
+
+// reportLatencies reports the p50, p99 and largest of lat, one timed
+// operation each, as p50-ns, p99-ns and max-ns.
+func reportLatencies(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	at := func(q float64) float64 { return float64(lat[min(int(float64(len(lat))*q), len(lat)-1)].Nanoseconds()) }
 	b.ReportMetric(at(0.50), "p50-ns")
