@@ -358,6 +358,8 @@ type Summary struct {
 	LookupP50Us        float64 `json:"peer_lookup_p50_us,omitempty"`
 	LookupP99Us        float64 `json:"peer_lookup_p99_us,omitempty"`
 	SessionLookupP99Us float64 `json:"session_lookup_p99_us,omitempty"`
+	StateLookupP50Us   float64 `json:"state_lookup_p50_us,omitempty"`
+	StateLookupP99Us   float64 `json:"state_lookup_p99_us,omitempty"`
 
 	// Round trips on mocknet.
 	LatencyMs              float64 `json:"mocknet_latency_ms,omitempty"`

@@ -154,7 +154,7 @@ func TestRunFirstContacts(t *testing.T) {
 	if _, ok := sum["heap_bytes_per_known_peer"].(float64); !ok { // may be below zero with a dozen peers
 		t.Errorf("no heap_bytes_per_known_peer")
 	}
-	for _, field := range []string{"store_bytes_per_known_peer", "peer_lookup_p99_us",
+	for _, field := range []string{"store_bytes_per_known_peer", "peer_lookup_p99_us", "state_lookup_p99_us",
 		"store_open_ms", "ratio_cpu_vs_floor_in_load", "cpu_s_per_first_contact_all"} {
 		if v, ok := sum[field].(float64); !ok || v <= 0 {
 			t.Errorf("%s: %v, want a positive number", field, sum[field])

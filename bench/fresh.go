@@ -539,8 +539,9 @@ func settle(ctx context.Context, h host.Host, nodes []*node.Node) {
 }
 
 // measureStore reopens the store the load left and times the open and
-// lookups of random known peers (the record, then the active session, as
-// an exchange and a message do).
+// lookups of random known peers: the record's state and the active epoch
+// (Store.Lookup, what an exchange reads), then the record and the active
+// session copied and opened (what the API's keys and a message read).
 func measureStore(dir string, peers []ps.PeerKey, sum *Summary) error {
 	const lookups = 2000
 	t := time.Now()
@@ -550,12 +551,17 @@ func measureStore(dir string, peers []ps.PeerKey, sum *Summary) error {
 	}
 	sum.StoreOpenMs = ms(time.Since(t))
 	defer st.Close()
-	var rec, sess []time.Duration
+	var state, rec, sess []time.Duration
 	var b [8]byte
 	for range lookups {
 		rand.Read(b[:])
 		p := peers[int(uint64(b[0])|uint64(b[1])<<8|uint64(b[2])<<16|uint64(b[3])<<24)%len(peers)].Peer
 		t := time.Now()
+		if s, err := st.Lookup(p); err != nil || !s.Record {
+			return fmt.Errorf("lookup of known peer %s after the run: record %v, %v", p, s.Record, err)
+		}
+		state = append(state, time.Since(t))
+		t = time.Now()
 		if _, err := st.Peer(p); err != nil {
 			return err
 		}
@@ -566,9 +572,11 @@ func measureStore(dir string, peers []ps.PeerKey, sum *Summary) error {
 		}
 		sess = append(sess, time.Since(t))
 	}
+	slices.Sort(state)
 	slices.Sort(rec)
 	slices.Sort(sess)
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	sum.StateLookupP50Us, sum.StateLookupP99Us = us(percentile(state, 0.5)), us(percentile(state, 0.99))
 	sum.LookupP50Us, sum.LookupP99Us = us(percentile(rec, 0.5)), us(percentile(rec, 0.99))
 	sum.SessionLookupP99Us = us(percentile(sess, 0.99))
 	return nil
