@@ -21,7 +21,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +45,7 @@ import (
 	"github.com/p2pkex/p2pkex/internal/forgetful"
 	"github.com/p2pkex/p2pkex/internal/procs"
 	"github.com/p2pkex/p2pkex/internal/procstat"
+	"github.com/p2pkex/p2pkex/internal/toolio"
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -996,7 +996,7 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 		end := time.Now().Add(cfg.Duration)
 		more = func() bool { return time.Now().Before(end) }
 	}
-	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	stopProfile, err := toolio.StartCPUProfile(cfg.CPUProfile)
 	if err != nil {
 		return err
 	}
@@ -1363,7 +1363,7 @@ func measureHeap(ctx context.Context, cfg *Config, nodes *benchNodes,
 	var before, now runtime.MemStats
 	runtime.ReadMemStats(&before)
 	if cfg.MemProfile != "" {
-		if err := writeHeapProfile(cfg.MemProfile + ".base"); err != nil {
+		if err := toolio.WriteProfile("heap", cfg.MemProfile+".base"); err != nil {
 			return err
 		}
 	}
@@ -1405,7 +1405,7 @@ func measureHeap(ctx context.Context, cfg *Config, nodes *benchNodes,
 	flight := inFlight.Load()
 	var profErr error
 	if cfg.MemProfile != "" {
-		profErr = writeHeapProfile(cfg.MemProfile)
+		profErr = toolio.WriteProfile("heap", cfg.MemProfile)
 	}
 	close(stop)
 	nodes.gate.open()
@@ -1601,43 +1601,6 @@ type lagStream struct {
 func (s lagStream) Close() error {
 	time.AfterFunc(s.lag, func() { _ = s.Stream.Close() })
 	return nil
-}
-
-// startCPUProfile starts a CPU profile to the file name, if name is not
-// empty. The returned function stops it and closes the file; it may be
-// called more than once.
-func startCPUProfile(name string) (stop func(), err error) {
-	if name == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(name)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		})
-	}, nil
-}
-
-// writeHeapProfile writes a heap profile (of the last collection) to name.
-func writeHeapProfile(name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // gate holds every write of every exchange of the load while it is closed,

@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 
 	"github.com/p2pkex/p2pkex/internal/procstat"
+	"github.com/p2pkex/p2pkex/internal/toolio"
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -342,7 +343,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 	// The profile covers the untimed parts of the load too (the hosts,
 	// libp2p's handshakes, the initiators' Close): they run between the
 	// timed groups.
-	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	stopProfile, err := toolio.StartCPUProfile(cfg.CPUProfile)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 // BenchmarkStoreCPU is the store's CPU per exchange as the responder of
 // `p2pkex bench --concurrency 64` (keys known) pays it: 64 known peers
 // (a 1,400-byte record each), each running exchanges one after the other,
-// each exchange the store calls of the node's responder path — Peer twice
-// (admission, then the machine's known record), ActiveSession, then
+// each exchange the store calls of the node's responder path — Lookup
+// twice (admission, then the machine's record state and epoch), then
 // CommitExchange with no new record — and nothing else, so that the
 // process's CPU is the store's. Each round runs the same count on the
 // memory store and on bbolt, alternating which goes first; it reports the
@@ -48,15 +48,10 @@ func BenchmarkStoreCPU(b *testing.B) {
 		perPeer(b, exchanges, epochs, func(i int, epoch uint64) error {
 			p := ids[i]
 			for range 2 {
-				if _, err := st.Peer(p); err != nil {
+				if _, err := st.Lookup(p); err != nil {
 					return err
 				}
 			}
-			act, err := st.ActiveSession(p)
-			if err != nil {
-				return err
-			}
-			clear(act.Key[:])
 			now := time.Now()
 			s := peerstore.SessionKey{Peer: p, Epoch: epoch, Suite: 1, Created: now}
 			rand.Read(s.Key[:])

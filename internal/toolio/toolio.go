@@ -1,13 +1,17 @@
 // Package toolio holds the file handling the measuring tools (tools/soak,
-// tools/swarm, tools/chart) share: where a report goes and where an input
-// comes from, with standard output and input as the default.
+// tools/swarm, tools/chart, the load tool in bench) share: where a report
+// goes and where an input comes from, with standard output and input as the
+// default, and the runtime profiles they write on request.
 package toolio
 
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
+	"sync"
 )
 
 // Output returns a writer to the file at path (created or truncated), or
@@ -62,4 +66,47 @@ func Inputs(names ...string) (r io.Reader, close func() error, err error) {
 		readers = append(readers, f)
 	}
 	return io.MultiReader(readers...), closeAll, nil
+}
+
+// WriteProfile writes the named runtime profile ("heap", "goroutine", ...;
+// runtime/pprof.Lookup) to the file at path. A heap profile shows the heap
+// as of the last collection: callers that want it current collect first.
+func WriteProfile(name, path string) error {
+	prof := pprof.Lookup(name)
+	if prof == nil {
+		return fmt.Errorf("no %s profile", name)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := prof.WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("%s profile: %w", name, err)
+	}
+	return f.Close()
+}
+
+// StartCPUProfile starts a CPU profile to the file at path, if path is not
+// empty. The returned function stops it and closes the file; it may be
+// called more than once.
+func StartCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
 }

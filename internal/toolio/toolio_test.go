@@ -77,3 +77,44 @@ func TestOutputAndInputDefaults(t *testing.T) {
 		t.Fatal("WriteJSON into a missing directory succeeded")
 	}
 }
+
+// TestProfiles: a heap and a CPU profile land in their files as gzipped
+// protobuf; an unknown profile and an empty CPU profile path write nothing.
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	gz := func(path string) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("%s: %d bytes, not a gzipped profile", path, len(b))
+		}
+	}
+	heap := filepath.Join(dir, "heap.pb.gz")
+	if err := WriteProfile("heap", heap); err != nil {
+		t.Fatal(err)
+	}
+	gz(heap)
+	if err := WriteProfile("no-such-profile", filepath.Join(dir, "x")); err == nil {
+		t.Fatal("an unknown profile was written")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+		t.Fatalf("an unknown profile left a file: %v", err)
+	}
+
+	cpu := filepath.Join(dir, "cpu.pb.gz")
+	stop, err := StartCPUProfile(cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	stop() // a second stop does nothing
+	gz(cpu)
+	noop, err := StartCPUProfile("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noop()
+}

@@ -38,7 +38,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -232,18 +231,12 @@ func runReceiver(ctx context.Context, dir string, in io.Reader, out io.Writer) e
 	return sc.Err()
 }
 
+// writeHeapProfile writes a heap profile of the live heap now (two
+// collections first, so that the profile's last collection is current).
 func writeHeapProfile(path string) error {
 	runtime.GC()
 	runtime.GC()
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return toolio.WriteProfile("heap", path)
 }
 
 // receiver is the sender's handle on the receiver process.

@@ -90,7 +90,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -524,17 +523,11 @@ func run(ctx context.Context, c *config) (*report, error) {
 	startAll := time.Since(s.t0)
 	s.logf("%d nodes started (%d bootstrap)", c.Nodes, c.Bootstrap)
 
-	if c.cpuProfile != "" {
-		f, err := os.Create(c.cpuProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := toolio.StartCPUProfile(c.cpuProfile)
+	if err != nil {
+		return nil, err
 	}
+	defer stopProfile()
 	runStart := time.Now()
 	cpu0 := procstat.CPU()
 	end := runStart.Add(c.duration)
@@ -1038,15 +1031,7 @@ func writeProfile(name, file string) error {
 	if file == "" {
 		return nil
 	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
-		f.Close()
-		return fmt.Errorf("%s profile: %w", name, err)
-	}
-	return f.Close()
+	return toolio.WriteProfile(name, file)
 }
 
 // conns counts the open connections of the live nodes (both ends of a
