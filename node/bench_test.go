@@ -67,7 +67,8 @@ func processCPU() time.Duration {
 // exchange, so that the connection exists, identify has finished (the
 // stream's protocol is then negotiated lazily, without a round trip) and,
 // unless forget is set, both hold each other's record.
-func benchPair(b *testing.B, suite protocol.Suite, forget bool, opts ...Option) (a, c *Node) {
+// opts, if not nil, gives each node's further options.
+func benchPair(b *testing.B, suite protocol.Suite, forget bool, opts func() []Option) (a, c *Node) {
 	b.Helper()
 	start := func() *Node {
 		var st ps.Store = ps.NewMemory()
@@ -75,7 +76,7 @@ func benchPair(b *testing.B, suite protocol.Suite, forget bool, opts ...Option) 
 			st = forgetful.New(st)
 		}
 		n, err := New(context.Background(), append([]Option{WithStore(st), WithSuites(suite),
-			WithListenAddrs("/ip4/127.0.0.1/tcp/0")}, opts...)...)
+			WithListenAddrs("/ip4/127.0.0.1/tcp/0")}, extra(opts)...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -127,18 +128,20 @@ func BenchmarkExchangeLoopback(b *testing.B) {
 	for _, suite := range protocol.DefaultSuites() {
 		for _, keys := range []string{"KeysKnown", "BothKeys", "FirstContact"} {
 			b.Run(suite.String()+"/"+keys, func(b *testing.B) {
-				var opts []Option
+				var opts func() []Option
 				if keys == "FirstContact" {
 					// No kept stream; and no resource limits, as in
 					// p2pkex bench, since back-to-back new streams to one
 					// peer outrun the closing of the last ones.
-					rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits), rcmgr.WithMetricsDisabled())
-					if err != nil {
-						b.Fatal(err)
+					opts = func() []Option {
+						rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits), rcmgr.WithMetricsDisabled())
+						if err != nil {
+							b.Fatal(err)
+						}
+						return []Option{WithStreamIdleTimeout(0), WithLibp2pOptions(libp2p.ResourceManager(rm))}
 					}
-					opts = append(opts, WithStreamIdleTimeout(0), WithLibp2pOptions(libp2p.ResourceManager(rm)))
 				}
-				a, c := benchPair(b, suite, keys != "KeysKnown", opts...)
+				a, c := benchPair(b, suite, keys != "KeysKnown", opts)
 				ctx := context.Background()
 				b.ReportAllocs()
 				cpu := processCPU()
@@ -162,6 +165,13 @@ func BenchmarkExchangeLoopback(b *testing.B) {
 			})
 		}
 	}
+}
+
+func extra(opts func() []Option) []Option {
+	if opts == nil {
+		return nil
+	}
+	return opts()
 }
 
 // tcpPair returns both ends of a new loopback TCP connection.
