@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/test"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -49,31 +48,6 @@ func TestBoltLookupDoesNotOpenKeys(t *testing.T) {
 	require.EqualValues(t, 2, ls.Epoch)
 	require.True(t, ls.Record)
 	require.Equal(t, "fp", string(ls.Fingerprint))
-}
-
-// TestPeerCacheState checks that the cache's state, which Lookup reads,
-// follows the same rule as get: nothing while a write of the peer is in
-// flight, and what the settled write stored afterwards.
-func TestPeerCacheState(t *testing.T) {
-	p, err := test.RandPeerID()
-	require.NoError(t, err)
-	c := newPeerCache()
-	_, ok := c.state(p)
-	require.False(t, ok)
-	c.fill(&PeerKey{Peer: p, Seq: 1, Fingerprint: []byte{1}, Trust: TrustFirstUse}, 5)
-	st, ok := c.state(p)
-	require.True(t, ok)
-	require.EqualValues(t, 1, st.Seq)
-	st.Fingerprint[0] = 9 // a copy
-	c.begin(p)
-	_, ok = c.state(p)
-	require.False(t, ok, "served while a write of the peer is in flight")
-	c.end(map[peer.ID]*PeerKey{p: {Peer: p, Seq: 2, Fingerprint: []byte{2}, Trust: TrustVerified}}, 7, true)
-	st, ok = c.state(p)
-	require.True(t, ok)
-	require.EqualValues(t, 2, st.Seq)
-	require.Equal(t, TrustVerified, st.Trust)
-	require.Equal(t, []byte{2}, st.Fingerprint)
 }
 
 // BenchmarkExchangeReads compares what an exchange with a known peer reads
