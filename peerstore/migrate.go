@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -254,6 +255,21 @@ func copySessionV1(bw *batchWriter, p peer.ID, pk, ek, v []byte) error {
 		return err
 	}
 	return sb.Put(ek, nv)
+}
+
+// readAhead reads the file at path from start to end, discarding what it
+// reads, before the migration from version 2 walks every record: bbolt maps
+// the file for random access (MADV_RANDOM), so the walk, in key order,
+// would read the file a page at a time in no order on the disk, while
+// one sequential read puts it in the page cache in large requests. Only
+// a hint: its errors are ignored (the walk reads what it needs anyway).
+func readAhead(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.CopyBuffer(io.Discard, f, make([]byte, 1<<20))
 }
 
 // migrateV2 makes a version-2 store db a version-3 store: bucket state
