@@ -291,7 +291,8 @@ func migrateV2(db *bolt.DB) error {
 // value for every peer with a record or a session. It walks the two in
 // step, in key order, so the values go in in order and, at bbolt's
 // FillPercent of 1, into full pages: a tree as compact as it can be (about
-// 2,600 pages at 100,000 peers), which is what Lookup reads.
+// 2,500 pages at 100,000 peers, against 3,700 as first contacts leave it),
+// which is what Lookup reads and OpenBolt walks (warmState).
 func fillState(tx *bolt.Tx) error {
 	if tx.Bucket(bucketState) != nil {
 		if err := tx.DeleteBucket(bucketState); err != nil {
