@@ -184,7 +184,7 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 			err = keys.use(nil)
 		}
 		if err == nil && version == 2 {
-			readAhead(path) // migrate.go
+			readAhead(path)     // migrate.go
 			err = migrateV2(db) // migrate.go
 		}
 	}
