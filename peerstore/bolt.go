@@ -231,17 +231,72 @@ func openDB(path string, cfg *boltConfig) (*bolt.DB, error) {
 // 3,700 pages at 100,000), 0.05–0.1 s warm and 0.3–0.7 s cold there.
 // Pages the process has mapped are also not the idle, unmapped page cache
 // that reclaim takes first, so they stay while the daemon waits.
+//
+// The walk is split into key ranges walked at once, one per P: a page
+// fault holds its thread (and P) until the disk answers, so one walk
+// would read the tree one page at a time.
 func warmState(db *bolt.DB) error {
-	return db.View(func(tx *bolt.Tx) error {
+	var first, last []byte
+	err := db.View(func(tx *bolt.Tx) error {
 		b, err := bucket(tx, bucketState)
 		if err != nil {
 			return err
 		}
-		c := b.Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		}
+		k, _ := b.Cursor().First()
+		first = bytes.Clone(k)
+		k, _ = b.Cursor().Last()
+		last = bytes.Clone(k)
 		return nil
 	})
+	if err != nil || first == nil {
+		return err
+	}
+	bounds := splitKeys(first, last, runtime.GOMAXPROCS(0))
+	errs := make([]error, len(bounds)+1)
+	var wg sync.WaitGroup
+	for i := range len(bounds) + 1 {
+		from, to := first, []byte(nil)
+		if i > 0 {
+			from = bounds[i-1]
+		}
+		if i < len(bounds) {
+			to = bounds[i]
+		}
+		wg.Go(func() {
+			errs[i] = db.View(func(tx *bolt.Tx) error {
+				c := tx.Bucket(bucketState).Cursor()
+				for k, _ := c.Seek(from); k != nil && (to == nil || bytes.Compare(k, to) < 0); k, _ = c.Next() {
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// splitKeys returns up to n-1 keys that split the keys from first to last
+// (first < last) into about equal ranges, if the keys are spread evenly
+// in the byte after their common prefix (peer IDs are: they end in a hash
+// or a public key). In order, each above first and at most last.
+func splitKeys(first, last []byte, n int) [][]byte {
+	i := 0
+	for i < len(first) && i < len(last) && first[i] == last[i] {
+		i++
+	}
+	if i == len(first) || i == len(last) || n < 2 {
+		return nil
+	}
+	lo, hi := int(first[i]), int(last[i]) // lo < hi
+	var out [][]byte
+	for j := 1; j < n; j++ {
+		c := lo + (hi-lo+1)*j/n
+		if c <= lo || (len(out) > 0 && c <= int(out[len(out)-1][i])) {
+			continue
+		}
+		out = append(out, append(bytes.Clone(first[:i]), byte(c)))
+	}
+	return out
 }
 
 // recoverKeys runs after a crash (the key file was not closed cleanly): it

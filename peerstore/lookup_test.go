@@ -1,6 +1,7 @@
 package peerstore
 
 import (
+	"bytes"
 	"path/filepath"
 	"testing"
 	"time"
@@ -96,5 +97,24 @@ func BenchmarkExchangeReads(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestSplitKeys: the bounds of warmState's ranges lie between the first
+// and the last key, in order; keys without a byte to split on give none.
+func TestSplitKeys(t *testing.T) {
+	p := func(s ...byte) []byte { return append([]byte("pre"), s...) }
+	require.Equal(t, [][]byte{p(0x40), p(0x80), p(0xc0)}, splitKeys(p(0x00, 9), p(0xff, 1), 4))
+	require.Equal(t, [][]byte{p(0x11)}, splitKeys(p(0x10), p(0x11), 8), "two values: one bound")
+	require.Nil(t, splitKeys(p(0x10), p(0x10, 1), 4), "first a prefix of last")
+	require.Nil(t, splitKeys(p(0x10), p(0x20), 1))
+	for n := 2; n < 10; n++ {
+		first, last := p(3, 0xff), p(200)
+		prev := first
+		for _, b := range splitKeys(first, last, n) {
+			require.Positive(t, bytes.Compare(b, prev))
+			require.LessOrEqual(t, bytes.Compare(b, last), 0)
+			prev = b
+		}
 	}
 }
