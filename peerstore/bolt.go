@@ -38,7 +38,7 @@ import (
 // copy of the record's Seq, Fingerprint and Trust and the active epoch,
 // written in the same transaction as what it copies (writeTx.putState).
 // It exists so that Lookup, which the node calls on every exchange, reads a
-// tree of about 100 bytes per peer instead of the records' (1.4 KB each,
+// tree of 100-150 bytes per peer instead of the records' (1.4 KB each,
 // two or three to a page) and the sessions': at 100,000 peers the first
 // reads after an open would otherwise each fault in pages of a 270 MB file
 // (docs/performance/store.md, "A compact tree for Lookup"). Version 2 had
@@ -967,7 +967,7 @@ func (s *boltStore) Peer(p peer.ID) (*PeerKey, error) {
 }
 
 // Lookup reads p's value in bucket state, and nothing else: one Get in a
-// tree of about 100 bytes per peer, no record decoded, no session key
+// tree of 100-150 bytes per peer, no record decoded, no session key
 // opened. It reads no sealed value, so it does not take the key file's
 // lock (view does): a Lookup never waits behind a wipe of the key file
 // and its sync.
