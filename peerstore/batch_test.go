@@ -314,6 +314,8 @@ func TestShredCrashBatch(t *testing.T) {
 			var gone [][]byte
 			inBatch := 0 // writers whose unanswered commit is there
 			for i, p := range peers {
+				// Bucket state was written in the killed transactions too.
+				storetest.RequireLookupAgrees(t, st, p, fmt.Sprintf("writer %d after the kill at %s", i, fp))
 				ss, err := st.Sessions(p)
 				require.NoError(t, err)
 				require.Len(t, ss, peerstore.KeepEpochs, "writer %d", i)
