@@ -45,8 +45,9 @@ package peerstore
 // more than one caller. Without the latter, at 64 in flight the batch
 // after a large one was mostly a single commit (nobody had queued during
 // the large one's commit), paying the three syncs alone, and often so
-// was the one after it: in the bench's load about 150 of 250
-// transactions held one commit (docs/performance/store.md). A store used
+// was the one after it: in a run of the bench 273 of 357 transactions
+// held one commit, about 100 of them its one-at-a-time step's
+// (docs/performance/store.md). A store used
 // one commit at a time never waits: its batches hold one caller each and
 // nobody queues during them. So does one whose commits follow one
 // another (exchanges run one at a time, each waiting for the last
