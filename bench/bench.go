@@ -323,10 +323,12 @@ type Summary struct {
 	HeapInFlight    int     `json:"heap_sample_inflight"`
 
 	// The responder's store during the load: CommitExchange, and the
-	// reads (Peer, ActiveSession), from call to return.
-	StoreCommitP50Ms float64 `json:"store_commit_p50_ms"`
-	StoreCommitP99Ms float64 `json:"store_commit_p99_ms"`
-	StoreReadP99Ms   float64 `json:"store_read_p99_ms"`
+	// reads (Lookup, Peer, ActiveSession), from call to return; and the
+	// reads per exchange of the load.
+	StoreCommitP50Ms  float64 `json:"store_commit_p50_ms"`
+	StoreCommitP99Ms  float64 `json:"store_commit_p99_ms"`
+	StoreReadP99Ms    float64 `json:"store_read_p99_ms"`
+	StoreReadsPerExch float64 `json:"store_reads_per_exchange"`
 
 	// The crypto floor, measured in this run.
 	FloorCPUS            float64    `json:"floor_cpu_s_per_exchange"`
@@ -1087,6 +1089,9 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 	}
 
 	sum.StoreCommitP50Ms, sum.StoreCommitP99Ms, sum.StoreReadP99Ms = nodes.timed.percentiles()
+	if len(latencies) > 0 {
+		sum.StoreReadsPerExch = float64(nodes.timed.readCount()) / float64(len(latencies))
+	}
 	slices.Sort(latencies)
 	sum.Exchanges = len(latencies)
 	sum.Failures = int(failed.Load())
@@ -1699,6 +1704,13 @@ func (s *timedStore) Lookup(p peer.ID) (ps.PeerState, error) {
 func (s *timedStore) ActiveSession(p peer.ID) (*ps.SessionKey, error) {
 	defer s.note(&s.reads, time.Now())
 	return s.Store.ActiveSession(p)
+}
+
+// readCount returns how many reads were timed.
+func (s *timedStore) readCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reads)
 }
 
 // percentiles returns the commits' median and 99th percentile and the

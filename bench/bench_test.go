@@ -64,6 +64,11 @@ func TestRun(t *testing.T) {
 	if sum["exchanges"] != 50.0 {
 		t.Errorf("exchanges: %v, want 50", sum["exchanges"])
 	}
+	// Admission's Lookup for every exchange; the machine's own only for
+	// one that follows no commit in flight (node.serve).
+	if r, _ := sum["store_reads_per_exchange"].(float64); r < 1 || r > 2 {
+		t.Errorf("store_reads_per_exchange: %v, want 1 to 2", sum["store_reads_per_exchange"])
+	}
 	if !strings.Contains(progress.String(), "bench: load") {
 		t.Errorf("no progress:\n%s", progress.String())
 	}

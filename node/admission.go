@@ -219,21 +219,29 @@ func (n *Node) AdmissionStats() AdmissionStats {
 type ticket struct {
 	known  bool
 	origin netip.Prefix // for unknown peers
+	// state is what admission's Lookup read of a peer the store knows
+	// (nil otherwise). The exchange's machine reuses it only when nothing
+	// but the epoch can have changed since (serve, pipelined exchanges).
+	state *peerstore.PeerState
 }
 
 // storeKnows reports whether the store holds p's record or a session with
-// it: one Lookup, which copies no record and opens no key. A store error
-// counts as unknown (and is logged): the peer then gets the stricter
-// treatment, never the reserve.
-func (n *Node) storeKnows(p peer.ID) bool {
-	_, err := n.store.Lookup(p)
+// it: one Lookup, which copies no record and opens no key.
+func (n *Node) storeKnows(p peer.ID) bool { return n.storeLookup(p) != nil }
+
+// storeLookup returns what the store holds of p, or nil if it holds
+// neither p's record nor a session with it. A store error counts as
+// unknown (and is logged): the peer then gets the stricter treatment,
+// never the reserve.
+func (n *Node) storeLookup(p peer.ID) *peerstore.PeerState {
+	st, err := n.store.Lookup(p)
 	if err == nil {
-		return true
+		return &st
 	}
 	if !errors.Is(err, peerstore.ErrNotFound) {
 		log.Warnw("admission: look up peer", "peer", p, "err", err)
 	}
-	return false
+	return nil
 }
 
 // admitLocked admits an inbound exchange of p, counting it, or returns the
@@ -339,8 +347,8 @@ func (d *deadlineStream) SetDeadline(t time.Time) error {
 // reads the store).
 func (n *Node) classify(s network.Stream) *ticket {
 	p := s.Conn().RemotePeer()
-	if n.storeKnows(p) {
-		return &ticket{known: true}
+	if st := n.storeLookup(p); st != nil {
+		return &ticket{known: true, state: st}
 	}
 	return &ticket{origin: originOf(s.Conn().RemoteMultiaddr(), n.cfg.admit.v4Bits, n.cfg.admit.v6Bits)}
 }

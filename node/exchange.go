@@ -71,6 +71,11 @@ type slot struct {
 	next       *slot
 	held       atomic.Bool
 	queued     []Event
+	// admitted, set by serve before the run, is what admission read of the
+	// peer (Lookup), for the machine to use instead of reading the store
+	// again: only for an exchange that follows one on its kept stream
+	// without waiting (serve says why that is safe). Nil: the machine reads.
+	admitted *peerstore.PeerState
 }
 
 // Exchange runs the key exchange with p (connecting through the host's
@@ -327,6 +332,19 @@ func (n *Node) serve(s network.Stream, arrived time.Time, prev *slot) (*slot, bo
 		log.Debugw("refusing exchange", "peer", p, "reason", refusal)
 		refuse(s, refusal)
 		return nil, false
+	}
+	if pred != nil {
+		// The machine may take admission's Lookup instead of a second
+		// read of the store (a bbolt read transaction). With a pred,
+		// claimInbound took the slot without waiting, and the only
+		// exchange with p since admission's read is pred, whose commit
+		// may have landed in between: it brought no record (else it would
+		// have committed before this exchange was read), so the record
+		// and its trust state are as admission read them, and its epoch
+		// is covered, as in any case, by proposing above pred's. Writes
+		// of the node's user (SetTrust, Forget) may land here as they may
+		// between the machine's own read and the end of the exchange.
+		si.admitted = t.state
 	}
 	// n.ctx itself: nothing cancels one inbound exchange but the node's
 	// Close (its deadlines end it otherwise), and a context of its own
@@ -614,8 +632,11 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 	// fingerprint and trust, the active epoch. It copies no record and
 	// opens no session key (on bbolt an AES-GCM open per exchange, only
 	// for the epoch).
-	st, err := n.store.Lookup(p)
-	if err != nil && !errors.Is(err, peerstore.ErrNotFound) {
+	var st peerstore.PeerState
+	var err error
+	if sl.admitted != nil {
+		st = *sl.admitted // serve: admission's read, still true
+	} else if st, err = n.store.Lookup(p); err != nil && !errors.Is(err, peerstore.ErrNotFound) {
 		return nil, fmt.Errorf("look up %s in the store: %w", p, err)
 	}
 	known, trust, err := n.knownRecord(p, &st)

@@ -40,10 +40,33 @@ const (
 //
 // The setup logs the build (commits per second and per transaction, syncs
 // per commit) and the store's size per peer; Open reports the time of
-// OpenBolt alone (open-ms), Lookup the latency of the record and active
-// session of a random peer (p50-ns, p99-ns).
+// OpenBolt alone (open-ms, and first-open-ms: the first of them, the one a
+// cold page cache shows), Lookup the latency of the record and active
+// session of a random peer (p50-ns, p99-ns), State that of Store.Lookup.
+// Lookup and State open the store themselves and report that open too
+// (open-ms), and the major page faults (getrusage ru_majflt: pages read
+// from disk) of the open (open-majflt) and of their reads (majflt), so
+// that a slow tail shows whether the disk was in it.
+//
+// With $P2PKEX_AFTERRUN_DIR set, the store is built in that directory
+// (with the list of its peers, peers.bin) and kept, and a later run finds
+// it there and skips the build: so that the page cache can be dropped
+// between the build and the reads (as root: sync; echo 3 >
+// /proc/sys/vm/drop_caches), to measure a cold start, and so that two
+// builds of the store code can be compared on the same kind of store. A
+// store of an older schema is migrated by its first open (Open's first
+// open then includes the migration).
 func BenchmarkBoltAfterRun(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "store")
+	peersFile := ""
+	if keep := os.Getenv("P2PKEX_AFTERRUN_DIR"); keep != "" {
+		dir, peersFile = filepath.Join(keep, "store"), filepath.Join(keep, "peers.bin")
+		if peers, err := readPeers(peersFile); err == nil {
+			b.Logf("reusing the store in %s (%d peers)", keep, len(peers))
+			afterRunReads(b, dir, peers)
+			return
+		}
+	}
 	st, err := peerstore.OpenBolt(dir)
 	if err != nil {
 		b.Fatal(err)
@@ -115,13 +138,40 @@ func BenchmarkBoltAfterRun(b *testing.B) {
 	b.Logf("size: store.db %.1f MB, store.keys %.2f MB, %.0f bytes per known peer (%.0f + %.0f; the record is %d bytes)",
 		float64(dbBytes)/1e6, float64(keyBytes)/1e6, float64(dbBytes+keyBytes)/afterRunPeers,
 		float64(dbBytes)/afterRunPeers, float64(keyBytes)/afterRunPeers, len(record))
+	if peersFile != "" {
+		if err := writePeers(peersFile, peers); err != nil {
+			b.Fatal(err)
+		}
+	}
+	afterRunReads(b, dir, peers)
+}
 
+// afterRunReads runs BenchmarkBoltAfterRun's sub-benchmarks on the store
+// in dir, whose peers are peers.
+func afterRunReads(b *testing.B, dir string, peers []peer.ID) {
+	// $P2PKEX_AFTERRUN_IDLE: how long Lookup and State wait between the
+	// open and the reads, as a daemon waits for its first exchanges; on a
+	// machine that reclaims idle page cache (docs/performance/store.md),
+	// what the open read may be gone by then.
+	var idle time.Duration
+	if v := os.Getenv("P2PKEX_AFTERRUN_IDLE"); v != "" {
+		var err error
+		if idle, err = time.ParseDuration(v); err != nil {
+			b.Fatalf("P2PKEX_AFTERRUN_IDLE: %v", err)
+		}
+	}
 	b.Run("Open", func(b *testing.B) {
-		var total time.Duration
+		var total, first time.Duration
+		flt0 := majorFaults()
+		var firstFlt int64
 		for b.Loop() {
 			t := time.Now()
 			st, err := peerstore.OpenBolt(dir)
-			total += time.Since(t)
+			d := time.Since(t)
+			if first == 0 {
+				first, firstFlt = d, majorFaults()-flt0
+			}
+			total += d
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -130,7 +180,8 @@ func BenchmarkBoltAfterRun(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1e6, "open-ms")
-		b.ReportMetric(float64(dbBytes+keyBytes)/afterRunPeers, "bytes/peer")
+		b.ReportMetric(float64(first.Nanoseconds())/1e6, "first-open-ms")
+		b.ReportMetric(float64(firstFlt), "first-open-majflt")
 	})
 	// Lookup: the record and the active session, copied and opened (what a
 	// caller of the API's keys or export-key reads); State: Store.Lookup,
@@ -156,16 +207,21 @@ func BenchmarkBoltAfterRun(b *testing.B) {
 		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
+			runtime.GC() // the build's garbage is not the lookups'
+			flt0, t := majorFaults(), time.Now()
 			st, err := peerstore.OpenBolt(dir)
+			open, flt1 := time.Since(t), majorFaults()
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer st.Close()
+			if idle != 0 {
+				time.Sleep(idle)
+			}
 			lat := make([]time.Duration, 0, b.N)
-			runtime.GC() // the build's garbage is not the lookups'
 			i := 0
 			for b.Loop() {
-				p := peers[(i*7919)%afterRunPeers]
+				p := peers[(i*7919)%len(peers)]
 				i++
 				t := time.Now()
 				if err := c.read(st, p); err != nil {
@@ -173,7 +229,38 @@ func BenchmarkBoltAfterRun(b *testing.B) {
 				}
 				lat = append(lat, time.Since(t))
 			}
+			b.ReportMetric(float64(majorFaults()-flt1), "majflt")
+			b.ReportMetric(float64(flt1-flt0), "open-majflt")
+			b.ReportMetric(float64(open.Nanoseconds())/1e6, "open-ms")
 			peerstore.ReportLatencies(b, lat)
 		})
 	}
+}
+
+// writePeers and readPeers keep the peers of a kept store: each ID's
+// bytes, after its length in one byte.
+func writePeers(path string, peers []peer.ID) error {
+	var out []byte
+	for _, p := range peers {
+		out = append(out, byte(len(p)))
+		out = append(out, p...)
+	}
+	return os.WriteFile(path, out, 0o600)
+}
+
+func readPeers(path string) ([]peer.ID, error) {
+	in, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var peers []peer.ID
+	for len(in) > 0 {
+		n := int(in[0])
+		if len(in) < 1+n {
+			return nil, fmt.Errorf("%s: truncated", path)
+		}
+		peers = append(peers, peer.ID(in[1:1+n]))
+		in = in[1+n:]
+	}
+	return peers, nil
 }

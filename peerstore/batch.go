@@ -40,8 +40,18 @@ package peerstore
 // name who commits (the peer), and a node commits one exchange of a peer
 // at a time, so no more are to be expected than the peers that committed
 // in the last activeWindow (and batchFull queued are enough in any case).
-// The lead is handed only when callers queued during the last commit, so
-// a store used one commit at a time never waits.
+// A leader waits so when commits are known to overlap: it was handed the
+// lead (callers queued during the last commit), or the last batch held
+// more than one caller. Without the latter, at 64 in flight the batch
+// after a large one was mostly a single commit (nobody had queued during
+// the large one's commit), paying the three syncs alone, and often so
+// was the one after it: in a run of the bench 273 of 357 transactions
+// held one commit, about 100 of them its one-at-a-time step's
+// (docs/performance/store.md). A store used
+// one commit at a time never waits: its batches hold one caller each and
+// nobody queues during them. So does one whose commits follow one
+// another (exchanges run one at a time, each waiting for the last
+// commit), where a wait would only add to every exchange.
 //
 // The lead passes on as soon as the transaction committed, before the
 // slots of what it pruned are overwritten: that sync of the key file
@@ -95,11 +105,12 @@ const (
 )
 
 // waitBefore is how long a leader waits for more callers before it takes
-// the queue: queued callers are there, active is how many distinct callers
-// committed in the last activeWindow, a caller's commits come cycle apart
-// (0: unknown) and a caller waits lat for its answer.
-func waitBefore(handed bool, queued, active int, cycle, lat time.Duration) time.Duration {
-	if !handed || queued >= min(active, batchFull) || cycle <= lat {
+// the queue: handed says it was handed the lead, last is how many callers
+// the last batch held, queued callers are there, active is how many
+// distinct callers committed in the last activeWindow, a caller's commits
+// come cycle apart (0: unknown) and a caller waits lat for its answer.
+func waitBefore(handed bool, last, queued, active int, cycle, lat time.Duration) time.Duration {
+	if !handed && last <= 1 || queued >= min(active, batchFull) || cycle <= lat {
 		return 0
 	}
 	return min((cycle-lat)/2, maxBatchWait)
@@ -138,6 +149,7 @@ type groupCommit struct {
 	pruned time.Time
 	cycle  time.Duration
 	lat    time.Duration
+	last   int // callers in the last batch taken (waitBefore)
 
 	batches, commits, waits uint64 // transactions, callers committed, leaders that waited (tests)
 }
@@ -193,7 +205,7 @@ func (s *boltStore) writeBatched(who, afterCommit string, fn func(w *writeTx) er
 func (s *boltStore) lead(handed bool) {
 	g := &s.batch
 	active := g.active(time.Now())
-	if wait := waitBefore(handed, len(g.queue), active, g.cycle, g.lat); wait > 0 {
+	if wait := waitBefore(handed, g.last, len(g.queue), active, g.cycle, g.lat); wait > 0 {
 		g.waits++
 		full := make(chan struct{})
 		g.full, g.want = full, enough(active)
@@ -211,6 +223,7 @@ func (s *boltStore) lead(handed bool) {
 		}
 	}
 	n := min(len(g.queue), maxBatch)
+	g.last = n
 	batch := g.queue[:n:n]
 	g.queue = g.queue[n:]
 	if len(g.queue) == 0 {

@@ -131,15 +131,19 @@ func TestBoltKeyPool(t *testing.T) {
 // maxBatchWait.
 func TestBoltGroupCommitWait(t *testing.T) {
 	const cycle, lat = 20 * time.Millisecond, 4 * time.Millisecond
-	require.Zero(t, peerstore.WaitBefore(false, 5, 64, cycle, lat), "an idle store's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, peerstore.BatchFull, 1000, cycle, lat), "a full queue's leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, 2, 2, cycle, lat), "every caller that could come is queued, and the leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, 1, 64, 0, 0), "no cycle known, and the leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, 1, 64, lat, lat), "no slack, and the leader waited")
-	require.Zero(t, peerstore.WaitBefore(true, 1, 64, lat, cycle), "no slack, and the leader waited")
-	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 1, 64, cycle, lat))
-	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 63, 1000, cycle, lat))
-	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 64, time.Hour, lat))
+	// A leader that found no commit under way waits only after a batch of
+	// several callers: commits overlap.
+	require.Zero(t, peerstore.WaitBefore(false, 1, 1, 64, cycle, lat), "an idle store's leader waited")
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(false, 5, 1, 64, cycle, lat), "after a batch of five, a leader did not wait")
+	require.Zero(t, peerstore.WaitBefore(false, 5, 1, 1, cycle, lat), "its only caller is queued, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, peerstore.BatchFull, 1000, cycle, lat), "a full queue's leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 1, 2, 2, cycle, lat), "every caller that could come is queued, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 5, 1, 64, 0, 0), "no cycle known, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 5, 1, 64, lat, lat), "no slack, and the leader waited")
+	require.Zero(t, peerstore.WaitBefore(true, 5, 1, 64, lat, cycle), "no slack, and the leader waited")
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 1, 1, 64, cycle, lat))
+	require.Equal(t, (cycle-lat)/2, peerstore.WaitBefore(true, 1, 63, 1000, cycle, lat))
+	require.Equal(t, peerstore.MaxBatchWait, peerstore.WaitBefore(true, 1, 1, 64, time.Hour, lat))
 }
 
 const (
@@ -314,6 +318,8 @@ func TestShredCrashBatch(t *testing.T) {
 			var gone [][]byte
 			inBatch := 0 // writers whose unanswered commit is there
 			for i, p := range peers {
+				// Bucket state was written in the killed transactions too.
+				storetest.RequireLookupAgrees(t, st, p, fmt.Sprintf("writer %d after the kill at %s", i, fp))
 				ss, err := st.Sessions(p)
 				require.NoError(t, err)
 				require.Len(t, ss, peerstore.KeepEpochs, "writer %d", i)

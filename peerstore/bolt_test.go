@@ -183,6 +183,11 @@ func TestBoltCorrupt(t *testing.T) {
 	}
 	putSession := put([]byte("sessions"), []byte(p), epoch1)
 	putPeer := put([]byte("peers"), []byte(p))
+	putState := put([]byte("state"), []byte(p))
+	state := func(flags, trust byte, seq, epoch uint64, fp ...byte) []byte {
+		v := append([]byte{flags, trust}, binary.BigEndian.AppendUint64(nil, seq)...)
+		return append(binary.BigEndian.AppendUint64(v, epoch), fp...)
+	}
 
 	identity := func(st peerstore.Store) error { _, err := st.Identity(); return err }
 	exchangeKeys := func(st peerstore.Store) error { _, _, err := st.ExchangeKeys(); return err }
@@ -199,6 +204,7 @@ func TestBoltCorrupt(t *testing.T) {
 	active := func(st peerstore.Store) error { _, err := st.ActiveSession(p); return err }
 	session := func(st peerstore.Store) error { _, err := st.Session(p, 1); return err }
 	sessions := func(st peerstore.Store) error { _, err := st.Sessions(p); return err }
+	lookup := func(st peerstore.Store) error { _, err := st.Lookup(p); return err }
 
 	tests := []struct {
 		name   string
@@ -216,6 +222,12 @@ func TestBoltCorrupt(t *testing.T) {
 			return b.Put([]byte("previous"), garbage)
 		}, []func(peerstore.Store) error{exchangeKeys, prune}},
 		{"ExchangeSuite", put([]byte("exchange"), []byte("current"))(marshal(t, &pb.ExchangeKey{Keys: []*pb.SuiteKey{{Suite: 1 << 16}}})), []func(peerstore.Store) error{exchangeKeys}},
+		{"State", putState(garbage), []func(peerstore.Store) error{lookup, commit}},
+		{"StateFlags", putState(state(3, 1, 1, 1)), []func(peerstore.Store) error{lookup, commit}},
+		{"StateTrustRange", putState(state(1, 4, 1, 1)), []func(peerstore.Store) error{lookup, commit}},
+		{"StateTrustWithoutRecord", putState(state(0, 1, 0, 1)), []func(peerstore.Store) error{lookup, commit}},
+		{"StateFingerprintWithoutRecord", putState(state(0, 0, 0, 1, 7)), []func(peerstore.Store) error{lookup}},
+		{"StateEmpty", putState(state(0, 0, 0, 0)), []func(peerstore.Store) error{lookup, commit}},
 		{"Peer", putPeer(garbage), []func(peerstore.Store) error{getPeer, peers, setTrust, commit}},
 		{"PeerTrustZero", putPeer(marshal(t, &pb.PeerKey{})), []func(peerstore.Store) error{getPeer, peers}},
 		{"PeerTrustRange", putPeer(marshal(t, &pb.PeerKey{Trust: 4})), []func(peerstore.Store) error{getPeer, peers, setTrust}},
@@ -255,6 +267,7 @@ func TestBoltCorruptFile(t *testing.T) {
 		{"VersionSize", func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte{1}) }, nil},
 		{"VersionMissing", func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("version")) }, nil},
 		{"BucketMissing", func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("peers")) }, nil},
+		{"StateBucketMissing", func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("state")) }, nil},
 		{"NoMetaButData", func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("meta")) }, nil},
 	}
 	for _, tc := range tests {
@@ -271,10 +284,10 @@ func TestBoltCorruptFile(t *testing.T) {
 		dir := t.TempDir()
 		require.NoError(t, openBolt(t, dir).Close())
 		rawUpdate(t, dir, func(tx *bolt.Tx) error {
-			return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, 3))
+			return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, 4))
 		})
 		_, err := peerstore.OpenBolt(dir)
-		require.ErrorContains(t, err, "schema version 3")
+		require.ErrorContains(t, err, "schema version 4")
 		require.NotErrorIs(t, err, peerstore.ErrCorrupt)
 	})
 

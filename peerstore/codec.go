@@ -252,3 +252,54 @@ func decodeSession(peerKey, epochKey, v []byte) (s *SessionKey, sealed []byte, e
 	copy(s.ID[:], m.KeyId)
 	return s, sealed, nil
 }
+
+// stateSize is the fixed part of a peer's state value (bolt.go, bucket
+// state): flags, trust, seq, epoch; the record's fingerprint follows.
+const stateSize = 1 + 1 + 8 + 8
+
+// stateRecord is the flag of a state value whose peer has a record.
+const stateRecord = 1
+
+// encodeState encodes what Lookup returns of a peer: the fields of
+// PeerState, in a fixed layout, so that Lookup neither decodes a protobuf
+// nor reads the record's page.
+func encodeState(st *PeerState) []byte {
+	v := make([]byte, stateSize, stateSize+len(st.Fingerprint))
+	if st.Record {
+		v[0] = stateRecord
+	}
+	v[1] = byte(st.Trust)
+	binary.BigEndian.PutUint64(v[2:], st.Seq)
+	binary.BigEndian.PutUint64(v[10:], st.Epoch)
+	return append(v, st.Fingerprint...)
+}
+
+// decodeState decodes a state value. A peer without a record has no
+// trust, sequence number or fingerprint; one with neither a record nor a
+// session has no value at all.
+func decodeState(v []byte) (PeerState, error) {
+	if len(v) < stateSize {
+		return PeerState{}, corrupt("peer state is %d bytes, want at least %d", len(v), stateSize)
+	}
+	if v[0]&^stateRecord != 0 {
+		return PeerState{}, corrupt("peer state flags %#x", v[0])
+	}
+	st := PeerState{
+		Record: v[0] == stateRecord,
+		Trust:  TrustState(v[1]),
+		Seq:    binary.BigEndian.Uint64(v[2:]),
+		Epoch:  binary.BigEndian.Uint64(v[10:]),
+	}
+	if fp := v[stateSize:]; len(fp) > 0 {
+		st.Fingerprint = bytes.Clone(fp)
+	}
+	switch {
+	case st.Record && checkTrust(st.Trust) != nil:
+		return PeerState{}, corrupt("peer state: trust state %d out of range", st.Trust)
+	case !st.Record && (st.Trust != 0 || st.Seq != 0 || st.Fingerprint != nil):
+		return PeerState{}, corrupt("peer state: record fields without a record")
+	case !st.Record && st.Epoch == 0:
+		return PeerState{}, corrupt("peer state: neither record nor session")
+	}
+	return st, nil
+}

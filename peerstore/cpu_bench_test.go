@@ -14,8 +14,11 @@ import (
 // `p2pkex bench --concurrency 64` (keys known) pays it: 64 known peers
 // (a 1,400-byte record each), each running exchanges one after the other,
 // each exchange the store calls of the node's responder path — Lookup
-// twice (admission, then the machine's record state and epoch), then
-// CommitExchange with no new record — and nothing else, so that the
+// twice (admission, then the machine's record state and epoch; since the
+// machine takes admission's read for an exchange that follows a commit in
+// flight, the bench's responder makes about 1.2 per exchange, and two are
+// the bound), then CommitExchange with no new record — and nothing else,
+// so that the
 // process's CPU is the store's. Each round runs the same count on the
 // memory store and on bbolt, alternating which goes first; it reports the
 // CPU per exchange of each (median of the rounds) and the median of the

@@ -141,3 +141,28 @@ func FuzzDecodeIdentity(f *testing.F) {
 		requireCorrupt(t, err)
 	})
 }
+
+func FuzzDecodeState(f *testing.F) {
+	for _, st := range []PeerState{
+		{Epoch: 1},
+		{Record: true, Seq: 3, Fingerprint: []byte("fingerprint"), Trust: TrustVerified},
+		{Record: true, Seq: 1, Trust: TrustFirstUse, Epoch: 7},
+	} {
+		f.Add(encodeState(&st))
+	}
+	f.Add([]byte{2, 0})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		st, err := decodeState(v)
+		requireCorrupt(t, err)
+		if err != nil {
+			return
+		}
+		if !st.Record && st.Epoch == 0 || st.Record && checkTrust(st.Trust) != nil {
+			t.Fatalf("decoded an invalid state: %+v", st)
+		}
+		// What decodes re-encodes to the same bytes.
+		if string(encodeState(&st)) != string(v) {
+			t.Fatal("round trip changed the state")
+		}
+	})
+}

@@ -1,11 +1,11 @@
 package peerstore
 
 import (
+	"bytes"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/test"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -49,31 +49,6 @@ func TestBoltLookupDoesNotOpenKeys(t *testing.T) {
 	require.EqualValues(t, 2, ls.Epoch)
 	require.True(t, ls.Record)
 	require.Equal(t, "fp", string(ls.Fingerprint))
-}
-
-// TestPeerCacheState checks that the cache's state, which Lookup reads,
-// follows the same rule as get: nothing while a write of the peer is in
-// flight, and what the settled write stored afterwards.
-func TestPeerCacheState(t *testing.T) {
-	p, err := test.RandPeerID()
-	require.NoError(t, err)
-	c := newPeerCache()
-	_, ok := c.state(p)
-	require.False(t, ok)
-	c.fill(&PeerKey{Peer: p, Seq: 1, Fingerprint: []byte{1}, Trust: TrustFirstUse}, 5)
-	st, ok := c.state(p)
-	require.True(t, ok)
-	require.EqualValues(t, 1, st.Seq)
-	st.Fingerprint[0] = 9 // a copy
-	c.begin(p)
-	_, ok = c.state(p)
-	require.False(t, ok, "served while a write of the peer is in flight")
-	c.end(map[peer.ID]*PeerKey{p: {Peer: p, Seq: 2, Fingerprint: []byte{2}, Trust: TrustVerified}}, 7, true)
-	st, ok = c.state(p)
-	require.True(t, ok)
-	require.EqualValues(t, 2, st.Seq)
-	require.Equal(t, TrustVerified, st.Trust)
-	require.Equal(t, []byte{2}, st.Fingerprint)
 }
 
 // BenchmarkExchangeReads compares what an exchange with a known peer reads
@@ -122,5 +97,24 @@ func BenchmarkExchangeReads(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestSplitKeys: the bounds of warmState's ranges lie between the first
+// and the last key, in order; keys without a byte to split on give none.
+func TestSplitKeys(t *testing.T) {
+	p := func(s ...byte) []byte { return append([]byte("pre"), s...) }
+	require.Equal(t, [][]byte{p(0x40), p(0x80), p(0xc0)}, splitKeys(p(0x00, 9), p(0xff, 1), 4))
+	require.Equal(t, [][]byte{p(0x11)}, splitKeys(p(0x10), p(0x11), 8), "two values: one bound")
+	require.Nil(t, splitKeys(p(0x10), p(0x10, 1), 4), "first a prefix of last")
+	require.Nil(t, splitKeys(p(0x10), p(0x20), 1))
+	for n := 2; n < 10; n++ {
+		first, last := p(3, 0xff), p(200)
+		prev := first
+		for _, b := range splitKeys(first, last, n) {
+			require.Positive(t, bytes.Compare(b, prev))
+			require.LessOrEqual(t, bytes.Compare(b, last), 0)
+			prev = b
+		}
 	}
 }

@@ -1,13 +1,17 @@
 package peerstore_test
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/peerstore/storetest"
@@ -65,6 +69,7 @@ func TestMigrateV1(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, peers, 5)
 	for _, p := range peers {
+		storetest.RequireLookupAgrees(t, st, p.Peer, "migrated from version 1")
 		ss, err := st.Sessions(p.Peer)
 		require.NoError(t, err)
 		require.Len(t, ss, peerstore.KeepEpochs)
@@ -115,4 +120,122 @@ func TestMigrateV1Interrupted(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, peerstore.KeysFileName))
 	require.NoError(t, err)
 	require.NotContains(t, string(b), string(keys[32:64]), "stale key wiped")
+}
+
+// testdata/v2store holds a store written by the schema-version-2 code
+// (commit fcf5a6a's peerstore, with the generator genv2_test.go of that
+// commit): an identity, an exchange key, and eight peers — with a record
+// and one to five epochs (pruned to three), trust verified, trust changed
+// with a second record, sessions without a record, a record without
+// sessions (DeletePeerSessions), and one forgotten. peers.json is what
+// Lookup must give for each (Record false and Epoch 0: not found).
+
+type v2Peer struct {
+	Peer        string
+	Record      bool
+	Seq         uint64
+	Fingerprint string
+	Trust       uint8
+	Epoch       uint64
+}
+
+func v2Store(t *testing.T) (dir string, want []v2Peer) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "store")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	for _, name := range []string{peerstore.BoltFileName, peerstore.KeysFileName} {
+		b, err := os.ReadFile(filepath.Join("testdata/v2store", name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
+	}
+	js, err := os.ReadFile("testdata/v2store/peers.json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(js, &want))
+	return dir, want
+}
+
+// rawVersion reads the schema version and whether bucket state exists,
+// bypassing the store.
+func rawVersion(t *testing.T, dir string) (version uint64, state bool) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, peerstore.BoltFileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.View(func(tx *bolt.Tx) error {
+		version = binary.BigEndian.Uint64(tx.Bucket([]byte("meta")).Get([]byte("version")))
+		state = tx.Bucket([]byte("state")) != nil
+		return nil
+	}))
+	return version, state
+}
+
+// TestMigrateV2: a version-2 store opens as version 3, and Lookup gives
+// for every peer what the version-2 code stored (and what Peer and
+// ActiveSession say), before and after a reopen; the store then works.
+func TestMigrateV2(t *testing.T) {
+	dir, want := v2Store(t)
+	v, state := rawVersion(t, dir)
+	require.EqualValues(t, 2, v, "the fixture is a version-2 store")
+	require.False(t, state)
+
+	check := func(st peerstore.Store, what string) {
+		for _, w := range want {
+			p, err := peer.Decode(w.Peer)
+			require.NoError(t, err)
+			storetest.RequireLookupAgrees(t, st, p, what)
+			got, err := st.Lookup(p)
+			if !w.Record && w.Epoch == 0 {
+				require.ErrorIs(t, err, peerstore.ErrNotFound, "%s: %s", what, w.Peer)
+				continue
+			}
+			require.NoError(t, err, "%s: %s", what, w.Peer)
+			require.Equal(t, w.Record, got.Record, w.Peer)
+			require.Equal(t, w.Seq, got.Seq, w.Peer)
+			require.Equal(t, w.Fingerprint, hex.EncodeToString(got.Fingerprint), w.Peer)
+			require.EqualValues(t, w.Trust, got.Trust, w.Peer)
+			require.Equal(t, w.Epoch, got.Epoch, w.Peer)
+		}
+	}
+	st, err := peerstore.OpenBolt(dir)
+	require.NoError(t, err)
+	check(st, "migrated")
+	_, err = st.Identity()
+	require.NoError(t, err)
+	_, _, err = st.ExchangeKeys()
+	require.NoError(t, err, "the sealed keys still open")
+	require.NoError(t, st.Close())
+	v, state = rawVersion(t, dir)
+	require.EqualValues(t, 3, v)
+	require.True(t, state)
+
+	st, err = peerstore.OpenBolt(dir)
+	require.NoError(t, err)
+	defer st.Close()
+	check(st, "reopened")
+	// And it works as a version-3 store.
+	p, err := peer.Decode(want[0].Peer)
+	require.NoError(t, err)
+	s := peerstore.SessionKey{Peer: p, Epoch: want[0].Epoch + 1, Suite: 0x0a, Created: time.Now()}
+	require.NoError(t, st.CommitExchange(peerstore.Commit{Session: s, Seen: time.Now()}))
+	storetest.RequireLookupAgrees(t, st, p, "commit after the migration")
+	got, err := st.Lookup(p)
+	require.NoError(t, err)
+	require.Equal(t, want[0].Epoch+1, got.Epoch)
+}
+
+// TestMigrateV2Atomic: a version-2 store whose migration fails (a record
+// that does not decode) is left a version-2 store without bucket state,
+// and the open fails with ErrCorrupt.
+func TestMigrateV2Atomic(t *testing.T) {
+	dir, want := v2Store(t)
+	p, err := peer.Decode(want[len(want)-1].Peer)
+	require.NoError(t, err)
+	rawUpdate(t, dir, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("peers")).Put([]byte(p), []byte{0xff, 0xff})
+	})
+	_, err = peerstore.OpenBolt(dir)
+	require.ErrorIs(t, err, peerstore.ErrCorrupt)
+	v, state := rawVersion(t, dir)
+	require.EqualValues(t, 2, v)
+	require.False(t, state)
 }

@@ -13,10 +13,10 @@ import (
 // the heap per known peer.
 const peerCacheSize = 512
 
-// peerCache keeps decoded peer records for the bbolt store's Peer and
-// Lookup, which the node calls twice per exchange (admission, then the
-// machine's known record): a hit saves the decoding of a 1.4 KB protobuf
-// (and, for Peer, a read transaction). Records are public (signed exchange-key records and their
+// peerCache keeps decoded peer records for the bbolt store's Peer: a hit
+// saves a read transaction and the decoding of a 1.4 KB protobuf. (Lookup,
+// which the node calls on every exchange, reads bucket state instead and
+// never this cache.) Records are public (signed exchange-key records and their
 // trust state); no secret is ever cached.
 //
 // It must never return a record older than one a completed write stored,
@@ -58,20 +58,6 @@ func (c *peerCache) get(p peer.ID) *PeerKey {
 		return clonePeerKey(e.pk)
 	}
 	return nil
-}
-
-// state returns the PeerState of p's cached record (copying no record
-// bytes), and whether there is one to trust.
-func (c *peerCache) state(p peer.ID) (PeerState, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.pending[p] > 0 {
-		return PeerState{}, false
-	}
-	if e, ok := c.entries[p]; ok {
-		return stateOf(e.pk), true
-	}
-	return PeerState{}, false
 }
 
 // fill caches pk, read by a read transaction of ID snap, unless a write

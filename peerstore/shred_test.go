@@ -295,6 +295,7 @@ func TestShredCrash(t *testing.T) {
 				after, _, err := st.ExchangeKeys()
 				require.NoError(t, err)
 				afterSessions, _ := st.Sessions(f.peer)
+				storetest.RequireLookupAgrees(t, st, f.peer, op.name+" killed at "+pt.fp+", reopened")
 				require.NoError(t, st.Close())
 				if !pt.committed {
 					// Nothing lost: wholly the old state.

@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +60,7 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"CommitSeenGranularity", s.testCommitSeenGranularity},
 		{"CommitWithoutPeerKey", s.testCommitWithoutPeerKey},
 		{"Lookup", s.testLookup},
+		{"LookupAgrees", s.testLookupAgrees},
 		{"KeepEpochs", s.testKeepEpochs},
 		{"Sessions", s.testSessions},
 		{"ReturnsCopies", s.testReturnsCopies},
@@ -656,6 +658,139 @@ func requireLookup(t testing.TB, st peerstore.Store, p peer.ID, pk *peerstore.Pe
 	require.Equal(t, want.Epoch, got.Epoch, "Epoch")
 }
 
+// RequireLookupAgrees checks that Lookup(p) says what the slow path says:
+// Peer (the record's Seq, Fingerprint and Trust) and ActiveSession (the
+// epoch), and ErrNotFound when both do. what names the write before it.
+func RequireLookupAgrees(t testing.TB, st peerstore.Store, p peer.ID, what string) {
+	t.Helper()
+	pk, perr := st.Peer(p)
+	act, aerr := st.ActiveSession(p)
+	if act != nil {
+		clear(act.Key[:])
+	}
+	got, err := st.Lookup(p)
+	for _, e := range []error{perr, aerr} {
+		if e != nil && !errors.Is(e, peerstore.ErrNotFound) {
+			t.Fatalf("%s: slow path of %s: %v", what, p, e)
+		}
+	}
+	if perr != nil && aerr != nil {
+		require.ErrorIs(t, err, peerstore.ErrNotFound, "%s: Lookup of a peer Peer and ActiveSession do not know", what)
+		return
+	}
+	require.NoError(t, err, what)
+	var want peerstore.PeerState
+	if pk != nil {
+		want.Record, want.Seq, want.Fingerprint, want.Trust = true, pk.Seq, pk.Fingerprint, pk.Trust
+	}
+	if act != nil {
+		want.Epoch = act.Epoch
+	}
+	if len(want.Fingerprint) == 0 {
+		want.Fingerprint = nil
+	}
+	if len(got.Fingerprint) == 0 {
+		got.Fingerprint = nil
+	}
+	require.Equal(t, want, got, "%s: Lookup(%s) against Peer and ActiveSession", what, p)
+}
+
+// testLookupAgrees is a model check of Lookup against the slow path: a
+// random sequence of every kind of write a Store has — commits with a new
+// record, with the same record, without one, with a stale epoch, several
+// at once (the group commit), SetTrust, Forget, and a reopen — over a few
+// peers, and after each, for every peer, Lookup says what Peer and
+// ActiveSession say (RequireLookupAgrees). The seed is logged.
+func (s *suite) testLookupAgrees(t *testing.T) {
+	st := s.store(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := mrand.New(mrand.NewPCG(seed, 0))
+	peers := make([]peer.ID, 5)
+	epoch := map[peer.ID]uint64{}
+	seq := map[peer.ID]uint64{}
+	rec := map[peer.ID]*peerstore.PeerKey{}
+	for i := range peers {
+		peers[i] = RandPeerID(t)
+	}
+	// next returns a commit of p's next epoch (a jump of up to 3).
+	next := func(p peer.ID, record bool) peerstore.Commit {
+		epoch[p] += 1 + uint64(r.IntN(3))
+		c := peerstore.Commit{Session: newSession(t, p, epoch[p]), Seen: at(time.Duration(epoch[p]) * time.Minute)}
+		if record {
+			seq[p]++
+			c.PeerKey = newPeerKey(t, p, seq[p])
+			rec[p] = c.PeerKey
+		}
+		return c
+	}
+	for step := range 300 {
+		p := peers[r.IntN(len(peers))]
+		var what string
+		switch op := r.IntN(10); {
+		case op < 2:
+			what = "commit with a new record"
+			require.NoError(t, st.CommitExchange(next(p, true)), what)
+		case op < 4:
+			what = "commit without a record"
+			require.NoError(t, st.CommitExchange(next(p, false)), what)
+		case op == 4:
+			what = "commit with the same record"
+			c := next(p, false)
+			if old := rec[p]; old != nil {
+				same := *old
+				c.PeerKey = &same
+			}
+			require.NoError(t, st.CommitExchange(c), what)
+		case op == 5:
+			what = "commit with a stale epoch"
+			c := peerstore.Commit{Session: newSession(t, p, max(epoch[p], 1)), PeerKey: newPeerKey(t, p, seq[p]+1), Seen: at(0)}
+			if err := st.CommitExchange(c); epoch[p] > 0 {
+				require.ErrorIs(t, err, peerstore.ErrStaleEpoch, what)
+			} else {
+				require.NoError(t, err, what) // epoch 1 of an unknown peer
+				epoch[p], seq[p], rec[p] = 1, seq[p]+1, c.PeerKey
+			}
+		case op == 6:
+			what = "SetTrust"
+			err := st.SetTrust(p, peerstore.TrustState(1+r.IntN(3)))
+			if rec[p] == nil {
+				require.ErrorIs(t, err, peerstore.ErrNotFound, what)
+			} else {
+				require.NoError(t, err, what)
+			}
+		case op == 7:
+			what = "Forget"
+			_, err := st.Forget(p)
+			require.NoError(t, err, what)
+			delete(epoch, p)
+			delete(rec, p)
+		case op == 8:
+			what = "commits together"
+			var wg sync.WaitGroup
+			errs := make([]error, len(peers))
+			for i, q := range peers {
+				c := next(q, r.IntN(2) == 0)
+				wg.Go(func() { errs[i] = st.CommitExchange(c) })
+			}
+			wg.Wait()
+			for _, err := range errs {
+				require.NoError(t, err, what)
+			}
+		default:
+			what = "reopen"
+			if s.reopen == nil || r.IntN(4) != 0 {
+				what = "nothing"
+				break
+			}
+			st = s.reopenStore(t, st)
+		}
+		for _, q := range peers {
+			RequireLookupAgrees(t, st, q, fmt.Sprintf("step %d (%s of %s)", step, what, p))
+		}
+	}
+}
+
 // testLookup: Lookup agrees with Peer and ActiveSession through every
 // change of the record, its trust and the epochs, and returns copies.
 func (s *suite) testLookup(t *testing.T) {
@@ -1145,6 +1280,11 @@ func (s *suite) testCommitsTogether(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, winners, "one racer for epoch 1 wins")
+	// Lookup agrees with the slow path for every peer of the batch,
+	// those of the failed callers included (their transaction was redone).
+	for _, c := range calls {
+		RequireLookupAgrees(t, st, c.c.Session.Peer, "after commits together")
+	}
 	// The known peers: the next epochs pruned their oldest; the failed
 	// callers left theirs as they were, record included.
 	for i, p := range known {
