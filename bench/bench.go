@@ -88,9 +88,15 @@ type Config struct {
 	Latency    time.Duration // mocknet latency per direction for the round trips; 0 skips them
 	RTTSamples int           // exchanges timed on mocknet, per case
 	CPUProfile string        // CPU profile of the load phase, to this file
-	MemProfile string        // heap profiles of the exchanges in flight (and FILE.base)
-	Store      string        // "bolt", "memory" or "both" (with RunSeries)
-	Runs       int           // runs per store (RunSeries)
+	// CPUProfileExchanges: first contacts only, a CPU profile of each
+	// timed group of exchanges, DIR/NNNNNN.prof (the group's first
+	// identity), without the untimed hosts, connections and closes between
+	// them; merge with go tool pprof -proto BINARY DIR/*.prof. DIR.1,
+	// DIR.2, ... with several runs.
+	CPUProfileExchanges string
+	MemProfile          string // heap profiles of the exchanges in flight (and FILE.base)
+	Store               string // "bolt", "memory" or "both" (with RunSeries)
+	Runs                int    // runs per store (RunSeries)
 
 	fresh     bool   // every exchange a first contact from a new identity
 	setupName string // the entry of Setups this run is
@@ -180,6 +186,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.NoticeSize < protocol.MinNoticeSize || cfg.NoticeSize > protocol.MaxNoticeSize {
 		return configErrorf("--notice-size %d outside [%d, %d]", cfg.NoticeSize, protocol.MinNoticeSize, protocol.MaxNoticeSize)
+	}
+	if cfg.CPUProfileExchanges != "" && (!cfg.fresh || cfg.CPUProfile != "") {
+		return configErrorf("--cpuprofile-exchanges profiles the timed exchanges of first contacts (--keys both, --peers above --concurrency), not with --cpuprofile")
 	}
 	if cfg.Latency < 0 || cfg.RTTSamples < 1 {
 		return configErrorf("--latency must not be negative and --rtt-samples must be at least 1")

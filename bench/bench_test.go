@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +92,7 @@ func TestConfigErrors(t *testing.T) {
 		"noise on quic":           func(c *Config) { c.Setups = []string{"tcp/tls", "quic/noise"} },
 		"empty setup":             func(c *Config) { c.Setups = []string{""} },
 		"long setup":              func(c *Config) { c.Setups = []string{"tcp/tls/yamux/x"} },
+		"exchange profiles without first contacts": func(c *Config) { c.CPUProfileExchanges = "x" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -146,9 +149,16 @@ func TestRunSeries(t *testing.T) {
 func TestRunFirstContacts(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.BothKeys, cfg.Peers, cfg.Concurrency, cfg.Latency = true, 12, 4, 0
+	cfg.CPUProfileExchanges = filepath.Join(t.TempDir(), "prof")
 	res, err := Run(context.Background(), cfg, io.Discard)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// One profile per timed group of exchanges: identities 0-3, 4-7, 8-11.
+	for _, name := range []string{"000000.prof", "000004.prof", "000008.prof"} {
+		if fi, err := os.Stat(filepath.Join(cfg.CPUProfileExchanges, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("profile of the exchanges %s: %v", name, err)
+		}
 	}
 	sum := summaryFields(t, res)
 	for field, want := range map[string]float64{"fresh_identities": 12, "exchanges": 12, "known_peers": 12, "failures": 0} {

@@ -162,6 +162,9 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 				// One profile a run: FILE.1, FILE.2, ... in the order run.
 				c.CPUProfile = fmt.Sprintf("%s.%d", cfg.CPUProfile, len(out.Runs)+1)
 			}
+			if cfg.CPUProfileExchanges != "" {
+				c.CPUProfileExchanges = fmt.Sprintf("%s.%d", cfg.CPUProfileExchanges, len(out.Runs)+1)
+			}
 			c.noNull = nulls[cs.setup]
 			nulls[cs.setup] = true
 			fmt.Fprintf(progress, "bench: run %d of %d, %s\n", r+1, cfg.Runs, cs.label)
@@ -348,6 +351,11 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		return err
 	}
 	defer stopProfile()
+	if cfg.CPUProfileExchanges != "" {
+		if err := os.MkdirAll(cfg.CPUProfileExchanges, 0o755); err != nil {
+			return err
+		}
+	}
 	probe := startFloorProbe(cfg)
 	var (
 		latencies      = make([]time.Duration, 0, cfg.Peers)
@@ -406,7 +414,14 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		// connections, counted in cpu_s_per_first_contact_all; left to run
 		// on into the timed part they were charged to the exchanges.
 		settle(ctx, rh, nodes)
-		// Timed: the exchanges.
+		// Timed: the exchanges (and their own profile, if asked for).
+		stopGroupProfile := func() {}
+		if cfg.CPUProfileExchanges != "" {
+			if stopGroupProfile, err = toolio.StartCPUProfile(filepath.Join(cfg.CPUProfileExchanges, fmt.Sprintf("%06d.prof", lo))); err != nil {
+				probe.finish()
+				return err
+			}
+		}
 		t0, c0 := time.Now(), procstat.CPU()
 		for _, n := range nodes {
 			wg.Go(func() {
@@ -433,6 +448,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		wg.Wait()
 		timedCPU += procstat.CPU() - c0
 		timedWall += time.Since(t0)
+		stopGroupProfile()
 		// Not timed: the initiators go, as a visitor does.
 		for i, n := range nodes {
 			wg.Go(func() {

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 
@@ -66,15 +67,16 @@ func processCPU() time.Duration {
 // exchange, so that the connection exists, identify has finished (the
 // stream's protocol is then negotiated lazily, without a round trip) and,
 // unless forget is set, both hold each other's record.
-func benchPair(b *testing.B, suite protocol.Suite, forget bool) (a, c *Node) {
+// opts, if not nil, gives each node's further options.
+func benchPair(b *testing.B, suite protocol.Suite, forget bool, opts func() []Option) (a, c *Node) {
 	b.Helper()
 	start := func() *Node {
 		var st ps.Store = ps.NewMemory()
 		if forget {
 			st = forgetful.New(st)
 		}
-		n, err := New(context.Background(), WithStore(st), WithSuites(suite),
-			WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+		n, err := New(context.Background(), append([]Option{WithStore(st), WithSuites(suite),
+			WithListenAddrs("/ip4/127.0.0.1/tcp/0")}, extra(opts)...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -118,12 +120,28 @@ func waitInstalled(b *testing.B, a, c *Node) {
 
 // BenchmarkExchangeLoopback is one exchange on an existing libp2p loopback
 // connection, as the initiator sees it (Exchange returns), with both
-// records known and with both sent. cpu-ns/op counts both sides.
+// records known (on the kept stream), with both sent (on the kept stream),
+// and as a first contact: both sent, on a new stream each time (what
+// "p2pkex bench --keys both --peers N" runs, less the new identities).
+// cpu-ns/op counts both sides.
 func BenchmarkExchangeLoopback(b *testing.B) {
 	for _, suite := range protocol.DefaultSuites() {
-		for _, keys := range []string{"KeysKnown", "BothKeys"} {
+		for _, keys := range []string{"KeysKnown", "BothKeys", "FirstContact"} {
 			b.Run(suite.String()+"/"+keys, func(b *testing.B) {
-				a, c := benchPair(b, suite, keys == "BothKeys")
+				var opts func() []Option
+				if keys == "FirstContact" {
+					// No kept stream; and no resource limits, as in
+					// p2pkex bench, since back-to-back new streams to one
+					// peer outrun the closing of the last ones.
+					opts = func() []Option {
+						rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits), rcmgr.WithMetricsDisabled())
+						if err != nil {
+							b.Fatal(err)
+						}
+						return []Option{WithStreamIdleTimeout(0), WithLibp2pOptions(libp2p.ResourceManager(rm))}
+					}
+				}
+				a, c := benchPair(b, suite, keys != "KeysKnown", opts)
 				ctx := context.Background()
 				b.ReportAllocs()
 				cpu := processCPU()
@@ -133,7 +151,7 @@ func BenchmarkExchangeLoopback(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if keys == "BothKeys" && !(info.SentOwnKey && info.ReceivedPeerKey) {
+					if keys != "KeysKnown" && !(info.SentOwnKey && info.ReceivedPeerKey) {
 						b.Fatal("records were not sent")
 					}
 				}
@@ -147,6 +165,13 @@ func BenchmarkExchangeLoopback(b *testing.B) {
 			})
 		}
 	}
+}
+
+func extra(opts func() []Option) []Option {
+	if opts == nil {
+		return nil
+	}
+	return opts()
 }
 
 // tcpPair returns both ends of a new loopback TCP connection.

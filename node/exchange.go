@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -149,6 +148,7 @@ func (n *Node) startOutbound(p peer.ID) *slot {
 	go func() {
 		defer n.wg.Done()
 		defer cancel()
+		protocol.GrowStack() // before the stream's opening and the store read
 		info, err := n.initiate(ctx, p, s)
 		for again := true; errors.Is(err, protocol.ErrConflict); again = false {
 			// The peer started an exchange with us at the same moment and
@@ -242,13 +242,14 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		return nil, err
 	}
 	defer release()
-	return n.run(ctx, s, protocol.Initiator, sl)
+	return n.run(ctx, s, protocol.Initiator, sl, true)
 }
 
 // handleStream serves the exchanges of an inbound stream: the first, and
 // after each that succeeds, the peer's next one on the same stream
 // (streams.go).
 func (n *Node) handleStream(s network.Stream) {
+	protocol.GrowStack() // before admission's store read (classify)
 	if err := protocol.AttachStream(s); err != nil {
 		log.Debugw("refusing exchange", "peer", s.Conn().RemotePeer(), "err", err)
 		if errors.Is(err, network.ErrResourceLimitExceeded) {
@@ -300,11 +301,18 @@ func (n *Node) serve(s network.Stream, arrived time.Time, prev *slot) (*slot, bo
 	// The counts are given back before finish hands the peer's slot on:
 	// otherwise the exchange waiting for the slot can run to its end, and
 	// the peer's next START arrive, while this goroutine has yet to leave.
-	leave := sync.OnceFunc(func() {
+	// Called at most once (it runs on this goroutine only): no sync.Once,
+	// which costs allocations per exchange.
+	left := false
+	leave := func() {
+		if left {
+			return
+		}
+		left = true
 		n.mu.Lock()
 		n.leaveLocked(p, t)
 		n.mu.Unlock()
-	})
+	}
 	defer leave()
 	// Memory only for an exchange the counts admit.
 	release, err := protocol.ReserveExchange(s, n.cfg.noticeSize)
@@ -338,9 +346,10 @@ func (n *Node) serve(s network.Stream, arrived time.Time, prev *slot) (*slot, bo
 		// between the machine's own read and the end of the exchange.
 		si.admitted = t.state
 	}
-	ctx, cancel := context.WithCancel(n.ctx)
-	defer cancel()
-	res, tr, err := n.runProtocol(ctx, s, protocol.Responder, si, until, pred)
+	// n.ctx itself: nothing cancels one inbound exchange but the node's
+	// Close (its deadlines end it otherwise), and a context of its own
+	// would cost allocations and a registration with n.ctx per exchange.
+	res, tr, err := n.runProtocol(n.ctx, s, protocol.Responder, si, until, pred)
 	leave()
 	if err == nil && pred != nil {
 		// The hold on PART_RECEIVED has waited for pred; this only makes
@@ -370,7 +379,7 @@ func (n *Node) serve(s network.Stream, arrived time.Time, prev *slot) (*slot, bo
 	if res.Received {
 		// The peer's record and trust state change with this commit, and
 		// the next exchange reads them from the store: commit first.
-		info, err := n.complete(s, res, tr)
+		info, err := n.complete(s, res, tr, prev == nil)
 		res.Wipe()
 		n.finish(p, si, info, err)
 		return si, err == nil
@@ -383,7 +392,7 @@ func (n *Node) serve(s network.Stream, arrived time.Time, prev *slot) (*slot, bo
 	go func() {
 		defer n.wg.Done()
 		defer res.Wipe()
-		info, err := n.complete(s, res, tr)
+		info, err := n.complete(s, res, tr, prev == nil)
 		n.finish(p, si, info, err)
 	}()
 	return si, true
@@ -427,8 +436,13 @@ func (n *Node) handOnWithdrawn(p peer.ID, si *slot) {
 // follows it without waiting (pipeline.go): the slot returned becomes the
 // peer's when prev finishes, and pred, returned, is prev.
 func (n *Node) claimInbound(p peer.ID, until time.Time, prev *slot) (si, pred *slot, err error) {
-	timer := time.NewTimer(time.Until(until))
-	defer timer.Stop()
+	// The timer only for a wait: most exchanges find the slot free.
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for {
@@ -457,6 +471,9 @@ func (n *Node) claimInbound(p peer.ID, until time.Time, prev *slot) (si, pred *s
 			return si, nil, nil
 		}
 		n.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(time.Until(until))
+		}
 		select {
 		case <-cur.done:
 		case <-timer.C:
@@ -490,14 +507,15 @@ func refuse(s network.Stream, reason error) {
 }
 
 // run drives one exchange over a prepared stream and installs its key. On
-// failure it resets s.
-func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot) (*KeyInfo, error) {
+// failure it resets s. first says whether s is new: no exchange ran on it
+// before (complete).
+func (n *Node) run(ctx context.Context, s network.Stream, role protocol.Role, sl *slot, first bool) (*KeyInfo, error) {
 	res, tr, err := n.runProtocol(ctx, s, role, sl, time.Time{}, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer res.Wipe()
-	return n.complete(s, res, tr)
+	return n.complete(s, res, tr, first)
 }
 
 // runProtocol drives one exchange over a prepared stream up to its result,
@@ -580,14 +598,20 @@ func (n *Node) runProtocol(ctx context.Context, s network.Stream, role protocol.
 }
 
 // complete installs the result of a successful run on s. On failure it
-// resets s.
-func (n *Node) complete(s network.Stream, res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
+// resets s. first says whether this was the first exchange on s: only
+// then is the connection marked as a known peer's (knownconns.go), since
+// an earlier exchange on the same stream marked the same connection
+// already (a connection-manager tag and an address lookup per exchange
+// otherwise).
+func (n *Node) complete(s network.Stream, res *protocol.Result, tr *trustRun, first bool) (*KeyInfo, error) {
 	info, err := n.install(res, tr)
 	if err != nil {
 		s.Reset()
 		return nil, err
 	}
-	n.markKnown(res.Remote, s.Conn()) // knownconns.go
+	if first {
+		n.markKnown(res.Remote, s.Conn()) // knownconns.go
+	}
 	// The stream carries the next exchange with p (streams.go): the
 	// initiator keeps it, the responder's handler waits on it.
 	if res.Role == protocol.Initiator {
@@ -646,7 +670,9 @@ func (n *Node) machine(role protocol.Role, p peer.ID, remoteKey crypto.PubKey, s
 			if sent != nil && e.Kind == protocol.EventNoticeSent {
 				sent(e.Notice)
 			}
-			n.publishStep(sl, Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
+			if n.events.count.Load() != 0 { // else not even the clock is read
+				n.publishStep(sl, Event{Time: time.Now(), Peer: p, Kind: EventStep, Step: e})
+			}
 		},
 		Now: n.cfg.now,
 	})
@@ -745,6 +771,8 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 	} else {
 		info.SentOwnKey, info.ReceivedPeerKey = res.ResponderKeySent, res.InitiatorKeySent
 	}
-	log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID) // a Stringer: formatted only if logged
+	if debugEnabled() { // the arguments cost allocations even when not logged
+		log.Debugw("key installed", "peer", res.Remote, "epoch", res.Epoch, "key_id", info.KeyID) // a Stringer: formatted only if logged
+	}
 	return info, nil
 }

@@ -59,6 +59,11 @@ import (
 
 var log = logging.Logger("p2pkex/node")
 
+// debugEnabled reports whether debug logging is on: a log call on the path
+// of every exchange is made only then, since its arguments (boxed into
+// interfaces) cost allocations even when the line is dropped.
+func debugEnabled() bool { return log.LevelEnabled(logging.LevelDebug) }
+
 // ErrClosed is returned by a closed node.
 var ErrClosed = errors.New("node is closed")
 

@@ -156,7 +156,7 @@ func (n *Node) initiateOnKept(ctx context.Context, s network.Stream, sl *slot) (
 		return nil, false, err // a new stream would be over the same limit
 	}
 	defer release()
-	info, err = n.run(ctx, s, protocol.Initiator, sl)
+	info, err = n.run(ctx, s, protocol.Initiator, sl, false)
 	if err == nil || ctx.Err() != nil {
 		return info, false, err
 	}

@@ -50,6 +50,7 @@ import (
 	"fmt"
 	"time"
 
+	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	ma "github.com/multiformats/go-multiaddr"
@@ -506,7 +507,9 @@ func (n *Node) reportFailure(p peer.ID, tr *trustRun, err error) {
 // it from the event) and, if tr is not nil, adds it to the exchange's
 // events.
 func (n *Node) reportTrust(tr *trustRun, tc *TrustChange) {
-	log.Warnw(tc.String(), "peer", tc.Peer, "change", tc.Change.label(), "trust", tc.Previous.String(), "refused", tc.Refused)
+	if log.LevelEnabled(logging.LevelWarn) { // the message is formatted only to be logged (every first contact has one)
+		log.Warnw(tc.String(), "peer", tc.Peer, "change", tc.Change.label(), "trust", tc.Previous.String(), "refused", tc.Refused)
+	}
 	n.events.publish(Event{Time: time.Now(), Peer: tc.Peer, Kind: EventTrustChanged, Trust: tc})
 	if tr != nil {
 		tr.events = append(tr.events, *tc)

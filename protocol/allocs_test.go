@@ -46,7 +46,7 @@ func TestExchangeAllocs(t *testing.T) {
 	}
 }
 
-const exchangeAllocsBound = 580
+const exchangeAllocsBound = 570
 
 // TestNewMachineIdentity: NewMachine checks Config.Identity against the
 // exchange key without deriving a peer ID when the key is the one the

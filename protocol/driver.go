@@ -154,6 +154,14 @@ func growStack() byte {
 //go:noinline
 func touchStack(b []byte) byte { return b[len(b)-1] }
 
+// GrowStack grows the calling goroutine's stack at once to what an exchange
+// needs, as Run does before it starts. A caller that does other deep work
+// on the goroutine before Run (the node's stream handler reads the store
+// for admission; its initiator opens the stream) calls it first: the stack
+// then grows once, while it is shallow, instead of growing in that work
+// and being copied again, deeper, by Run.
+func GrowStack() { growStack() }
+
 // AbortCodeBase is the base of the stream reset error codes of the
 // protocol. A side that gives up writes ABORT and then resets the stream
 // with AbortCodeBase + status, because the reset may overtake the ABORT

@@ -67,7 +67,9 @@ func newFloorPair(suite Suite) (*floorPair, error) {
 // seal is phase 3, step 1 for role r: seal the part to the peer's key.
 func (p *floorPair) seal(r Role) error {
 	peerKey := p.sides[r.other()-1].key.Keys[p.suite]
-	ct, err := p.suite.seal(peerKey, partInfo(r, &p.t2), p.parts[r-1][:])
+	info := getBuf() // as the machine builds it
+	ct, err := p.suite.seal(peerKey, appendPartInfo((*info)[:0], r, &p.t2), p.parts[r-1][:])
+	putBuf(info)
 	if err != nil {
 		return err
 	}
@@ -77,7 +79,9 @@ func (p *floorPair) seal(r Role) error {
 
 // sign is phase 3, step 1 for role r: sign the sealed part.
 func (p *floorPair) sign(r Role) error {
-	sig, err := p.sides[r-1].identity.Sign(partSigInput(r, &p.t2, p.sealed[r-1]))
+	in := getBuf()
+	sig, err := p.sides[r-1].identity.Sign(appendPartSigInput((*in)[:0], r, &p.t2, p.sealed[r-1]))
+	putBuf(in)
 	if err != nil {
 		return err
 	}
@@ -88,7 +92,9 @@ func (p *floorPair) sign(r Role) error {
 // verify is phase 3, step 2 for the receiver of role r's part: check r's
 // signature.
 func (p *floorPair) verify(r Role) error {
-	ok, err := p.sides[r-1].identity.GetPublic().Verify(partSigInput(r, &p.t2, p.sealed[r-1]), p.sigs[r-1])
+	in := getBuf()
+	ok, err := p.sides[r-1].identity.GetPublic().Verify(appendPartSigInput((*in)[:0], r, &p.t2, p.sealed[r-1]), p.sigs[r-1])
+	putBuf(in)
 	if err != nil || !ok {
 		return ErrBadSignature
 	}
@@ -98,7 +104,9 @@ func (p *floorPair) verify(r Role) error {
 // open is phase 3, step 2 for the receiver of role r's part: open it.
 func (p *floorPair) open(r Role) error {
 	receiver := p.sides[r.other()-1].key
-	pt, err := p.suite.open(receiver.private[p.suite], partInfo(r, &p.t2), p.sealed[r-1])
+	info := getBuf()
+	pt, err := p.suite.open(receiver.private[p.suite], appendPartInfo((*info)[:0], r, &p.t2), p.sealed[r-1])
+	putBuf(info)
 	if err != nil || len(pt) != PartSize {
 		return ErrDecrypt
 	}

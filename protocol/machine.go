@@ -962,7 +962,9 @@ func (m *Machine) maybePhase3(out []Frame) ([]Frame, error) {
 	if pk == nil {
 		return out, fmt.Errorf("%w: peer record has no %v key", ErrMissingKey, m.suite)
 	}
-	ct, err := m.suite.seal(pk, partInfo(m.role, &m.t2), m.part[:])
+	info := getBuf()
+	ct, err := m.suite.seal(pk, appendPartInfo((*info)[:0], m.role, &m.t2), m.part[:])
+	putBuf(info)
 	if err != nil {
 		return out, fmt.Errorf("seal key part: %w", err)
 	}
@@ -1010,7 +1012,9 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, ErrBadSignature
 	}
 	own := m.cfg.Own.private[m.suite]
-	pt, err := m.suite.open(own, partInfo(peerRole, &m.t2), sp.Ciphertext)
+	info := getBuf()
+	pt, err := m.suite.open(own, appendPartInfo((*info)[:0], peerRole, &m.t2), sp.Ciphertext)
+	putBuf(info)
 	if err != nil || len(pt) != PartSize {
 		return nil, ErrDecrypt
 	}

@@ -10,7 +10,8 @@ import "sync"
 //   - the flights the driver writes (writeFrames): an io.Writer keeps
 //     nothing of what it is given;
 //   - the machine's scratch: the signature input of a key part (signed or
-//     verified, then dropped), the marshalled sealed part (cut into
+//     verified, then dropped), the HPKE info of a part (read by the key
+//     schedule), the marshalled sealed part (cut into
 //     notices, which copy it), a reassembled item (parsed into copies).
 //
 // None of them holds a secret. 2 KiB holds each of them at the default

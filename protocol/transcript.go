@@ -127,11 +127,15 @@ func commitment(r Role, part *[PartSize]byte) [CommitmentSize]byte {
 // partInfo is the HPKE info for the part sealed by role r:
 // lp(label) || lp(role) || T2.
 func partInfo(r Role, t2 *[32]byte) []byte {
-	role := r.String()
-	b := make([]byte, 0, 8+len(labelPartInfo)+len(role)+len(t2))
-	b = lp(b, []byte(labelPartInfo))
-	b = lp(b, []byte(role))
-	return append(b, t2[:]...)
+	return appendPartInfo(make([]byte, 0, 8+len(labelPartInfo)+len(r.String())+len(t2)), r, t2)
+}
+
+// appendPartInfo appends partInfo(r, t2) to dst: the machine builds it in a
+// pooled buffer (pool.go), since HPKE only reads it.
+func appendPartInfo(dst []byte, r Role, t2 *[32]byte) []byte {
+	dst = lp(dst, []byte(labelPartInfo))
+	dst = lp(dst, []byte(r.String()))
+	return append(dst, t2[:]...)
 }
 
 // partSigInput is what role r signs over its sealed part:
