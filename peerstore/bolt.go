@@ -79,6 +79,7 @@ const (
 
 type boltConfig struct {
 	lockTimeout time.Duration
+	migrating   func(from, to int)
 }
 
 // BoltOption configures OpenBolt.
@@ -93,6 +94,18 @@ func WithLockTimeout(d time.Duration) BoltOption {
 			return fmt.Errorf("peerstore: lock timeout must be positive, not %v", d)
 		}
 		c.lockTimeout = d
+		return nil
+	}
+}
+
+// WithMigrationNotice has OpenBolt call f, before it migrates a store of an
+// older schema version (from) to this build's (to). A migration reads
+// every record and writes the store again (seconds at 100,000 peers, once),
+// so a program can tell its user why the open takes long. f is not called
+// when no migration is needed.
+func WithMigrationNotice(f func(from, to int)) BoltOption {
+	return func(c *boltConfig) error {
+		c.migrating = f
 		return nil
 	}
 }
@@ -127,7 +140,8 @@ type boltStore struct {
 // time zone. A destroyed secret (a pruned session key, a replaced exchange
 // key) is unrecoverable from the store's files once the method that
 // destroyed it returns, or, if the process died in it, once the store is
-// opened again (shred.go). A store of schema version 1 is migrated.
+// opened again (shred.go). A store of an older schema version (1 or 2) is
+// migrated (WithMigrationNotice).
 func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 	cfg := boltConfig{lockTimeout: DefaultLockTimeout}
 	for _, o := range opts {
@@ -171,6 +185,9 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 			return nil, errors.Join(fmt.Errorf("open %s: %w: %s is missing, and it holds the keys of the secrets in %s (copy the two files together)",
 				path, ErrCorrupt, KeysFileName, BoltFileName), removeFile(keysPath))
 		}
+	}
+	if version < schemaVersion && cfg.migrating != nil {
+		cfg.migrating(int(version), schemaVersion)
 	}
 	if version == 1 {
 		err = s.migrate(dir, &cfg) // migrate.go

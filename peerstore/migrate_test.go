@@ -239,3 +239,40 @@ func TestMigrateV2Atomic(t *testing.T) {
 	require.EqualValues(t, 2, v)
 	require.False(t, state)
 }
+
+// TestMigrationNotice: OpenBolt tells WithMigrationNotice's function which
+// versions a migration goes between, and only when it migrates.
+func TestMigrationNotice(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		store func(t *testing.T) string
+		from  int
+	}{
+		{"v1", func(t *testing.T) string { dir, _, _ := v1Store(t); return dir }, 1},
+		{"v2", func(t *testing.T) string { dir, _ := v2Store(t); return dir }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tc.store(t)
+			var calls [][2]int
+			v, _ := rawVersion(t, dir)
+			require.EqualValues(t, tc.from, v)
+			notice := peerstore.WithMigrationNotice(func(from, to int) {
+				calls = append(calls, [2]int{from, to})
+			})
+			st, err := peerstore.OpenBolt(dir, notice)
+			require.NoError(t, err)
+			require.NoError(t, st.Close())
+			require.Equal(t, [][2]int{{tc.from, 3}}, calls)
+
+			st, err = peerstore.OpenBolt(dir, notice)
+			require.NoError(t, err)
+			require.NoError(t, st.Close())
+			require.Len(t, calls, 1, "no notice for a store of this version")
+		})
+	}
+	st, err := peerstore.OpenBolt(filepath.Join(t.TempDir(), "new"), peerstore.WithMigrationNotice(func(from, to int) {
+		t.Errorf("notice %d -> %d for a new store", from, to)
+	}))
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -125,8 +126,10 @@ func pathProblem(err error) error {
 
 // openRepo opens dir, creating it when create is set (init, daemon
 // --init); otherwise dir must be a repo already (requireRepo). It takes
-// the store's lock: one process per repo.
-func openRepo(dir string, create bool) (*repo, error) {
+// the store's lock: one process per repo. A store of an older schema
+// version is migrated, once, and the user told on notice (seconds with many
+// peers: the command would otherwise seem to hang).
+func openRepo(dir string, create bool, notice io.Writer) (*repo, error) {
 	if dir == "" {
 		return nil, noRepoDir
 	}
@@ -158,7 +161,9 @@ func openRepo(dir string, create bool) (*repo, error) {
 			return nil, err
 		}
 	}
-	store, err := peerstore.OpenBolt(filepath.Join(dir, storeDir))
+	store, err := peerstore.OpenBolt(filepath.Join(dir, storeDir), peerstore.WithMigrationNotice(func(from, to int) {
+		fmt.Fprintf(notice, "p2pkex: upgrading the store of repo %s from schema version %d to %d (once)\n", dir, from, to)
+	}))
 	if errors.Is(err, peerstore.ErrLocked) {
 		return nil, fmt.Errorf("repo %s is locked by another p2pkex process", dir)
 	}
