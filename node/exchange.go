@@ -491,6 +491,10 @@ func (n *Node) claimInbound(p peer.ID, until time.Time, prev *slot) (si, pred *s
 // run and the decision to install (tests hold an exchange in that window).
 var testHookRunEnded atomic.Pointer[func(*Node, protocol.Role)]
 
+// testHookCommitted, if set, is called by install between the store's
+// commit of the new epoch and the node's record of it as fresh.
+var testHookCommitted atomic.Pointer[func(peer.ID, protocol.Role)]
+
 // errGaveWay ends an outbound exchange that gave way to the peer's
 // simultaneous one; its callers never see it (they follow the other).
 var errGaveWay = errors.New("exchange gave way to the peer's simultaneous one")
@@ -747,6 +751,13 @@ func (n *Node) install(res *protocol.Result, tr *trustRun) (*KeyInfo, error) {
 		// it back from the store and checking its signature again.
 		n.records.put(res.PeerRecord)
 	}
+	if hook := testHookCommitted.Load(); hook != nil {
+		(*hook)(res.Remote, res.Role)
+	}
+	// After the commit, so that an epoch the store refused (one installed
+	// before the node started) is never called fresh. A message under the
+	// epoch that reads the new session before this line waits for the
+	// exchange to end (awaitFresh, messaging.go).
 	n.msg.installed(res.Remote, res.Epoch) // messaging.go: a fresh epoch
 	info := &KeyInfo{
 		Peer:             res.Remote,

@@ -645,6 +645,7 @@ func (n *Node) handleMessageStream(s network.Stream) {
 		s.Reset()
 		return
 	}
+	n.awaitFresh(ctx, p, h.epoch)
 	msg, err := n.openMessage(p, h, sess, minEpoch, gen, frame)
 	if err == nil {
 		err = n.keepMessage(ctx, msg) // msgkeep.go: the keeper, then subscribers
@@ -724,6 +725,28 @@ func (m *messaging) installed(p peer.ID, epoch uint64) {
 	}
 	if f, ok := m.fresh[p]; !ok || epoch < f {
 		m.fresh[p] = epoch
+	}
+}
+
+// awaitFresh waits, while epoch of p is not fresh, for the exchange with p
+// in flight to end, as messageKey waits for an epoch above the active
+// one: the exchange that installs an epoch records it as fresh just after
+// its commit (install), so a message sent as soon as the peer's Exchange
+// returned can find the new session in the store a moment before that.
+// It only waits: openMessage decides.
+func (n *Node) awaitFresh(ctx context.Context, p peer.ID, epoch uint64) {
+	for waits := 0; !n.msg.isFresh(p, epoch) && waits < 3; waits++ {
+		n.mu.Lock()
+		sl := n.slots[p]
+		n.mu.Unlock()
+		if sl == nil {
+			return
+		}
+		select {
+		case <-sl.done:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	ps "github.com/p2pkex/p2pkex/peerstore"
+	"github.com/p2pkex/p2pkex/protocol"
 )
 
 // leakCheck verifies, after the test's nodes closed, that nothing the test
@@ -608,4 +609,65 @@ func TestMessageForgottenWhileRead(t *testing.T) {
 	b.msg.mu.Lock()
 	defer b.msg.mu.Unlock()
 	require.Nil(t, b.msg.recv[a.ID()], "replay windows of a forgotten peer")
+}
+
+// TestMessageRightAfterExchange: a message that reaches the responder
+// after its install committed the new epoch but before it recorded the
+// epoch as fresh waits for the exchange to end and is accepted. (It was
+// refused as under an epoch installed before the node started: seen once
+// in TestCrashReplay under load.)
+func TestMessageRightAfterExchange(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	introduce(a, b)
+	inb, stop := b.Messages(0)
+	defer stop()
+	committed, held := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(held) })
+	var once sync.Once
+	hook := func(p peer.ID, role protocol.Role) {
+		if p == a.ID() && role == protocol.Responder {
+			once.Do(func() { close(committed); <-held })
+		}
+	}
+	testHookCommitted.Store(&hook)
+	// Registered after the nodes: runs first, so that b's install is not
+	// left held when a check below fails (b's Close would wait for it).
+	t.Cleanup(func() { release(); testHookCommitted.Store(nil) })
+	bodyRead := make(chan struct{}, 1)
+	bodyHook := func(p peer.ID, _ int) {
+		if p == a.ID() {
+			select {
+			case bodyRead <- struct{}{}:
+			default:
+			}
+		}
+	}
+	testHookMsgBody.Store(&bodyHook)
+	t.Cleanup(func() { testHookMsgBody.Store(nil) })
+
+	done := make(chan error, 1)
+	go func() { _, err := a.Exchange(ctxT(t), b.ID()); done <- err }()
+	select {
+	case <-committed:
+	case <-ctxT(t).Done():
+		t.Fatal("the responder did not commit")
+	}
+	require.NoError(t, <-done, "the initiator's Exchange returns while the responder's install is held")
+	sent := make(chan error, 1)
+	go func() { sent <- sendRaw(t, a, b.ID(), seal(t, a, b.ID(), "right after")) }()
+	select {
+	case <-bodyRead: // b found the new session and reads the body
+	case err := <-sent:
+		t.Fatalf("message answered (%v) before its body was read", err)
+	}
+	// Without the wait, b's handler refuses the message within this pause.
+	time.Sleep(200 * time.Millisecond)
+	release()
+	require.NoError(t, <-sent)
+	select {
+	case m := <-inb:
+		require.Equal(t, "right after", string(m.Data))
+	case <-ctxT(t).Done():
+		t.Fatal("message not delivered")
+	}
 }
