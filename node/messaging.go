@@ -735,18 +735,7 @@ func (m *messaging) installed(p peer.ID, epoch uint64) {
 // returned can find the new session in the store a moment before that.
 // It only waits: openMessage decides.
 func (n *Node) awaitFresh(ctx context.Context, p peer.ID, epoch uint64) {
-	for waits := 0; !n.msg.isFresh(p, epoch) && waits < 3; waits++ {
-		n.mu.Lock()
-		sl := n.slots[p]
-		n.mu.Unlock()
-		if sl == nil {
-			return
-		}
-		select {
-		case <-sl.done:
-		case <-ctx.Done():
-			return
-		}
+	for waits := 0; waits < 3 && !n.msg.isFresh(p, epoch) && n.awaitExchange(ctx, p); waits++ {
 	}
 }
 
@@ -855,17 +844,27 @@ func (n *Node) messageKey(ctx context.Context, p peer.ID, epoch uint64, read *pe
 		if act != nil {
 			clear(act.Key[:])
 		}
-		n.mu.Lock()
-		sl := n.slots[p]
-		n.mu.Unlock()
-		if sl == nil || waits == 3 {
+		if waits == 3 || !n.awaitExchange(ctx, p) {
 			return nil, 0, ErrUnknownEpoch
 		}
-		select {
-		case <-sl.done:
-		case <-ctx.Done():
-			return nil, 0, ErrUnknownEpoch
-		}
+	}
+}
+
+// awaitExchange waits for the exchange with p in flight to end, and
+// reports whether one did: false if none was in flight, or ctx ended
+// first.
+func (n *Node) awaitExchange(ctx context.Context, p peer.ID) bool {
+	n.mu.Lock()
+	sl := n.slots[p]
+	n.mu.Unlock()
+	if sl == nil {
+		return false
+	}
+	select {
+	case <-sl.done:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

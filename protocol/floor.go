@@ -67,9 +67,7 @@ func newFloorPair(suite Suite) (*floorPair, error) {
 // seal is phase 3, step 1 for role r: seal the part to the peer's key.
 func (p *floorPair) seal(r Role) error {
 	peerKey := p.sides[r.other()-1].key.Keys[p.suite]
-	info := getBuf() // as the machine builds it
-	ct, err := p.suite.seal(peerKey, appendPartInfo((*info)[:0], r, &p.t2), p.parts[r-1][:])
-	putBuf(info)
+	ct, err := p.suite.sealPart(peerKey, r, &p.t2, p.parts[r-1][:])
 	if err != nil {
 		return err
 	}
@@ -79,9 +77,7 @@ func (p *floorPair) seal(r Role) error {
 
 // sign is phase 3, step 1 for role r: sign the sealed part.
 func (p *floorPair) sign(r Role) error {
-	in := getBuf()
-	sig, err := p.sides[r-1].identity.Sign(appendPartSigInput((*in)[:0], r, &p.t2, p.sealed[r-1]))
-	putBuf(in)
+	sig, err := signPart(p.sides[r-1].identity, r, &p.t2, p.sealed[r-1])
 	if err != nil {
 		return err
 	}
@@ -92,10 +88,7 @@ func (p *floorPair) sign(r Role) error {
 // verify is phase 3, step 2 for the receiver of role r's part: check r's
 // signature.
 func (p *floorPair) verify(r Role) error {
-	in := getBuf()
-	ok, err := p.sides[r-1].identity.GetPublic().Verify(appendPartSigInput((*in)[:0], r, &p.t2, p.sealed[r-1]), p.sigs[r-1])
-	putBuf(in)
-	if err != nil || !ok {
+	if !verifyPart(p.sides[r-1].identity.GetPublic(), r, &p.t2, p.sealed[r-1], p.sigs[r-1]) {
 		return ErrBadSignature
 	}
 	return nil
@@ -104,9 +97,7 @@ func (p *floorPair) verify(r Role) error {
 // open is phase 3, step 2 for the receiver of role r's part: open it.
 func (p *floorPair) open(r Role) error {
 	receiver := p.sides[r.other()-1].key
-	info := getBuf()
-	pt, err := p.suite.open(receiver.private[p.suite], appendPartInfo((*info)[:0], r, &p.t2), p.sealed[r-1])
-	putBuf(info)
+	pt, err := p.suite.openPart(receiver.private[p.suite], r, &p.t2, p.sealed[r-1])
 	if err != nil || len(pt) != PartSize {
 		return ErrDecrypt
 	}

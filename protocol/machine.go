@@ -962,20 +962,16 @@ func (m *Machine) maybePhase3(out []Frame) ([]Frame, error) {
 	if pk == nil {
 		return out, fmt.Errorf("%w: peer record has no %v key", ErrMissingKey, m.suite)
 	}
-	info := getBuf()
-	ct, err := m.suite.seal(pk, appendPartInfo((*info)[:0], m.role, &m.t2), m.part[:])
-	putBuf(info)
+	ct, err := m.suite.sealPart(pk, m.role, &m.t2, m.part[:])
 	if err != nil {
 		return out, fmt.Errorf("seal key part: %w", err)
 	}
-	// The signature input and the marshalled part are read (signed, copied
-	// into the notices) and dropped: both are built in pooled buffers.
-	sigIn := getBuf()
-	sig, err := m.cfg.Identity.Sign(appendPartSigInput((*sigIn)[:0], m.role, &m.t2, ct))
-	putBuf(sigIn)
+	sig, err := signPart(m.cfg.Identity, m.role, &m.t2, ct)
 	if err != nil {
 		return out, fmt.Errorf("sign key part: %w", err)
 	}
+	// The marshalled part is copied into the notices and dropped: it is
+	// built in a pooled buffer.
 	buf := getBuf()
 	defer putBuf(buf)
 	item, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], &pb.SealedPart{Ciphertext: ct, Signature: sig})
@@ -1005,16 +1001,10 @@ func (m *Machine) consumePart(frame []byte, c *pb.Chunk) ([]Frame, error) {
 		return nil, fmt.Errorf("%w: sealed part: %v", ErrMalformed, err)
 	}
 	peerRole := m.role.other()
-	sigIn := getBuf()
-	ok, err := m.cfg.RemoteKey.Verify(appendPartSigInput((*sigIn)[:0], peerRole, &m.t2, sp.Ciphertext), sp.Signature)
-	putBuf(sigIn)
-	if err != nil || !ok {
+	if !verifyPart(m.cfg.RemoteKey, peerRole, &m.t2, sp.Ciphertext, sp.Signature) {
 		return nil, ErrBadSignature
 	}
-	own := m.cfg.Own.private[m.suite]
-	info := getBuf()
-	pt, err := m.suite.open(own, appendPartInfo((*info)[:0], peerRole, &m.t2), sp.Ciphertext)
-	putBuf(info)
+	pt, err := m.suite.openPart(m.cfg.Own.private[m.suite], peerRole, &m.t2, sp.Ciphertext)
 	if err != nil || len(pt) != PartSize {
 		return nil, ErrDecrypt
 	}

@@ -4,6 +4,8 @@ import (
 	"crypto/ecdh"
 	"crypto/hpke"
 	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
 // Suite names an HPKE ciphersuite for sealing key parts. Its number is the
@@ -74,4 +76,39 @@ func (s Suite) seal(pk hpke.PublicKey, info, plaintext []byte) ([]byte, error) {
 // open decrypts ciphertext with sk under the suite.
 func (s Suite) open(sk hpke.PrivateKey, info, ciphertext []byte) ([]byte, error) {
 	return hpke.Open(sk, s.kdf(), s.aead(), info, ciphertext)
+}
+
+// The four operations of phase 3 on a key part, as the machine and the
+// crypto floor (floor.go) both run them. Their inputs, partInfo and
+// partSigInput, are built in pooled buffers (pool.go): HPKE, signing and
+// verifying only read them.
+
+// sealPart seals role r's part to the peer's key pk.
+func (s Suite) sealPart(pk hpke.PublicKey, r Role, t2 *[32]byte, part []byte) ([]byte, error) {
+	info := getBuf()
+	defer putBuf(info)
+	return s.seal(pk, appendPartInfo((*info)[:0], r, t2), part)
+}
+
+// openPart opens role r's sealed part with the receiver's key sk.
+func (s Suite) openPart(sk hpke.PrivateKey, r Role, t2 *[32]byte, ciphertext []byte) ([]byte, error) {
+	info := getBuf()
+	defer putBuf(info)
+	return s.open(sk, appendPartInfo((*info)[:0], r, t2), ciphertext)
+}
+
+// signPart signs role r's sealed part with r's identity key.
+func signPart(identity crypto.PrivKey, r Role, t2 *[32]byte, ciphertext []byte) ([]byte, error) {
+	in := getBuf()
+	defer putBuf(in)
+	return identity.Sign(appendPartSigInput((*in)[:0], r, t2, ciphertext))
+}
+
+// verifyPart reports whether sig is role r's signature of its sealed part
+// under r's identity key.
+func verifyPart(identity crypto.PubKey, r Role, t2 *[32]byte, ciphertext, sig []byte) bool {
+	in := getBuf()
+	defer putBuf(in)
+	ok, err := identity.Verify(appendPartSigInput((*in)[:0], r, t2, ciphertext), sig)
+	return err == nil && ok
 }

@@ -130,8 +130,8 @@ func partInfo(r Role, t2 *[32]byte) []byte {
 	return appendPartInfo(make([]byte, 0, 8+len(labelPartInfo)+len(r.String())+len(t2)), r, t2)
 }
 
-// appendPartInfo appends partInfo(r, t2) to dst: the machine builds it in a
-// pooled buffer (pool.go), since HPKE only reads it.
+// appendPartInfo appends partInfo(r, t2) to dst: sealPart and openPart
+// (suite.go) build it in a pooled buffer.
 func appendPartInfo(dst []byte, r Role, t2 *[32]byte) []byte {
 	dst = lp(dst, []byte(labelPartInfo))
 	dst = lp(dst, []byte(r.String()))
@@ -145,9 +145,8 @@ func partSigInput(r Role, t2 *[32]byte, ciphertext []byte) []byte {
 	return appendPartSigInput(b, r, t2, ciphertext)
 }
 
-// appendPartSigInput appends partSigInput(r, t2, ciphertext) to dst: the
-// machine builds it in a pooled buffer (pool.go), since signing and
-// verifying only read it.
+// appendPartSigInput appends partSigInput(r, t2, ciphertext) to dst:
+// signPart and verifyPart (suite.go) build it in a pooled buffer.
 func appendPartSigInput(dst []byte, r Role, t2 *[32]byte, ciphertext []byte) []byte {
 	dst = lp(dst, []byte(labelPartSig))
 	dst = lp(dst, []byte(r.String()))
