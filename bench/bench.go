@@ -49,7 +49,6 @@ import (
 	"github.com/p2pkex/p2pkex/node"
 	ps "github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
-	"github.com/p2pkex/p2pkex/protocol/pb"
 )
 
 // How many samples the side measurements take. They are fixed, not
@@ -314,10 +313,14 @@ type Summary struct {
 	MaxMs         float64  `json:"max_ms"`
 	CPUSPerExch   float64  `json:"cpu_s_per_exchange"`
 	CoresUsed     float64  `json:"cores_used"`
-	// Null exchanges (nullExchange) under the same load: the stream alone.
+	// Null exchanges (null.go) under the same load: the stream alone, on
+	// kept or new streams as the load's exchanges, NullWrites writes each
+	// (both sides).
 	NullExchanges   int     `json:"null_exchanges,omitempty"`
 	NullCPUSPerExch float64 `json:"null_cpu_s_per_exchange,omitempty"`
 	NullPerS        float64 `json:"null_exchanges_per_s,omitempty"`
+	NullStreams     string  `json:"null_streams,omitempty"`
+	NullWrites      int     `json:"null_writes_per_exchange,omitempty"`
 	HeapPerFlight   float64 `json:"heap_bytes_per_inflight"`
 	HeapAllocFlight float64 `json:"heap_alloc_bytes_per_inflight"`
 	HeapInFlight    int     `json:"heap_sample_inflight"`
@@ -340,8 +343,14 @@ type Summary struct {
 	FloorInLoadSamples     int     `json:"floor_in_load_samples,omitempty"`
 	RatioCPUVsFloorInLoad  float64 `json:"ratio_cpu_vs_floor_in_load,omitempty"`
 	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
-	FloorRatePerS          float64 `json:"floor_rate_per_s"`
-	RatioRateVsFloor       float64 `json:"ratio_rate_vs_floor"`
+	// The floor plus the null exchange, over the floor: the least
+	// ratio_cpu_vs_floor_in_load the protocol's flights allow over libp2p
+	// here; and what the exchange costs beyond both (p2pkex's own code,
+	// its allocations and their collection), over the floor.
+	RatioFloorNullInLoad  float64 `json:"ratio_floor_plus_null_vs_floor_in_load,omitempty"`
+	RatioOwnVsFloorInLoad float64 `json:"ratio_own_vs_floor_in_load,omitempty"`
+	FloorRatePerS         float64 `json:"floor_rate_per_s"`
+	RatioRateVsFloor      float64 `json:"ratio_rate_vs_floor"`
 	// CPUs ÷ the floor beside the load, and the rate against it.
 	FloorInLoadRatePerS    float64 `json:"floor_rate_in_load_per_s,omitempty"`
 	RatioRateVsFloorInLoad float64 `json:"ratio_rate_vs_floor_in_load,omitempty"`
@@ -453,11 +462,19 @@ func runOne(ctx context.Context, cfg *Config, progress io.Writer) (*Summary, err
 	sum.RatioCPUVsFloor = sum.CPUSPerExch / sum.FloorCPUS
 	if sum.FloorInLoadCPUS > 0 {
 		sum.RatioCPUVsFloorInLoad = sum.CPUSPerExch / sum.FloorInLoadCPUS
-		sum.RatioNullVsFloorInLoad = sum.NullCPUSPerExch / sum.FloorInLoadCPUS
+		if sum.NullExchanges > 0 {
+			sum.RatioNullVsFloorInLoad = sum.NullCPUSPerExch / sum.FloorInLoadCPUS
+			sum.RatioFloorNullInLoad = 1 + sum.RatioNullVsFloorInLoad
+			sum.RatioOwnVsFloorInLoad = sum.RatioCPUVsFloorInLoad - sum.RatioFloorNullInLoad
+		}
 		sum.FloorInLoadRatePerS = float64(sum.CPUs) / sum.FloorInLoadCPUS
 		sum.RatioRateVsFloorInLoad = sum.ExchangesPerS / sum.FloorInLoadRatePerS
 	}
 	sum.RatioRateVsFloor = sum.ExchangesPerS / sum.FloorRatePerS
+	if sum.RatioFloorNullInLoad > 0 {
+		say("CPU per exchange %.2fx the floor beside the load: the floor and the stream alone (null exchanges) %.2fx, the exchange's own %.2fx",
+			sum.RatioCPUVsFloorInLoad, sum.RatioFloorNullInLoad, sum.RatioOwnVsFloorInLoad)
+	}
 	sum.RatioVsNoise = sum.CPUSPerExch / sum.NoiseCPUS
 	if sum.NoiseP50Ms > 0 { // not measured with first contacts
 		sum.RatioP50VsNoise = sum.IdleExchangeP50Ms / sum.NoiseP50Ms
@@ -955,9 +972,9 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 	hs := make([]time.Duration, 0, benchIdleRounds)
 	var null *nullExchange
 	for i := range benchIdleRounds {
-		var sent func() []protocol.Event
+		var steps func() (ini, res []protocol.Event)
 		if i == 0 {
-			sent = recordSent(nodes.initiators[0], nodes.responder)
+			steps = recordSteps(nodes.initiators[0], nodes.responder)
 		}
 		d, err := exchange(nodes.initiators[0])
 		if err != nil {
@@ -967,7 +984,10 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 			if err := nodes.waitInstalled(ctx); err != nil {
 				return err
 			}
-			null = newNullExchange(sent(), cfg.NoticeSize)
+			ini, res := steps()
+			if null, err = newNullExchange(ini, res, cfg.NoticeSize, !cfg.NewStreams); err != nil {
+				return err
+			}
 		}
 		idle = append(idle, d)
 		cs, err := nb.dial()
@@ -1122,239 +1142,11 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 	// and its streams linger a while, which would move the heap baseline.
 	if null != nil && !cfg.noNull {
 		n := min(max(sum.Exchanges, cfg.Concurrency), benchNullMax)
-		say("null exchanges: %d, %d in flight (the stream of an exchange with keys known, without the exchange)", n, cfg.Concurrency)
-		if err := runNull(ctx, nodes, null, n, cfg.Concurrency, sum); err != nil {
+		say("null exchanges: %d, %d in flight (the stream of the load's exchanges, %d writes each, without the exchange)", n, cfg.Concurrency, null.writes())
+		if err := runNull(ctx, nodes.hosts[0], nodes.hosts[1:], null, n, cfg.Concurrency, sum); err != nil {
 			return fmt.Errorf("null exchanges: %w", err)
 		}
 	}
-	return nil
-}
-
-// benchNullMax bounds the null exchanges of a run.
-const benchNullMax = 5000
-
-// nullProtocol is the protocol of the null exchanges, served by the
-// responder's host.
-const nullProtocol = libp2pprotocol.ID("/p2pkex-bench/null/1.0.0")
-
-// nullExchange is an exchange with both records known as the stream sees
-// it, without the exchange: the same flights of frames of the same sizes
-// (taken from a real exchange of the run), on a new stream each time, with
-// the resource-manager calls and deadlines of the real one
-// (protocol.PrepareStream, a deadline per phase), and no cryptography, no
-// state machine, no store. Its CPU time under the same load is what the
-// stream machinery costs an exchange: libp2p (stream open, multistream,
-// yamux, TLS, the resource manager), the system calls, and the Go runtime
-// under them.
-type nullExchange struct {
-	// The flights, as frame bodies: START; CONTINUE; NEXT and PART;
-	// PART; PART_RECEIVED (responder); PART_RECEIVED (initiator).
-	i1, r1, i2, r2, r3, i3 [][]byte
-	noticeSize             int
-}
-
-// recordSent subscribes to the notices a and b send until the returned
-// function is called, which returns them in the order they were sent.
-func recordSent(a, b *node.Node) func() []protocol.Event {
-	var mu sync.Mutex
-	var got []protocol.Event
-	var wg sync.WaitGroup
-	var stops []func()
-	for _, n := range []*node.Node{a, b} {
-		ch, stop := n.Subscribe(0)
-		stops = append(stops, stop)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range ch {
-				if e.Kind == node.EventStep && e.Step.Kind == protocol.EventNoticeSent {
-					mu.Lock()
-					got = append(got, e.Step)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	return func() []protocol.Event {
-		for _, stop := range stops {
-			stop()
-		}
-		wg.Wait()
-		return got
-	}
-}
-
-// newNullExchange builds the flights from the notices one exchange with
-// both records known sent, or returns nil if they are not of that shape
-// (docs/PROTOCOL.md 7.4).
-func newNullExchange(sent []protocol.Event, noticeSize int) *nullExchange {
-	var byRole [3][]protocol.Event
-	for _, e := range sent {
-		if e.Role == protocol.Initiator || e.Role == protocol.Responder {
-			byRole[e.Role] = append(byRole[e.Role], e)
-		}
-	}
-	body := func(e protocol.Event) []byte { return make([]byte, e.Size) }
-	ini, res := byRole[protocol.Initiator], byRole[protocol.Responder]
-	var x nullExchange
-	x.noticeSize = noticeSize
-	// Initiator: START, NEXT, PART..., PART_RECEIVED.
-	if len(ini) < 4 || ini[0].Notice != pb.Notice_START || ini[1].Notice != pb.Notice_NEXT ||
-		ini[len(ini)-1].Notice != pb.Notice_PART_RECEIVED {
-		return nil
-	}
-	x.i1 = [][]byte{body(ini[0])}
-	for i, e := range ini[1 : len(ini)-1] {
-		if i > 0 && e.Notice != pb.Notice_PART {
-			return nil
-		}
-		x.i2 = append(x.i2, body(e))
-	}
-	x.i3 = [][]byte{body(ini[len(ini)-1])}
-	// Responder: CONTINUE, PART..., PART_RECEIVED.
-	if len(res) < 3 || res[0].Notice != pb.Notice_CONTINUE || res[len(res)-1].Notice != pb.Notice_PART_RECEIVED {
-		return nil
-	}
-	x.r1 = [][]byte{body(res[0])}
-	for _, e := range res[1 : len(res)-1] {
-		if e.Notice != pb.Notice_PART {
-			return nil
-		}
-		x.r2 = append(x.r2, body(e))
-	}
-	x.r3 = [][]byte{body(res[len(res)-1])}
-	return &x
-}
-
-// readFrames reads n frames.
-func (x *nullExchange) readFrames(fr *protocol.FrameReader, n int) error {
-	for range n {
-		if _, err := fr.ReadFrame(protocol.MaxNoticeSize); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// serve is the responder's side: START in; CONTINUE out; NEXT and PART
-// in, PART out as soon as NEXT is read; PART_RECEIVED out; PART_RECEIVED
-// in; close.
-func (x *nullExchange) serve(s network.Stream) {
-	if err := x.serveErr(s); err != nil {
-		s.Reset()
-		return
-	}
-	s.Close()
-}
-
-func (x *nullExchange) serveErr(s network.Stream) error {
-	release, err := protocol.PrepareStream(s, x.noticeSize)
-	if err != nil {
-		return err
-	}
-	defer release()
-	fr := protocol.NewFrameReader(s)
-	steps := []func() error{
-		func() error { return s.SetDeadline(time.Now().Add(protocol.DefaultPhaseTimeout)) },
-		func() error { return x.readFrames(fr, 1) },
-		func() error { return protocol.WriteFrames(s, x.r1) },
-		func() error { return x.readFrames(fr, 1) },
-		func() error { return s.SetDeadline(time.Now().Add(protocol.DefaultPhaseTimeout)) },
-		func() error { return protocol.WriteFrames(s, x.r2) },
-		func() error { return x.readFrames(fr, len(x.i2)-1) },
-		func() error { return protocol.WriteFrames(s, x.r3) },
-		func() error { return x.readFrames(fr, len(x.i3)) },
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// run is the initiator's side: START out; CONTINUE in; NEXT and PART out;
-// PART in; PART_RECEIVED out; PART_RECEIVED in; close.
-func (x *nullExchange) run(ctx context.Context, h host.Host, p peer.ID) error {
-	s, err := h.NewStream(ctx, p, nullProtocol)
-	if err != nil {
-		return err
-	}
-	release, err := protocol.PrepareStream(s, x.noticeSize)
-	if err != nil {
-		s.Reset()
-		return err
-	}
-	defer release()
-	fr := protocol.NewFrameReader(s)
-	steps := []func() error{
-		func() error { return s.SetDeadline(time.Now().Add(protocol.DefaultPhaseTimeout)) },
-		func() error { return protocol.WriteFrames(s, x.i1) },
-		func() error { return x.readFrames(fr, 1) },
-		func() error { return s.SetDeadline(time.Now().Add(protocol.DefaultPhaseTimeout)) },
-		func() error { return protocol.WriteFrames(s, x.i2) },
-		func() error { return x.readFrames(fr, len(x.r2)) },
-		func() error { return protocol.WriteFrames(s, x.i3) },
-		func() error { return x.readFrames(fr, len(x.r3)) },
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			s.Reset()
-			return err
-		}
-	}
-	return s.Close()
-}
-
-// runNull runs count null exchanges, concurrency at a time, each initiator
-// with one at a time, and records their CPU time and rate.
-func runNull(ctx context.Context, nodes *benchNodes, x *nullExchange, count, concurrency int, sum *Summary) error {
-	nodes.hosts[0].SetStreamHandler(nullProtocol, x.serve)
-	defer nodes.hosts[0].RemoveStreamHandler(nullProtocol)
-	free := make(chan host.Host, len(nodes.initiators))
-	for _, h := range nodes.hosts[1:] {
-		free <- h
-	}
-	resp := nodes.responder.ID()
-	// One untimed round negotiates the protocol on every connection (after
-	// which identify knows it and streams open lazily, as the exchange's
-	// do).
-	var next, failed atomic.Int64
-	var firstErr atomic.Pointer[error]
-	work := func(n int64) {
-		var wg sync.WaitGroup
-		next.Store(0)
-		for range concurrency {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for next.Add(1) <= n && ctx.Err() == nil {
-					h := <-free
-					ctx, cancel := context.WithTimeout(ctx, benchExchangeWait)
-					err := x.run(ctx, h, resp)
-					cancel()
-					free <- h
-					if err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, &err)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	work(int64(len(nodes.initiators)))
-	time.Sleep(100 * time.Millisecond) // identify pushes the new protocol
-	failed.Store(0)
-	start, cpu0 := time.Now(), procstat.CPU()
-	work(int64(count))
-	cpu, wall := procstat.CPU()-cpu0, time.Since(start)
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d failed, first: %v", f, *firstErr.Load())
-	}
-	sum.NullExchanges = count
-	sum.NullCPUSPerExch = cpu.Seconds() / float64(count)
-	sum.NullPerS = float64(count) / wall.Seconds()
 	return nil
 }
 

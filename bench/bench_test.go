@@ -64,6 +64,18 @@ func TestRun(t *testing.T) {
 	if sum["exchanges"] != 50.0 {
 		t.Errorf("exchanges: %v, want 50", sum["exchanges"])
 	}
+	// The null exchanges replay the load's: six writes on kept streams.
+	for field, want := range map[string]any{"null_streams": "kept", "null_writes_per_exchange": 6.0} {
+		if sum[field] != want {
+			t.Errorf("%s: %v, want %v", field, sum[field], want)
+		}
+	}
+	if b, _ := sum["ratio_floor_plus_null_vs_floor_in_load"].(float64); b <= 1 {
+		t.Errorf("ratio_floor_plus_null_vs_floor_in_load: %v, want above 1", sum["ratio_floor_plus_null_vs_floor_in_load"])
+	}
+	if _, ok := sum["ratio_own_vs_floor_in_load"].(float64); !ok {
+		t.Errorf("no ratio_own_vs_floor_in_load")
+	}
 	// Admission's Lookup for every exchange; the machine's own only for
 	// one that follows no commit in flight (node.serve).
 	if r, _ := sum["store_reads_per_exchange"].(float64); r < 1 || r > 2 {
@@ -165,6 +177,17 @@ func TestRunFirstContacts(t *testing.T) {
 		if sum[field] != want {
 			t.Errorf("%s: %v, want %v (%v)", field, sum[field], want, sum["failure_sample"])
 		}
+	}
+	// The null first contacts replay a first contact's writes on a new
+	// stream each; the scout that recorded them is forgotten (known_peers
+	// above).
+	for field, want := range map[string]any{"null_streams": "new", "null_exchanges": 12.0} {
+		if sum[field] != want {
+			t.Errorf("%s: %v, want %v", field, sum[field], want)
+		}
+	}
+	if w, _ := sum["null_writes_per_exchange"].(float64); w < 8 {
+		t.Errorf("null_writes_per_exchange: %v, want at least 8 (phase 2's flights)", sum["null_writes_per_exchange"])
 	}
 	if _, ok := sum["heap_bytes_per_known_peer"].(float64); !ok { // may be below zero with a dozen peers
 		t.Errorf("no heap_bytes_per_known_peer")

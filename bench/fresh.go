@@ -105,9 +105,12 @@ type Medians struct {
 	RatioRateVsFloor       [3]float64 `json:"ratio_rate_vs_floor"`
 	P50Ms                  [3]float64 `json:"p50_ms"`
 	P99Ms                  [3]float64 `json:"p99_ms"`
-	// The null exchanges of the first run (runSeries).
+	// The null exchanges of the first run (runSeries), the floor plus
+	// them, and the median ratio less that.
 	NullCPUSPerExch        float64 `json:"null_cpu_s_per_exchange,omitempty"`
 	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
+	RatioFloorNullInLoad   float64 `json:"ratio_floor_plus_null_vs_floor_in_load,omitempty"`
+	RatioOwnVsFloorInLoad  float64 `json:"ratio_own_vs_floor_in_load,omitempty"`
 }
 
 func spread(xs []float64) [3]float64 {
@@ -203,6 +206,8 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 		for _, s := range runs {
 			if s.NullExchanges > 0 {
 				m.NullCPUSPerExch, m.RatioNullVsFloorInLoad = s.NullCPUSPerExch, s.RatioNullVsFloorInLoad
+				m.RatioFloorNullInLoad = s.RatioFloorNullInLoad
+				m.RatioOwnVsFloorInLoad = m.RatioCPUVsFloorInLoad[0] - s.RatioFloorNullInLoad
 			}
 		}
 		out.Medians[st] = m
@@ -374,28 +379,7 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		var wg sync.WaitGroup
 		// Not timed: the hosts, and libp2p's connection to the responder.
 		for i, id := range group {
-			wg.Go(func() {
-				opts := slices.Concat(common, []node.Option{node.WithLibp2pOptions(slices.Concat(security,
-					[]libp2p.Option{libp2p.NoListenAddrs, libp2p.Identity(id.sk)})...)})
-				ho, err := node.HostOptions(opts...)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				h, err := libp2p.New(ho...)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				n, err := node.New(ctx, slices.Concat(opts, []node.Option{node.WithHost(h), node.WithStore(id.store)})...)
-				if err != nil {
-					h.Close()
-					errs[i] = err
-					return
-				}
-				nodes[i] = n
-				errs[i] = n.Connect(ctx, target)
-			})
+			wg.Go(func() { nodes[i], errs[i] = startFresh(ctx, common, security, id, target) })
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
@@ -500,6 +484,12 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 	say("load done: %d first contacts, %d failed, %.0f/s timed (%.0f/s with the connections), p50 %.2f ms, p99 %.2f ms",
 		sum.Exchanges, sum.Failures, sum.ExchangesPerS, sum.ContactsPerSAll, sum.P50Ms, sum.P99Ms)
 
+	if !cfg.noNull {
+		if err := nullFirstContacts(ctx, cfg, rh, resp, target, common, security, sum, say); err != nil {
+			return fmt.Errorf("null first contacts: %w", err)
+		}
+	}
+
 	// What the responder holds per peer it knows.
 	ids = nil
 	peers, err := respStore.Peers()
@@ -536,6 +526,109 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 		sum.StoreBytesPerPeer = float64(sum.StoreBytes) / float64(sum.KnownPeers)
 	}
 	return measureStore(respDir, peers, sum)
+}
+
+// startFresh starts the node of a fresh identity and connects it to the
+// responder at target (libp2p's handshake, identify).
+func startFresh(ctx context.Context, common []node.Option, security []libp2p.Option, id freshIdentity, target peer.AddrInfo) (*node.Node, error) {
+	opts := slices.Concat(common, []node.Option{node.WithLibp2pOptions(slices.Concat(security,
+		[]libp2p.Option{libp2p.NoListenAddrs, libp2p.Identity(id.sk)})...)})
+	ho, err := node.HostOptions(opts...)
+	if err != nil {
+		return nil, err
+	}
+	h, err := libp2p.New(ho...)
+	if err != nil {
+		return nil, err
+	}
+	n, err := node.New(ctx, slices.Concat(opts, []node.Option{node.WithHost(h), node.WithStore(id.store)})...)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := n.Connect(ctx, target); err != nil {
+		n.Close()
+		h.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// nullFirstContacts runs the null exchanges of first contacts, after the
+// load: one more fresh identity (the scout) makes a first contact with the
+// responder, recorded as the null exchanges' script and then forgotten by
+// the responder, which so holds only the load's peers; cfg.Concurrency
+// hosts connect to the responder and run that script on a new stream each
+// time, as a first contact opens one.
+func nullFirstContacts(ctx context.Context, cfg *Config, rh host.Host, resp *node.Node, target peer.AddrInfo,
+	common []node.Option, security []libp2p.Option, sum *Summary, say func(string, ...any)) error {
+	id, err := makeFreshIdentity(cfg)
+	if err != nil {
+		return err
+	}
+	defer id.store.Close()
+	scout, err := startFresh(ctx, common, security, id, target)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		scout.Close()
+		scout.Host().Close()
+	}()
+	settle(ctx, rh, []*node.Node{scout})
+	steps := recordSteps(scout, resp)
+	info, err := scout.Exchange(ctx, resp.ID())
+	if err == nil && (!info.SentOwnKey || !info.ReceivedPeerKey) {
+		err = errors.New("a first contact without both records sent")
+	}
+	if err != nil {
+		steps()
+		return err
+	}
+	b := benchNodes{responder: resp, initiators: []*node.Node{scout}}
+	if err := b.waitInstalled(ctx); err != nil {
+		steps()
+		return err
+	}
+	ini, res := steps()
+	null, err := newNullExchange(ini, res, cfg.NoticeSize, false)
+	if err != nil {
+		return err
+	}
+	if _, err := resp.Forget(scout.ID()); err != nil {
+		return err
+	}
+
+	hosts := make([]host.Host, cfg.Concurrency)
+	defer func() {
+		for _, h := range hosts {
+			if h != nil {
+				h.Close()
+			}
+		}
+	}()
+	// The hosts of initiators, as startFresh makes them.
+	ho, err := node.HostOptions(slices.Concat(common, []node.Option{node.WithLibp2pOptions(
+		slices.Concat(security, []libp2p.Option{libp2p.NoListenAddrs})...)})...)
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i := range hosts {
+		wg.Go(func() {
+			if hosts[i], errs[i] = libp2p.New(ho...); errs[i] == nil {
+				errs[i] = hosts[i].Connect(ctx, target)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	n := min(max(sum.Exchanges, cfg.Concurrency), benchNullMax)
+	say("null first contacts: %d, %d in flight (the stream of a first contact, %d writes, without the exchange)", n, cfg.Concurrency, null.writes())
+	return runNull(ctx, rh, hosts, null, n, cfg.Concurrency, sum)
 }
 
 // settle waits for h's identify of its connections to the nodes, then

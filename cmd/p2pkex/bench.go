@@ -29,9 +29,13 @@ for --duration. The same run also measures, in this process:
   - libp2p Noise XX handshakes over loopback TCP, before and after the load;
   - exchanges one at a time on an existing connection, each followed by a
     Noise XX handshake, and libp2p pings;
-  - with keys known, null exchanges under the same load: the same frames
-    on a new stream each, without the exchange (what a new stream and the
-    frames cost; exchanges keep their streams unless --new-streams);
+  - null exchanges under the same load: the writes and reads of one of
+    the load's exchanges replayed with frames of the same sizes, on kept
+    streams or new ones as the exchanges use (first contacts and
+    --new-streams open one each), without the exchange: what the stream
+    costs. The floor plus them is the least an exchange can cost over
+    libp2p here (ratio_floor_plus_null_vs_floor_in_load), and the rest is
+    the exchange's own (ratio_own_vs_floor_in_load);
   - the heap per exchange in flight, with the exchanges brought to rest;
   - on a go-libp2p mocknet with --latency per direction, the round trips of
     an exchange with both records known and with both sent.
