@@ -344,8 +344,8 @@ type Summary struct {
 	RatioCPUVsFloorInLoad  float64 `json:"ratio_cpu_vs_floor_in_load,omitempty"`
 	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
 	// The floor plus the null exchange, over the floor: the least
-	// ratio_cpu_vs_floor_in_load the protocol's flights allow over libp2p
-	// here; and what the exchange costs beyond both (p2pkex's own code,
+	// ratio_cpu_vs_floor_in_load an exchange making the same writes can
+	// reach over libp2p here; and what the exchange costs beyond both (p2pkex's own code,
 	// its allocations and their collection), over the floor.
 	RatioFloorNullInLoad  float64 `json:"ratio_floor_plus_null_vs_floor_in_load,omitempty"`
 	RatioOwnVsFloorInLoad float64 `json:"ratio_own_vs_floor_in_load,omitempty"`

@@ -28,8 +28,8 @@ import (
 // machinery costs an exchange: libp2p (multistream, yamux, TLS, the
 // resource manager, the stream's opening when it is new), the system
 // calls, and the Go runtime under them. The floor plus the null exchange
-// is the least an exchange can cost over libp2p on the machine: no
-// implementation of the protocol's flights can do with less.
+// is the least an exchange making these writes can cost over libp2p on
+// the machine, however the rest of it is written.
 
 // benchNullMax bounds the null exchanges of a run.
 const benchNullMax = 5000
