@@ -220,6 +220,9 @@ func (n *Node) initiate(ctx context.Context, p peer.ID, sl *slot) (*KeyInfo, err
 		}
 		log.Debugw("kept stream ended; opening a new one", "peer", p, "err", err)
 	}
+	if err := n.awaitClosing(ctx, p); err != nil {
+		return nil, err
+	}
 	// A relayed (limited) connection will do (nat.go); a dial backoff does
 	// not stand (dial.go).
 	s, err := n.newStream(ctx, p, protocol.ID)

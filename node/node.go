@@ -88,8 +88,10 @@ type Node struct {
 	// idleInbound counts the peers' streams waiting for theirs (streams.go).
 	kept        map[peer.ID]*keptStream
 	idleInbound int
-	perPeer     map[peer.ID]int
-	closed      bool
+	// closing are the outbound streams closeGracefully is ending, by peer.
+	closing map[peer.ID]*closingStreams
+	perPeer map[peer.ID]int
+	closed  bool
 	// Admission (admission.go): inbound exchanges of unknown peers, in all
 	// and by network origin, and the counts of its decisions.
 	unknownInbound int
@@ -125,6 +127,7 @@ func New(ctx context.Context, opts ...Option) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, slots: map[peer.ID]*slot{}, perPeer: map[peer.ID]int{}, kept: map[peer.ID]*keptStream{},
+		closing:   map[peer.ID]*closingStreams{},
 		perOrigin: map[netip.Prefix]int{}}
 	n.store = cfg.store
 	if n.store == nil {

@@ -26,8 +26,9 @@ import (
 //     2 * total * protocol.Reservation(noticeSize);
 //   - per peer: perPeer inbound streams (one exchange runs, one may wait,
 //     see DefaultMaxInboundPerPeer) and one kept idle, and one outbound
-//     stream (the node runs one exchange per peer at a time) and one kept
-//     stream still closing; memory for perPeer + 1 exchanges.
+//     stream (the node runs one exchange per peer at a time) and one
+//     stream still closing (a new stream to the peer waits until none is,
+//     awaitClosing); memory for perPeer + 1 exchanges.
 //
 // A stream the resource manager refuses for the service is answered like
 // one over the node's counters: ABORT BUSY. For that answer to reach a peer

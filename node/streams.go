@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -79,19 +80,44 @@ func (n *Node) keepOutbound(p peer.ID, s network.Stream) {
 	}
 }
 
-// closeGracefully ends a stream after the last notice of an exchange:
-// half-close, then wait (in the background, at most closeWait) for the
-// peer's end of stream before closing, so that the notices written last
-// reach the peer even if the node closes its host right after
-// (docs/PROTOCOL.md section 2). Close waits for it.
+// closingStreams counts a peer's outbound streams that closeGracefully is
+// ending; done is closed when the last has ended.
+type closingStreams struct {
+	n    int
+	done chan struct{}
+}
+
+// closeGracefully ends an outbound stream after the last notice of an
+// exchange: half-close, then wait (in the background, at most closeWait)
+// for the peer's end of stream before closing, so that the notices written
+// last reach the peer even if the node closes its host right after
+// (docs/PROTOCOL.md section 2). Close waits for it, and so does the next
+// new stream to the peer (awaitClosing).
 func (n *Node) closeGracefully(s network.Stream) {
 	if err := s.CloseWrite(); err != nil {
 		_ = s.Reset()
 		return
 	}
+	p := s.Conn().RemotePeer()
+	n.mu.Lock()
+	c := n.closing[p]
+	if c == nil {
+		c = &closingStreams{done: make(chan struct{})}
+		n.closing[p] = c
+	}
+	c.n++
+	n.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer func() {
+			n.mu.Lock()
+			if c.n--; c.n == 0 {
+				delete(n.closing, p)
+				close(c.done)
+			}
+			n.mu.Unlock()
+		}()
 		_ = s.SetReadDeadline(time.Now().Add(closeWait))
 		// The peer sends nothing more after its last notice; bound what
 		// is read in case it does.
@@ -101,6 +127,31 @@ func (n *Node) closeGracefully(s network.Stream) {
 		}
 		_ = s.Close()
 	}()
+}
+
+// awaitClosing waits until no stream to p is still closing
+// (closeGracefully), or ctx ends. The resource manager counts a closing
+// stream against the service's per-peer outbound limit until it has ended
+// (SetServiceLimits allows one beside the exchange's own): exchanges on new
+// streams one after another with a peer slow to end them (a loaded
+// responder; kept streams off, or over a relayed connection) would
+// otherwise pile up closing streams until the node's own limit refused the
+// next exchange. The wait is short in the usual case: the peer's end of
+// stream is due as soon as it has read the last notice, and closeGracefully
+// waits for it at most closeWait.
+func (n *Node) awaitClosing(ctx context.Context, p peer.ID) error {
+	n.mu.Lock()
+	c := n.closing[p]
+	n.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the last exchange stream to %s to close: %w", p, ctx.Err())
+	}
 }
 
 // takeKept removes k from the kept streams; it reports whether k was there.

@@ -161,3 +161,49 @@ func TestCloseEndsKeptStreams(t *testing.T) {
 	require.Eventually(t, func() bool { return len(exchangeStreams(a.Host(), b.ID())) == 0 },
 		10*time.Second, 5*time.Millisecond)
 }
+
+// slowCloseHost delays the Close of every exchange stream its node serves,
+// as a loaded responder does: the initiator's graceful close of a stream
+// (closeGracefully) waits that long for the responder's end of stream.
+type slowCloseHost struct {
+	host.Host
+	delay time.Duration
+}
+
+type slowCloseStream struct {
+	network.Stream
+	delay time.Duration
+}
+
+func (s slowCloseStream) Close() error {
+	time.Sleep(s.delay)
+	return s.Stream.Close()
+}
+
+func (h *slowCloseHost) SetStreamHandler(pid lp2pprotocol.ID, handler network.StreamHandler) {
+	if pid != protocol.ID {
+		h.Host.SetStreamHandler(pid, handler)
+		return
+	}
+	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(slowCloseStream{s, h.delay}) })
+}
+
+// Back-to-back exchanges on new streams with a responder slow to close
+// them: each waits for the stream before it to end rather than opening a
+// third while two still close, which the node's own per-peer outbound
+// limit of the service refuses ("cannot reserve outbound stream"; found by
+// p2pkex bench --new-streams on a loaded machine).
+func TestNewStreamsWaitForClosing(t *testing.T) {
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, h.Close()) })
+	b, err := New(context.Background(), WithHost(&slowCloseHost{Host: h, delay: 500 * time.Millisecond}))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	a := newNode(t, WithStreamIdleTimeout(0))
+	introduce(a, b)
+	for range 4 {
+		exchange(t, a, b)
+		require.LessOrEqual(t, len(exchangeStreams(a.Host(), b.ID())), 1, "streams of a to b right after an exchange")
+	}
+}
