@@ -101,7 +101,6 @@ type Config struct {
 	setupName string // the entry of Setups this run is
 	storeRoot string // where the bbolt stores go
 	noRTTs    bool   // skip the mocknet round trips (runs after the first)
-	noNull    bool   // skip the null exchanges (runs after the first of a setup)
 }
 
 // DefaultConfig returns the defaults of "p2pkex bench".
@@ -1140,7 +1139,7 @@ func runLoad(ctx context.Context, cfg *Config, sum *Summary, say func(string, ..
 
 	// Last: the null protocol's handler changes what identify announces,
 	// and its streams linger a while, which would move the heap baseline.
-	if null != nil && !cfg.noNull {
+	if null != nil {
 		n := min(max(sum.Exchanges, cfg.Concurrency), benchNullMax)
 		say("null exchanges: %d, %d in flight (the stream of the load's exchanges, %d writes each, without the exchange)", n, cfg.Concurrency, null.writes())
 		if err := runNull(ctx, nodes.hosts[0], nodes.hosts[1:], null, n, cfg.Concurrency, sum); err != nil {

@@ -202,7 +202,7 @@ func TestRunFirstContacts(t *testing.T) {
 
 // TestRunSeriesSetups compares connection setups in one series and checks
 // that every run says which it is, ran on it, and measured its stream
-// (the null exchanges) once.
+// (the null exchanges).
 func TestRunSeriesSetups(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Count, cfg.Concurrency, cfg.Latency, cfg.Store = 20, 2, 0, "memory"
@@ -223,7 +223,7 @@ func TestRunSeriesSetups(t *testing.T) {
 		if r.Exchanges != 20 || r.Failures != 0 || r.NullExchanges == 0 {
 			t.Errorf("run %q: %d exchanges, %d failures, %d null exchanges", r.Setup, r.Exchanges, r.Failures, r.NullExchanges)
 		}
-		if m := res.Medians[r.Setup]; m == nil || m.Runs != 1 || m.NullCPUSPerExch <= 0 {
+		if m := res.Medians[r.Setup]; m == nil || m.Runs != 1 || m.NullCPUSPerExch[0] <= 0 {
 			t.Errorf("medians of %q: %+v", r.Setup, m)
 		}
 	}

@@ -105,12 +105,12 @@ type Medians struct {
 	RatioRateVsFloor       [3]float64 `json:"ratio_rate_vs_floor"`
 	P50Ms                  [3]float64 `json:"p50_ms"`
 	P99Ms                  [3]float64 `json:"p99_ms"`
-	// The null exchanges of the first run (runSeries), the floor plus
-	// them, and the median ratio less that.
-	NullCPUSPerExch        float64 `json:"null_cpu_s_per_exchange,omitempty"`
-	RatioNullVsFloorInLoad float64 `json:"ratio_null_vs_floor_in_load,omitempty"`
-	RatioFloorNullInLoad   float64 `json:"ratio_floor_plus_null_vs_floor_in_load,omitempty"`
-	RatioOwnVsFloorInLoad  float64 `json:"ratio_own_vs_floor_in_load,omitempty"`
+	// The null exchanges of every run: their CPU, the floor plus them,
+	// and the exchanges' own share beyond that.
+	NullCPUSPerExch        [3]float64 `json:"null_cpu_s_per_exchange"`
+	RatioNullVsFloorInLoad [3]float64 `json:"ratio_null_vs_floor_in_load"`
+	RatioFloorNullInLoad   [3]float64 `json:"ratio_floor_plus_null_vs_floor_in_load"`
+	RatioOwnVsFloorInLoad  [3]float64 `json:"ratio_own_vs_floor_in_load"`
 }
 
 func spread(xs []float64) [3]float64 {
@@ -123,8 +123,8 @@ func spread(xs []float64) [3]float64 {
 // setup if cfg.Setups are given), turning the order of the cases round by
 // one each round (bolt, memory; then memory, bolt; ...) so that the
 // machine's drift falls on all alike and shows as the spread. The mocknet
-// round trips are measured in the first run only, the null exchanges in
-// the first run of each connection setup.
+// round trips are measured in the first run only; every run measures its
+// null exchanges.
 func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, error) {
 	stores := []string{cfg.Store}
 	if cfg.Store == "both" {
@@ -146,7 +146,6 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 	}
 	out := &Series{Medians: map[string]*Medians{}, Setups: cfg.Setups}
 	byStore := map[string][]*Summary{}
-	nulls := map[string]bool{}
 	for r := range cfg.Runs {
 		order := slices.Clone(cases)
 		k := r % len(order)
@@ -168,8 +167,6 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 			if cfg.CPUProfileExchanges != "" {
 				c.CPUProfileExchanges = fmt.Sprintf("%s.%d", cfg.CPUProfileExchanges, len(out.Runs)+1)
 			}
-			c.noNull = nulls[cs.setup]
-			nulls[cs.setup] = true
 			fmt.Fprintf(progress, "bench: run %d of %d, %s\n", r+1, cfg.Runs, cs.label)
 			sum, err := runOne(ctx, &c, progress)
 			if err != nil {
@@ -203,13 +200,10 @@ func runSeries(ctx context.Context, cfg *Config, progress io.Writer) (*Series, e
 		m.RatioRateVsFloor = pick(func(s *Summary) float64 { return s.RatioRateVsFloor })
 		m.P50Ms = pick(func(s *Summary) float64 { return s.P50Ms })
 		m.P99Ms = pick(func(s *Summary) float64 { return s.P99Ms })
-		for _, s := range runs {
-			if s.NullExchanges > 0 {
-				m.NullCPUSPerExch, m.RatioNullVsFloorInLoad = s.NullCPUSPerExch, s.RatioNullVsFloorInLoad
-				m.RatioFloorNullInLoad = s.RatioFloorNullInLoad
-				m.RatioOwnVsFloorInLoad = m.RatioCPUVsFloorInLoad[0] - s.RatioFloorNullInLoad
-			}
-		}
+		m.NullCPUSPerExch = pick(func(s *Summary) float64 { return s.NullCPUSPerExch })
+		m.RatioNullVsFloorInLoad = pick(func(s *Summary) float64 { return s.RatioNullVsFloorInLoad })
+		m.RatioFloorNullInLoad = pick(func(s *Summary) float64 { return s.RatioFloorNullInLoad })
+		m.RatioOwnVsFloorInLoad = pick(func(s *Summary) float64 { return s.RatioOwnVsFloorInLoad })
 		out.Medians[st] = m
 	}
 	if b, m := out.Medians["bolt"], out.Medians["memory"]; b != nil && m != nil {
@@ -484,10 +478,8 @@ func runFresh(ctx context.Context, cfg *Config, sum *Summary, say func(string, .
 	say("load done: %d first contacts, %d failed, %.0f/s timed (%.0f/s with the connections), p50 %.2f ms, p99 %.2f ms",
 		sum.Exchanges, sum.Failures, sum.ExchangesPerS, sum.ContactsPerSAll, sum.P50Ms, sum.P99Ms)
 
-	if !cfg.noNull {
-		if err := nullFirstContacts(ctx, cfg, rh, resp, target, common, security, sum, say); err != nil {
-			return fmt.Errorf("null first contacts: %w", err)
-		}
+	if err := nullFirstContacts(ctx, cfg, rh, resp, target, common, security, sum, say); err != nil {
+		return fmt.Errorf("null first contacts: %w", err)
 	}
 
 	// What the responder holds per peer it knows.

@@ -320,6 +320,7 @@ func esc(s string) string {
 var tableFields = []string{
 	"concurrency", "exchanges", "failures", "exchanges_per_s", "cores_used", "p50_ms", "p99_ms",
 	"floor_cpu_s_in_load", "ratio_cpu_vs_floor_in_load", "null_cpu_s_per_exchange", "ratio_null_vs_floor_in_load",
+	"ratio_floor_plus_null_vs_floor_in_load", "ratio_own_vs_floor_in_load",
 	"cpu_s_per_exchange", "floor_cpu_s_per_exchange", "ratio_cpu_vs_floor", "ratio_rate_vs_floor", "ratio_rate_vs_floor_in_load",
 	"noise_handshake_s", "ratio_vs_noise", "exchange_p50_idle_ms", "noise_handshake_p50_ms",
 	"ratio_p50_idle_vs_noise", "heap_bytes_per_inflight", "heap_alloc_bytes_per_inflight", "rtts_known_keys", "rtts_both_keys",
