@@ -46,11 +46,20 @@ func TestCloseWhileIdentifyCompletes(t *testing.T) {
 	require.NoError(t, other.Connect(context.Background(), peer.AddrInfo{ID: n.ID(), Addrs: n.Host().Addrs()}))
 	conns := n.Host().Network().ConnsToPeer(other.ID())
 	require.NotEmpty(t, conns)
-	// Open until the network closes its first listener.
+	// Open until the network closes its first listener; and, as a closed
+	// network delivers nothing more, the network's Close returns only once
+	// the stand-ins are out of Emit (the swarm notifies ListenClose before
+	// its Close returns). Without that wait an emitter that checked open
+	// just before it turned false could emit after the host had stopped its
+	// services: something no closed network does, and which hung the test
+	// on a loaded machine.
 	var open atomic.Bool
 	open.Store(true)
-	n.Host().Network().Notify(&network.NotifyBundle{ListenCloseF: func(network.Network, ma.Multiaddr) { open.Store(false) }})
 	var wg sync.WaitGroup
+	n.Host().Network().Notify(&network.NotifyBundle{ListenCloseF: func(network.Network, ma.Multiaddr) {
+		open.Store(false)
+		wg.Wait()
+	}})
 	for range 8 {
 		wg.Go(func() {
 			for open.Load() {
