@@ -115,13 +115,14 @@ func WithMigrationNotice(f func(from, to int)) BoltOption {
 // WithoutWarm has OpenBolt skip its walk of the tree Lookup reads
 // (warmState), which maps that tree's pages so that the first Lookups
 // after the open need no page faults. The walk is for a program that goes
-// on to serve exchanges with many peers (a daemon); it costs the open one
-// page fault per 27 or so known peers (25–110 ms warm and 0.1–0.35 s from
-// a cold page cache at 100,000 peers, against under 1 ms without it). A
-// program that opens the store to read or change a few peers, or none,
-// and close it (a one-shot command) should skip it. The store behaves the
-// same either way; only its first reads of each page are slower without
-// the walk (docs/performance/store.md, "Opening without the warm walk").
+// on to serve exchanges with many peers (a daemon); it costs the open a
+// page fault per 27 or so known peers: at 100,000 peers 50–200 ms with the
+// page cache warm and 0.25–0.4 s from the disk, against 1–8 and 5–20 ms
+// without it. A program that opens the store to read or change a few
+// peers, or none, and closes it (a one-shot command) should skip it. The
+// store behaves the same either way; without the walk only the first read
+// of each page is slower (a first Lookup of 0.1–0.5 ms warm, 0.7–2.5 ms
+// cold; docs/performance/store.md, "Opening without the warm walk").
 func WithoutWarm() BoltOption {
 	return func(c *boltConfig) error {
 		c.noWarm = true
@@ -267,7 +268,9 @@ func openDB(path string, cfg *boltConfig) (*bolt.DB, error) {
 // costs the open one fault per page of the tree (about 150 bytes a peer:
 // 3,700 pages at 100,000), 0.05–0.1 s warm and 0.3–0.7 s cold there.
 // Pages the process has mapped are also not the idle, unmapped page cache
-// that reclaim takes first, so they stay while the daemon waits.
+// that reclaim takes first, so they stay while the daemon waits. A program
+// that reads a peer or two and closes the store gains nothing from the
+// walk and skips it (WithoutWarm).
 //
 // The walk is split into key ranges walked at once, one per P: a page
 // fault holds its thread (and P) until the disk answers, so one walk
