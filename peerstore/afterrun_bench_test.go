@@ -46,7 +46,12 @@ const (
 // Lookup and State open the store themselves and report that open too
 // (open-ms), and the major page faults (getrusage ru_majflt: pages read
 // from disk) of the open (open-majflt) and of their reads (majflt), so
-// that a slow tail shows whether the disk was in it.
+// that a slow tail shows whether the disk was in it, and the latency of
+// their first read (first-ns). OpenWithoutWarm, LookupWithoutWarm and
+// StateWithoutWarm are the same with peerstore.WithoutWarm, as the
+// one-shot commands open the store: to measure one of them cold, run it
+// alone (-test.bench 'BoltAfterRun/StateWithoutWarm') after dropping the
+// page cache, since each run warms the cache for the next.
 //
 // With $P2PKEX_AFTERRUN_DIR set, the store is built in that directory
 // (with the list of its peers, peers.bin) and kept, and a later run finds
@@ -160,29 +165,18 @@ func afterRunReads(b *testing.B, dir string, peers []peer.ID) {
 			b.Fatalf("P2PKEX_AFTERRUN_IDLE: %v", err)
 		}
 	}
-	b.Run("Open", func(b *testing.B) {
-		var total, first time.Duration
-		flt0 := majorFaults()
-		var firstFlt int64
-		for b.Loop() {
-			t := time.Now()
-			st, err := peerstore.OpenBolt(dir)
-			d := time.Since(t)
-			if first == 0 {
-				first, firstFlt = d, majorFaults()-flt0
-			}
-			total += d
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := st.Close(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1e6, "open-ms")
-		b.ReportMetric(float64(first.Nanoseconds())/1e6, "first-open-ms")
-		b.ReportMetric(float64(firstFlt), "first-open-majflt")
-	})
+	// Each of Open, Lookup and State runs twice: as the daemon opens the
+	// store (with the walk of the state tree, warmState), and with
+	// WithoutWarm, as a one-shot command does.
+	warmths := []struct {
+		suffix string
+		opts   []peerstore.BoltOption
+	}{{"", nil}, {"WithoutWarm", []peerstore.BoltOption{peerstore.WithoutWarm()}}}
+	for _, w := range warmths {
+		b.Run("Open"+w.suffix, func(b *testing.B) {
+			afterRunOpen(b, dir, w.opts)
+		})
+	}
 	// Lookup: the record and the active session, copied and opened (what a
 	// caller of the API's keys or export-key reads); State: Store.Lookup,
 	// what an exchange reads of a known peer (its record's state and active
@@ -206,35 +200,73 @@ func afterRunReads(b *testing.B, dir string, peers []peer.ID) {
 			return err
 		}},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			runtime.GC() // the build's garbage is not the lookups'
-			flt0, t := majorFaults(), time.Now()
-			st, err := peerstore.OpenBolt(dir)
-			open, flt1 := time.Since(t), majorFaults()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			if idle != 0 {
-				time.Sleep(idle)
-			}
-			lat := make([]time.Duration, 0, b.N)
-			i := 0
-			for b.Loop() {
-				p := peers[(i*7919)%len(peers)]
-				i++
-				t := time.Now()
-				if err := c.read(st, p); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t))
-			}
-			b.ReportMetric(float64(majorFaults()-flt1), "majflt")
-			b.ReportMetric(float64(flt1-flt0), "open-majflt")
-			b.ReportMetric(float64(open.Nanoseconds())/1e6, "open-ms")
-			peerstore.ReportLatencies(b, lat)
-		})
+		for _, w := range warmths {
+			b.Run(c.name+w.suffix, func(b *testing.B) {
+				afterRunRead(b, dir, peers, w.opts, idle, c.read)
+			})
+		}
 	}
+}
+
+// afterRunOpen times OpenBolt(dir, opts...) and Close.
+func afterRunOpen(b *testing.B, dir string, opts []peerstore.BoltOption) {
+	var total, first time.Duration
+	flt0 := majorFaults()
+	var firstFlt int64
+	for b.Loop() {
+		t := time.Now()
+		st, err := peerstore.OpenBolt(dir, opts...)
+		d := time.Since(t)
+		if first == 0 {
+			first, firstFlt = d, majorFaults()-flt0
+		}
+		total += d
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1e6, "open-ms")
+	b.ReportMetric(float64(first.Nanoseconds())/1e6, "first-open-ms")
+	b.ReportMetric(float64(firstFlt), "first-open-majflt")
+}
+
+// afterRunRead opens the store in dir with opts, waits idle, and times
+// read on peers, one at a time; it reports the open (open-ms), the first
+// read (first-ns: with WithoutWarm, the one that faults in the most
+// pages) and the latencies of all of them.
+func afterRunRead(b *testing.B, dir string, peers []peer.ID, opts []peerstore.BoltOption, idle time.Duration, read func(peerstore.Store, peer.ID) error) {
+	runtime.GC() // the build's garbage is not the lookups'
+	flt0, t := majorFaults(), time.Now()
+	st, err := peerstore.OpenBolt(dir, opts...)
+	open, flt1 := time.Since(t), majorFaults()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if idle != 0 {
+		time.Sleep(idle)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	i := 0
+	for b.Loop() {
+		p := peers[(i*7919)%len(peers)]
+		i++
+		t := time.Now()
+		if err := read(st, p); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	b.ReportMetric(float64(majorFaults()-flt1), "majflt")
+	b.ReportMetric(float64(flt1-flt0), "open-majflt")
+	b.ReportMetric(float64(open.Nanoseconds())/1e6, "open-ms")
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[0].Nanoseconds()), "first-ns")
+	}
+	peerstore.ReportLatencies(b, lat)
 }
 
 // writePeers and readPeers keep the peers of a kept store: each ID's

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -80,6 +81,7 @@ const (
 type boltConfig struct {
 	lockTimeout time.Duration
 	migrating   func(from, to int)
+	noWarm      bool // WithoutWarm
 }
 
 // BoltOption configures OpenBolt.
@@ -106,6 +108,24 @@ func WithLockTimeout(d time.Duration) BoltOption {
 func WithMigrationNotice(f func(from, to int)) BoltOption {
 	return func(c *boltConfig) error {
 		c.migrating = f
+		return nil
+	}
+}
+
+// WithoutWarm has OpenBolt skip its walk of the tree Lookup reads
+// (warmState), which maps that tree's pages so that the first Lookups
+// after the open need no page faults. The walk is for a program that goes
+// on to serve exchanges with many peers (a daemon); it costs the open a
+// page fault per 27 or so known peers: at 100,000 peers 50–200 ms with the
+// page cache warm and 0.25–0.4 s from the disk, against 1–8 and 5–20 ms
+// without it. A program that opens the store to read or change a few
+// peers, or none, and closes it (a one-shot command) should skip it. The
+// store behaves the same either way; without the walk only the first read
+// of each page is slower (a first Lookup of 0.1–0.5 ms warm, 0.7–2.5 ms
+// cold; docs/performance/store.md, "Opening without the warm walk").
+func WithoutWarm() BoltOption {
+	return func(c *boltConfig) error {
+		c.noWarm = true
 		return nil
 	}
 }
@@ -141,7 +161,8 @@ type boltStore struct {
 // key) is unrecoverable from the store's files once the method that
 // destroyed it returns, or, if the process died in it, once the store is
 // opened again (shred.go). A store of an older schema version (1 or 2) is
-// migrated (WithMigrationNotice).
+// migrated (WithMigrationNotice). Unless WithoutWarm is given, OpenBolt
+// reads the tree Lookup reads once before it returns (warmState).
 func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 	cfg := boltConfig{lockTimeout: DefaultLockTimeout}
 	for _, o := range opts {
@@ -205,7 +226,7 @@ func OpenBolt(dir string, opts ...BoltOption) (Store, error) {
 			err = migrateV2(db) // migrate.go
 		}
 	}
-	if err == nil {
+	if err == nil && !cfg.noWarm {
 		err = warmState(s.db)
 	}
 	if err != nil {
@@ -247,7 +268,9 @@ func openDB(path string, cfg *boltConfig) (*bolt.DB, error) {
 // costs the open one fault per page of the tree (about 150 bytes a peer:
 // 3,700 pages at 100,000), 0.05–0.1 s warm and 0.3–0.7 s cold there.
 // Pages the process has mapped are also not the idle, unmapped page cache
-// that reclaim takes first, so they stay while the daemon waits.
+// that reclaim takes first, so they stay while the daemon waits. A program
+// that reads a peer or two and closes the store gains nothing from the
+// walk and skips it (WithoutWarm).
 //
 // The walk is split into key ranges walked at once, one per P: a page
 // fault holds its thread (and P) until the disk answers, so one walk
@@ -270,6 +293,7 @@ func warmState(db *bolt.DB) error {
 	}
 	bounds := splitKeys(first, last, runtime.GOMAXPROCS(0))
 	errs := make([]error, len(bounds)+1)
+	walked := make([]int, len(bounds)+1)
 	var wg sync.WaitGroup
 	for i := range len(bounds) + 1 {
 		from, to := first, []byte(nil)
@@ -283,14 +307,27 @@ func warmState(db *bolt.DB) error {
 			errs[i] = db.View(func(tx *bolt.Tx) error {
 				c := tx.Bucket(bucketState).Cursor()
 				for k, _ := c.Seek(from); k != nil && (to == nil || bytes.Compare(k, to) < 0); k, _ = c.Next() {
+					walked[i]++
 				}
 				return nil
 			})
 		})
 	}
 	wg.Wait()
+	if h := testHookWarmed.Load(); h != nil {
+		n := 0
+		for _, w := range walked {
+			n += w
+		}
+		(*h)(db.Path(), n)
+	}
 	return errors.Join(errs...)
 }
+
+// testHookWarmed, if set, is called by warmState after its walk of a
+// store that holds at least one peer, with the store's file and the
+// number of keys the walk visited.
+var testHookWarmed atomic.Pointer[func(path string, keys int)]
 
 // splitKeys returns up to n-1 keys that split the keys from first to last
 // (first < last) into about equal ranges, if the keys are spread evenly

@@ -58,7 +58,7 @@ func viaDaemonOr[T any](c *cli.Command, viaDaemon func(*client.Client) (T, error
 		var zero T
 		return zero, err
 	}
-	r, err := openRepo(dir, false, c.Root().ErrWriter) // repo.go
+	r, err := openRepo(dir, false, c.Root().ErrWriter, oneShot) // repo.go
 	if err != nil {
 		var zero T
 		return zero, err

@@ -112,7 +112,7 @@ Examples:
 				fmt.Fprintf(c.Root().ErrWriter, "p2pkex: warning: %v\n", err)
 			}
 			// After the flags' checks: a mistake in them is reported first.
-			r, err := openRepo(dir, c.Bool("init"), c.Root().ErrWriter)
+			r, err := openRepo(dir, c.Bool("init"), c.Root().ErrWriter, serving)
 			if err != nil {
 				return err
 			}

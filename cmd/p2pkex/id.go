@@ -45,7 +45,7 @@ Examples:
 				if _, err := loadConfig(dir); err != nil {
 					return err
 				}
-				r, err := openRepo(dir, false, c.Root().ErrWriter)
+				r, err := openRepo(dir, false, c.Root().ErrWriter, oneShot)
 				if err != nil {
 					return err
 				}

@@ -39,7 +39,7 @@ Examples:
 					return fmt.Errorf("repo %s already initialised", dir)
 				}
 			}
-			r, err := openRepo(dir, true, c.Root().ErrWriter)
+			r, err := openRepo(dir, true, c.Root().ErrWriter, oneShot)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -124,12 +125,48 @@ func pathProblem(err error) error {
 	return err
 }
 
+// repoUse says what a command does with the repo it opens, which decides
+// how its store is opened (openStore).
+type repoUse bool
+
+const (
+	// oneShot: the command reads or changes a few peers, or none, and
+	// closes the repo; a node it runs listens nowhere and exchanges with
+	// the one peer it dials.
+	oneShot repoUse = false
+	// serving: the daemon, which serves exchanges with any peer until it
+	// stops.
+	serving repoUse = true
+)
+
+// openStore opens the repo's store. Only a serving store is opened with
+// the walk of its lookup tree (peerstore.WithoutWarm): the walk maps the
+// tree's pages so that the daemon's first exchanges find them, and costs
+// the open a page fault per 27 or so known peers (tens of milliseconds at
+// 100,000 peers with the page cache warm, a few tenths of a second from
+// the disk), which a one-shot command would pay for the one or two peers
+// it reads (docs/performance/store.md, "Opening without the warm walk").
+func openStore(dir string, use repoUse, opts ...peerstore.BoltOption) (peerstore.Store, error) {
+	if h := testHookOpenStore.Load(); h != nil {
+		(*h)(dir, use)
+	}
+	if use != serving {
+		opts = append(opts, peerstore.WithoutWarm())
+	}
+	return peerstore.OpenBolt(filepath.Join(dir, storeDir), opts...)
+}
+
+// testHookOpenStore, if set, is called by openStore with the repo and how
+// its store is opened.
+var testHookOpenStore atomic.Pointer[func(dir string, use repoUse)]
+
 // openRepo opens dir, creating it when create is set (init, daemon
 // --init); otherwise dir must be a repo already (requireRepo). It takes
 // the store's lock: one process per repo. A store of an older schema
 // version is migrated, once, and the user told on notice (seconds with many
-// peers: the command would otherwise seem to hang).
-func openRepo(dir string, create bool, notice io.Writer) (*repo, error) {
+// peers: the command would otherwise seem to hang). use is what the command
+// does with the repo (openStore).
+func openRepo(dir string, create bool, notice io.Writer, use repoUse) (*repo, error) {
 	if dir == "" {
 		return nil, noRepoDir
 	}
@@ -161,7 +198,7 @@ func openRepo(dir string, create bool, notice io.Writer) (*repo, error) {
 			return nil, err
 		}
 	}
-	store, err := peerstore.OpenBolt(filepath.Join(dir, storeDir), peerstore.WithMigrationNotice(func(from, to int) {
+	store, err := openStore(dir, use, peerstore.WithMigrationNotice(func(from, to int) {
 		fmt.Fprintf(notice, "p2pkex: upgrading the store of repo %s from schema version %d to %d (once)\n", dir, from, to)
 	}))
 	if errors.Is(err, peerstore.ErrLocked) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -57,10 +56,11 @@ Example:
 }
 
 // waitRepoFree waits until no process holds the repo's store: the daemon
-// has closed it and, with it, everything it ran.
+// has closed it and, with it, everything it ran. Its open only probes the
+// lock, so it skips the walk of the lookup tree (oneShot).
 func waitRepoFree(ctx context.Context, dir string) error {
 	for {
-		s, err := peerstore.OpenBolt(filepath.Join(dir, storeDir), peerstore.WithLockTimeout(50*time.Millisecond))
+		s, err := openStore(dir, oneShot, peerstore.WithLockTimeout(50*time.Millisecond)) // repo.go
 		if err == nil {
 			return s.Close()
 		}
