@@ -1151,8 +1151,10 @@ func commitTx(w *writeTx, c *Commit) error {
 	if c.Session.Epoch == 0 {
 		return ErrStaleEpoch
 	}
+	var cur *bolt.Cursor // one for the active epoch and the prune
 	if sb != nil {
-		if k, _ := sb.Cursor().Last(); k != nil {
+		cur = sb.Cursor()
+		if k, _ := cur.Last(); k != nil {
 			active, err := decodeEpoch(k)
 			if err != nil {
 				return err
@@ -1202,8 +1204,10 @@ func commitTx(w *writeTx, c *Commit) error {
 	// Keep the KeepEpochs newest epochs. Those pruned are the oldest, below
 	// the new active epoch, so p's state stays as written above.
 	n := 0
-	cur := sb.Cursor()
-	for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+	if cur == nil {
+		cur = sb.Cursor()
+	}
+	for k, _ := cur.First(); k != nil; k, _ = cur.Next() { // First: the puts moved the bucket
 		n++
 	}
 	for range n - KeepEpochs {
