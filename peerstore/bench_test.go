@@ -301,3 +301,79 @@ func BenchmarkFdatasync(b *testing.B) {
 	}
 	b.ReportMetric(float64((procstat.CPU()-cpu0).Microseconds())/float64(i), "cpu-µs/sync")
 }
+
+// BenchmarkBoltCommitBatch is the commits' own work in the transactions of
+// the group commit at 64 exchanges in flight (batch.go): 64 known peers,
+// each with a stored record of benchRecordSize bytes and KeepEpochs
+// epochs, commit their next epoch, 64 commits to a transaction. KeysKnown
+// brings no record (the common case: the commit keeps the stored record
+// and prunes the oldest epoch); SameRecord brings the record the store
+// holds (the peer sent it again); NewRecord brings a new one (a rotation:
+// the record is rewritten). bbolt's syncs are off (the group commit's
+// benchmarks above count them): what is left is CPU, and cpu-ns/op counts
+// the process's. b.N counts commits.
+func BenchmarkBoltCommitBatch(b *testing.B) {
+	const peers = 64
+	for _, kind := range []string{"KeysKnown", "SameRecord", "NewRecord"} {
+		b.Run(kind, func(b *testing.B) {
+			st, err := OpenBolt(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			s := st.(*boltStore)
+			s.db.NoSync = true
+			ids := make([]peer.ID, peers)
+			records := make([][]byte, peers)
+			seqs := make([]uint64, peers)
+			epochs := make([]uint64, peers)
+			now := time.Now()
+			var cs []Commit
+			for i := range ids {
+				ids[i] = test.RandPeerIDFatal(b)
+				records[i] = make([]byte, benchRecordSize)
+				rand.Read(records[i])
+				seqs[i] = 1
+				for range KeepEpochs {
+					epochs[i]++
+					cs = append(cs, Commit{
+						Session: benchSession(ids[i], epochs[i], now),
+						PeerKey: &PeerKey{Peer: ids[i], Seq: 1, Record: records[i], Fingerprint: records[i][:34], Trust: TrustFirstUse},
+						Seen:    now,
+					})
+				}
+			}
+			if err := bulkCommit(st, cs); err != nil {
+				b.Fatal(err)
+			}
+			cs = cs[:0]
+			b.ReportAllocs()
+			cpu0 := procstat.CPU()
+			i := 0
+			for b.Loop() {
+				j := i % peers
+				i++
+				epochs[j]++
+				c := Commit{Session: benchSession(ids[j], epochs[j], now), Seen: now}
+				switch kind {
+				case "SameRecord":
+					c.PeerKey = &PeerKey{Peer: ids[j], Seq: seqs[j], Record: records[j], Fingerprint: records[j][:34], Trust: TrustFirstUse}
+				case "NewRecord":
+					seqs[j]++
+					c.PeerKey = &PeerKey{Peer: ids[j], Seq: seqs[j], Record: records[j], Fingerprint: records[j][:34], Trust: TrustFirstUse}
+				}
+				cs = append(cs, c)
+				if len(cs) == peers {
+					if err := bulkCommit(st, cs); err != nil {
+						b.Fatal(err)
+					}
+					cs = cs[:0]
+				}
+			}
+			if err := bulkCommit(st, cs); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64((procstat.CPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}

@@ -642,55 +642,71 @@ func (w *writeTx) wrote(p peer.ID, pk *PeerKey) {
 // shred marks the slots of deleted secrets for wiping after the commit.
 func (w *writeTx) shred(slots ...uint64) { w.dead = append(w.dead, slots...) }
 
-// state returns p's value in bucket state as this transaction sees it
-// (zero if there is none).
-func (w *writeTx) state(p peer.ID) (PeerState, error) {
+// state returns the value in bucket state of the peer whose ID's bytes
+// are key, as this transaction sees it (zero if there is none).
+func (w *writeTx) state(key []byte) (PeerState, error) {
 	b, err := bucket(w.tx, bucketState)
 	if err != nil {
 		return PeerState{}, err
 	}
-	v := b.Get([]byte(p))
+	v := b.Get(key)
 	if v == nil {
 		return PeerState{}, nil
 	}
 	return decodeState(v)
 }
 
-// putState stores st as p's value in bucket state, or deletes it if p
-// has neither a record nor a session. Every write of what Lookup returns
+// putState stores st as the value in bucket state of peer p (whose ID's
+// bytes are key), or deletes it if p has neither a record nor a session. Every write of what Lookup returns
 // goes through it, in the transaction that changes what it copies:
-// putPeer and deletePeer (the record's fields), commitTx and
-// deleteSession (the active epoch). So Lookup reads bucket state alone and
-// sees what Peer and ActiveSession would in the same snapshot.
-func (w *writeTx) putState(p peer.ID, st PeerState) error {
+// putPeer and deletePeer (the record's fields), commitTx (the record's
+// fields and the active epoch) and deleteSession (the active epoch). So
+// Lookup reads bucket state alone and sees what Peer and ActiveSession
+// would in the same snapshot.
+func (w *writeTx) putState(key []byte, st PeerState) error {
 	b, err := bucket(w.tx, bucketState)
 	if err != nil {
 		return err
 	}
 	if !st.Record && st.Epoch == 0 {
-		return b.Delete([]byte(p))
+		return b.Delete(key)
 	}
-	return b.Put([]byte(p), encodeState(&st))
+	return b.Put(key, encodeState(&st))
 }
 
-// deleteSession deletes one epoch of a peer's session bucket b and shreds
-// its key. It is the only way a session key leaves the store.
-func (w *writeTx) deleteSession(b *bolt.Bucket, p peer.ID, epochKey []byte) error {
-	v := b.Get(epochKey)
-	if v == nil {
-		return nil
-	}
-	slot, err := sessionSlot([]byte(p), epochKey, v)
-	if err != nil {
-		return err
+// deleteEpoch deletes one epoch of a peer's session bucket b, whose value
+// is v, and shreds its key. It is the only way a session key leaves the
+// store. It leaves bucket state as it is: its callers keep it true
+// (deleteSession; commitTx, whose pruning never deletes the active epoch).
+// p is a valid peer ID (its callers' methods check it), so the slot is
+// sessionSlot's whenever peekSessionSlot reads one.
+func (w *writeTx) deleteEpoch(b *bolt.Bucket, p peer.ID, epochKey, v []byte) error {
+	slot, ok := peekSessionSlot(v) // no decoding, in the common case
+	if _, err := decodeEpoch(epochKey); err != nil || !ok {
+		var err error
+		if slot, err = sessionSlot([]byte(p), epochKey, v); err != nil {
+			return err // it says why
+		}
 	}
 	if err := b.Delete(epochKey); err != nil {
 		return err
 	}
 	w.shred(slot)
-	// Pruning deletes the oldest epoch and leaves the active one; any
-	// other deletion of the active epoch makes the next highest active.
-	st, err := w.state(p)
+	return nil
+}
+
+// deleteSession deletes one epoch of a peer's session bucket b and shreds
+// its key (deleteEpoch), keeping p's active epoch in bucket state true.
+func (w *writeTx) deleteSession(b *bolt.Bucket, p peer.ID, epochKey []byte) error {
+	v := b.Get(epochKey)
+	if v == nil {
+		return nil
+	}
+	if err := w.deleteEpoch(b, p, epochKey, v); err != nil {
+		return err
+	}
+	// A deletion of the active epoch makes the next highest active.
+	st, err := w.state([]byte(p))
 	if err != nil {
 		return err
 	}
@@ -703,7 +719,7 @@ func (w *writeTx) deleteSession(b *bolt.Bucket, p peer.ID, epochKey []byte) erro
 			return err
 		}
 	}
-	return w.putState(p, st)
+	return w.putState([]byte(p), st)
 }
 
 // deletePeerSessions deletes every session epoch of p, and p's session
@@ -1063,9 +1079,27 @@ func getPeer(tx *bolt.Tx, p peer.ID) (*PeerKey, error) {
 	return decodePeerKey([]byte(p), v)
 }
 
-// putPeer stores pk as p's record. Every write of a record goes through
-// it (or deletePeer), which keeps the cache of Peer true (peercache.go).
+// putPeer stores pk as p's record, and its copy in bucket state.
 func (w *writeTx) putPeer(pk *PeerKey) error {
+	if err := w.putRecord(pk); err != nil {
+		return err
+	}
+	key := []byte(pk.Peer)
+	st, err := w.state(key)
+	if err != nil {
+		return err
+	}
+	rec := stateOf(pk)
+	rec.Epoch = st.Epoch
+	return w.putState(key, rec)
+}
+
+// putRecord stores pk as p's record, and not its copy in bucket state:
+// the caller writes stateOf(pk) there in the same transaction (putPeer;
+// commitTx, which writes p's state once for the record and the new epoch).
+// Every write of a record goes through it (or deletePeer), which keeps the
+// cache of Peer true (peercache.go).
+func (w *writeTx) putRecord(pk *PeerKey) error {
 	v, err := encodePeerKey(pk)
 	if err != nil {
 		return err
@@ -1074,13 +1108,7 @@ func (w *writeTx) putPeer(pk *PeerKey) error {
 		return err
 	}
 	w.wrote(pk.Peer, readBack(pk))
-	st, err := w.state(pk.Peer)
-	if err != nil {
-		return err
-	}
-	rec := stateOf(pk)
-	rec.Epoch = st.Epoch
-	return w.putState(pk.Peer, rec)
+	return nil
 }
 
 func (s *boltStore) Peers() ([]PeerKey, error) {
@@ -1148,6 +1176,7 @@ func (s *boltStore) CommitExchange(c Commit) error {
 func commitTx(w *writeTx, c *Commit) error {
 	tx := w.tx
 	p := c.Session.Peer
+	key := []byte(p)
 	all, err := bucket(tx, bucketSessions)
 	if err != nil {
 		return err
@@ -1159,8 +1188,10 @@ func commitTx(w *writeTx, c *Commit) error {
 	if c.Session.Epoch == 0 {
 		return ErrStaleEpoch
 	}
+	var cur *bolt.Cursor // one for the active epoch and the prune
 	if sb != nil {
-		if k, _ := sb.Cursor().Last(); k != nil {
+		cur = sb.Cursor()
+		if k, _ := cur.Last(); k != nil {
 			active, err := decodeEpoch(k)
 			if err != nil {
 				return err
@@ -1169,22 +1200,29 @@ func commitTx(w *writeTx, c *Commit) error {
 				return ErrStaleEpoch
 			}
 		}
-	} else if sb, err = all.CreateBucket([]byte(p)); err != nil {
+	} else if sb, err = all.CreateBucket(key); err != nil {
 		return err
 	}
 
-	old, err := getPeer(tx, p)
+	// p's state is read and written once: the record's copy, if the
+	// commit writes a record, and the new epoch.
+	st, err := w.state(key)
 	if err != nil {
 		return err
 	}
-	if rec := newPeerRecord(old, c); rec != nil {
-		if err := w.putPeer(rec); err != nil {
+	rec, err := commitRecord(tx, key, c)
+	if err != nil {
+		return err
+	}
+	if rec != nil {
+		if err := w.putRecord(rec); err != nil {
 			return err
 		}
+		st = stateOf(rec)
 	}
 
 	ek := encodeEpoch(c.Session.Epoch)
-	sealed, err := w.seal("session", sessionWhere([]byte(p), ek), c.Session.Key[:])
+	sealed, err := w.seal("session", sessionWhere(key, ek), c.Session.Key[:])
 	if err != nil {
 		return err
 	}
@@ -1195,27 +1233,51 @@ func commitTx(w *writeTx, c *Commit) error {
 	if err := sb.Put(ek, v); err != nil {
 		return err
 	}
-	st, err := w.state(p)
-	if err != nil {
-		return err
-	}
 	st.Epoch = c.Session.Epoch // above the active one: checked
-	if err := w.putState(p, st); err != nil {
+	if err := w.putState(key, st); err != nil {
 		return err
 	}
 
-	// Keep the KeepEpochs newest epochs.
-	var epochs [][]byte
-	cur := sb.Cursor()
-	for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
-		epochs = append(epochs, bytes.Clone(k))
+	// Keep the KeepEpochs newest epochs. Those pruned are the oldest, below
+	// the new active epoch, so p's state stays as written above.
+	n := 0
+	if cur == nil {
+		cur = sb.Cursor()
 	}
-	for i := 0; i < len(epochs)-KeepEpochs; i++ {
-		if err := w.deleteSession(sb, p, epochs[i]); err != nil {
+	for k, _ := cur.First(); k != nil; k, _ = cur.Next() { // First: the puts moved the bucket
+		n++
+	}
+	for range n - KeepEpochs {
+		k, v := cur.First() // again: the deletion moved the cursor's bucket
+		if err := w.deleteEpoch(sb, p, bytes.Clone(k), v); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// commitRecord returns the record that c writes for its peer
+// (newPeerRecord), or nil if c leaves the stored one as it is. In the
+// common case — no record, or the one stored, and a LastSeen at most
+// SeenGranularity old — it reads the stored record in place (peekPeerKey)
+// and copies nothing; it decodes the record only to write a new one.
+func commitRecord(tx *bolt.Tx, p []byte, c *Commit) (*PeerKey, error) {
+	b, err := bucket(tx, bucketPeers)
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get(p)
+	if v == nil {
+		return newPeerRecord(nil, c), nil
+	}
+	if view, ok := peekPeerKey(v); ok && seenRecently(&view, c) {
+		return nil, nil
+	}
+	old, err := decodePeerKey(p, v) // says why, if peekPeerKey failed
+	if err != nil {
+		return nil, err
+	}
+	return newPeerRecord(old, c), nil
 }
 
 // deletePeer removes the stored record (and trust state) of p. Every path
@@ -1229,11 +1291,11 @@ func (w *writeTx) deletePeer(p peer.ID) error {
 		return err
 	}
 	w.wrote(p, nil)
-	st, err := w.state(p)
+	st, err := w.state([]byte(p))
 	if err != nil {
 		return err
 	}
-	return w.putState(p, PeerState{Epoch: st.Epoch})
+	return w.putState([]byte(p), PeerState{Epoch: st.Epoch})
 }
 
 // Forget removes p's record, trust state and session keys in one

@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/p2pkex/p2pkex/peerstore/pb"
@@ -189,6 +190,180 @@ func decodePeerKey(k, v []byte) (*PeerKey, error) {
 		return nil, err
 	}
 	return pk, nil
+}
+
+// peekPeerKey reads a stored peer record as decodePeerKey does, without
+// copying it: Record and Fingerprint alias v (so the result is valid only
+// while v is: within the transaction that read it), Peer is left empty,
+// and nothing is allocated. It exists for commitTx, which at every commit
+// needs only to compare the stored record with the commit's and read its
+// LastSeen (seenRecently); decoding it there copied its 1.4 KB (a fifth of
+// a commit's allocation) for nothing in the common case.
+//
+// ok is false where decodePeerKey would fail (the caller then decodes,
+// which says why); where ok is true, the fields are decodePeerKey's
+// (FuzzPeekPeerKey).
+func peekPeerKey(v []byte) (pk PeerKey, ok bool) {
+	var trust uint32
+	var first, last peekedTime
+	for len(v) > 0 {
+		f, n := nextField(v)
+		if n < 0 {
+			return PeerKey{}, false
+		}
+		v = v[n:]
+		ok = true
+		switch {
+		case f.is(1, protowire.VarintType):
+			pk.Seq = f.x
+		case f.is(2, protowire.BytesType):
+			pk.Record = f.b
+		case f.is(3, protowire.BytesType):
+			pk.Fingerprint = f.b
+		case f.is(4, protowire.VarintType):
+			trust = uint32(f.x)
+		case f.is(5, protowire.BytesType):
+			ok = first.merge(f.b)
+		case f.is(6, protowire.BytesType):
+			ok = last.merge(f.b)
+		}
+		if !ok {
+			return PeerKey{}, false
+		}
+	}
+	if trust < uint32(TrustFirstUse) || trust > uint32(TrustChanged) {
+		return PeerKey{}, false
+	}
+	pk.Trust = TrustState(trust)
+	var okFirst, okLast bool
+	pk.FirstSeen, okFirst = first.time()
+	pk.LastSeen, okLast = last.time()
+	return pk, okFirst && okLast
+}
+
+// peekSessionSlot returns the shredding slot of a stored session epoch's
+// key as sessionSlot does, without decoding the session: commitTx needs
+// only that of the epoch it prunes. ok is false where sessionSlot would
+// fail (for a valid peer ID and epoch key; the caller then calls it,
+// which says why); where ok is true, the slot is sessionSlot's
+// (FuzzPeekSessionSlot).
+func peekSessionSlot(v []byte) (slot uint64, ok bool) {
+	var key, sealed, id []byte
+	var suite uint32
+	var created peekedTime
+	for len(v) > 0 {
+		f, n := nextField(v)
+		if n < 0 {
+			return 0, false
+		}
+		v = v[n:]
+		ok = true
+		switch {
+		case f.is(1, protowire.BytesType):
+			key = f.b
+		case f.is(2, protowire.BytesType):
+			id = f.b
+		case f.is(3, protowire.VarintType):
+			suite = uint32(f.x)
+		case f.is(4, protowire.BytesType):
+			ok = created.merge(f.b)
+		case f.is(5, protowire.BytesType):
+			sealed = f.b
+		}
+		if !ok {
+			return 0, false
+		}
+	}
+	if len(key) != 0 || len(id) != KeyIDSize || suite > math.MaxUint16 {
+		return 0, false
+	}
+	if _, ok := created.time(); !ok {
+		return 0, false
+	}
+	slot, err := sealedSlot(sealed, KeySize)
+	return slot, err == nil
+}
+
+// field is one field of a protobuf message, read by nextField: x is the
+// value of a varint, b that of a length-delimited field (aliasing the
+// input).
+type field struct {
+	num protowire.Number
+	typ protowire.Type
+	x   uint64
+	b   []byte
+}
+
+func (f *field) is(num protowire.Number, typ protowire.Type) bool {
+	return f.num == num && f.typ == typ
+}
+
+// nextField reads the field at the start of b, as proto.Unmarshal does,
+// and returns its length (negative if it is malformed). What the peeks
+// above read is what proto.Unmarshal reads, because they follow its rules
+// (google.golang.org/protobuf/internal/impl, unmarshalPointerEager): a
+// field number outside 1 to protowire.MaxValidNumber or an end of group
+// that no group opened is malformed; the last value of a scalar or bytes
+// field wins; the occurrences of a message field merge (peekedTime.merge);
+// a known field of another wire type is an unknown field, and unknown
+// fields are skipped by protowire.ConsumeFieldValue, as there.
+func nextField(b []byte) (f field, n int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num > protowire.MaxValidNumber {
+		return field{}, -1
+	}
+	f.num, f.typ = num, typ
+	var m int
+	switch typ {
+	case protowire.VarintType:
+		f.x, m = protowire.ConsumeVarint(b[n:])
+	case protowire.BytesType:
+		f.b, m = protowire.ConsumeBytes(b[n:])
+	default:
+		m = protowire.ConsumeFieldValue(num, typ, b[n:])
+	}
+	if m < 0 {
+		return field{}, -1
+	}
+	return f, n + m
+}
+
+// peekedTime is a pb.Time read by the peeks: set once the field occurs.
+type peekedTime struct {
+	set     bool
+	seconds int64
+	nanos   int32
+}
+
+// merge reads one occurrence of the field (the bytes of a pb.Time) into
+// t, as proto.Unmarshal merges it into the message.
+func (t *peekedTime) merge(b []byte) bool {
+	t.set = true
+	for len(b) > 0 {
+		f, n := nextField(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case f.is(1, protowire.VarintType):
+			t.seconds = int64(f.x)
+		case f.is(2, protowire.VarintType):
+			t.nanos = int32(f.x)
+		}
+	}
+	return true
+}
+
+// time is decodeTime's answer for t.
+func (t *peekedTime) time() (time.Time, bool) {
+	if !t.set {
+		return time.Time{}, true
+	}
+	if t.nanos < 0 || t.nanos >= 1e9 {
+		return time.Time{}, false
+	}
+	return time.Unix(t.seconds, int64(t.nanos)), true
 }
 
 // encodeSession encodes a session epoch whose key is sealed (shred.go); s's

@@ -1,6 +1,7 @@
 package peerstore
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"testing"
@@ -8,6 +9,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/p2pkex/p2pkex/peerstore/pb"
 )
 
 // The decoders read what is on disk: any input must give a value or an error
@@ -67,6 +71,96 @@ func FuzzDecodePeerKey(f *testing.F) {
 		}
 		if pk2.Seq != pk.Seq || string(pk2.Record) != string(pk.Record) || !pk2.FirstSeen.Equal(pk.FirstSeen) || !pk2.LastSeen.Equal(pk.LastSeen) {
 			t.Fatal("round trip changed the record")
+		}
+	})
+}
+
+// FuzzPeekPeerKey: peekPeerKey, which commitTx uses instead of decoding
+// the stored record, reads every value exactly as decodePeerKey does: it
+// fails where decodePeerKey fails, and where it reads a record its fields
+// are decodePeerKey's.
+func FuzzPeekPeerKey(f *testing.F) {
+	p := seedPeerID(f)
+	for _, pk := range []PeerKey{
+		{Trust: TrustFirstUse},
+		{Seq: 3, Record: []byte("record"), Fingerprint: []byte("fp"), Trust: TrustVerified, FirstSeen: seedTime, LastSeen: seedTime.Add(time.Hour)},
+		{Seq: 1 << 40, Trust: TrustChanged, LastSeen: time.Unix(-5, 999_999_999)},
+	} {
+		v, err := encodePeerKey(&pk)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
+	}
+	tag := func(num, typ byte) byte { return num<<3 | typ }
+	for _, v := range [][]byte{
+		{tag(4, 0), 1, tag(4, 0), 9},                             // the last trust wins: out of range
+		{tag(4, 0), 9, tag(4, 0), 1},                             // the last trust wins: in range
+		{tag(4, 0), 1, tag(6, 2), 2, tag(2, 0), 5, tag(6, 2), 0}, // LastSeen's occurrences merge
+		{tag(4, 0), 1, tag(6, 2), 2, tag(2, 0), 0x7f},            // nanoseconds 127
+		{tag(4, 0), 1, tag(2, 0), 7},                             // record as a varint: unknown
+		{tag(4, 0), 1, tag(7, 3), tag(1, 0), 1, tag(7, 4)},       // a group
+		{tag(4, 0), 1, tag(7, 4)},                                // end of a group never started
+		{tag(4, 0), 1, tag(6, 2), 3, tag(7, 3), tag(7, 4), 0},    // a group inside a time, then field number 0
+		{tag(4, 0), 0x81, 0x80, 0x80, 0x80, 0x10},                // trust truncated to 32 bits: 1
+		{tag(4, 0), 1, 0xf8, 0xff, 0xff, 0xff, 0x0f, 0},          // field number 2^29-1, the maximum
+		{tag(4, 0), 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0},          // field number 2^29: above it
+		{tag(4, 0), 1, tag(6, 2), 11, tag(2, 0), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // nanos -1 as 10 bytes
+	} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, ok := peekPeerKey(v)
+		want, err := decodePeerKey([]byte(p), v)
+		if ok != (err == nil) {
+			t.Fatalf("peek ok %v, decode error %v", ok, err)
+		}
+		if !ok {
+			return
+		}
+		if got.Seq != want.Seq || got.Trust != want.Trust || !bytes.Equal(got.Record, want.Record) ||
+			!bytes.Equal(got.Fingerprint, want.Fingerprint) || !got.FirstSeen.Equal(want.FirstSeen) ||
+			!got.LastSeen.Equal(want.LastSeen) || got.FirstSeen.IsZero() != want.FirstSeen.IsZero() ||
+			got.LastSeen.IsZero() != want.LastSeen.IsZero() {
+			t.Fatalf("peek read %+v, decode %+v", got, want)
+		}
+	})
+}
+
+// FuzzPeekSessionSlot: peekSessionSlot, which commitTx uses to find the
+// slot of the epoch it prunes, reads every value exactly as sessionSlot
+// does: it fails where sessionSlot fails, and names the same slot where it
+// does not.
+func FuzzPeekSessionSlot(f *testing.F) {
+	p := seedPeerID(f)
+	ek := encodeEpoch(7)
+	sealed := make([]byte, sealedOverhead+KeySize)
+	sealed[7] = 1 // slot 1
+	for _, sk := range []SessionKey{{Suite: 0x20, Created: seedTime}, {Suite: 0xffff}} {
+		v, err := encodeSession(&sk, sealed)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
+	}
+	plain, err := proto.Marshal(&pb.SessionKey{Key: make([]byte, KeySize), KeyId: make([]byte, KeyIDSize)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(plain) // version 1: no slot
+	both, err := proto.Marshal(&pb.SessionKey{Key: make([]byte, KeySize), Sealed: sealed, KeyId: make([]byte, KeyIDSize)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(both)
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, ok := peekSessionSlot(v)
+		want, err := sessionSlot([]byte(p), ek, v)
+		if ok != (err == nil) {
+			t.Fatalf("peek ok %v, sessionSlot error %v", ok, err)
+		}
+		if ok && got != want {
+			t.Fatalf("peek read slot %d, sessionSlot %d", got, want)
 		}
 	})
 }

@@ -494,7 +494,9 @@ func (k *keyFile) wipePool() error {
 // sealAD is the additional data of a sealed secret: what it is and where it
 // belongs, so that a sealed value moved to another place does not open.
 func sealAD(kind string, where []byte, slot uint64) []byte {
-	ad := append([]byte("p2pkex/peerstore/sealed/"), kind...)
+	const prefix = "p2pkex/peerstore/sealed/"
+	ad := make([]byte, 0, len(prefix)+len(kind)+1+4+len(where)+8) // one allocation
+	ad = append(append(ad, prefix...), kind...)
 	ad = append(ad, 0)
 	ad = binary.BigEndian.AppendUint32(ad, uint32(len(where)))
 	ad = append(ad, where...)

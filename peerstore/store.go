@@ -27,9 +27,9 @@
 // unrecoverable from its files (even from the pages bbolt frees) by
 // crypto-shredding, see shred.go and docs/SECURITY.md, "Destroyed keys". Each
 // implementation deletes secrets through one internal path (bolt.go:
-// writeTx.deleteSession, deletePeerSessions, deleteExchangeKey; memory.go:
-// wipeSessions, deletePeerSessions), which any new way of dropping them
-// (forgetting a peer) must use.
+// writeTx.deleteEpoch, which deleteSession and deletePeerSessions use, and
+// deleteExchangeKey; memory.go: wipeSessions, deletePeerSessions), which any
+// new way of dropping them (forgetting a peer) must use.
 //
 // The store treats records and keys as opaque bytes: it never parses a signed
 // record. Callers (package node) validate before they store, and re-validate
