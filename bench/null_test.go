@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 
+	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/protocol"
 	"github.com/p2pkex/p2pkex/protocol/pb"
 )
@@ -133,5 +134,77 @@ func TestNullKeptStream(t *testing.T) {
 		if sum.NullExchanges != 20 || sum.NullWrites != 6 || sum.NullStreams != map[bool]string{true: "kept", false: "new"}[kept] {
 			t.Errorf("kept %v: summary %d exchanges, %d writes, streams %q", kept, sum.NullExchanges, sum.NullWrites, sum.NullStreams)
 		}
+	}
+}
+
+// BenchmarkNullWrites measures what fewer writes would save: the stream
+// alone (null exchanges on kept streams, 64 in flight, as the load runs
+// them) of an exchange with keys known written as protocol.Run writes it
+// (6 writes), and as two hypothetical protocols would with the same bytes:
+// 4 writes (the responder's CONTINUE with its PART, the initiator's NEXT,
+// PART and PART_RECEIVED together) and 3 (a part in START, one flight
+// back with everything, one confirmation). It reports the CPU of one null
+// exchange, both sides, in microseconds; divided by the crypto floor
+// (BenchmarkFloor, or floor_cpu_s_in_load of p2pkex bench) it is the least
+// ratio over the floor each could reach here (docs/PERFORMANCE.md, "What
+// remains").
+func BenchmarkNullWrites(b *testing.B) {
+	ho, err := node.HostOptions(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := libp2p.New(ho...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Close()
+	hi, err := node.HostOptions(node.WithLibp2pOptions(libp2p.NoListenAddrs))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const inFlight = 64
+	hosts := make([]host.Host, inFlight)
+	for i := range hosts {
+		if hosts[i], err = libp2p.New(hi...); err != nil {
+			b.Fatal(err)
+		}
+		defer hosts[i].Close()
+		if err := hosts[i].Connect(context.Background(), resp.Peerstore().PeerInfo(resp.ID())); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The frames of an exchange with keys known (MLKEM768X25519, the
+	// default notice size: the part goes in two chunks), as p2pkex bench
+	// recorded them.
+	start, cont, next, confirm := make([]byte, 82), make([]byte, 79), make([]byte, 4), make([]byte, 38)
+	part := [][]byte{make([]byte, 1010), make([]byte, 249)}
+	w := func(frames ...[]byte) nullStep { return nullStep{write: frames, deadline: true} }
+	r := func(n int) nullStep { return nullStep{read: n} }
+	null := func(ini, res []nullStep) *nullExchange {
+		return &nullExchange{noticeSize: protocol.DefaultNoticeSize, kept: true, ini: ini, res: res}
+	}
+	scripts := []struct {
+		name string
+		x    *nullExchange
+	}{
+		{"6-writes", null(
+			[]nullStep{w(start), r(1), w(next, part[0], part[1]), r(2), w(confirm), r(1)},
+			[]nullStep{r(1), w(cont), r(1), w(part...), r(2), w(confirm), r(1)})},
+		{"4-writes", null(
+			[]nullStep{w(start), r(3), w(next, part[0], part[1], confirm), r(1)},
+			[]nullStep{r(1), w(cont, part[0], part[1]), r(4), w(confirm)})},
+		{"3-writes", null(
+			[]nullStep{w(start, part[0], part[1]), r(4), w(confirm)},
+			[]nullStep{r(3), w(cont, part[0], part[1], confirm), r(1)})},
+	}
+	for _, sc := range scripts {
+		b.Run(sc.name, func(b *testing.B) {
+			var sum Summary
+			if err := runNull(context.Background(), resp, hosts, sc.x, max(b.N, inFlight), inFlight, &sum); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(sum.NullCPUSPerExch*1e6, "cpu-us/exchange")
+			b.ReportMetric(float64(sum.NullWrites), "writes/exchange")
+		})
 	}
 }
