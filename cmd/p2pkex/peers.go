@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -70,52 +72,110 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			peers, err := viaDaemonOr(c, func(d *client.Client) ([]api.Peer, error) {
-				return d.Peers(ctx)
-			}, func(r *repo) ([]api.Peer, error) {
+			// The peers are printed as they are read (a daemon or the store
+			// may know 100,000), through one buffer: the JSON list as it
+			// comes; the table once all are read, as its columns must be as
+			// wide as their widest cell (about 130 bytes held per peer).
+			w := bufio.NewWriterSize(c.Root().Writer, 64<<10)
+			var out peerPrinter = &peerTable{w: w}
+			if c.Bool("json") {
+				out = &peerJSON{w: w}
+			}
+			_, err := viaDaemonOr(c, func(d *client.Client) (struct{}, error) {
+				return struct{}{}, d.EachPeer(ctx, out.add)
+			}, func(r *repo) (struct{}, error) {
 				// No config is needed to read the store, but a broken one
 				// is reported here as on every other path.
 				if _, err := loadConfig(r.dir); err != nil {
-					return nil, err
+					return struct{}{}, err
 				}
-				return server.KnownPeers(r.store)
+				return struct{}{}, server.EachKnownPeer(r.store, out.add)
 			})
 			if err != nil {
 				return err
 			}
-			w := c.Root().Writer
-			if c.Bool("json") {
-				return printJSON(w, peers)
-			}
-			if len(peers) == 0 {
-				fmt.Fprintln(w, "no peers")
-				return nil
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tSUITE\tLAST EXCHANGE")
-			for _, p := range peers {
-				conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
-				if p.Connected {
-					conn = "yes"
-					if p.Connection == "relayed" {
-						conn = "relayed"
-					}
-				}
-				if len(p.Discovered) > 0 {
-					disc = strings.Join(p.Discovered, ",")
-				}
-				if p.LastExchange != nil {
-					epoch = fmt.Sprint(p.Epoch)
-					last = p.LastExchange.Local().Format(time.RFC3339)
-				}
-				if p.Suite != "" {
-					suite = suiteLabel(p.Suite)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, suite, last)
-			}
-			return tw.Flush()
+			return out.end()
 		},
 	}
+}
+
+// peerPrinter prints the lines of peers: add for each peer, in order,
+// then end once.
+type peerPrinter interface {
+	add(api.Peer) error
+	end() error
+}
+
+// peerJSON prints the peers as printJSON prints their list, byte for
+// byte, one element at a time.
+type peerJSON struct {
+	w *bufio.Writer
+	n int
+}
+
+func (j *peerJSON) add(p api.Peer) error {
+	b, err := json.MarshalIndent(p, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	if j.n == 0 {
+		j.w.WriteString("[\n  ")
+	} else {
+		j.w.WriteString(",\n  ")
+	}
+	j.n++
+	_, err = j.w.Write(b)
+	return err
+}
+
+func (j *peerJSON) end() error {
+	if j.n == 0 {
+		j.w.WriteString("[]\n")
+	} else {
+		j.w.WriteString("\n]\n")
+	}
+	return j.w.Flush()
+}
+
+// peerTable prints the peers as a table, one line each, at end.
+type peerTable struct {
+	w  *bufio.Writer
+	tw *tabwriter.Writer
+}
+
+func (t *peerTable) add(p api.Peer) error {
+	if t.tw == nil {
+		t.tw = tabwriter.NewWriter(t.w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(t.tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tSUITE\tLAST EXCHANGE")
+	}
+	conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
+	if p.Connected {
+		conn = "yes"
+		if p.Connection == "relayed" {
+			conn = "relayed"
+		}
+	}
+	if len(p.Discovered) > 0 {
+		disc = strings.Join(p.Discovered, ",")
+	}
+	if p.LastExchange != nil {
+		epoch = strconv.FormatUint(p.Epoch, 10)
+		last = p.LastExchange.Local().Format(time.RFC3339)
+	}
+	if p.Suite != "" {
+		suite = suiteLabel(p.Suite)
+	}
+	_, err := fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, suite, last)
+	return err
+}
+
+func (t *peerTable) end() error {
+	if t.tw == nil {
+		fmt.Fprintln(t.w, "no peers")
+	} else if err := t.tw.Flush(); err != nil {
+		return err
+	}
+	return t.w.Flush()
 }
 
 func connectCommand() *cli.Command {
