@@ -38,8 +38,8 @@ package peerstore
 
 import (
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -85,7 +85,9 @@ func (k Key) GoString() string { return "Key(redacted)" }
 // by the protocol (see docs/PROTOCOL.md).
 type KeyID [KeyIDSize]byte
 
-func (id KeyID) String() string { return fmt.Sprintf("%x", id[:]) }
+// String is the ID in lowercase hex (without fmt: a listing of 100,000
+// peers prints one per peer).
+func (id KeyID) String() string { return hex.EncodeToString(id[:]) }
 
 // TrustState is how far the node trusts a peer's exchange key.
 type TrustState uint8

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +10,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
@@ -73,9 +74,11 @@ Examples:
 				return err
 			}
 			// The peers are printed as they are read (a daemon or the store
-			// may know 100,000), through one buffer: the JSON list as it
-			// comes; the table once all are read, as its columns must be as
-			// wide as their widest cell (about 130 bytes held per peer).
+			// may know 100,000; docs/performance/store.md, "Listing the
+			// known peers"), through one buffer: the JSON list as it comes;
+			// the table once all are read, as its columns must be as wide as
+			// their widest cell. A failure part-way through the JSON leaves
+			// a list with no closing "]" and the command fails.
 			w := bufio.NewWriterSize(c.Root().Writer, 64<<10)
 			var out peerPrinter = &peerTable{w: w}
 			if c.Bool("json") {
@@ -137,16 +140,42 @@ func (j *peerJSON) end() error {
 	return j.w.Flush()
 }
 
-// peerTable prints the peers as a table, one line each, at end.
+// peerTable prints the peers as a table, one line each, at end: as
+// text/tabwriter did (columns as wide as their widest cell, padded by two
+// spaces; the last column not padded), holding only the lines' text
+// (about 140 bytes a peer), where tabwriter held a record of every cell
+// besides (some 330 bytes a peer; 33 MB at 100,000).
 type peerTable struct {
-	w  *bufio.Writer
-	tw *tabwriter.Writer
+	w     *bufio.Writer
+	lines []byte // the lines, cells separated by tabs, each ended by a newline
+	width [6]int // the widest cell of each column but the last, in runes
+	rows  int    // lines held, with the heading
+}
+
+// peerCols is the table's heading.
+var peerCols = [...]string{"PEER", "CONNECTED", "DISCOVERED", "TRUST", "EPOCH", "SUITE", "LAST EXCHANGE"}
+
+// tablePadding is what separates the columns (tabwriter's padding).
+const tablePadding = 2
+
+// row holds one line of len(peerCols) cells, none holding a tab or newline.
+func (t *peerTable) row(cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			t.lines = append(t.lines, '\t')
+		}
+		t.lines = append(t.lines, c...)
+		if i < len(t.width) {
+			t.width[i] = max(t.width[i], utf8.RuneCountInString(c))
+		}
+	}
+	t.lines = append(t.lines, '\n')
+	t.rows++
 }
 
 func (t *peerTable) add(p api.Peer) error {
-	if t.tw == nil {
-		t.tw = tabwriter.NewWriter(t.w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(t.tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tSUITE\tLAST EXCHANGE")
+	if t.rows == 0 {
+		t.row(peerCols[:]...)
 	}
 	conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
 	if p.Connected {
@@ -165,15 +194,30 @@ func (t *peerTable) add(p api.Peer) error {
 	if p.Suite != "" {
 		suite = suiteLabel(p.Suite)
 	}
-	_, err := fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, suite, last)
-	return err
+	t.row(p.Peer, conn, disc, p.Trust, epoch, suite, last)
+	return nil
 }
 
 func (t *peerTable) end() error {
-	if t.tw == nil {
+	if t.rows == 0 {
 		fmt.Fprintln(t.w, "no peers")
-	} else if err := t.tw.Flush(); err != nil {
-		return err
+		return t.w.Flush()
+	}
+	for rest := t.lines; len(rest) > 0; {
+		line, after, _ := bytes.Cut(rest, []byte{'\n'})
+		rest = after
+		for i := range t.width {
+			cell, more, _ := bytes.Cut(line, []byte{'\t'})
+			line = more
+			t.w.Write(cell)
+			for range t.width[i] + tablePadding - utf8.RuneCount(cell) {
+				t.w.WriteByte(' ')
+			}
+		}
+		t.w.Write(line)
+		if err := t.w.WriteByte('\n'); err != nil {
+			return err
+		}
 	}
 	return t.w.Flush()
 }

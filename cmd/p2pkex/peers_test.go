@@ -3,7 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	mrand "math/rand/v2"
+	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -29,5 +33,43 @@ func TestPeerJSONAsPrintJSON(t *testing.T) {
 		}
 		require.NoError(t, j.end())
 		require.Equal(t, want.String(), got.String(), "%d peers", n)
+	}
+}
+
+// TestPeerTableAsTabwriter: the table prints what text/tabwriter printed
+// (minimum width 0, padding 2, spaces) of the same lines, for random
+// cells, multi-byte runes and empty cells among them.
+func TestPeerTableAsTabwriter(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(1, 2))
+	alphabet := []rune("ab-Z09:é世")
+	cell := func() string {
+		rs := make([]rune, r.IntN(12))
+		for i := range rs {
+			rs[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		return string(rs)
+	}
+	for n := range 40 {
+		var want, got bytes.Buffer
+		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
+		tab := &peerTable{w: bufio.NewWriter(&got)}
+		for i := range n {
+			cells := peerCols[:]
+			if i > 0 {
+				cells = make([]string, len(peerCols))
+				for j := range cells {
+					cells[j] = cell()
+				}
+			}
+			tab.row(cells...)
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		require.NoError(t, tw.Flush())
+		require.NoError(t, tab.end())
+		if n == 0 {
+			require.Equal(t, "no peers\n", got.String())
+			continue
+		}
+		require.Equal(t, want.String(), got.String(), "%d lines", n)
 	}
 }
