@@ -49,7 +49,13 @@ func TestPeerTableAsTabwriter(t *testing.T) {
 		}
 		return string(rs)
 	}
+	// Up to 40 lines; then lines over several chunks of the table's
+	// text, and one line longer than a chunk.
+	sizes := []int{3000}
 	for n := range 40 {
+		sizes = append(sizes, n)
+	}
+	for _, n := range sizes {
 		var want, got bytes.Buffer
 		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
 		tab := &peerTable{w: bufio.NewWriter(&got)}
@@ -59,6 +65,9 @@ func TestPeerTableAsTabwriter(t *testing.T) {
 				cells = make([]string, len(peerCols))
 				for j := range cells {
 					cells[j] = cell()
+				}
+				if i == n/2 && n > 100 {
+					cells[6] = strings.Repeat("x", tableChunk+10) // the last column: no padding
 				}
 			}
 			tab.row(cells...)
