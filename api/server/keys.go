@@ -115,7 +115,7 @@ func mergeKnown(store peerstore.Store, live map[peer.ID]*api.Peer, f func(api.Pe
 				pj = *live[ids[next]]
 				next++
 			} else {
-				pj = api.Peer{Peer: sum.Peer.String(), Addrs: []string{}, Discovered: []string{}}
+				pj = api.Peer{Peer: idString(sum.Peer), Addrs: []string{}, Discovered: []string{}}
 			}
 			setKnown(&pj, sum)
 			if err := f(pj); err != nil {
