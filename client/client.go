@@ -202,13 +202,50 @@ func (c *Client) Status(ctx context.Context) (*api.Status, error) {
 }
 
 // Peers lists the peers the daemon is connected to, discovered, or holds a
-// record of (GET /v0/peers).
+// record of (GET /v0/peers). It holds the whole list; EachPeer does not.
 func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
-	p, err := get[[]api.Peer](ctx, c, "peers")
+	out := []api.Peer{}
+	err := c.EachPeer(ctx, func(p api.Peer) error {
+		out = append(out, p)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return *p, nil
+	return out, nil
+}
+
+// EachPeer calls f with each peer Peers lists, in its order, as it reads
+// the daemon's answer, holding one at a time: a daemon that knows 100,000
+// peers answers some 25 MB. It stops at f's first error and returns it.
+func (c *Client) EachPeer(ctx context.Context, f func(api.Peer) error) error {
+	resp, err := c.do(ctx, http.MethodGet, "peers", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	bad := func(err error) error {
+		return &TransportError{fmt.Sprintf("the daemon's answer: %v", err), err}
+	}
+	dec := json.NewDecoder(resp.Body)
+	if tok, err := dec.Token(); err != nil {
+		return bad(err)
+	} else if tok != json.Delim('[') {
+		return bad(fmt.Errorf("not a list (%v)", tok))
+	}
+	for dec.More() {
+		var p api.Peer
+		if err := dec.Decode(&p); err != nil {
+			return bad(err)
+		}
+		if err := f(p); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing ]
+		return bad(err)
+	}
+	return nil
 }
 
 // Keys returns the metadata of the daemon's exchange keys and kept session

@@ -1138,6 +1138,97 @@ func (s *boltStore) Peers() ([]PeerKey, error) {
 	return out, nil
 }
 
+// ListPeers walks bucket state from after and, for each peer with a
+// session, reads its active epoch's value in place (peekSession): no
+// record is read (bucket peers is not touched) and no key is opened, so,
+// as Lookup, it takes no lock of the key file. The session buckets of a
+// peer's few epochs are inline in the tree of bucket sessions, which the
+// walk reads in the same order as bucket state.
+func (s *boltStore) ListPeers(after peer.ID, limit int) ([]PeerSummary, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("peerstore: ListPeers limit %d, want at least 1", limit)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	var out []PeerSummary
+	err := s.db.View(func(tx *bolt.Tx) error {
+		states, err := bucket(tx, bucketState)
+		if err != nil {
+			return err
+		}
+		all, err := bucket(tx, bucketSessions)
+		if err != nil {
+			return err
+		}
+		out = make([]PeerSummary, 0, min(limit, 1024))
+		c := states.Cursor()
+		k, v := c.Seek([]byte(after))
+		if k != nil && after != "" && string(k) == string(after) {
+			k, v = c.Next()
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			if v == nil {
+				return corrupt("state: bucket where a value belongs")
+			}
+			p, err := decodePeerID(k)
+			if err != nil {
+				return err
+			}
+			st, err := decodeState(v)
+			if err != nil {
+				return err
+			}
+			sum := PeerSummary{Peer: p, State: st}
+			if st.Epoch > 0 {
+				if err := peekActive(all, p, k, st.Epoch, &sum); err != nil {
+					return err
+				}
+			}
+			out = append(out, sum)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// peekActive reads the metadata of p's session epoch (p's active one, as
+// bucket state says) into sum, without opening its key. key is p's bytes;
+// all is bucket sessions.
+func peekActive(all *bolt.Bucket, p peer.ID, key []byte, epoch uint64, sum *PeerSummary) error {
+	sb := all.Bucket(key)
+	if sb == nil {
+		return corrupt("state of %s: active epoch %d, but no sessions", p, epoch)
+	}
+	var ek [8]byte
+	binary.BigEndian.PutUint64(ek[:], epoch)
+	v := sb.Get(ek[:])
+	if v == nil {
+		return corrupt("state of %s: active epoch %d, but no such session", p, epoch)
+	}
+	m, ok := peekSession(v)
+	if !ok {
+		// decodeSession says why; a value it accepts is one with a
+		// plaintext key, which a version-3 store never holds.
+		sk, sealed, err := decodeSession(key, ek[:], v)
+		if err != nil {
+			return err
+		}
+		clear(sk.Key[:])
+		if sealed == nil {
+			return corrupt("session: plaintext key in a version %d store", schemaVersion)
+		}
+		return corrupt("session %s/%d does not decode", p, epoch)
+	}
+	sum.KeyID, sum.Suite, sum.Created = m.id, m.suite, m.created
+	return nil
+}
+
 func (s *boltStore) SetTrust(p peer.ID, t TrustState) error {
 	if err := checkTrust(t); err != nil {
 		return err

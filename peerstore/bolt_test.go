@@ -167,6 +167,8 @@ func TestBoltCorrupt(t *testing.T) {
 	p := storetest.RandPeerID(t)
 	epoch1 := binary.BigEndian.AppendUint64(nil, 1)
 	goodSession := &pb.SessionKey{Key: make([]byte, 32), KeyId: make([]byte, 8)}
+	sealedSlot1 := make([]byte, 8+12+16+32) // a sealed key of slot 1, as sealedSlot reads it
+	sealedSlot1[7] = 1
 	put := func(path ...[]byte) func([]byte) func(*bolt.Tx) error {
 		return func(v []byte) func(*bolt.Tx) error {
 			return func(tx *bolt.Tx) error {
@@ -205,6 +207,16 @@ func TestBoltCorrupt(t *testing.T) {
 	session := func(st peerstore.Store) error { _, err := st.Session(p, 1); return err }
 	sessions := func(st peerstore.Store) error { _, err := st.Sessions(p); return err }
 	lookup := func(st peerstore.Store) error { _, err := st.Lookup(p); return err }
+	list := func(st peerstore.Store) error { _, err := st.ListPeers("", 10); return err }
+	// both applies two mutations.
+	both := func(a, b func(*bolt.Tx) error) func(*bolt.Tx) error {
+		return func(tx *bolt.Tx) error {
+			if err := a(tx); err != nil {
+				return err
+			}
+			return b(tx)
+		}
+	}
 
 	tests := []struct {
 		name   string
@@ -222,12 +234,18 @@ func TestBoltCorrupt(t *testing.T) {
 			return b.Put([]byte("previous"), garbage)
 		}, []func(peerstore.Store) error{exchangeKeys, prune}},
 		{"ExchangeSuite", put([]byte("exchange"), []byte("current"))(marshal(t, &pb.ExchangeKey{Keys: []*pb.SuiteKey{{Suite: 1 << 16}}})), []func(peerstore.Store) error{exchangeKeys}},
-		{"State", putState(garbage), []func(peerstore.Store) error{lookup, commit}},
-		{"StateFlags", putState(state(3, 1, 1, 1)), []func(peerstore.Store) error{lookup, commit}},
-		{"StateTrustRange", putState(state(1, 4, 1, 1)), []func(peerstore.Store) error{lookup, commit}},
-		{"StateTrustWithoutRecord", putState(state(0, 1, 0, 1)), []func(peerstore.Store) error{lookup, commit}},
-		{"StateFingerprintWithoutRecord", putState(state(0, 0, 0, 1, 7)), []func(peerstore.Store) error{lookup}},
-		{"StateEmpty", putState(state(0, 0, 0, 0)), []func(peerstore.Store) error{lookup, commit}},
+		{"State", putState(garbage), []func(peerstore.Store) error{lookup, commit, list}},
+		{"StateFlags", putState(state(3, 1, 1, 1)), []func(peerstore.Store) error{lookup, commit, list}},
+		{"StateTrustRange", putState(state(1, 4, 1, 1)), []func(peerstore.Store) error{lookup, commit, list}},
+		{"StateTrustWithoutRecord", putState(state(0, 1, 0, 1)), []func(peerstore.Store) error{lookup, commit, list}},
+		{"StateFingerprintWithoutRecord", putState(state(0, 0, 0, 1, 7)), []func(peerstore.Store) error{lookup, list}},
+		{"StateNotAPeerID", put([]byte("state"), []byte("not a peer ID"))(state(0, 0, 0, 1)), []func(peerstore.Store) error{list}},
+		{"StateEpochWithoutSessions", putState(state(0, 0, 0, 1)), []func(peerstore.Store) error{list}},
+		{"StateEpochWithoutSession", both(putState(state(0, 0, 0, 2)), putSession(marshal(t, goodSession))), []func(peerstore.Store) error{list}},
+		{"StateSession", both(putState(state(0, 0, 0, 1)), putSession(garbage)), []func(peerstore.Store) error{list, active}},
+		{"StateSessionPlaintext", both(putState(state(0, 0, 0, 1)), putSession(marshal(t, goodSession))), []func(peerstore.Store) error{list, active}},
+		{"StateSessionTime", both(putState(state(0, 0, 0, 1)), putSession(marshal(t, &pb.SessionKey{Sealed: sealedSlot1, KeyId: make([]byte, 8), Created: &pb.Time{Nanos: -1}}))), []func(peerstore.Store) error{list}},
+		{"StateEmpty", putState(state(0, 0, 0, 0)), []func(peerstore.Store) error{lookup, commit, list}},
 		{"Peer", putPeer(garbage), []func(peerstore.Store) error{getPeer, peers, setTrust, commit}},
 		{"PeerTrustZero", putPeer(marshal(t, &pb.PeerKey{})), []func(peerstore.Store) error{getPeer, peers}},
 		{"PeerTrustRange", putPeer(marshal(t, &pb.PeerKey{Trust: 4})), []func(peerstore.Store) error{getPeer, peers, setTrust}},

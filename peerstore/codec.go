@@ -248,13 +248,33 @@ func peekPeerKey(v []byte) (pk PeerKey, ok bool) {
 // which says why); where ok is true, the slot is sessionSlot's
 // (FuzzPeekSessionSlot).
 func peekSessionSlot(v []byte) (slot uint64, ok bool) {
+	m, ok := peekSession(v)
+	return m.slot, ok
+}
+
+// sessionMeta is what a stored session epoch holds in the clear: its key
+// ID, suite and creation time, and the shredding slot of its sealed key.
+type sessionMeta struct {
+	id      KeyID
+	suite   uint16
+	created time.Time
+	slot    uint64
+}
+
+// peekSession reads a stored session epoch as decodeSession does, without
+// copying it or opening its key: ListPeers needs of the active epoch only
+// what sessionMeta holds, and commitTx of the epoch it prunes only the
+// slot. ok is false where decodeSession or sessionSlot would fail (for a
+// valid peer ID and epoch key; the caller then calls one, which says
+// why); where ok is true, the fields are theirs (FuzzPeekSessionSlot).
+func peekSession(v []byte) (m sessionMeta, ok bool) {
 	var key, sealed, id []byte
 	var suite uint32
 	var created peekedTime
 	for len(v) > 0 {
 		f, n := nextField(v)
 		if n < 0 {
-			return 0, false
+			return sessionMeta{}, false
 		}
 		v = v[n:]
 		ok = true
@@ -271,17 +291,22 @@ func peekSessionSlot(v []byte) (slot uint64, ok bool) {
 			sealed = f.b
 		}
 		if !ok {
-			return 0, false
+			return sessionMeta{}, false
 		}
 	}
 	if len(key) != 0 || len(id) != KeyIDSize || suite > math.MaxUint16 {
-		return 0, false
+		return sessionMeta{}, false
 	}
-	if _, ok := created.time(); !ok {
-		return 0, false
+	if m.created, ok = created.time(); !ok {
+		return sessionMeta{}, false
 	}
 	slot, err := sealedSlot(sealed, KeySize)
-	return slot, err == nil
+	if err != nil {
+		return sessionMeta{}, false
+	}
+	m.slot, m.suite = slot, uint16(suite)
+	copy(m.id[:], id)
+	return m, true
 }
 
 // field is one field of a protobuf message, read by nextField: x is the

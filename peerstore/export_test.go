@@ -99,3 +99,7 @@ func UnnamedKeySlots(dir string) (int, error) {
 
 // ReportLatencies is reportLatencies, for the external benchmarks.
 var ReportLatencies = reportLatencies
+
+// KeyOpens returns how many sealed secrets the bbolt store opened, for
+// tests of what reads keys.
+func KeyOpens(st Store) uint64 { return st.(*boltStore).keys.opens.Load() }

@@ -130,7 +130,8 @@ func FuzzPeekPeerKey(f *testing.F) {
 // FuzzPeekSessionSlot: peekSessionSlot, which commitTx uses to find the
 // slot of the epoch it prunes, reads every value exactly as sessionSlot
 // does: it fails where sessionSlot fails, and names the same slot where it
-// does not.
+// does not; and peekSession, which ListPeers uses, reads the key ID, suite
+// and creation time decodeSession reads.
 func FuzzPeekSessionSlot(f *testing.F) {
 	p := seedPeerID(f)
 	ek := encodeEpoch(7)
@@ -161,6 +162,20 @@ func FuzzPeekSessionSlot(f *testing.F) {
 		}
 		if ok && got != want {
 			t.Fatalf("peek read slot %d, sessionSlot %d", got, want)
+		}
+		m, mok := peekSession(v)
+		if mok != ok || m.slot != got {
+			t.Fatalf("peekSession ok %v slot %d, peekSessionSlot ok %v slot %d", mok, m.slot, ok, got)
+		}
+		if !ok {
+			return
+		}
+		sk, _, err := decodeSession([]byte(p), ek, v)
+		if err != nil {
+			t.Fatalf("peek ok, decodeSession: %v", err)
+		}
+		if m.id != sk.ID || m.suite != sk.Suite || !m.created.Equal(sk.Created) || m.created.IsZero() != sk.Created.IsZero() {
+			t.Fatalf("peekSession read %x %#x %v, decodeSession %x %#x %v", m.id, m.suite, m.created, sk.ID, sk.Suite, sk.Created)
 		}
 	})
 }

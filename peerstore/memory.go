@@ -2,6 +2,7 @@ package peerstore
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -168,6 +169,53 @@ func (s *memStore) Peers() ([]PeerKey, error) {
 		out = append(out, *clonePeerKey(k))
 	}
 	slices.SortFunc(out, func(a, b PeerKey) int { return strings.Compare(string(a.Peer), string(b.Peer)) })
+	return out, nil
+}
+
+// ListPeers keeps the limit lowest IDs after after as it scans the two
+// maps (a sorted slice, each ID inserted by binary search), rather than
+// sorting every peer for each page.
+func (s *memStore) ListPeers(after peer.ID, limit int) ([]PeerSummary, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("peerstore: ListPeers limit %d, want at least 1", limit)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	ids := make([]peer.ID, 0, min(limit, len(s.peers)+len(s.sessions))+1)
+	consider := func(p peer.ID) {
+		if p <= after || (len(ids) == limit && p >= ids[limit-1]) {
+			return
+		}
+		i, found := slices.BinarySearch(ids, p)
+		if found {
+			return // in both maps
+		}
+		ids = slices.Insert(ids, i, p)
+		if len(ids) > limit {
+			ids = ids[:limit]
+		}
+	}
+	for p := range s.peers {
+		consider(p)
+	}
+	for p := range s.sessions {
+		consider(p)
+	}
+	out := make([]PeerSummary, 0, len(ids))
+	for _, p := range ids {
+		sum := PeerSummary{Peer: p}
+		if k, ok := s.peers[p]; ok {
+			sum.State = stateOf(k)
+		}
+		if sess := s.sessions[p]; len(sess) > 0 {
+			act := &sess[len(sess)-1]
+			sum.State.Epoch, sum.KeyID, sum.Suite, sum.Created = act.Epoch, act.ID, act.Suite, act.Created
+		}
+		out = append(out, sum)
+	}
 	return out, nil
 }
 

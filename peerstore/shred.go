@@ -132,6 +132,7 @@ type keyFile struct {
 
 	marked atomic.Bool   // markOpen has marked the file open in this run
 	syncs  atomic.Uint64 // fdatasyncs of the file (benchmarks and tests)
+	opens  atomic.Uint64 // sealed secrets opened (tests: what reads keys)
 }
 
 const (
@@ -575,6 +576,7 @@ func (k *keyFile) open(dst []byte, kind string, where, sealed []byte) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
+	k.opens.Add(1)
 	out, err := aead.Open(dst[:0], sealed[8:8+gcmNonceSize], sealed[8+gcmNonceSize:], sealAD(kind, where, n))
 	if err != nil {
 		return nil, corrupt("sealed secret in slot %d does not open", n)

@@ -3,8 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -14,9 +14,15 @@ import (
 	"github.com/p2pkex/p2pkex/protocol"
 )
 
-// peersOf lists the peers n is connected to, discovered, or holds a
-// record of, sorted by peer ID.
-func peersOf(n *node.Node) ([]api.Peer, error) {
+// listPage is how many peers a listing reads from the store at a time
+// (ListPeers): one short read transaction each, so that a listing of
+// 100,000 peers neither holds one snapshot of the store open while it is
+// written out nor holds every entry in memory.
+const listPage = 1000
+
+// livePeers returns the peers n is connected to or discovered, which the
+// store does not list: a few hundred at most, held in memory.
+func livePeers(n *node.Node) map[peer.ID]*api.Peer {
 	byID := map[peer.ID]*api.Peer{}
 	get := func(p peer.ID) *api.Peer {
 		if pj := byID[p]; pj != nil {
@@ -45,52 +51,99 @@ func peersOf(n *node.Node) ([]api.Peer, error) {
 			}
 		}
 	}
-	return addKnown(n.Store(), get, func() []*api.Peer {
-		out := make([]*api.Peer, 0, len(byID))
-		for _, pj := range byID {
-			out = append(out, pj)
-		}
-		return out
-	})
+	return byID
+}
+
+// eachPeer calls f with every peer n is connected to, discovered, or holds
+// a record of, sorted by peer ID, reading the store a page at a time.
+func eachPeer(n *node.Node, f func(api.Peer) error) error {
+	return mergeKnown(n.Store(), livePeers(n), f)
 }
 
 // KnownPeers is GET /v0/peers without a node: the peers the store knows,
-// with their trust and last exchange; none connected or discovered.
+// with their trust and last exchange; none connected or discovered. It
+// holds the whole list; EachKnownPeer does not.
 func KnownPeers(store peerstore.Store) ([]api.Peer, error) {
-	var all []*api.Peer
-	get := func(p peer.ID) *api.Peer {
-		pj := &api.Peer{Peer: p.String(), Addrs: []string{}, Discovered: []string{}}
-		all = append(all, pj)
-		return pj
+	out := []api.Peer{}
+	err := EachKnownPeer(store, func(p api.Peer) error {
+		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return addKnown(store, get, func() []*api.Peer { return all })
+	return out, nil
 }
 
-// addKnown marks the peers the store holds a record of (get returns each
-// one's entry), then returns all entries, sorted by peer ID.
-func addKnown(store peerstore.Store, get func(peer.ID) *api.Peer, all func() []*api.Peer) ([]api.Peer, error) {
-	known, err := store.Peers()
-	if err != nil {
-		return nil, internal(fmt.Errorf("read known peers: %w", err))
+// EachKnownPeer calls f with each peer KnownPeers lists, in its order, as
+// it reads them: the store a page at a time (ListPeers), so that it holds
+// one page, copies no record and opens no session key. It stops at f's
+// first error and returns it.
+func EachKnownPeer(store peerstore.Store, f func(api.Peer) error) error {
+	return mergeKnown(store, nil, f)
+}
+
+// mergeKnown calls f with the entries of live and with every peer the store
+// holds a record of (marked known, with its trust and last exchange; the
+// entry of live, if there is one, filled in), merged in peer ID order.
+//
+// The order is that of the IDs' bytes, the store's. For every ID a peer
+// can authenticate with (derived from an Ed25519, secp256k1, RSA or ECDSA
+// key) it is also the order of the IDs' text, by which this listing was
+// sorted before it was read in pages (TestPeerIDOrder).
+func mergeKnown(store peerstore.Store, live map[peer.ID]*api.Peer, f func(api.Peer) error) error {
+	ids := slices.Sorted(maps.Keys(live))
+	next := 0
+	after := peer.ID("")
+	for {
+		page, err := store.ListPeers(after, listPage)
+		if err != nil {
+			return internal(fmt.Errorf("read known peers: %w", err))
+		}
+		for i := range page {
+			sum := &page[i]
+			if !sum.State.Record {
+				continue // sessions without a record: not a known peer
+			}
+			for ; next < len(ids) && ids[next] < sum.Peer; next++ {
+				if err := f(*live[ids[next]]); err != nil {
+					return err
+				}
+			}
+			var pj api.Peer
+			if next < len(ids) && ids[next] == sum.Peer {
+				pj = *live[ids[next]]
+				next++
+			} else {
+				pj = api.Peer{Peer: idString(sum.Peer), Addrs: []string{}, Discovered: []string{}}
+			}
+			setKnown(&pj, sum)
+			if err := f(pj); err != nil {
+				return err
+			}
+		}
+		if len(page) < listPage {
+			break
+		}
+		after = page[len(page)-1].Peer
 	}
-	for _, k := range known {
-		pj := get(k.Peer)
-		pj.Known = true
-		pj.Trust = k.Trust.String()
-		if act, err := store.ActiveSession(k.Peer); err == nil {
-			pj.Epoch, pj.KeyID, pj.Suite = act.Epoch, act.ID.String(), protocol.Suite(act.Suite).String()
-			t := act.Created.UTC()
-			pj.LastExchange = &t
-			clear(act.Key[:])
+	for ; next < len(ids); next++ {
+		if err := f(*live[ids[next]]); err != nil {
+			return err
 		}
 	}
-	ptrs := all()
-	out := make([]api.Peer, 0, len(ptrs))
-	for _, pj := range ptrs {
-		out = append(out, *pj)
+	return nil
+}
+
+// setKnown fills in what the store holds of a known peer.
+func setKnown(pj *api.Peer, sum *peerstore.PeerSummary) {
+	pj.Known = true
+	pj.Trust = sum.State.Trust.String()
+	if sum.State.Epoch > 0 {
+		pj.Epoch, pj.KeyID, pj.Suite = sum.State.Epoch, sum.KeyID.String(), protocol.Suite(sum.Suite).String()
+		t := sum.Created.UTC()
+		pj.LastExchange = &t
 	}
-	slices.SortFunc(out, func(a, b api.Peer) int { return strings.Compare(a.Peer, b.Peer) })
-	return out, nil
 }
 
 // KeysOf is GET /v0/keys on a store: the node's own exchange keys and the

@@ -325,8 +325,25 @@ func (s *Server) Keys(_ context.Context, who string) (*api.Keys, error) {
 }
 
 // Peers is GET /v0/peers: the peers the node is connected to, discovered,
-// or holds a record of, sorted by peer ID.
-func (s *Server) Peers(context.Context) ([]api.Peer, error) { return peersOf(s.n) }
+// or holds a record of, sorted by peer ID. It holds the whole list;
+// EachPeer does not.
+func (s *Server) Peers(ctx context.Context) ([]api.Peer, error) {
+	out := []api.Peer{}
+	err := s.EachPeer(ctx, func(p api.Peer) error {
+		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EachPeer calls f with each peer Peers lists, in its order, reading the
+// store a page at a time: the daemon answers GET /v0/peers so (writePeers),
+// holding one page of known peers, however many it knows. It stops at f's
+// first error and returns it.
+func (s *Server) EachPeer(_ context.Context, f func(api.Peer) error) error { return eachPeer(s.n, f) }
 
 // notSelf refuses the node's own peer ID.
 func (s *Server) notSelf(p peer.ID) error {

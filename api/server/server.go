@@ -14,6 +14,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,7 +222,7 @@ func (s *Server) routes() *http.ServeMux {
 	}
 	get("id", func(r *http.Request) (any, error) { return s.ID(r.Context()) })
 	get("status", func(r *http.Request) (any, error) { return s.Status(r.Context()) })
-	get("peers", func(r *http.Request) (any, error) { return s.Peers(r.Context()) })
+	mux.HandleFunc("GET /"+api.Version+"/peers", s.writePeers)
 	get("keys", func(r *http.Request) (any, error) { return s.Keys(r.Context(), r.URL.Query().Get("peer")) })
 	get("forget", func(r *http.Request) (any, error) { return s.ForgetPreview(r.Context(), r.URL.Query().Get("peer")) })
 	get("verify", func(r *http.Request) (any, error) {
@@ -324,6 +325,58 @@ func reply(w http.ResponseWriter, v any, err error) {
 		return
 	}
 	writeJSON(w, v)
+}
+
+// writePeers is GET /v0/peers: the JSON list Peers returns, written as
+// EachPeer reads it, so that a listing of many peers never holds them all
+// in the daemon (docs/performance/store.md, "Listing the known peers").
+// The bytes are those of writeJSON(w, s.Peers()). An error before anything
+// was sent is answered as any error; one after it (the store failed
+// mid-way, or the client left) breaks the connection, so that no client
+// takes the part it read for the whole list.
+func (s *Server) writePeers(w http.ResponseWriter, r *http.Request) {
+	cw := &countingWriter{w: w}
+	bw := bufio.NewWriterSize(cw, 32<<10)
+	w.Header().Set("Content-Type", "application/json")
+	sep := byte('[')
+	err := s.EachPeer(r.Context(), func(p api.Peer) error {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		bw.WriteByte(sep)
+		sep = ','
+		_, err = bw.Write(b)
+		return err
+	})
+	if err == nil {
+		if sep == '[' {
+			bw.WriteByte('[')
+		}
+		_, err = bw.WriteString("]\n")
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	switch {
+	case err == nil:
+	case cw.n == 0:
+		writeError(w, err)
+	default:
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

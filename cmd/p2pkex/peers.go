@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/urfave/cli/v3"
@@ -70,52 +73,173 @@ Examples:
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			peers, err := viaDaemonOr(c, func(d *client.Client) ([]api.Peer, error) {
-				return d.Peers(ctx)
-			}, func(r *repo) ([]api.Peer, error) {
+			// The peers are printed as they are read (a daemon or the store
+			// may know 100,000; docs/performance/store.md, "Listing the
+			// known peers"), through one buffer: the JSON list as it comes;
+			// the table once all are read, as its columns must be as wide as
+			// their widest cell. A failure part-way through the JSON leaves
+			// a list with no closing "]" and the command fails.
+			w := bufio.NewWriterSize(c.Root().Writer, 64<<10)
+			var out peerPrinter = &peerTable{w: w}
+			if c.Bool("json") {
+				out = &peerJSON{w: w}
+			}
+			_, err := viaDaemonOr(c, func(d *client.Client) (struct{}, error) {
+				return struct{}{}, d.EachPeer(ctx, out.add)
+			}, func(r *repo) (struct{}, error) {
 				// No config is needed to read the store, but a broken one
 				// is reported here as on every other path.
 				if _, err := loadConfig(r.dir); err != nil {
-					return nil, err
+					return struct{}{}, err
 				}
-				return server.KnownPeers(r.store)
+				return struct{}{}, server.EachKnownPeer(r.store, out.add)
 			})
 			if err != nil {
 				return err
 			}
-			w := c.Root().Writer
-			if c.Bool("json") {
-				return printJSON(w, peers)
-			}
-			if len(peers) == 0 {
-				fmt.Fprintln(w, "no peers")
-				return nil
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tCONNECTED\tDISCOVERED\tTRUST\tEPOCH\tSUITE\tLAST EXCHANGE")
-			for _, p := range peers {
-				conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
-				if p.Connected {
-					conn = "yes"
-					if p.Connection == "relayed" {
-						conn = "relayed"
-					}
-				}
-				if len(p.Discovered) > 0 {
-					disc = strings.Join(p.Discovered, ",")
-				}
-				if p.LastExchange != nil {
-					epoch = fmt.Sprint(p.Epoch)
-					last = p.LastExchange.Local().Format(time.RFC3339)
-				}
-				if p.Suite != "" {
-					suite = suiteLabel(p.Suite)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Peer, conn, disc, p.Trust, epoch, suite, last)
-			}
-			return tw.Flush()
+			return out.end()
 		},
 	}
+}
+
+// peerPrinter prints the lines of peers: add for each peer, in order,
+// then end once.
+type peerPrinter interface {
+	add(api.Peer) error
+	end() error
+}
+
+// peerJSON prints the peers as printJSON prints their list, byte for
+// byte, one element at a time.
+type peerJSON struct {
+	w *bufio.Writer
+	n int
+}
+
+func (j *peerJSON) add(p api.Peer) error {
+	b, err := json.MarshalIndent(p, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	if j.n == 0 {
+		j.w.WriteString("[\n  ")
+	} else {
+		j.w.WriteString(",\n  ")
+	}
+	j.n++
+	_, err = j.w.Write(b)
+	return err
+}
+
+func (j *peerJSON) end() error {
+	if j.n == 0 {
+		j.w.WriteString("[]\n")
+	} else {
+		j.w.WriteString("\n]\n")
+	}
+	return j.w.Flush()
+}
+
+// peerTable prints the peers as a table, one line each, at end: as
+// text/tabwriter did (columns as wide as their widest cell, padded by two
+// spaces; the last column not padded), holding only the lines' text,
+// where tabwriter held a record of every cell besides. The text is held
+// in chunks: one slice grown to the size of 100,000 lines (14 MB) was
+// copied at each doubling, in copies the garbage collector cannot
+// interrupt (a third of the listing's CPU, with the collector's spinning
+// while it waited on them).
+type peerTable struct {
+	w      *bufio.Writer
+	chunks [][]byte // the lines, cells separated by tabs, each ended by a newline; no line split between chunks
+	width  [6]int   // the widest cell of each column but the last, in runes
+	rows   int      // lines held, with the heading
+}
+
+// peerCols is the table's heading.
+var peerCols = [...]string{"PEER", "CONNECTED", "DISCOVERED", "TRUST", "EPOCH", "SUITE", "LAST EXCHANGE"}
+
+// tablePadding is what separates the columns (tabwriter's padding).
+const tablePadding = 2
+
+// tableChunk is the size of a chunk of peerTable's text.
+const tableChunk = 64 << 10
+
+// row holds one line of len(peerCols) cells, none holding a tab or newline.
+func (t *peerTable) row(cells ...string) {
+	n := len(cells) // the separators and the newline
+	for _, c := range cells {
+		n += len(c)
+	}
+	if k := len(t.chunks); k == 0 || len(t.chunks[k-1])+n > cap(t.chunks[k-1]) {
+		t.chunks = append(t.chunks, make([]byte, 0, max(tableChunk, n)))
+	}
+	b := t.chunks[len(t.chunks)-1]
+	for i, c := range cells {
+		if i > 0 {
+			b = append(b, '\t')
+		}
+		b = append(b, c...)
+		if i < len(t.width) {
+			t.width[i] = max(t.width[i], utf8.RuneCountInString(c))
+		}
+	}
+	t.chunks[len(t.chunks)-1] = append(b, '\n')
+	t.rows++
+}
+
+func (t *peerTable) add(p api.Peer) error {
+	if t.rows == 0 {
+		t.row(peerCols[:]...)
+	}
+	conn, disc, epoch, suite, last := "no", "-", "-", "-", "-"
+	if p.Connected {
+		conn = "yes"
+		if p.Connection == "relayed" {
+			conn = "relayed"
+		}
+	}
+	if len(p.Discovered) > 0 {
+		disc = strings.Join(p.Discovered, ",")
+	}
+	if p.LastExchange != nil {
+		epoch = strconv.FormatUint(p.Epoch, 10)
+		last = p.LastExchange.Local().Format(time.RFC3339)
+	}
+	if p.Suite != "" {
+		suite = suiteLabel(p.Suite)
+	}
+	t.row(p.Peer, conn, disc, p.Trust, epoch, suite, last)
+	return nil
+}
+
+func (t *peerTable) end() error {
+	if t.rows == 0 {
+		fmt.Fprintln(t.w, "no peers")
+		return t.w.Flush()
+	}
+	var spaces [64]byte
+	for i := range spaces {
+		spaces[i] = ' '
+	}
+	for _, rest := range t.chunks {
+		for len(rest) > 0 {
+			line, after, _ := bytes.Cut(rest, []byte{'\n'})
+			rest = after
+			for i := range t.width {
+				cell, more, _ := bytes.Cut(line, []byte{'\t'})
+				line = more
+				t.w.Write(cell)
+				for pad := t.width[i] + tablePadding - utf8.RuneCount(cell); pad > 0; pad -= len(spaces) {
+					t.w.Write(spaces[:min(pad, len(spaces))])
+				}
+			}
+			t.w.Write(line)
+			if err := t.w.WriteByte('\n'); err != nil {
+				return err
+			}
+		}
+	}
+	return t.w.Flush()
 }
 
 func connectCommand() *cli.Command {

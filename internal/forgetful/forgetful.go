@@ -32,3 +32,29 @@ func (s Store) Lookup(p peer.ID) (peerstore.PeerState, error) {
 	}
 	return peerstore.PeerState{Epoch: st.Epoch}, nil
 }
+
+// ListPeers hides the records as Lookup does: it lists the peers with a
+// session, with their sessions and no record.
+func (s Store) ListPeers(after peer.ID, limit int) ([]peerstore.PeerSummary, error) {
+	page, err := s.Store.ListPeers(after, limit)
+	if err != nil {
+		return nil, err
+	}
+	// A page the hiding shortens is not the end: read on until the page
+	// is full or the wrapped store's ended.
+	out := make([]peerstore.PeerSummary, 0, len(page))
+	for {
+		for _, sum := range page {
+			if sum.State.Epoch > 0 && len(out) < limit {
+				out = append(out, peerstore.PeerSummary{Peer: sum.Peer, State: peerstore.PeerState{Epoch: sum.State.Epoch},
+					KeyID: sum.KeyID, Suite: sum.Suite, Created: sum.Created})
+			}
+		}
+		if len(out) == limit || len(page) < limit {
+			return out, nil
+		}
+		if page, err = s.Store.ListPeers(page[len(page)-1].Peer, limit); err != nil {
+			return nil, err
+		}
+	}
+}

@@ -61,6 +61,8 @@ func TestStore(t *testing.T, open func(t *testing.T) peerstore.Store, reopen fun
 		{"CommitWithoutPeerKey", s.testCommitWithoutPeerKey},
 		{"Lookup", s.testLookup},
 		{"LookupAgrees", s.testLookupAgrees},
+		{"ListPeersAgrees", s.testListPeersAgrees},
+		{"ListPeers", s.testListPeers},
 		{"KeepEpochs", s.testKeepEpochs},
 		{"Sessions", s.testSessions},
 		{"ReturnsCopies", s.testReturnsCopies},
@@ -702,6 +704,26 @@ func RequireLookupAgrees(t testing.TB, st peerstore.Store, p peer.ID, what strin
 // peers, and after each, for every peer, Lookup says what Peer and
 // ActiveSession say (RequireLookupAgrees). The seed is logged.
 func (s *suite) testLookupAgrees(t *testing.T) {
+	s.randomWrites(t, func(st peerstore.Store, peers []peer.ID, what string) {
+		for _, q := range peers {
+			RequireLookupAgrees(t, st, q, what)
+		}
+	})
+}
+
+// testListPeersAgrees is the same model check for ListPeers: after each
+// random write, ListPeers read in pages of several sizes lists what Peer,
+// ActiveSession and Peers say (RequireListPeersAgrees).
+func (s *suite) testListPeersAgrees(t *testing.T) {
+	s.randomWrites(t, func(st peerstore.Store, peers []peer.ID, what string) {
+		RequireListPeersAgrees(t, st, peers, what)
+	})
+}
+
+// randomWrites runs a random sequence of every kind of write a Store has
+// over a few peers, calling check after each with the store, the peers and
+// what the write was. The seed is logged.
+func (s *suite) randomWrites(t *testing.T, check func(st peerstore.Store, peers []peer.ID, what string)) {
 	st := s.store(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -717,6 +739,7 @@ func (s *suite) testLookupAgrees(t *testing.T) {
 	next := func(p peer.ID, record bool) peerstore.Commit {
 		epoch[p] += 1 + uint64(r.IntN(3))
 		c := peerstore.Commit{Session: newSession(t, p, epoch[p]), Seen: at(time.Duration(epoch[p]) * time.Minute)}
+		c.Session.Suite = []uint16{0x0a, 0x20, 0x21}[r.IntN(3)]
 		if record {
 			seq[p]++
 			c.PeerKey = newPeerKey(t, p, seq[p])
@@ -785,10 +808,115 @@ func (s *suite) testLookupAgrees(t *testing.T) {
 			}
 			st = s.reopenStore(t, st)
 		}
-		for _, q := range peers {
-			RequireLookupAgrees(t, st, q, fmt.Sprintf("step %d (%s of %s)", step, what, p))
-		}
+		check(st, peers, fmt.Sprintf("step %d (%s of %s)", step, what, p))
 	}
+}
+
+// RequireListPeersAgrees checks that ListPeers, read in pages of every
+// size from 1 to len(peers)+1, lists exactly the peers of peers (which
+// must hold every peer the store knows) that Peer or ActiveSession knows,
+// in the order of their bytes, with what those say of each (the record's
+// Seq, Fingerprint and Trust; the active session's epoch, key ID, suite
+// and creation time); and that every peer Peers lists is listed with a
+// record. what names the write before it.
+func RequireListPeersAgrees(t testing.TB, st peerstore.Store, peers []peer.ID, what string) {
+	t.Helper()
+	var want []peerstore.PeerSummary
+	for _, p := range slices.Sorted(slices.Values(peers)) {
+		pk, perr := st.Peer(p)
+		act, aerr := st.ActiveSession(p)
+		for _, e := range []error{perr, aerr} {
+			if e != nil && !errors.Is(e, peerstore.ErrNotFound) {
+				t.Fatalf("%s: slow path of %s: %v", what, p, e)
+			}
+		}
+		if perr != nil && aerr != nil {
+			continue
+		}
+		w := peerstore.PeerSummary{Peer: p}
+		if pk != nil {
+			w.State.Record, w.State.Seq, w.State.Fingerprint, w.State.Trust = true, pk.Seq, pk.Fingerprint, pk.Trust
+		}
+		if act != nil {
+			clear(act.Key[:])
+			w.State.Epoch, w.KeyID, w.Suite, w.Created = act.Epoch, act.ID, act.Suite, act.Created
+		}
+		want = append(want, w)
+	}
+	records, err := st.Peers()
+	require.NoError(t, err, what)
+	for limit := 1; limit <= len(peers)+1; limit++ {
+		var got []peerstore.PeerSummary
+		after := peer.ID("")
+		for {
+			page, err := st.ListPeers(after, limit)
+			require.NoError(t, err, "%s: ListPeers(%q, %d)", what, after, limit)
+			require.LessOrEqual(t, len(page), limit, "%s: ListPeers page", what)
+			got = append(got, page...)
+			if len(page) < limit {
+				break
+			}
+			after = page[len(page)-1].Peer
+		}
+		require.Len(t, got, len(want), "%s: ListPeers in pages of %d", what, limit)
+		for i := range want {
+			w, g := want[i], got[i]
+			require.Equal(t, w.Peer, g.Peer, "%s: peer %d in pages of %d", what, i, limit)
+			require.Equal(t, w.State.Record, g.State.Record, "%s: %s: Record", what, w.Peer)
+			require.Equal(t, w.State.Seq, g.State.Seq, "%s: %s: Seq", what, w.Peer)
+			require.True(t, bytes.Equal(w.State.Fingerprint, g.State.Fingerprint), "%s: %s: Fingerprint", what, w.Peer)
+			require.Equal(t, w.State.Trust, g.State.Trust, "%s: %s: Trust", what, w.Peer)
+			require.Equal(t, w.State.Epoch, g.State.Epoch, "%s: %s: Epoch", what, w.Peer)
+			require.Equal(t, w.KeyID, g.KeyID, "%s: %s: KeyID", what, w.Peer)
+			require.Equal(t, w.Suite, g.Suite, "%s: %s: Suite", what, w.Peer)
+			requireTimeEqual(t, w.Created, g.Created, what+": "+w.Peer.String()+": Created")
+		}
+		withRecord := 0
+		for _, g := range got {
+			if g.State.Record {
+				require.Less(t, withRecord, len(records), "%s: ListPeers lists more records than Peers", what)
+				require.Equal(t, records[withRecord].Peer, g.Peer, "%s: record %d", what, withRecord)
+				withRecord++
+			}
+		}
+		require.Equal(t, len(records), withRecord, "%s: records listed by ListPeers and by Peers", what)
+	}
+}
+
+// testListPeers: ListPeers of an empty store, a limit below 1, an after
+// that no peer has, and pages that return copies.
+func (s *suite) testListPeers(t *testing.T) {
+	st := s.store(t)
+	got, err := st.ListPeers("", 5)
+	require.NoError(t, err)
+	require.Empty(t, got, "an empty store")
+	_, err = st.ListPeers("", 0)
+	require.Error(t, err, "limit 0")
+
+	peers := make([]peer.ID, 6)
+	for i := range peers {
+		peers[i] = RandPeerID(t)
+		commit(t, st, peers[i], 1)
+	}
+	slices.Sort(peers)
+	// An after that is not a stored peer: the peers above it.
+	got, err = st.ListPeers(peers[2]+"x", 10)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	require.Equal(t, peers[3], got[0].Peer)
+	got, err = st.ListPeers(peers[5], 10)
+	require.NoError(t, err)
+	require.Empty(t, got, "after the last peer")
+
+	// Copies: changing a page changes nothing stored.
+	got, err = st.ListPeers("", 1)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	fp := bytes.Clone(got[0].State.Fingerprint)
+	clear(got[0].State.Fingerprint)
+	again, err := st.ListPeers("", 1)
+	require.NoError(t, err)
+	require.Equal(t, fp, again[0].State.Fingerprint)
 }
 
 // testLookup: Lookup agrees with Peer and ActiveSession through every
@@ -1327,6 +1455,7 @@ func (s *suite) testClose(t *testing.T) {
 		"Peer":              func() error { _, err := st.Peer(p); return err },
 		"Lookup":            func() error { _, err := st.Lookup(p); return err },
 		"Peers":             func() error { _, err := st.Peers(); return err },
+		"ListPeers":         func() error { _, err := st.ListPeers("", 10); return err },
 		"SetTrust":          func() error { return st.SetTrust(p, peerstore.TrustVerified) },
 		"CommitExchange": func() error {
 			return st.CommitExchange(peerstore.Commit{Session: newSession(t, p, 2)})
