@@ -19,7 +19,6 @@ import (
 
 	"github.com/p2pkex/p2pkex/api"
 	"github.com/p2pkex/p2pkex/api/server"
-	"github.com/p2pkex/p2pkex/client"
 	"github.com/p2pkex/p2pkex/node"
 	"github.com/p2pkex/p2pkex/peerstore"
 	"github.com/p2pkex/p2pkex/protocol"
@@ -171,13 +170,7 @@ func TestPeersThroughDaemon(t *testing.T) {
 	n, err := node.New(ctx, node.WithStore(st), node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	dir := t.TempDir()
-	srv := server.New(n, server.Options{Dir: dir})
-	require.NoError(t, srv.Start())
-	t.Cleanup(func() { require.NoError(t, srv.Close()) })
-	c, err := client.New(dir)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	srv, c := serveNode(t, n)
 
 	// An empty list is [], not null.
 	body := rawGet(t, c.Socket(), "peers")

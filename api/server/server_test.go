@@ -23,6 +23,20 @@ type ops interface {
 	ExportKey(context.Context, api.ExportKeyRequest) (*api.ExportKeyReply, error)
 }
 
+// serveNode serves n's API on a socket in a temporary directory and
+// returns the server and a client of it.
+func serveNode(t *testing.T, n *node.Node) (*server.Server, *client.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	srv := server.New(n, server.Options{Dir: dir})
+	require.NoError(t, srv.Start())
+	t.Cleanup(func() { require.NoError(t, srv.Close()) })
+	c, err := client.New(dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	return srv, c
+}
+
 // TestSameErrorsInProcess: an operation called in process (the command
 // line without a daemon) fails with the same code and words as through
 // the socket (with a daemon), so that both paths print the same line.
@@ -31,13 +45,7 @@ func TestSameErrorsInProcess(t *testing.T) {
 	n, err := node.New(ctx, node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	dir := t.TempDir()
-	srv := server.New(n, server.Options{Dir: dir})
-	require.NoError(t, srv.Start())
-	t.Cleanup(func() { require.NoError(t, srv.Close()) })
-	c, err := client.New(dir)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	srv, c := serveNode(t, n)
 
 	self := n.ID().String()
 	const other = "12D3KooWJxTv3PXeD23apMf6McRS3wjsuMsnaZ1X7ufxB54PrL2v"
