@@ -152,9 +152,11 @@ func newNullExchange(ini, res []protocol.Event, noticeSize int, kept bool) (*nul
 // writes of one exchange.
 func (x *nullExchange) writes() int {
 	n := 0
-	for _, s := range append(x.ini[:len(x.ini):len(x.ini)], x.res...) {
-		if s.write != nil {
-			n++
+	for _, side := range [][]nullStep{x.ini, x.res} {
+		for _, s := range side {
+			if s.write != nil {
+				n++
+			}
 		}
 	}
 	return n

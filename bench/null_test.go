@@ -176,7 +176,7 @@ func BenchmarkNullWrites(b *testing.B) {
 	// The frames of an exchange with keys known (MLKEM768X25519, the
 	// default notice size: the part goes in two chunks), as p2pkex bench
 	// recorded them.
-	start, cont, next, confirm := make([]byte, 82), make([]byte, 79), make([]byte, 4), make([]byte, 38)
+	start, cont, next, confirm := make([]byte, 118), make([]byte, 117), make([]byte, 6), make([]byte, 38)
 	part := [][]byte{make([]byte, 1010), make([]byte, 249)}
 	w := func(frames ...[]byte) nullStep { return nullStep{write: frames, deadline: true} }
 	r := func(n int) nullStep { return nullStep{read: n} }

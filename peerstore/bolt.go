@@ -1145,8 +1145,8 @@ func (s *boltStore) Peers() ([]PeerKey, error) {
 // peer's few epochs are inline in the tree of bucket sessions, which the
 // walk reads in the same order as bucket state.
 func (s *boltStore) ListPeers(after peer.ID, limit int) ([]PeerSummary, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("peerstore: ListPeers limit %d, want at least 1", limit)
+	if err := checkListLimit(limit); err != nil {
+		return nil, err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -2,7 +2,6 @@ package peerstore
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -176,8 +175,8 @@ func (s *memStore) Peers() ([]PeerKey, error) {
 // maps (a sorted slice, each ID inserted by binary search), rather than
 // sorting every peer for each page.
 func (s *memStore) ListPeers(after peer.ID, limit int) ([]PeerSummary, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("peerstore: ListPeers limit %d, want at least 1", limit)
+	if err := checkListLimit(limit); err != nil {
+		return nil, err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -40,6 +40,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -293,3 +294,11 @@ type Store interface {
 // KeepEpochs is how many session epochs per peer a store keeps: the active
 // one and the ones before it, for messages still in flight under an old key.
 const KeepEpochs = 3
+
+// checkListLimit refuses a ListPeers page size below 1.
+func checkListLimit(limit int) error {
+	if limit <= 0 {
+		return fmt.Errorf("peerstore: ListPeers limit %d, want at least 1", limit)
+	}
+	return nil
+}

@@ -64,12 +64,17 @@ func eachPeer(n *node.Node, f func(api.Peer) error) error {
 // with their trust and last exchange; none connected or discovered. It
 // holds the whole list; EachKnownPeer does not.
 func KnownPeers(store peerstore.Store) ([]api.Peer, error) {
+	return collectPeers(func(f func(api.Peer) error) error { return EachKnownPeer(store, f) })
+}
+
+// collectPeers returns the list each calls its argument with ([], not
+// nil, for none).
+func collectPeers(each func(func(api.Peer) error) error) ([]api.Peer, error) {
 	out := []api.Peer{}
-	err := EachKnownPeer(store, func(p api.Peer) error {
+	if err := each(func(p api.Peer) error {
 		out = append(out, p)
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -115,7 +120,7 @@ func mergeKnown(store peerstore.Store, live map[peer.ID]*api.Peer, f func(api.Pe
 				pj = *live[ids[next]]
 				next++
 			} else {
-				pj = api.Peer{Peer: idString(sum.Peer), Addrs: []string{}, Discovered: []string{}}
+				pj = api.Peer{Peer: sum.Peer.String(), Addrs: []string{}, Discovered: []string{}}
 			}
 			setKnown(&pj, sum)
 			if err := f(pj); err != nil {

@@ -328,15 +328,7 @@ func (s *Server) Keys(_ context.Context, who string) (*api.Keys, error) {
 // or holds a record of, sorted by peer ID. It holds the whole list;
 // EachPeer does not.
 func (s *Server) Peers(ctx context.Context) ([]api.Peer, error) {
-	out := []api.Peer{}
-	err := s.EachPeer(ctx, func(p api.Peer) error {
-		out = append(out, p)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return collectPeers(func(f func(api.Peer) error) error { return s.EachPeer(ctx, f) })
 }
 
 // EachPeer calls f with each peer Peers lists, in its order, reading the
